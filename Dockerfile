@@ -1,0 +1,11 @@
+FROM python:3.12-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 DJANGO_SETTINGS_MODULE=sociomile.settings.production
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
+RUN SECRET_KEY=build-only-secret-key-that-is-long-enough-xx python manage.py collectstatic --noinput -v 0
+RUN useradd --system --uid 1000 sociomile
+USER sociomile
+EXPOSE 8000
+CMD ["gunicorn", "sociomile.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--graceful-timeout", "30"]

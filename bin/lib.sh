@@ -1,0 +1,142 @@
+# Shared by bin/dev and bin/test: finds or installs Python >= 3.12 (and the venv), PostgreSQL and Redis,
+# and starts/stops local PostgreSQL and Redis servers in a folder of their own. No Docker.
+# shellcheck shell=bash
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${SOCIOMILE_VENV:-$ROOT/.venv}"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else die "root is needed to run: $*"
+  fi
+}
+
+APT_UPDATED=""
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "please install: $* (no apt-get here)"
+  log "installing $* with apt-get"
+  if [ -z "$APT_UPDATED" ]; then as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq; APT_UPDATED=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+python_is_recent() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; }
+
+# Django 6 needs Python >= 3.12. Debian 12's python3 is 3.11, so also look at pyenv's versions.
+find_python() {
+  local pyenv_root="${PYENV_ROOT:-}" candidate
+  [ -n "$pyenv_root" ] || pyenv_root="$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"
+  for candidate in "${PYTHON:-}" python3.12 python3.13 python3 \
+      $(ls -d "$pyenv_root"/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -V); do
+    [ -n "$candidate" ] || continue
+    if python_is_recent "$candidate"; then command -v "$candidate" 2>/dev/null || echo "$candidate"; return 0; fi
+  done
+  return 1
+}
+
+ensure_venv() {
+  local python want stamp
+  if [ ! -x "$VENV/bin/python" ] || ! python_is_recent "$VENV/bin/python"; then
+    if ! python="$(find_python)"; then
+      apt_install python3.12 python3.12-venv 2>/dev/null || true
+      python="$(find_python)" || die "Python >= 3.12 not found: set PYTHON=/path/to/python3.12"
+    fi
+    log "creating $VENV with $python ($("$python" --version))"
+    rm -rf "$VENV"
+    "$python" -m venv "$VENV"
+  fi
+  want="$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)"
+  stamp="$VENV/.requirements.sha256"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing requirements.txt into $VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements.txt"
+    echo "$want" >"$stamp"
+  fi
+  log "python: $("$VENV/bin/python" --version) in $VENV"
+}
+
+find_pg_bindir() {
+  local dir
+  dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  if [ -n "$dir" ] && [ -x "$dir/initdb" ]; then echo "$dir"; return 0; fi
+  if command -v initdb >/dev/null 2>&1; then dirname "$(command -v initdb)"; return 0; fi
+  return 1
+}
+
+ensure_postgres() {
+  PG_BIN="$(find_pg_bindir)" || { apt_install postgresql; PG_BIN="$(find_pg_bindir)"; } || die "PostgreSQL not found"
+  if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+    useradd --system --home-dir /var/lib/postgresql --shell /bin/sh postgres
+  fi
+  log "postgresql: $("$PG_BIN/postgres" --version)"
+}
+
+ensure_redis() {
+  command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+  command -v redis-server >/dev/null 2>&1 || die "redis-server not found"
+  log "redis: $(redis-server --version | cut -d' ' -f3)"
+}
+
+# PostgreSQL refuses to run as root: as root, the cluster belongs to the postgres user.
+pg_as_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# pg_start DATA_DIR PORT [EXTRA -c SETTINGS...]: initialises the cluster if needed and starts it on loopback.
+pg_start() {
+  local data="$1" port="$2"; shift 2
+  local settings="-p $port -k $data -c listen_addresses=127.0.0.1"
+  local setting
+  for setting in "$@"; do settings="$settings -c $setting"; done
+  mkdir -p "$data"
+  [ "$(id -u)" = 0 ] && chown postgres "$data" && chmod 700 "$data"
+  if [ ! -s "$data/PG_VERSION" ]; then
+    pg_as_owner "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+  fi
+  pg_as_owner "$PG_BIN/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 -o "$settings" start >/dev/null \
+    || { tail -n 20 "$data/server.log" >&2; die "PostgreSQL did not start (log: $data/server.log)"; }
+}
+
+pg_stop() { [ -s "$1/postmaster.pid" ] && pg_as_owner "$PG_BIN/pg_ctl" -D "$1" -m fast -w stop >/dev/null 2>&1 || true; }
+
+# pg_ensure_database PORT NAME: a login role NAME (may create databases: the tests do) owning database NAME.
+pg_ensure_database() {
+  local port="$1" name="$2" psql=("$PG_BIN/psql" -h 127.0.0.1 -p "$1" -U postgres -d postgres -qAt)
+  if [ "$("${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname = '$name'")" != 1 ]; then
+    "${psql[@]}" -c "CREATE ROLE \"$name\" LOGIN CREATEDB"
+  fi
+  if [ "$("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = '$name'")" != 1 ]; then
+    "${psql[@]}" -c "CREATE DATABASE \"$name\" OWNER \"$name\""
+  fi
+}
+
+# redis_start DIR PORT [persistent]: a Redis server on loopback, daemonized, stopped by its pidfile.
+redis_start() {
+  local dir="$1" port="$2" mode="${3:-ephemeral}" persistence=(--save "" --appendonly no)
+  mkdir -p "$dir"
+  [ "$mode" = persistent ] && persistence=(--save "60 1" --appendonly yes)
+  redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --dir "$dir" \
+    --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "${persistence[@]}" >/dev/null
+  local i
+  for i in $(seq 1 50); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  die "Redis did not start (log: $dir/redis.log)"
+}
+
+redis_stop() {
+  local dir="$1" pid
+  [ -s "$dir/redis.pid" ] || return 0
+  pid="$(cat "$dir/redis.pid")"
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+}

@@ -1,0 +1,216 @@
+"""Shared fixtures: real PostgreSQL and Redis (started by bin/test), two tenants made once per session,
+API clients per host, and a real Celery worker process for the flows that promise asynchrony."""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django_tenants.utils import get_public_schema_name, schema_context
+from rest_framework.test import APIClient
+
+from core.models import User
+from core.redis import get_redis
+from core.services import user_create, user_token_get_or_create
+from tenants.models import Tenant
+from tenants.services import tenant_create, tenant_delete
+
+ROOT = Path(__file__).resolve().parent
+TEST_OUTPUT = ROOT / "test-output"
+PASSWORD = "test-password-1234"
+
+
+def wait_for(predicate, *, timeout: float = 15.0, interval: float = 0.05, message: str = "condition"):
+    """Polls until predicate() is truthy and returns its value; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def host_of(tenant: Tenant | None) -> str:
+    return settings.BASE_DOMAIN if tenant is None else f"{tenant.schema_name}.{settings.BASE_DOMAIN}"
+
+
+def api_client(*, tenant: Tenant | None = None, token: str | None = None) -> APIClient:
+    """A DRF test client speaking JSON to the platform host (tenant=None) or to a tenant's host."""
+    client = APIClient(HTTP_HOST=host_of(tenant))
+    client.default_format = "json"
+    if token:
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    return client
+
+
+def make_user(*, tenant: Tenant | None, role: str, email: str | None = None) -> User:
+    schema = get_public_schema_name() if tenant is None else tenant.schema_name
+    with schema_context(schema):
+        return user_create(email=email or f"{role}-{uuid.uuid4().hex[:8]}@example.test", password=PASSWORD, role=role)
+
+
+def token_for(user: User, *, tenant: Tenant | None) -> str:
+    schema = get_public_schema_name() if tenant is None else tenant.schema_name
+    with schema_context(schema):
+        return user_token_get_or_create(user=user).key
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_test_redis():
+    # Our own Redis database: stale messages or counters from another run must not queue ahead of ours.
+    get_redis().flushdb()
+
+
+@pytest.fixture(scope="session")
+def session_tenants(django_db_setup, django_db_blocker):
+    """Two tenants created once and committed (schema creation runs migrations: too slow per test)."""
+    with django_db_blocker.unblock():
+        tenants = {}
+        for slug in ("alpha", "beta"):
+            tenants[slug] = tenant_create(
+                name=slug.title(), slug=slug, admin_email=f"admin@{slug}.test", admin_password=PASSWORD
+            )
+        connection.set_schema_to_public()
+    return tenants
+
+
+@pytest.fixture
+def tenant_a(session_tenants, db) -> Tenant:
+    return session_tenants["alpha"]
+
+
+@pytest.fixture
+def tenant_b(session_tenants, db) -> Tenant:
+    return session_tenants["beta"]
+
+
+@pytest.fixture(autouse=True)
+def _back_to_public_schema():
+    # A request or a service may leave the connection in a tenant's schema; the next test starts public.
+    yield
+    connection.set_schema_to_public()
+
+
+@pytest.fixture
+def platform_token(db) -> str:
+    return token_for(make_user(tenant=None, role=User.Role.PLATFORM_ADMIN), tenant=None)
+
+
+@pytest.fixture
+def platform_api(platform_token) -> APIClient:
+    return api_client(token=platform_token)
+
+
+@pytest.fixture
+def tenant_a_admin(tenant_a) -> User:
+    return make_user(tenant=tenant_a, role=User.Role.ADMIN)
+
+
+@pytest.fixture
+def tenant_a_admin_api(tenant_a, tenant_a_admin) -> APIClient:
+    return api_client(tenant=tenant_a, token=token_for(tenant_a_admin, tenant=tenant_a))
+
+
+@pytest.fixture
+def tenant_b_admin_api(tenant_b) -> APIClient:
+    admin = make_user(tenant=tenant_b, role=User.Role.ADMIN)
+    return api_client(tenant=tenant_b, token=token_for(admin, tenant=tenant_b))
+
+
+# --- committed data and real workers -----------------------------------------------------------------
+
+
+@pytest.fixture
+def live_db(django_db_setup, django_db_blocker):
+    """Database access without a wrapping transaction: writes commit and worker processes see them.
+
+    Tests using it clean up after themselves (tenants made with `make_live_tenant` are deleted).
+    """
+    with django_db_blocker.unblock():
+        yield
+        connection.set_schema_to_public()
+
+
+@pytest.fixture
+def make_live_tenant(live_db):
+    """Creates committed tenants for the test and deletes them (schema, queue) afterwards."""
+    created: list[Tenant] = []
+
+    def make(slug_prefix: str = "live", **kwargs) -> Tenant:
+        slug = f"{slug_prefix}-{uuid.uuid4().hex[:8]}"
+        tenant = tenant_create(
+            name=kwargs.pop("name", slug),
+            slug=slug,
+            admin_email=kwargs.pop("admin_email", f"admin@{slug}.test"),
+            admin_password=PASSWORD,
+            **kwargs,
+        )
+        created.append(tenant)
+        return tenant
+
+    yield make
+    connection.set_schema_to_public()
+    for tenant in created:
+        if Tenant.objects.filter(id=tenant.id).exists():
+            tenant_delete(tenant=tenant)
+
+
+def _test_database_url() -> str:
+    db = connection.settings_dict
+    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{credentials}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+class WorkerProcess:
+    """A real `celery worker` subprocess on the test database and Redis."""
+
+    def __init__(self, *, name: str, concurrency: int = 2, extra_env: dict | None = None):
+        self.name = name
+        TEST_OUTPUT.mkdir(exist_ok=True)
+        self.log_path = TEST_OUTPUT / f"worker-{name}.log"
+        env = {
+            **os.environ,
+            "DATABASE_URL": _test_database_url(),
+            "DJANGO_SETTINGS_MODULE": "sociomile.settings.test",
+            **(extra_env or {}),
+        }
+        command = [
+            sys.executable, "-m", "celery", "-A", "sociomile", "worker", "-Q", "platform",
+            "--pool", "prefork", "--concurrency", str(concurrency), "--hostname", f"{name}@%h",
+            "--without-mingle", "--without-gossip", "--loglevel", "INFO",
+        ]  # fmt: skip
+        self.log_file = open(self.log_path, "w")
+        self.process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self.log_file, stderr=subprocess.STDOUT)
+        wait_for(lambda: "ready." in self.log_path.read_text() or self.process.poll() is not None,
+                 timeout=60, message=f"worker {name} to start")  # fmt: skip
+        if self.process.poll() is not None:
+            pytest.fail(f"worker {name} exited at start:\n{self.log_path.read_text()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log_file.close()
+        return self.process.returncode
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker):
+    """One worker process for the whole session, started on first use."""
+    worker = WorkerProcess(name=f"test-{uuid.uuid4().hex[:6]}")
+    yield worker
+    worker.stop()

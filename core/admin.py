@@ -1,0 +1,60 @@
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+
+from core.models import User
+
+
+class TenantAdminSite(admin.AdminSite):
+    """The Django admin on a tenant's host: only that tenant's admins, only that tenant's models.
+
+    Kept apart from `admin.site` (the platform host's), which holds tenants and celery-beat's tables:
+    those live in the public schema, and a tenant's supervisor must never see them.
+    """
+
+    site_header = "Sociomile: tenant admin"
+    site_title = "Sociomile tenant admin"
+    index_title = "Operations"
+
+    def has_permission(self, request):
+        user = request.user
+        return bool(user.is_active and user.is_authenticated and getattr(user, "role", None) == User.Role.ADMIN)
+
+
+tenant_admin_site = TenantAdminSite(name="tenant_admin")
+admin.site.site_header = "Sociomile: platform admin"
+admin.site.site_title = "Sociomile platform admin"
+
+
+class UserCreationForm(AdminUserCreationForm):
+    class Meta:
+        model = User
+        fields = ("email", "name", "role")
+
+
+class UserEditForm(UserChangeForm):
+    class Meta:
+        model = User
+        fields = "__all__"
+
+
+class UserAdmin(BaseUserAdmin):
+    form = UserEditForm
+    add_form = UserCreationForm
+    ordering = ("email",)
+    list_display = ("email", "name", "role", "is_active", "last_login")
+    list_filter = ("role", "is_active")
+    search_fields = ("email", "name")
+    fieldsets = (
+        (None, {"fields": ("email", "password")}),
+        ("Profile", {"fields": ("name", "role")}),
+        ("Access", {"fields": ("is_active", "is_staff", "is_superuser")}),
+        ("Dates", {"fields": ("last_login", "date_joined")}),
+    )
+    add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "name", "role", "password1", "password2")}),)
+    filter_horizontal = ()
+    readonly_fields = ("last_login", "date_joined")
+
+
+admin.site.register(User, UserAdmin)
+tenant_admin_site.register(User, UserAdmin)

@@ -1,0 +1,82 @@
+from django.contrib.auth import authenticate
+from django.db import connection
+from django.http import JsonResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.models import User, normalize_email
+from core.redis import get_redis
+from core.services import user_token_get_or_create
+
+
+class AuthTokenApi(APIView):
+    """Exchanges an email and password for an API token valid on this host only."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    class InputSerializer(serializers.Serializer):
+        email = serializers.EmailField()
+        password = serializers.CharField(trim_whitespace=False, style={"input_type": "password"})
+
+    class OutputSerializer(serializers.Serializer):
+        token = serializers.CharField()
+        role = serializers.ChoiceField(choices=User.Role.choices)
+
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer}, auth=[])
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        # Users are looked up in this host's schema: a tenant account cannot sign in on another host.
+        user = authenticate(
+            request,
+            username=normalize_email(serializer.validated_data["email"]),
+            password=serializer.validated_data["password"],
+        )
+        if user is None:
+            return Response(
+                {"detail": "Unable to sign in with the provided email and password."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        token = user_token_get_or_create(user=user)
+        return Response(self.OutputSerializer({"token": token.key, "role": user.role}).data)
+
+
+class AuthMeApi(APIView):
+    """Who the token belongs to, on this host."""
+
+    class OutputSerializer(serializers.Serializer):
+        email = serializers.EmailField()
+        name = serializers.CharField()
+        role = serializers.ChoiceField(choices=User.Role.choices)
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request):
+        return Response(self.OutputSerializer(request.user).data)
+
+
+def health(request):
+    """200 when PostgreSQL and Redis answer, else 503 naming what failed. No authentication."""
+    checks = {"database": "ok", "redis": "ok"}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as error:
+        checks["database"] = f"error: {error.__class__.__name__}"
+    try:
+        get_redis().ping()
+    except Exception as error:
+        checks["redis"] = f"error: {error.__class__.__name__}"
+    healthy = all(value == "ok" for value in checks.values())
+    return JsonResponse({"status": "ok" if healthy else "error", **checks}, status=200 if healthy else 503)
+
+
+def not_found(request, exception=None):
+    return JsonResponse({"detail": "Not found."}, status=404)
+
+
+def server_error(request):
+    return JsonResponse({"detail": "Internal server error."}, status=500)

@@ -1,0 +1,36 @@
+from django.conf import settings
+from django.db import connection
+from django.http import JsonResponse
+from django.http.request import split_domain_port
+from django.urls import set_urlconf
+
+from tenants.selectors import tenant_get_for_hostname
+
+
+class TenantHostMiddleware:
+    """Picks the schema and URL conf from the Host header.
+
+    `<BASE_DOMAIN>` is the platform (public schema, platform URL conf); any domain in the tenants_domain
+    table (`<slug>.<BASE_DOMAIN>` by default) is that tenant; every other host is 404 JSON, so nothing
+    past this point ever runs without a known schema.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        # Every request starts in the public schema, whatever the previous one on this connection set.
+        connection.set_schema_to_public()
+        hostname, _port = split_domain_port(request.get_host())
+        if hostname == settings.BASE_DOMAIN:
+            request.tenant = None
+            request.urlconf = settings.PUBLIC_SCHEMA_URLCONF
+        else:
+            tenant = tenant_get_for_hostname(hostname=hostname)
+            if tenant is None:
+                return JsonResponse({"detail": f'No tenant is served at host "{hostname}".'}, status=404)
+            request.tenant = tenant
+            connection.set_tenant(tenant)
+            request.urlconf = settings.ROOT_URLCONF
+        set_urlconf(request.urlconf)
+        return self.get_response(request)

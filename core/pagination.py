@@ -1,0 +1,57 @@
+from urllib.parse import parse_qs, urlsplit
+
+from rest_framework import pagination
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.response import Response
+
+
+class CursorPagination(pagination.CursorPagination):
+    """`?cursor=<opaque>&limit=<n>` (default 50, max 200) -> `{"data": [...], "next_cursor": "<opaque>" | null}`.
+
+    Keyset pagination: a page deep into a large table costs the same as the first one.
+    """
+
+    page_size = 50
+    max_page_size = 200
+    page_size_query_param = "limit"
+    cursor_query_param = "cursor"
+    ordering = ("created_at",)
+
+    def encode_cursor(self, cursor):
+        # DRF returns a whole URL; the contract hands out the opaque cursor only.
+        url = super().encode_cursor(cursor)
+        return parse_qs(urlsplit(url).query)[self.cursor_query_param][0]
+
+    def decode_cursor(self, request):
+        try:
+            return super().decode_cursor(request)
+        except NotFound as error:  # a malformed cursor is bad input, not a missing resource
+            raise ValidationError({"cursor": ["Invalid cursor."]}) from error
+
+    def get_paginated_response(self, data):
+        return Response({"data": data, "next_cursor": self.get_next_link()})
+
+    def get_paginated_response_schema(self, schema):
+        return {
+            "type": "object",
+            "required": ["data", "next_cursor"],
+            "properties": {
+                "data": schema,
+                "next_cursor": {"type": "string", "nullable": True, "description": "Pass as ?cursor= for the next page."},
+            },
+        }
+
+    def get_schema_operation_parameters(self, view):
+        return [
+            {"name": self.cursor_query_param, "required": False, "in": "query", "description": "Opaque cursor from a previous page.", "schema": {"type": "string"}},
+            {"name": self.page_size_query_param, "required": False, "in": "query", "description": f"Page size, 1-{self.max_page_size} (default {self.page_size}).", "schema": {"type": "integer", "minimum": 1, "maximum": self.max_page_size}},
+        ]
+
+
+def paginate(*, request, view, queryset, serializer_class, ordering=None):
+    """Runs the cursor paginator over a queryset and serializes the page: the list step of a list API."""
+    paginator = CursorPagination()
+    if ordering is not None:
+        paginator.ordering = ordering
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer_class(page, many=True).data)

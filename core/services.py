@@ -1,0 +1,32 @@
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from rest_framework.authtoken.models import Token
+
+from core.models import User, normalize_email
+
+
+def user_create(*, email: str, password: str, role: str, name: str = "") -> User:
+    """Creates a user in the current schema (public for platform admins, a tenant's for its staff).
+
+    Raises ValidationError for a taken email or a weak password; nothing is written then.
+    """
+    email = normalize_email(email)
+    if User.objects.filter(email=email).exists():
+        raise ValidationError({"email": ["A user with this email already exists."]})
+    user = User(email=email, name=name, role=role)
+    try:
+        validate_password(password, user=user)
+    except ValidationError as error:
+        raise ValidationError({"password": error.messages}) from error
+    # Platform admins and tenant admins use the Django admin of their host; agents use the API only.
+    user.is_staff = role in (User.Role.PLATFORM_ADMIN, User.Role.ADMIN)
+    user.is_superuser = role == User.Role.PLATFORM_ADMIN
+    user.set_password(password)
+    user.save()
+    return user
+
+
+def user_token_get_or_create(*, user: User) -> Token:
+    """The user's API token in the current schema; a token is only ever valid on its own host."""
+    token, _ = Token.objects.get_or_create(user=user)
+    return token

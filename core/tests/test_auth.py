@@ -1,0 +1,79 @@
+import pytest
+
+from conftest import PASSWORD, api_client, make_user, token_for
+from core.models import User
+
+
+def test_tenant_user_signs_in_on_its_host_and_gets_its_role(tenant_a):
+    # given
+    agent = make_user(tenant=tenant_a, role=User.Role.AGENT, email="Agent.One@Example.test")
+
+    # when
+    response = api_client(tenant=tenant_a).post("/api/auth/token", {"email": "agent.one@example.test", "password": PASSWORD})
+
+    # then
+    assert response.status_code == 200
+    assert response.json() == {"token": token_for(agent, tenant=tenant_a), "role": "agent"}
+
+
+def test_platform_admin_signs_in_on_the_platform_host(db):
+    admin = make_user(tenant=None, role=User.Role.PLATFORM_ADMIN, email="root@example.test")
+
+    response = api_client().post("/api/auth/token", {"email": "root@example.test", "password": PASSWORD})
+
+    assert response.status_code == 200
+    assert response.json() == {"token": token_for(admin, tenant=None), "role": "platform_admin"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"email": "admin@alpha.test", "password": "wrong-password"},
+        {"email": "nobody@alpha.test", "password": PASSWORD},
+    ],
+)
+def test_wrong_credentials_are_a_400_and_no_token_is_made(tenant_a, body):
+    from django_tenants.utils import schema_context
+    from rest_framework.authtoken.models import Token
+
+    response = api_client(tenant=tenant_a).post("/api/auth/token", body)
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Unable to sign in with the provided email and password."}
+    with schema_context(tenant_a.schema_name):
+        assert Token.objects.count() == 0
+
+
+def test_missing_fields_are_named(tenant_a):
+    response = api_client(tenant=tenant_a).post("/api/auth/token", {"email": "not-an-email"})
+
+    assert response.status_code == 400
+    assert set(response.json()) == {"email", "password"}
+
+
+def test_an_account_of_tenant_a_cannot_sign_in_on_tenant_b(tenant_a, tenant_b):
+    # The first admin of each tenant was made at provisioning; alpha's email does not exist in beta.
+    response = api_client(tenant=tenant_b).post("/api/auth/token", {"email": "admin@alpha.test", "password": PASSWORD})
+
+    assert response.status_code == 400
+
+
+def test_tokens_never_cross_hosts(tenant_a, tenant_b):
+    # given a token for an admin of tenant A
+    token = token_for(make_user(tenant=tenant_a, role=User.Role.ADMIN), tenant=tenant_a)
+
+    # then it works on its own host only: refused on tenant B's host and on the platform API
+    assert api_client(tenant=tenant_a, token=token).get("/api/auth/me").status_code == 200
+    assert api_client(tenant=tenant_b, token=token).get("/api/auth/me").status_code == 401
+    assert api_client(token=token).get("/api/tenants").status_code == 401
+    # and a platform admin's token is refused on a tenant host
+    platform_token = token_for(make_user(tenant=None, role=User.Role.PLATFORM_ADMIN), tenant=None)
+    assert api_client(token=platform_token).get("/api/auth/me").json()["role"] == "platform_admin"
+    assert api_client(tenant=tenant_a, token=platform_token).get("/api/auth/me").status_code == 401
+
+
+def test_requests_without_a_token_are_401(tenant_a):
+    response = api_client(tenant=tenant_a).get("/api/auth/me")
+
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Authentication credentials were not provided."}

@@ -1,0 +1,57 @@
+import pytest
+
+from conftest import api_client
+from core import redis as core_redis
+
+
+@pytest.mark.parametrize("on_tenant_host", [False, True])
+def test_health_is_ok_on_every_host(tenant_a, on_tenant_host):
+    response = api_client(tenant=tenant_a if on_tenant_host else None).get("/health")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "redis": "ok"}
+
+
+def test_health_names_redis_when_it_is_down(tenant_a, settings):
+    # given a Redis URL nothing listens on
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    core_redis.get_redis.cache_clear()
+    try:
+        response = api_client(tenant=tenant_a).get("/health")
+    finally:
+        core_redis.get_redis.cache_clear()
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "error", "database": "ok", "redis": "error: ConnectionError"}
+
+
+def test_unknown_host_is_404_json(db):
+    response = api_client().get("/health", HTTP_HOST="nobody.localhost")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": 'No tenant is served at host "nobody.localhost".'}
+
+
+def test_unknown_path_is_404_json(tenant_a):
+    response = api_client(tenant=tenant_a).get("/api/nothing-here")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+
+
+def test_each_host_documents_its_own_api(tenant_a):
+    platform_paths = api_client().get("/api/schema/", HTTP_ACCEPT="application/json").json()["paths"]
+    tenant_paths = api_client(tenant=tenant_a).get("/api/schema/", HTTP_ACCEPT="application/json").json()["paths"]
+
+    assert "/api/tenants" in platform_paths
+    assert "/api/auth/token" in platform_paths
+    assert "/api/tenants" not in tenant_paths
+    assert "/api/auth/token" in tenant_paths
+
+
+@pytest.mark.parametrize("on_tenant_host", [False, True])
+def test_docs_ui_is_served(tenant_a, on_tenant_host):
+    response = api_client(tenant=tenant_a if on_tenant_host else None).get("/docs/")
+
+    assert response.status_code == 200
+    assert b"swagger-ui" in response.content

@@ -1,0 +1,213 @@
+"""Settings shared by every environment. Everything deployment-specific comes from the environment."""
+
+from pathlib import Path
+
+from sociomile.settings.env import database_from_url, env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+# Refused by settings.production; fine for a laptop and the tests.
+INSECURE_DEFAULT_SECRET_KEY = "django-insecure-sociomile-local-development-key"
+SECRET_KEY = env_str("SECRET_KEY", INSECURE_DEFAULT_SECRET_KEY)
+DEBUG = env_bool("DEBUG", False)
+
+# A tenant with slug `acme` is served on `acme.<BASE_DOMAIN>`; the platform on BASE_DOMAIN itself.
+BASE_DOMAIN = env_str("BASE_DOMAIN", "localhost")
+# Unknown hosts are answered 404 by core.middleware.TenantHostMiddleware, which only lets through
+# BASE_DOMAIN and the domains in the tenants_domain table; narrow this further in production if you like.
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"])
+
+DATABASES = {"default": database_from_url(env_str("DATABASE_URL", "postgres://sociomile@127.0.0.1:55432/sociomile"))}
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:56379/0")
+
+# --- Tenancy -------------------------------------------------------------------------------------------
+# Public schema: tenants, domains, platform users, celery-beat. Each tenant schema: its own users, tokens,
+# admin log and the product's data. Apps in both lists get their tables in every schema, and a tenant's
+# search_path ("<tenant>, public") finds the tenant's own table first: tokens and users never cross.
+SHARED_APPS = [
+    "django_tenants",
+    "tenants",
+    "core",
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.admin",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+]
+TENANT_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.admin",
+    "rest_framework.authtoken",
+    "core",
+    "conversations",
+    "agents",
+    "scheduler",
+]
+INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
+
+TENANT_MODEL = "tenants.Tenant"
+TENANT_DOMAIN_MODEL = "tenants.Domain"
+PUBLIC_SCHEMA_URLCONF = "sociomile.urls_public"
+ROOT_URLCONF = "sociomile.urls_tenants"
+# Slugs that would shadow the platform host's own names or PostgreSQL's schemas.
+TENANT_RESERVED_SLUGS = {"public", "www", "api", "admin", "docs", "static", "health", "metrics", "template"}
+
+AUTH_USER_MODEL = "core.User"
+
+MIDDLEWARE = [
+    # First: picks the schema and URL conf from the Host header, 404s unknown hosts.
+    "core.middleware.TenantHostMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "sociomile.wsgi.application"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Lets runserver and the tests serve static files without collectstatic.
+WHITENOISE_USE_FINDERS = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Request size limits: the API takes small JSON bodies.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024)
+
+# --- Cache (Redis) -------------------------------------------------------------------------------------
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        # django-tenants prefixes every key with the current schema: a cache key never crosses tenants.
+        "KEY_FUNCTION": "django_tenants.cache.make_key",
+        "REVERSE_KEY_FUNCTION": "django_tenants.cache.reverse_key",
+    }
+}
+
+# --- REST framework and OpenAPI ------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "core.exceptions.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Sociomile API",
+    "DESCRIPTION": "Multi-tenant omnichannel customer-service messaging backend.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Celery --------------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_TIMEZONE = TIME_ZONE
+# Tasks with no tenant (fan-outs, platform work) go here; each tenant's tasks go to its own queue
+# (tenants.queues.route_task), which every worker consumes (tenants.queues.TenantQueuesStep).
+CELERY_TASK_DEFAULT_QUEUE = "platform"
+CELERY_TASK_ROUTES = ("tenants.queues.route_task",)
+# No result backend: callers never wait on a task; outcomes live in the rows tasks write.
+CELERY_TASK_IGNORE_RESULT = True
+# Every task is idempotent (it reloads its rows and returns early when its work is done), so we ack after
+# the task ran: a worker killed mid-task gets its message redelivered instead of losing it.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message per process at a time: a long task never sits on messages another process could run, and a
+# tenant's backlog is not hoarded by one process (fairness across tenant queues).
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Hard and soft limits: a stuck task is killed well before the broker's visibility timeout, so a message
+# is never redelivered while its first delivery still runs.
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
+# Redis has no real acks: an unacked message returns to its queue after this many seconds, which is how a
+# SIGKILLed worker's tasks come back. Keep it above the hard time limit.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 600),
+    "socket_timeout": 5,
+    "socket_connect_timeout": 5,
+    "health_check_interval": 25,
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_SEND_TASK_EVENTS = False
+# Workers log through LOGGING below, so their lines carry the tenant's schema too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# tenant-schemas-celery: keep the Tenant row a worker loads for a schema for a minute.
+CELERY_TASK_TENANT_CACHE_SECONDS = 60
+# How often each worker reconciles the tenant queues it consumes with the tenants table; a tenant created
+# or deleted is also announced at once by broadcast (tenants.queues).
+TENANT_QUEUE_SYNC_SECONDS = env_int("TENANT_QUEUE_SYNC_SECONDS", 2)
+
+# --- Logging: every line names the schema it was written in --------------------------------------------
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"tenant_context": {"()": "django_tenants.log.TenantContextFilter"}},
+    "formatters": {
+        "tenant": {"format": "%(asctime)s %(levelname)s [%(schema_name)s] %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["tenant_context"], "formatter": "tenant"},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,9 @@
+"""The test suite: real PostgreSQL and Redis started by `bin/test` (their URLs come from the environment)."""
+
+from sociomile.settings.base import *  # noqa: F403
+
+DEBUG = False
+# Hashing passwords at full strength costs ~0.3 s a user; the tests create many users.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Workers started by the tests reconcile their tenant queues fast.
+TENANT_QUEUE_SYNC_SECONDS = 1

@@ -1,0 +1,15 @@
+"""The platform host (`BASE_DOMAIN`): tenant lifecycle and platform admin."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from core.urls import host_urlpatterns
+
+urlpatterns = [
+    *host_urlpatterns(urlconf="sociomile.urls_public"),
+    path("api/", include("tenants.urls")),
+    path("admin/", admin.site.urls),
+]
+
+handler404 = "core.apis.not_found"
+handler500 = "core.apis.server_error"

@@ -1,0 +1,14 @@
+"""A tenant's host (`<slug>.<BASE_DOMAIN>`): the product API and the tenant's own admin."""
+
+from django.urls import path
+
+from core.admin import tenant_admin_site
+from core.urls import host_urlpatterns
+
+urlpatterns = [
+    *host_urlpatterns(urlconf="sociomile.urls_tenants"),
+    path("admin/", tenant_admin_site.urls),
+]
+
+handler404 = "core.apis.not_found"
+handler500 = "core.apis.server_error"

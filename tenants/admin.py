@@ -1,0 +1,36 @@
+from django.contrib import admin
+
+from tenants.models import Domain, Tenant
+from tenants.services import tenant_delete
+
+
+class DomainInline(admin.TabularInline):
+    model = Domain
+    extra = 0
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ("schema_name", "name", "concurrency", "created_at")
+    search_fields = ("schema_name", "name")
+    readonly_fields = ("schema_name", "created_at")
+    fields = ("name", "schema_name", "concurrency", "created_at")
+    inlines = [DomainInline]
+
+    def has_add_permission(self, request):
+        # Provisioning (schema, admin user, queue) goes through the API or `manage.py tenant_create`.
+        return False
+
+    def delete_model(self, request, obj):
+        tenant_delete(tenant=obj)
+
+    def delete_queryset(self, request, queryset):
+        for tenant in queryset:
+            tenant_delete(tenant=tenant)
+
+
+@admin.register(Domain)
+class DomainAdmin(admin.ModelAdmin):
+    list_display = ("domain", "tenant", "is_primary")
+    list_select_related = ("tenant",)
+    search_fields = ("domain",)

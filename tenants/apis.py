@@ -1,0 +1,108 @@
+from django.http import Http404
+from django_tenants.utils import schema_context
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from conversations.selectors import inbound_event_list
+from core.pagination import CursorPagination, paginate
+from core.permissions import IsPlatformAdmin
+from tenants.models import MAX_TENANT_CONCURRENCY, Tenant
+from tenants.selectors import tenant_get, tenant_list, tenant_primary_domain
+from tenants.services import tenant_create, tenant_delete, tenant_event_publish
+
+
+class TenantOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    slug = serializers.CharField()
+    domain = serializers.SerializerMethodField()
+    concurrency = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+    def get_domain(self, tenant: Tenant) -> str | None:
+        return tenant_primary_domain(tenant=tenant)
+
+
+def _tenant_or_404(tenant_id: int) -> Tenant:
+    tenant = tenant_get(tenant_id=tenant_id)
+    if tenant is None:
+        raise Http404("No tenant with this id.")
+    return tenant
+
+
+class TenantListCreateApi(APIView):
+    permission_classes = [IsPlatformAdmin]
+    pagination_class = CursorPagination  # read by the OpenAPI generator; paginate() does the work
+
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=255)
+        slug = serializers.CharField(max_length=40)
+        admin_email = serializers.EmailField()
+        admin_password = serializers.CharField(trim_whitespace=False, max_length=128)
+        concurrency = serializers.IntegerField(min_value=1, max_value=MAX_TENANT_CONCURRENCY, default=3)
+
+    @extend_schema(responses={200: TenantOutputSerializer(many=True)})
+    def get(self, request):
+        return paginate(
+            request=request, view=self, queryset=tenant_list(), serializer_class=TenantOutputSerializer, ordering=("id",)
+        )
+
+    @extend_schema(request=InputSerializer, responses={201: TenantOutputSerializer})
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        tenant = tenant_create(**serializer.validated_data)
+        return Response(TenantOutputSerializer(_tenant_or_404(tenant.id)).data, status=status.HTTP_201_CREATED)
+
+
+class TenantDetailApi(APIView):
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(responses={200: TenantOutputSerializer})
+    def get(self, request, tenant_id: int):
+        return Response(TenantOutputSerializer(_tenant_or_404(tenant_id)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, tenant_id: int):
+        tenant_delete(tenant=_tenant_or_404(tenant_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TenantMessageListCreateApi(APIView):
+    """The tenant's event log: publish to its queue, list what its consumers persisted."""
+
+    permission_classes = [IsPlatformAdmin]
+    pagination_class = CursorPagination
+
+    class InputSerializer(serializers.Serializer):
+        payload = serializers.DictField(allow_empty=True)
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.UUIDField()
+        payload = serializers.JSONField()
+        created_at = serializers.DateTimeField()
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={202: inline_serializer("TenantMessageAccepted", fields={"id": serializers.UUIDField()})},
+    )
+    def post(self, request, tenant_id: int):
+        tenant = _tenant_or_404(tenant_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        event_id = tenant_event_publish(tenant=tenant, payload=serializer.validated_data["payload"])
+        return Response({"id": str(event_id)}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={200: OutputSerializer(many=True)})
+    def get(self, request, tenant_id: int):
+        tenant = _tenant_or_404(tenant_id)
+        with schema_context(tenant.schema_name):
+            return paginate(
+                request=request,
+                view=self,
+                queryset=inbound_event_list(),
+                serializer_class=self.OutputSerializer,
+                ordering=("created_at", "id"),
+            )
