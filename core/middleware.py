@@ -23,7 +23,7 @@ class TenantHostMiddleware:
         connection.set_schema_to_public()
         hostname, _port = split_domain_port(request.get_host())
         if hostname == settings.BASE_DOMAIN:
-            request.tenant = None
+            request.tenant = connection.tenant  # django-tenants: a stand-in "public" tenant
             request.urlconf = settings.PUBLIC_SCHEMA_URLCONF
         else:
             tenant = tenant_get_for_hostname(hostname=hostname)

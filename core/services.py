@@ -18,9 +18,9 @@ def user_create(*, email: str, password: str, role: str, name: str = "") -> User
         validate_password(password, user=user)
     except ValidationError as error:
         raise ValidationError({"password": error.messages}) from error
-    # Platform admins and tenant admins use the Django admin of their host; agents use the API only.
-    user.is_staff = role in (User.Role.PLATFORM_ADMIN, User.Role.ADMIN)
-    user.is_superuser = role == User.Role.PLATFORM_ADMIN
+    # Platform admins and tenant admins use the Django admin of their host, with every permission there
+    # (a tenant admin's account exists only in its tenant's schema); agents use the API only.
+    user.is_staff = user.is_superuser = role in (User.Role.PLATFORM_ADMIN, User.Role.ADMIN)
     user.set_password(password)
     user.save()
     return user

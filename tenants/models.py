@@ -1,6 +1,10 @@
+from django.conf import settings
+from django.core.management import call_command
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import connection, models
+from django_tenants.clone import CloneSchema
 from django_tenants.models import DomainMixin, TenantMixin
+from django_tenants.utils import schema_exists
 
 MAX_TENANT_CONCURRENCY = 64
 
@@ -29,6 +33,23 @@ class Tenant(TenantMixin):
     @property
     def slug(self) -> str:
         return self.schema_name
+
+    def create_schema(self, check_if_exists=False, sync_schema=True, verbosity=1):
+        """Clones the migrated template schema, then migrates the clone (normally nothing is left to apply).
+
+        Running every migration for each new tenant takes seconds and grows with the project; cloning
+        takes a fraction of that and stays flat. The real `migrate_schemas` that follows (not a fake one)
+        applies whatever a stale template lacks, so a clone is never missing a table.
+        """
+        template = settings.TENANT_TEMPLATE_SCHEMA
+        if not (sync_schema and template and schema_exists(template)):
+            return super().create_schema(check_if_exists=check_if_exists, sync_schema=sync_schema, verbosity=verbosity)
+        if check_if_exists and schema_exists(self.schema_name):
+            return False
+        CloneSchema().clone_schema(template, self.schema_name, "DATA")
+        call_command("migrate_schemas", tenant=True, schema_name=self.schema_name, interactive=False, verbosity=verbosity)
+        connection.set_schema_to_public()
+        return True
 
 
 class Domain(DomainMixin):

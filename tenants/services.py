@@ -4,9 +4,10 @@ import uuid
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.core.management import call_command
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
-from django_tenants.utils import schema_context
+from django_tenants.utils import quote_schema_name, schema_context
 
 from core.models import User
 from core.services import user_create
@@ -65,6 +66,17 @@ def tenant_delete(*, tenant: Tenant) -> None:
         tenant.delete(force_drop=True)  # DROP SCHEMA ... CASCADE, then the row (domains cascade)
     transaction.on_commit(lambda: queues.tenant_queue_close(schema_name=schema_name))
     logger.info("tenant deleted: %s", schema_name)
+
+
+def tenant_template_sync(*, verbosity: int = 0) -> None:
+    """Creates the template schema new tenants are cloned from, if missing, and migrates it."""
+    from django_tenants.management.commands.migrate_schemas import MigrateSchemasCommand
+
+    template = settings.TENANT_TEMPLATE_SCHEMA
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_schema_name(template)}")
+    call_command(MigrateSchemasCommand(), tenant=True, schema_name=template, interactive=False, verbosity=verbosity)
+    connection.set_schema_to_public()
 
 
 def tenant_event_publish(*, tenant: Tenant, payload: dict) -> uuid.UUID:

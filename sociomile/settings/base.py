@@ -29,8 +29,9 @@ REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:56379/0")
 # admin log and the product's data. Apps in both lists get their tables in every schema, and a tenant's
 # search_path ("<tenant>, public") finds the tenant's own table first: tokens and users never cross.
 SHARED_APPS = [
-    "django_tenants",
+    # Before django_tenants: its `migrate` / `migrate_schemas` commands are overridden by ours.
     "tenants",
+    "django_tenants",
     "core",
     "django.contrib.contenttypes",
     "django.contrib.auth",
@@ -61,6 +62,9 @@ TENANT_MODEL = "tenants.Tenant"
 TENANT_DOMAIN_MODEL = "tenants.Domain"
 PUBLIC_SCHEMA_URLCONF = "sociomile.urls_public"
 ROOT_URLCONF = "sociomile.urls_tenants"
+# New tenant schemas are cloned from this one, kept migrated by `migrate_schemas` (tenants.services).
+# Not a valid slug (underscore), so no tenant can ever be called this.
+TENANT_TEMPLATE_SCHEMA = "tenant_template"
 # Slugs that would shadow the platform host's own names or PostgreSQL's schemas.
 TENANT_RESERVED_SLUGS = {"public", "www", "api", "admin", "docs", "static", "health", "metrics", "template"}
 
@@ -96,6 +100,13 @@ TEMPLATES = [
 ]
 
 WSGI_APPLICATION = "sociomile.wsgi.application"
+
+# Argon2 first (Django's recommendation): ~0.2 s a hash here, where PBKDF2 at Django 6's iteration count
+# takes ~1.8 s and made every sign-in and tenant creation that slow. PBKDF2 stays to verify older hashes.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},

@@ -149,7 +149,8 @@ def test_tenant_lifecycle_create_serve_delete(live_db):
         assert platform.get(f"/api/tenants/{created.json()['id']}").status_code == 404
     finally:
         connection.set_schema_to_public()
-        Tenant.objects.filter(schema_name="lifecycle").first() and Tenant.objects.get(schema_name="lifecycle").delete(force_drop=True)
+        for leftover in Tenant.objects.filter(schema_name="lifecycle"):
+            leftover.delete(force_drop=True)
         admin.delete()
 
 

@@ -1,0 +1,39 @@
+from django.test import Client
+
+from conftest import PASSWORD, host_of, make_user
+from core.models import User
+
+
+def test_platform_admin_signs_in_to_the_platform_admin(db):
+    admin = make_user(tenant=None, role=User.Role.PLATFORM_ADMIN)
+    client = Client(HTTP_HOST=host_of(None))
+
+    assert client.login(email=admin.email, password=PASSWORD)
+    response = client.get("/admin/")
+
+    assert response.status_code == 200
+    assert b"Tenants" in response.content
+    assert b"Periodic tasks" in response.content
+
+
+def test_tenant_admin_sees_its_own_admin_without_platform_models(tenant_a):
+    admin = make_user(tenant=tenant_a, role=User.Role.ADMIN)
+    client = Client(HTTP_HOST=host_of(tenant_a))
+    response = client.post("/admin/login/", {"username": admin.email, "password": PASSWORD, "next": "/admin/"})
+    assert response.status_code == 302
+
+    index = client.get("/admin/")
+
+    assert index.status_code == 200
+    assert b"Users" in index.content
+    assert b"Tenants" not in index.content
+    assert b"Periodic tasks" not in index.content
+
+
+def test_agents_cannot_use_the_tenant_admin(tenant_a):
+    agent = make_user(tenant=tenant_a, role=User.Role.AGENT)
+    client = Client(HTTP_HOST=host_of(tenant_a))
+
+    client.post("/admin/login/", {"username": agent.email, "password": PASSWORD, "next": "/admin/"})
+
+    assert client.get("/admin/").status_code == 302  # back to the login page

@@ -1,0 +1,31 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _import_production_settings(secret_key: str | None) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key != "SECRET_KEY"}
+    env["DJANGO_SETTINGS_MODULE"] = "sociomile.settings.production"
+    if secret_key is not None:
+        env["SECRET_KEY"] = secret_key
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_production_refuses_the_default_secret():
+    result = _import_production_settings(None)
+
+    assert result.returncode != 0
+    assert "Set SECRET_KEY" in result.stderr
+
+
+def test_production_starts_with_a_real_secret_and_debug_off():
+    result = _import_production_settings("x" * 50)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
