@@ -62,6 +62,19 @@ def token_for(user: User, *, tenant: Tenant | None) -> str:
         return user_token_get_or_create(user=user).key
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_test_environment, django_db_blocker):
+    """The test database, always: pytest-django only creates it when some collected test asks for `db`,
+    and a run of `live_db` tests alone would otherwise talk to the unmigrated main database."""
+    from django.test.utils import setup_databases, teardown_databases
+
+    with django_db_blocker.unblock():
+        config = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(config, verbosity=0)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _flush_test_redis():
     # Our own Redis database: stale messages or counters from another run must not queue ahead of ours.
@@ -81,14 +94,24 @@ def session_tenants(django_db_setup, django_db_blocker):
     return tenants
 
 
+def _forget_redis_state(tenant: Tenant) -> None:
+    # The session tenants' rows roll back after each test; their Redis counters and queues must go too.
+    redis = get_redis()
+    keys = list(redis.scan_iter(f"sociomile:{tenant.schema_name}:*"))
+    if keys:
+        redis.delete(*keys)
+
+
 @pytest.fixture
 def tenant_a(session_tenants, db) -> Tenant:
-    return session_tenants["alpha"]
+    yield session_tenants["alpha"]
+    _forget_redis_state(session_tenants["alpha"])
 
 
 @pytest.fixture
 def tenant_b(session_tenants, db) -> Tenant:
-    return session_tenants["beta"]
+    yield session_tenants["beta"]
+    _forget_redis_state(session_tenants["beta"])
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,11 @@
+import secrets
 import uuid
 
+from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
+
+from core.models import TimestampedModel
 
 
 class InboundEvent(models.Model):
@@ -21,3 +26,87 @@ class InboundEvent(models.Model):
 
     def __str__(self) -> str:
         return str(self.id)
+
+
+def _application_token() -> str:
+    # 192 bits from the OS's CSPRNG, URL-safe: unguessable, and safe in a path segment.
+    return secrets.token_urlsafe(24)
+
+
+def _webhook_secret() -> str:
+    return secrets.token_hex(32)
+
+
+class Application(TimestampedModel):
+    """A tenant's channel or app. Device SDKs address it by `token`; the database id is never exposed."""
+
+    token = models.CharField(max_length=64, unique=True, default=_application_token, editable=False)
+    name = models.CharField(max_length=255)
+    webhook_secret = models.CharField(max_length=64, default=_webhook_secret, editable=False)
+    # Maintained by the persistence of queued creations (conversations.services.creations_persist), in the
+    # same transaction as the rows it counts; conversations.services.counts_reconcile repairs any drift.
+    chats_count = models.PositiveIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Chat(TimestampedModel):
+    class Status(models.TextChoices):
+        WAITING = "waiting", "Waiting"
+        ASSIGNED = "assigned", "Assigned"
+        RESOLVED = "resolved", "Resolved"
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="chats")
+    number = models.PositiveIntegerField(help_text="From 1 within its application.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.WAITING)
+    customer_id = models.CharField(max_length=255, null=True, blank=True)
+    assigned_agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="assigned_chats"
+    )
+    messages_count = models.PositiveIntegerField(default=0, editable=False)
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["application_id", "number"]
+        constraints = [models.UniqueConstraint(fields=["application", "number"], name="chat_number_unique_in_application")]
+        indexes = [
+            # The staff inbox and the waiting queue: by status, oldest first.
+            models.Index(fields=["status", "created_at"], name="chat_status_created_idx"),
+            models.Index(fields=["application", "status", "number"], name="chat_app_status_number_idx"),
+            models.Index(fields=["assigned_agent", "status"], name="chat_agent_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.application_id}#{self.number}"
+
+
+class Message(TimestampedModel):
+    class Sender(models.TextChoices):
+        CUSTOMER = "customer", "Customer"
+        AGENT = "agent", "Agent"
+        SYSTEM = "system", "System"
+
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="messages")
+    number = models.PositiveIntegerField(help_text="From 1 within its chat.")
+    body = models.TextField()
+    sender = models.CharField(max_length=16, choices=Sender.choices, default=Sender.CUSTOMER)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
+    )
+
+    class Meta:
+        ordering = ["chat_id", "number"]
+        constraints = [models.UniqueConstraint(fields=["chat", "number"], name="message_number_unique_in_chat")]
+        indexes = [
+            # Case-insensitive partial match (ILIKE "%q%") on bodies: a trigram GIN index. Schema-qualified because
+            # tenant migrations run with the tenant schema alone on the search path, and pg_trgm lives in public.
+            GinIndex(fields=["body"], opclasses=["public.gin_trgm_ops"], name="message_body_trgm_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chat_id}.{self.number}"

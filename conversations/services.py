@@ -1,10 +1,268 @@
+import logging
 import uuid
+from collections import Counter
 from datetime import datetime
 
-from conversations.models import InboundEvent
+from django.db import DataError, IntegrityError, connection, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from conversations import creations
+from conversations.models import Application, Chat, InboundEvent, Message
+from core.models import User
+
+logger = logging.getLogger(__name__)
 
 
 def inbound_event_record(*, event_id: uuid.UUID, payload: dict, created_at: datetime) -> InboundEvent:
     """Persists an accepted event once: a redelivered message finds its row and writes nothing."""
     event, _ = InboundEvent.objects.get_or_create(id=event_id, defaults={"payload": payload, "created_at": created_at})
     return event
+
+
+# --- applications ----------------------------------------------------------------------------------------
+
+
+def application_create(*, name: str) -> Application:
+    return Application.objects.create(name=name)
+
+
+def application_update(*, application: Application, name: str) -> Application:
+    application.name = name
+    application.save(update_fields=["name", "updated_at"])
+    return application
+
+
+# --- chats and messages: allocated now, persisted by a task -------------------------------------------------
+
+
+def _largest_chat_number(application_id: int) -> int:
+    return Chat.objects.filter(application_id=application_id).aggregate(largest=Max("number"))["largest"] or 0
+
+
+def _largest_message_number(application_id: int, chat_number: int) -> int:
+    largest = Message.objects.filter(chat__application_id=application_id, chat__number=chat_number).aggregate(
+        largest=Max("number")
+    )["largest"]
+    return largest or 0
+
+
+def _schedule_drain() -> None:
+    from conversations.tasks import creations_persist_task
+
+    # Sent in the request's tenant context: runs in this tenant's schema, on its queue.
+    creations_persist_task.delay()
+
+
+def chat_create(*, application: Application, customer_id: str | None = None) -> int:
+    """Allocates the application's next chat number and queues the chat's creation; returns the number.
+
+    Writes nothing to PostgreSQL: a task persists the row (see conversations.creations).
+    """
+    record = {"kind": "chat", "app": application.id, "customer_id": customer_id, "at": timezone.now().isoformat()}
+    number, drain_needed = creations.chat_number_allocate(
+        application_id=application.id, record=record, seed_from=lambda: _largest_chat_number(application.id)
+    )
+    if drain_needed:
+        _schedule_drain()
+    return number
+
+
+def message_create(
+    *, application: Application, chat_number: int, body: str, sender: str = Message.Sender.CUSTOMER, author: User | None = None
+) -> int | None:
+    """Allocates the chat's next message number and queues the message; None if the chat number was
+    never allocated. Writes nothing to PostgreSQL."""
+    record = {
+        "kind": "message",
+        "app": application.id,
+        "chat": chat_number,
+        "body": body,
+        "sender": sender,
+        "author": author.id if author is not None else None,
+        "at": timezone.now().isoformat(),
+    }
+    allocated = creations.message_number_allocate(
+        application_id=application.id,
+        chat_number=chat_number,
+        record=record,
+        seed_chats_from=lambda: _largest_chat_number(application.id),
+        seed_messages_from=lambda: _largest_message_number(application.id, chat_number),
+    )
+    if allocated is None:
+        return None
+    number, drain_needed = allocated
+    if drain_needed:
+        _schedule_drain()
+    return number
+
+
+def message_update(*, message: Message, body: str) -> Message:
+    message.body = body
+    message.save(update_fields=["body", "updated_at"])
+    return message
+
+
+_INSERT_CHATS = """
+INSERT INTO conversations_chat (application_id, number, status, customer_id, messages_count, created_at, updated_at)
+SELECT r.app, r.number, 'waiting', r.customer_id, 0, r.at, r.at
+FROM unnest(%s::bigint[], %s::integer[], %s::text[], %s::timestamptz[]) AS r(app, number, customer_id, at)
+ON CONFLICT (application_id, number) DO NOTHING
+RETURNING application_id
+"""
+
+_INSERT_MESSAGES = """
+INSERT INTO conversations_message (chat_id, number, body, sender, author_id, created_at, updated_at)
+SELECT chat.id, r.number, r.body, r.sender, author.id, r.at, r.at
+FROM unnest(%s::bigint[], %s::integer[], %s::integer[], %s::text[], %s::text[], %s::bigint[], %s::timestamptz[])
+     AS r(app, chat_number, number, body, sender, author, at)
+JOIN conversations_chat AS chat ON chat.application_id = r.app AND chat.number = r.chat_number
+LEFT JOIN core_user AS author ON author.id = r.author
+ON CONFLICT (chat_id, number) DO NOTHING
+RETURNING chat_id
+"""
+
+_MISSING_CHATS = """
+SELECT DISTINCT r.app, r.chat_number
+FROM unnest(%s::bigint[], %s::integer[]) AS r(app, chat_number)
+LEFT JOIN conversations_chat AS chat ON chat.application_id = r.app AND chat.number = r.chat_number
+WHERE chat.id IS NULL
+"""
+
+_ADD_CHATS_COUNT = """
+UPDATE conversations_application AS app SET chats_count = app.chats_count + d.added
+FROM unnest(%s::bigint[], %s::integer[]) AS d(id, added) WHERE app.id = d.id
+"""
+
+_ADD_MESSAGES_COUNT = """
+UPDATE conversations_chat AS chat SET messages_count = chat.messages_count + d.added
+FROM unnest(%s::bigint[], %s::integer[]) AS d(id, added) WHERE chat.id = d.id
+"""
+
+
+def _persist_batch(records: list[dict]) -> tuple[int, int]:
+    """Inserts a batch in one transaction; rows already there (a drain that died before trimming the
+    list) are skipped by the unique constraints and not counted twice. Returns (chats, messages) added."""
+    chats = [record for record in records if record["kind"] == "chat"]
+    messages = [record for record in records if record["kind"] == "message"]
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Django's foreign keys are DEFERRABLE INITIALLY DEFERRED; check them now, so a refused row fails
+        # its own statement (and can be isolated) rather than the commit.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        chats_added: Counter = Counter()
+        if chats:
+            cursor.execute(
+                _INSERT_CHATS,
+                [
+                    [r["app"] for r in chats],
+                    [r["number"] for r in chats],
+                    [r["customer_id"] for r in chats],
+                    [r["at"] for r in chats],
+                ],
+            )
+            chats_added.update(row[0] for row in cursor.fetchall())
+            if chats_added:
+                cursor.execute(_ADD_CHATS_COUNT, [list(chats_added), list(chats_added.values())])
+        messages_added: Counter = Counter()
+        if messages:
+            columns = [
+                [r["app"] for r in messages],
+                [r["chat"] for r in messages],
+                [r["number"] for r in messages],
+                [r["body"] for r in messages],
+                [r["sender"] for r in messages],
+                [r["author"] for r in messages],
+                [r["at"] for r in messages],
+            ]
+            cursor.execute(_INSERT_MESSAGES, columns)
+            messages_added.update(row[0] for row in cursor.fetchall())
+            if messages_added:
+                cursor.execute(_ADD_MESSAGES_COUNT, [list(messages_added), list(messages_added.values())])
+            if sum(messages_added.values()) < len(messages):
+                # Only possible if Redis lost a chat's creation; never drop the messages silently.
+                cursor.execute(_MISSING_CHATS, columns[:2])
+                for app_id, chat_number in cursor.fetchall():
+                    logger.error("queued messages for chat %s of application %s, which does not exist", chat_number, app_id)
+    return sum(chats_added.values()), sum(messages_added.values())
+
+
+def _persist_records(records: list[dict]) -> None:
+    """A batch, or, if the batch is refused for its data, each record alone: a record PostgreSQL refuses
+    (its application deleted meanwhile, say) is parked in the dead list with the error instead of
+    blocking every creation queued behind it. Connection errors propagate: the task is retried."""
+    try:
+        _persist_batch(records)
+        return
+    except (DataError, IntegrityError):
+        if len(records) == 1:
+            raise
+        logger.warning("a batch of %s creations was refused; persisting them one by one", len(records))
+    for record in records:
+        try:
+            _persist_batch([record])
+        except (DataError, IntegrityError) as error:
+            logger.error("creation refused, parked in the dead list: %s", error)
+            creations.dead_push(record=record, error=str(error))
+
+
+def creations_persist(*, batch_size: int) -> int:
+    """Drains the tenant's queued creations into PostgreSQL, FIFO, `batch_size` per transaction.
+
+    One drain per tenant at a time (a Redis lease): records are read, committed, and only then trimmed
+    from the list, so a drain that dies loses nothing and the next one re-inserts idempotently. The lock
+    is released before the final emptiness check, so a creation queued while this drain finished is either
+    seen here or drained by the task its request scheduled. Returns the number of records handled.
+    """
+    creations.scheduled_clear()
+    handled = 0
+    while True:
+        token = creations.lock_acquire()
+        if token is None:
+            return handled  # the running drain will see our records (it re-checks after releasing)
+        try:
+            while records := creations.pending_peek(batch_size):
+                _persist_records(records)
+                creations.pending_remove(len(records))
+                handled += len(records)
+        finally:
+            creations.lock_release(token)
+        if creations.pending_count() == 0:
+            return handled
+
+
+_RECONCILE_CHATS_COUNT = """
+UPDATE conversations_application AS app SET chats_count = COALESCE(c.total, 0)
+FROM conversations_application AS a
+LEFT JOIN (SELECT application_id, count(*) AS total FROM conversations_chat GROUP BY application_id) AS c
+       ON c.application_id = a.id
+WHERE app.id = a.id AND app.chats_count <> COALESCE(c.total, 0)
+"""
+
+_RECONCILE_MESSAGES_COUNT = """
+UPDATE conversations_chat AS chat SET messages_count = COALESCE(m.total, 0)
+FROM conversations_chat AS c
+LEFT JOIN (SELECT chat_id, count(*) AS total FROM conversations_message GROUP BY chat_id) AS m ON m.chat_id = c.id
+WHERE chat.id = c.id AND chat.messages_count <> COALESCE(m.total, 0)
+"""
+
+
+def counts_reconcile() -> int:
+    """Repairs `chats_count` / `messages_count` that drifted from the rows (e.g. rows deleted by hand).
+
+    Holds the drain lock, so no batch commits between counting and writing. Returns the rows repaired;
+    0 when nothing is wrong or a drain is running (the next run will check again).
+    """
+    token = creations.lock_acquire()
+    if token is None:
+        return 0
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_RECONCILE_CHATS_COUNT)
+            repaired = cursor.rowcount
+            cursor.execute(_RECONCILE_MESSAGES_COUNT)
+            repaired += cursor.rowcount
+    finally:
+        creations.lock_release(token)
+    if repaired:
+        logger.warning("repaired %s drifted counts", repaired)
+    return repaired

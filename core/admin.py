@@ -3,6 +3,7 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 
 from core.models import User
+from core.services import user_delete
 
 
 class TenantAdminSite(admin.AdminSite):
@@ -54,6 +55,13 @@ class UserAdmin(BaseUserAdmin):
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "name", "role", "password1", "password2")}),)
     filter_horizontal = ()
     readonly_fields = ("last_login", "date_joined")
+
+    def delete_model(self, request, obj):
+        user_delete(user=obj)
+
+    def delete_queryset(self, request, queryset):
+        for user in queryset:
+            user_delete(user=user)
 
 
 admin.site.register(User, UserAdmin)

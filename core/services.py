@@ -1,5 +1,8 @@
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django_tenants.utils import get_public_schema_name
 from rest_framework.authtoken.models import Token
 
 from core.models import User, normalize_email
@@ -30,3 +33,21 @@ def user_token_get_or_create(*, user: User) -> Token:
     """The user's API token in the current schema; a token is only ever valid on its own host."""
     token, _ = Token.objects.get_or_create(user=user)
     return token
+
+
+def user_delete(*, user: User) -> None:
+    """Deletes a user of the current schema.
+
+    In the public schema Django's deletion collector cannot be used: tenant apps' tables (chats,
+    messages) point at users but exist only in tenant schemas, and the collector would query them. A
+    platform admin owns nothing there, so its own rows are deleted directly.
+    """
+    if connection.schema_name != get_public_schema_name():
+        user.delete()
+        return
+    with transaction.atomic():
+        Token.objects.filter(user=user).delete()
+        LogEntry.objects.filter(user=user).delete()
+        user.groups.clear()
+        user.user_permissions.clear()
+        User.objects.filter(pk=user.pk)._raw_delete(connection.alias)

@@ -1,12 +1,13 @@
 """A tenant's host (`<slug>.<BASE_DOMAIN>`): the product API and the tenant's own admin."""
 
-from django.urls import path
+from django.urls import include, path
 
 from core.admin import tenant_admin_site
 from core.urls import host_urlpatterns
 
 urlpatterns = [
     *host_urlpatterns(urlconf="sociomile.urls_tenants"),
+    path("api/", include("conversations.urls")),
     path("admin/", tenant_admin_site.urls),
 ]
 

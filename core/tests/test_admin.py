@@ -37,3 +37,18 @@ def test_agents_cannot_use_the_tenant_admin(tenant_a):
     client.post("/admin/login/", {"username": agent.email, "password": PASSWORD, "next": "/admin/"})
 
     assert client.get("/admin/").status_code == 302  # back to the login page
+
+
+def test_a_platform_admin_can_be_deleted_from_the_platform_admin(db):
+    # Users are pointed at by tenant-only tables (chats, messages); deleting from the public schema must
+    # not try to touch them.
+    operator = make_user(tenant=None, role=User.Role.PLATFORM_ADMIN)
+    doomed = make_user(tenant=None, role=User.Role.PLATFORM_ADMIN)
+    client = Client(HTTP_HOST=host_of(None))
+    client.login(email=operator.email, password=PASSWORD)
+
+    response = client.post(f"/admin/core/user/{doomed.pk}/delete/", {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not User.objects.filter(pk=doomed.pk).exists()
+    assert User.objects.filter(pk=operator.pk).exists()

@@ -39,6 +39,7 @@ SHARED_APPS = [
     "django.contrib.messages",
     "django.contrib.admin",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -133,6 +134,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Request size limits: the API takes small JSON bodies.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024)
 
+# --- Product limits -------------------------------------------------------------------------------------
+MESSAGE_MAX_LENGTH = env_int("MESSAGE_MAX_LENGTH", 10_000)
+# Queued chat and message creations persisted per transaction by one drain (conversations.services).
+CREATIONS_BATCH_SIZE = env_int("CREATIONS_BATCH_SIZE", 1000)
+
 # --- Cache (Redis) -------------------------------------------------------------------------------------
 CACHES = {
     "default": {
@@ -201,6 +207,22 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 # Workers log through LOGGING below, so their lines carry the tenant's schema too.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Platform-wide periodic work; the DatabaseScheduler copies these into its table at start (editable in the
+# platform admin). Each fans out one task per tenant, on the tenant's queue.
+CELERY_BEAT_SCHEDULE = {
+    # Safety net: queued creations are drained by the task their request scheduled; this catches a drain
+    # that died holding its lease.
+    "creations-drain-sweep": {
+        "task": "tenants.tasks.tenants_fanout_task",
+        "schedule": float(env_int("CREATIONS_SWEEP_SECONDS", 30)),
+        "args": ["conversations.tasks.creations_persist_task"],
+    },
+    "counts-reconcile": {
+        "task": "tenants.tasks.tenants_fanout_task",
+        "schedule": float(env_int("COUNTS_RECONCILE_SECONDS", 3600)),
+        "args": ["conversations.tasks.counts_reconcile_task"],
+    },
+}
 # tenant-schemas-celery: keep the Tenant row a worker loads for a schema for a minute.
 CELERY_TASK_TENANT_CACHE_SECONDS = 60
 # How often each worker reconciles the tenant queues it consumes with the tenants table; a tenant created

@@ -4,6 +4,7 @@ from django_tenants.utils import schema_context, schema_exists
 
 from conftest import PASSWORD, api_client
 from core.models import User
+from core.services import user_delete
 from tenants.models import Domain, Tenant
 
 VALID = {"name": "Acme Inc", "slug": "acme", "admin_email": "Boss@Acme.test", "admin_password": "a-long-password-42"}
@@ -151,7 +152,7 @@ def test_tenant_lifecycle_create_serve_delete(live_db):
         connection.set_schema_to_public()
         for leftover in Tenant.objects.filter(schema_name="lifecycle"):
             leftover.delete(force_drop=True)
-        admin.delete()
+        user_delete(user=admin)
 
 
 def test_admin_password_is_never_echoed(platform_api):

@@ -30,7 +30,8 @@ def test_a_stale_template_is_completed_by_migrating_the_clone(platform_api):
     # given a template that lacks the last migration of an app (as if a deploy had not re-synced it)
     template = settings.TENANT_TEMPLATE_SCHEMA
     with connection.cursor() as cursor:
-        cursor.execute(f'DROP TABLE "{template}".conversations_inboundevent')
+        for table in ("conversations_message", "conversations_chat", "conversations_application", "conversations_inboundevent"):
+            cursor.execute(f'DROP TABLE "{template}".{table} CASCADE')
         cursor.execute(f"DELETE FROM \"{template}\".django_migrations WHERE app = 'conversations'")
 
     # when a tenant is created from it
@@ -40,4 +41,4 @@ def test_a_stale_template_is_completed_by_migrating_the_clone(platform_api):
 
     # then the tenant has the table all the same (the test transaction rolls the template back afterwards)
     assert response.status_code == 201
-    assert "conversations_inboundevent" in _tables("fresh")
+    assert {"conversations_inboundevent", "conversations_chat", "conversations_message"} <= _tables("fresh")

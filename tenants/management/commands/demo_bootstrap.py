@@ -2,6 +2,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django_tenants.utils import get_public_schema_name, schema_context
 
+from conversations.models import Application
+from conversations.services import application_create
 from core.models import User
 from core.services import user_create, user_token_get_or_create
 from tenants.models import Tenant
@@ -38,10 +40,12 @@ class Command(BaseCommand):
             for email, name in DEMO_AGENTS:
                 agent = _user(email=email, password=DEMO_AGENT_PASSWORD, role=User.Role.AGENT, name=name)
                 agent_tokens.append((email, user_token_get_or_create(user=agent).key))
+            application = Application.objects.first() or application_create(name="Demo website chat")
 
         port = options["port"]
         platform_url = f"http://{settings.BASE_DOMAIN}:{port}"
         tenant_url = f"http://{DEMO_SLUG}.{settings.BASE_DOMAIN}:{port}"
+        chats_url = f"{tenant_url}/api/applications/{application.token}/chats"
         lines = [
             "",
             "Sociomile is up.",
@@ -56,9 +60,13 @@ class Command(BaseCommand):
             f"  Django admin  {tenant_url}/admin/   {DEMO_ADMIN[0]} / {DEMO_ADMIN[1]}",
             f"  admin token   {admin_token}",
             *[f"  agent token   {token}   ({email} / {DEMO_AGENT_PASSWORD})" for email, token in agent_tokens],
+            f"  application   {application.token}   (webhook secret {application.webhook_secret})",
             "",
             "Try:",
             f"  curl {tenant_url}/health",
+            f"  curl -X POST -H 'Content-Type: application/json' -d '{{\"customer_id\": \"c1\"}}' {chats_url}",
+            f"  curl -X POST -H 'Content-Type: application/json' -d '{{\"body\": \"Hello!\"}}' {chats_url}/1/messages",
+            f"  curl {chats_url}/1/messages",
             f"  curl -H 'Authorization: Token {platform_token}' {platform_url}/api/tenants",
             "",
         ]

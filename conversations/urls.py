@@ -1,0 +1,23 @@
+from django.urls import path
+
+from conversations.apis import (
+    ApplicationDetailApi,
+    ApplicationListCreateApi,
+    ChatDetailApi,
+    ChatListCreateApi,
+    MessageDetailApi,
+    MessageListCreateApi,
+    MessageSearchApi,
+)
+
+app = "applications/<str:token>"
+
+urlpatterns = [
+    path("applications", ApplicationListCreateApi.as_view(), name="application-list"),
+    path(app, ApplicationDetailApi.as_view(), name="application-detail"),
+    path(f"{app}/chats", ChatListCreateApi.as_view(), name="chat-list"),
+    path(f"{app}/chats/<int:number>", ChatDetailApi.as_view(), name="chat-detail"),
+    path(f"{app}/chats/<int:number>/messages", MessageListCreateApi.as_view(), name="message-list"),
+    path(f"{app}/chats/<int:number>/messages/search", MessageSearchApi.as_view(), name="message-search"),
+    path(f"{app}/chats/<int:number>/messages/<int:message_number>", MessageDetailApi.as_view(), name="message-detail"),
+]
