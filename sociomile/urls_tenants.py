@@ -1,6 +1,6 @@
 """A tenant's host (`<slug>.<BASE_DOMAIN>`): the product API and the tenant's own admin."""
 
-from django.urls import path
+from django.urls import include, path
 
 from core.admin import tenant_admin_site
 from core.urls import host_urlpatterns
@@ -8,6 +8,7 @@ from core.urls import host_urlpatterns
 urlpatterns = [
     *host_urlpatterns(urlconf="sociomile.urls_tenants"),
     path("admin/", tenant_admin_site.urls),
+    path("api/", include("scheduler.urls")),
 ]
 
 handler404 = "core.apis.not_found"
