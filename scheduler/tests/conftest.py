@@ -97,7 +97,7 @@ def webhook_receiver():
 class BeatProcess:
     """A real `celery beat` subprocess with django-celery-beat's DatabaseScheduler on the test database."""
 
-    def __init__(self, *, max_interval: float = 1.0):
+    def __init__(self, *, max_interval: int = 1):
         TEST_OUTPUT.mkdir(exist_ok=True)
         name = uuid.uuid4().hex[:6]
         self.log_path = TEST_OUTPUT / f"beat-{name}.log"
