@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.http import Http404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,6 +18,7 @@ from scheduler.services import (
 )
 
 
+@extend_schema_serializer(component_name="SchedulerState")
 class SchedulerStateOutputSerializer(serializers.Serializer):
     running = serializers.BooleanField()
     interval_seconds = serializers.IntegerField()
@@ -36,6 +37,8 @@ class SchedulerApi(APIView):
 
     permission_classes = [IsTenantAdmin]
 
+    # Named components: every API's nested "InputSerializer" would otherwise be one "Input" in the schema.
+    @extend_schema_serializer(component_name="SchedulerUpdate")
     class InputSerializer(serializers.Serializer):
         interval_seconds = serializers.IntegerField(min_value=1, max_value=MAX_INTERVAL_SECONDS, required=False)
         batch_size = serializers.IntegerField(min_value=1, required=False)
@@ -83,6 +86,7 @@ class SchedulerStopApi(APIView):
         return _state_response(scheduler_stop())
 
 
+@extend_schema_serializer(component_name="OutboundMessage")
 class OutboundMessageOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     to = serializers.CharField()
@@ -100,6 +104,7 @@ class OutboundMessageListCreateApi(APIView):
     permission_classes = [IsTenantAdmin]
     pagination_class = CursorPagination  # read by the OpenAPI generator; paginate() does the work
 
+    @extend_schema_serializer(component_name="OutboundMessageCreate")
     class InputSerializer(serializers.Serializer):
         to = serializers.RegexField(E164_PATTERN, max_length=16, error_messages={
             "invalid": "Enter a phone number in E.164 format, e.g. +6281234567890."
@@ -115,6 +120,7 @@ class OutboundMessageListCreateApi(APIView):
                 raise serializers.ValidationError(f"Ensure this field has no more than {max_length} characters.")
             return value
 
+    @extend_schema_serializer(component_name="OutboundMessageCreated")
     class CreatedOutputSerializer(serializers.Serializer):
         id = serializers.UUIDField()
         to = serializers.CharField()
