@@ -70,8 +70,8 @@ class OutboundMessageAdmin(admin.ModelAdmin):
 @admin.register(SchedulerSetting, site=tenant_admin_site)
 class SchedulerSettingAdmin(admin.ModelAdmin):
     list_display = ("__str__", "running", "interval_seconds", "batch_size", "webhook_url", "last_run_at")
-    fields = ("running", "interval_seconds", "batch_size", "webhook_url", "auth_key", "started_at", "last_run_at")
-    readonly_fields = ("running", "started_at", "last_run_at")
+    fields = ("running", "interval_seconds", "batch_size", "webhook_url", "auth_key", "schedule_anchor_at", "last_run_at")
+    readonly_fields = ("running", "schedule_anchor_at", "last_run_at")
     actions = ["start", "stop"]
 
     def has_add_permission(self, request):

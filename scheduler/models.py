@@ -108,8 +108,9 @@ class SchedulerSetting(models.Model):
         max_length=2000, blank=True, default=_default_webhook_url, validators=[validate_webhook_url]
     )
     auth_key = models.CharField(max_length=255, blank=True, default=_default_auth_key, help_text="Sent as x-ins-auth-key.")
-    # When the job was last started (or created): the first run comes one interval after it.
-    started_at = models.DateTimeField(default=timezone.now)
+    # When the current schedule began (creation, the last start, the last interval change): beat's next
+    # run is one interval after it until the job has run since.
+    schedule_anchor_at = models.DateTimeField(default=timezone.now)
     last_run_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 

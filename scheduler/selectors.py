@@ -24,14 +24,14 @@ def scheduler_setting_get() -> SchedulerSetting:
 def scheduler_state_get(*, setting: SchedulerSetting | None = None) -> SchedulerState:
     """What the API shows: the setting, and when beat will start the next run.
 
-    Beat runs the job one interval after its last run, or after the job was (re)started if it has not
-    run since: the same arithmetic here. Stopped: no next run.
+    Beat runs the job one interval after its last run, or after the schedule began (start, interval
+    change) if it has not run since: the same arithmetic here. Stopped: no next run.
     """
     setting = setting or scheduler_setting_get()
     next_run_at = None
     if setting.running:
         last = setting.last_run_at
-        anchor = last if last is not None and last > setting.started_at else setting.started_at
+        anchor = last if last is not None and last > setting.schedule_anchor_at else setting.schedule_anchor_at
         next_run_at = anchor + timedelta(seconds=setting.interval_seconds)
     return SchedulerState(
         running=setting.running,

@@ -124,8 +124,8 @@ def scheduler_start() -> SchedulerSetting:
             _periodic_task_sync(schema_name=schema_name, setting=setting)  # heals a PeriodicTask out of line
             return setting
         setting.running = True
-        setting.started_at = timezone.now()
-        setting.save(update_fields=["running", "started_at", "updated_at"])
+        setting.schedule_anchor_at = timezone.now()
+        setting.save(update_fields=["running", "schedule_anchor_at", "updated_at"])
         _periodic_task_sync(schema_name=schema_name, setting=setting, restart=True)
     logger.info("outbound scheduler started")
     return setting
@@ -151,7 +151,11 @@ def scheduler_update(
     webhook_url: str | None = None,
     auth_key: str | None = None,
 ) -> SchedulerSetting:
-    """Changes the tenant's job settings; a new interval reaches beat at once (no restart). Invalid: nothing changes."""
+    """Changes the tenant's job settings. Invalid input: nothing changes.
+
+    A new interval reaches beat without a restart and restarts the countdown: the next run comes one new
+    interval after the change (from 120 s to 5 s, the next run is 5 s away, not "overdue since 115 s").
+    """
     schema_name = _tenant_schema_name()
     with transaction.atomic():
         setting = _setting_for_update()
@@ -165,10 +169,13 @@ def scheduler_update(
         for name in changed:
             setattr(setting, name, changes[name])
         setting.full_clean()
+        if "interval_seconds" in changed:
+            setting.schedule_anchor_at = timezone.now()
+            changed.append("schedule_anchor_at")
         if changed:
             setting.save(update_fields=[*changed, "updated_at"])
         if "interval_seconds" in changed:
-            _periodic_task_sync(schema_name=schema_name, setting=setting)
+            _periodic_task_sync(schema_name=schema_name, setting=setting, restart=True)
     return setting
 
 

@@ -42,7 +42,7 @@ def test_a_new_tenant_has_a_running_scheduler_with_the_defaults(tenant_a, tenant
 
     assert response.status_code == 200
     body = response.json()
-    started_at = _setting(tenant_a).started_at
+    started_at = _setting(tenant_a).schedule_anchor_at
     assert body == {
         "running": True,
         "interval_seconds": 120,
@@ -76,7 +76,7 @@ def test_stop_and_start_are_idempotent_and_drive_the_beat_entry(tenant_a, tenant
     assert started.json() == started_again.json()
     setting = _setting(tenant_a)
     assert started.json()["running"] is True
-    assert parse_datetime(started.json()["next_run_at"]) == setting.started_at + timedelta(seconds=120)
+    assert parse_datetime(started.json()["next_run_at"]) == setting.schedule_anchor_at + timedelta(seconds=120)
     task = _periodic_task(tenant_a)
     assert (task.enabled, task.last_run_at) == (True, None)  # beat counts the interval from the start
 
@@ -89,6 +89,8 @@ def test_stopping_one_tenant_leaves_the_other_running(tenant_a, tenant_b, tenant
 
 
 def test_patch_changes_the_settings_and_the_beat_interval(tenant_a, tenant_a_admin_api):
+    original_anchor = _setting(tenant_a).schedule_anchor_at
+
     response = tenant_a_admin_api.patch(
         "/api/scheduler",
         {"interval_seconds": 5, "batch_size": 7, "webhook_url": "https://provider.example/send", "auth_key": "k-1"},
@@ -103,7 +105,10 @@ def test_patch_changes_the_settings_and_the_beat_interval(tenant_a, tenant_a_adm
     setting = _setting(tenant_a)
     assert (setting.interval_seconds, setting.batch_size, setting.auth_key) == (5, 7, "k-1")
     task = _periodic_task(tenant_a)
-    assert (task.interval.every, task.interval.period, task.enabled) == (5, "seconds", True)
+    assert (task.interval.every, task.interval.period, task.enabled, task.last_run_at) == (5, "seconds", True, None)
+    # a new interval restarts the countdown: the next run is one new interval after the change
+    assert parse_datetime(body["next_run_at"]) == setting.schedule_anchor_at + timedelta(seconds=5)
+    assert setting.schedule_anchor_at > original_anchor
 
 
 def test_patch_of_one_field_leaves_the_others(tenant_a, tenant_a_admin_api):
