@@ -5,7 +5,13 @@ from django.contrib import admin, messages
 from core.admin import tenant_admin_site
 from core.exceptions import ConflictError
 from scheduler.models import OutboundMessage, SchedulerSetting
-from scheduler.services import outbound_message_create, outbound_message_retry, scheduler_start, scheduler_stop, scheduler_update
+from scheduler.services import (
+    outbound_message_create,
+    outbound_message_retry,
+    scheduler_start,
+    scheduler_stop,
+    scheduler_update,
+)
 
 
 class OutboundMessageForm(forms.ModelForm):
@@ -64,7 +70,9 @@ class OutboundMessageAdmin(admin.ModelAdmin):
                 skipped += 1
         self.message_user(request, f"{retried} message(s) queued again.", messages.SUCCESS)
         if skipped:
-            self.message_user(request, f"{skipped} message(s) skipped: only failed messages can be retried.", messages.WARNING)
+            self.message_user(
+                request, f"{skipped} message(s) skipped: only failed messages can be retried.", messages.WARNING
+            )
 
 
 @admin.register(SchedulerSetting, site=tenant_admin_site)
@@ -82,7 +90,8 @@ class SchedulerSettingAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         # Through the service, so a new interval also reaches the tenant's celery-beat schedule.
-        scheduler_update(**{name: form.cleaned_data[name] for name in ("interval_seconds", "batch_size", "webhook_url", "auth_key")})
+        editable = ("interval_seconds", "batch_size", "webhook_url", "auth_key")
+        scheduler_update(**{name: form.cleaned_data[name] for name in editable})
 
     @admin.action(description="Start the scheduler")
     def start(self, request, queryset):

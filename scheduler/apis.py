@@ -47,7 +47,8 @@ class SchedulerApi(APIView):
 
         def validate_batch_size(self, value: int) -> int:
             if value > settings.OUTBOUND_BATCH_SIZE_MAX:
-                raise serializers.ValidationError(f"Ensure this value is less than or equal to {settings.OUTBOUND_BATCH_SIZE_MAX}.")
+                maximum = settings.OUTBOUND_BATCH_SIZE_MAX
+                raise serializers.ValidationError(f"Ensure this value is less than or equal to {maximum}.")
             return value
 
         def validate_webhook_url(self, value: str) -> str:

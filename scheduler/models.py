@@ -54,7 +54,9 @@ class OutboundMessage(models.Model):
             models.Index(fields=["lease_expires_at"], condition=Q(status="sending"), name="outbound_sending_lease_idx"),
         ]
         constraints = [
-            models.CheckConstraint(condition=Q(status__in=["pending", "sending", "sent", "failed"]), name="outbound_status_valid"),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "sending", "sent", "failed"]), name="outbound_status_valid"
+            ),
             models.CheckConstraint(condition=~Q(content=""), name="outbound_content_not_empty"),
             models.CheckConstraint(
                 condition=~Q(status="sending") | Q(claim_token__isnull=False, lease_expires_at__isnull=False),

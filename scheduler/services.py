@@ -259,7 +259,11 @@ def outbound_recover_expired(*, now: datetime) -> int:
         updated_at=now,
     )
     retried = expired.update(
-        status=OutboundMessage.Status.PENDING, claim_token=None, lease_expires_at=None, next_attempt_at=now, updated_at=now
+        status=OutboundMessage.Status.PENDING,
+        claim_token=None,
+        lease_expires_at=None,
+        next_attempt_at=now,
+        updated_at=now,
     )
     if exhausted or retried:
         logger.warning("outbound: recovered %d expired claims (%d failed)", exhausted + retried, exhausted)
@@ -282,7 +286,10 @@ def outbound_claim_due(*, batch_size: int, claim_token: uuid.UUID, now: datetime
         )
         if ids:
             OutboundMessage.objects.filter(id__in=ids).update(
-                status=OutboundMessage.Status.SENDING, claim_token=claim_token, lease_expires_at=lease_expires_at, updated_at=now
+                status=OutboundMessage.Status.SENDING,
+                claim_token=claim_token,
+                lease_expires_at=lease_expires_at,
+                updated_at=now,
             )
     return list(OutboundMessage.objects.filter(id__in=ids).order_by("created_at", "id"))
 

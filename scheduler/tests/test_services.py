@@ -230,6 +230,29 @@ def test_a_lost_claim_neither_sends_nor_records(configured_a, webhook_receiver):
     assert (message.status, message.message_id) == ("sending", None)
 
 
+def test_an_interrupted_run_hands_back_what_it_never_tried(configured_a, webhook_receiver, monkeypatch):
+    # given a run killed by its soft time limit while sending the first of its two messages
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from scheduler import services
+
+    def interrupted(**kwargs):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(services, "_post", interrupted)
+    first, second = make_outbound_messages(2)
+
+    with pytest.raises(SoftTimeLimitExceeded):
+        outbound_send_due()
+
+    # then the untried one is due again at once; the one in flight keeps its lease (it may have arrived)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, first.attempts) == ("sending", 1)
+    assert first.lease_expires_at > timezone.now()
+    assert (second.status, second.attempts, second.claim_token, second.lease_expires_at) == ("pending", 0, None, None)
+
+
 def test_stopped_tenant_sends_nothing_while_another_keeps_sending(
     configured_a, tenant_b, webhook_receiver
 ):
