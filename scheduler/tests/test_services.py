@@ -340,3 +340,42 @@ def test_two_runs_started_at_the_same_moment_send_every_message_once(make_live_t
     with schema_context(tenant.schema_name):
         assert sorted(OutboundMessage.objects.values_list("status", "attempts")) == [("sent", 1)] * 7
         assert len(set(OutboundMessage.objects.values_list("message_id", flat=True))) == 7
+
+
+def test_a_claim_skips_the_rows_another_claim_holds_instead_of_waiting(make_live_tenant):
+    # given a committed backlog, and another transaction holding the two oldest rows (a claim in progress)
+    from django.db import transaction
+
+    from scheduler.services import outbound_claim_due
+
+    tenant = make_live_tenant("skip")
+    with schema_context(tenant.schema_name):
+        messages = make_outbound_messages(4)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_oldest_two():
+        try:
+            with schema_context(tenant.schema_name), transaction.atomic():
+                list(OutboundMessage.objects.select_for_update().filter(id__in=[messages[0].id, messages[1].id]))
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_oldest_two)
+    holder.start()
+    assert holding.wait(5)
+
+    # when this run claims, it takes the next two at once (it would wait, then re-claim, without SKIP LOCKED)
+    try:
+        with schema_context(tenant.schema_name):
+            started = timezone.now()
+            claimed = outbound_claim_due(batch_size=2, claim_token="00000000-0000-0000-0000-0000000000c1", now=started)
+            waited = timezone.now() - started
+    finally:
+        release.set()
+        holder.join(10)
+
+    assert [message.id for message in claimed] == [messages[2].id, messages[3].id]
+    assert {message.status for message in claimed} == {"sending"}
+    assert waited < timedelta(seconds=2)
