@@ -9,6 +9,7 @@ urlpatterns = [
     *host_urlpatterns(urlconf="sociomile.urls_tenants"),
     path("api/", include("conversations.urls")),
     path("admin/", tenant_admin_site.urls),
+    path("api/", include("scheduler.urls")),
 ]
 
 handler404 = "core.apis.not_found"

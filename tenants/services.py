@@ -11,6 +11,7 @@ from django_tenants.utils import quote_schema_name, schema_context
 
 from core.models import User
 from core.services import user_create
+from scheduler.services import scheduler_ensure, scheduler_remove
 from tenants import queues
 from tenants.models import MAX_TENANT_CONCURRENCY, Domain, Tenant
 
@@ -51,6 +52,7 @@ def tenant_create(*, name: str, slug: str, admin_email: str, admin_password: str
             Domain.objects.create(domain=tenant_domain_name(slug=slug), tenant=tenant, is_primary=True)
             with schema_context(slug):
                 user_create(email=admin_email, password=admin_password, role=User.Role.ADMIN, name="Administrator")
+                scheduler_ensure()  # its outbound job (setting and celery-beat entry), running from now on
     except IntegrityError as error:
         # Two creations of one slug at once: the unique index decides, the loser gets a 400.
         raise ValidationError({"slug": ["A tenant with this slug already exists."]}) from error
@@ -63,6 +65,7 @@ def tenant_delete(*, tenant: Tenant) -> None:
     """Deprovisions a tenant: stops its consumers, drops its schema and domains, removes its queue."""
     schema_name = tenant.schema_name
     with transaction.atomic():
+        scheduler_remove(schema_name=schema_name)  # its celery-beat entry lives in the public schema
         tenant.delete(force_drop=True)  # DROP SCHEMA ... CASCADE, then the row (domains cascade)
     transaction.on_commit(lambda: queues.tenant_queue_close(schema_name=schema_name))
     logger.info("tenant deleted: %s", schema_name)

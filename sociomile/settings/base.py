@@ -229,6 +229,25 @@ CELERY_TASK_TENANT_CACHE_SECONDS = 60
 # or deleted is also announced at once by broadcast (tenants.queues).
 TENANT_QUEUE_SYNC_SECONDS = env_int("TENANT_QUEUE_SYNC_SECONDS", 2)
 
+# --- Outbound scheduler (scheduler app) ---------------------------------------------------------------
+# Defaults for a new tenant's scheduler setting; each tenant's admin changes its own through the API.
+OUTBOUND_INTERVAL_SECONDS = env_int("OUTBOUND_INTERVAL_SECONDS", 120)
+OUTBOUND_BATCH_SIZE = env_int("OUTBOUND_BATCH_SIZE", 2)
+OUTBOUND_WEBHOOK_URL = env_str("OUTBOUND_WEBHOOK_URL", "")
+OUTBOUND_AUTH_KEY = env_str("OUTBOUND_AUTH_KEY", "")
+OUTBOUND_CONTENT_MAX_LENGTH = env_int("OUTBOUND_CONTENT_MAX_LENGTH", 160)
+# A run sends its batch one request after another inside one task: batch max x timeout (20 x 10 s) stays
+# under CELERY_TASK_SOFT_TIME_LIMIT.
+OUTBOUND_BATCH_SIZE_MAX = env_int("OUTBOUND_BATCH_SIZE_MAX", 20)
+OUTBOUND_HTTP_TIMEOUT_SECONDS = env_int("OUTBOUND_HTTP_TIMEOUT_SECONDS", 10)
+# A message claimed by a run that then died is handed out again after this; renewed before each send, so it
+# only has to outlast one request (keep it well above the timeout).
+OUTBOUND_LEASE_SECONDS = env_int("OUTBOUND_LEASE_SECONDS", 120)
+OUTBOUND_MAX_ATTEMPTS = env_int("OUTBOUND_MAX_ATTEMPTS", 5)
+OUTBOUND_RETRY_BASE_SECONDS = env_int("OUTBOUND_RETRY_BASE_SECONDS", 30)
+OUTBOUND_RETRY_MAX_SECONDS = env_int("OUTBOUND_RETRY_MAX_SECONDS", 3600)
+OUTBOUND_CACHE_TTL_SECONDS = env_int("OUTBOUND_CACHE_TTL_SECONDS", 7 * 24 * 3600)
+
 # --- Logging: every line names the schema it was written in --------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {

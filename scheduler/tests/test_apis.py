@@ -1,0 +1,355 @@
+"""The scheduler API on a tenant's host: admins only, this tenant only, bad input writes nothing."""
+
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils.dateparse import parse_datetime
+from django_celery_beat.models import PeriodicTask
+from django_tenants.utils import schema_context
+
+from conftest import api_client, make_user, token_for
+from core.models import User
+from scheduler.models import OutboundMessage, SchedulerSetting
+from scheduler.services import outbound_send_due
+from scheduler.tests.conftest import Reply
+from scheduler.tests.factories import make_outbound_messages
+
+STATE_FIELDS = {"running", "interval_seconds", "batch_size", "webhook_url", "last_run_at", "next_run_at"}
+MESSAGE_FIELDS = {"id", "to", "content", "status", "attempts", "message_id", "sent_at", "last_error", "next_attempt_at", "created_at"}
+
+
+def _periodic_task(tenant) -> PeriodicTask:
+    return PeriodicTask.objects.select_related("interval").get(name=f"outbound-send:{tenant.schema_name}")
+
+
+def _setting(tenant) -> SchedulerSetting:
+    with schema_context(tenant.schema_name):
+        return SchedulerSetting.objects.get()
+
+
+def _count(tenant) -> int:
+    with schema_context(tenant.schema_name):
+        return OutboundMessage.objects.count()
+
+
+# --- the scheduler's state -----------------------------------------------------------------------------
+
+
+def test_a_new_tenant_has_a_running_scheduler_with_the_defaults(tenant_a, tenant_a_admin_api):
+    response = tenant_a_admin_api.get("/api/scheduler")
+
+    assert response.status_code == 200
+    body = response.json()
+    started_at = _setting(tenant_a).schedule_anchor_at
+    assert body == {
+        "running": True,
+        "interval_seconds": 120,
+        "batch_size": 2,
+        "webhook_url": "",
+        "last_run_at": None,
+        "next_run_at": body["next_run_at"],
+    }
+    assert parse_datetime(body["next_run_at"]) == started_at + timedelta(seconds=120)
+    task = _periodic_task(tenant_a)
+    assert (task.task, task.enabled, task.interval.every, task.interval.period) == (
+        "scheduler.tasks.outbound_send_due_task", True, 120, "seconds"
+    )  # fmt: skip
+    assert json.loads(task.headers) == {"_schema_name": "alpha"}
+
+
+def test_stop_and_start_are_idempotent_and_drive_the_beat_entry(tenant_a, tenant_a_admin_api):
+    stopped = tenant_a_admin_api.post("/api/scheduler/stop")
+    stopped_again = tenant_a_admin_api.post("/api/scheduler/stop")
+
+    assert stopped.status_code == stopped_again.status_code == 200
+    assert stopped.json() == stopped_again.json()
+    assert (stopped.json()["running"], stopped.json()["next_run_at"]) == (False, None)
+    assert _periodic_task(tenant_a).enabled is False
+    assert _setting(tenant_a).running is False
+
+    started = tenant_a_admin_api.post("/api/scheduler/start")
+    started_again = tenant_a_admin_api.post("/api/scheduler/start")
+
+    assert started.status_code == started_again.status_code == 200
+    assert started.json() == started_again.json()
+    setting = _setting(tenant_a)
+    assert started.json()["running"] is True
+    assert parse_datetime(started.json()["next_run_at"]) == setting.schedule_anchor_at + timedelta(seconds=120)
+    task = _periodic_task(tenant_a)
+    assert (task.enabled, task.last_run_at) == (True, None)  # beat counts the interval from the start
+
+
+def test_stopping_one_tenant_leaves_the_other_running(tenant_a, tenant_b, tenant_a_admin_api, tenant_b_admin_api):
+    tenant_a_admin_api.post("/api/scheduler/stop")
+
+    assert tenant_b_admin_api.get("/api/scheduler").json()["running"] is True
+    assert (_periodic_task(tenant_a).enabled, _periodic_task(tenant_b).enabled) == (False, True)
+
+
+def test_patch_changes_the_settings_and_the_beat_interval(tenant_a, tenant_a_admin_api):
+    original_anchor = _setting(tenant_a).schedule_anchor_at
+
+    response = tenant_a_admin_api.patch(
+        "/api/scheduler",
+        {"interval_seconds": 5, "batch_size": 7, "webhook_url": "https://provider.example/send", "auth_key": "k-1"},
+    )
+
+    assert response.status_code == 200
+    body = response.json()
+    assert {key: body[key] for key in ("running", "interval_seconds", "batch_size", "webhook_url")} == {
+        "running": True, "interval_seconds": 5, "batch_size": 7, "webhook_url": "https://provider.example/send"
+    }  # fmt: skip
+    assert set(body) == STATE_FIELDS  # the auth key is never shown
+    setting = _setting(tenant_a)
+    assert (setting.interval_seconds, setting.batch_size, setting.auth_key) == (5, 7, "k-1")
+    task = _periodic_task(tenant_a)
+    assert (task.interval.every, task.interval.period, task.enabled, task.last_run_at) == (5, "seconds", True, None)
+    # a new interval restarts the countdown: the next run is one new interval after the change
+    assert parse_datetime(body["next_run_at"]) == setting.schedule_anchor_at + timedelta(seconds=5)
+    assert setting.schedule_anchor_at > original_anchor
+
+
+def test_patch_of_one_field_leaves_the_others(tenant_a, tenant_a_admin_api):
+    tenant_a_admin_api.patch("/api/scheduler", {"webhook_url": "http://127.0.0.1:9/x", "auth_key": "k"})
+
+    response = tenant_a_admin_api.patch("/api/scheduler", {"batch_size": 3})
+
+    assert response.status_code == 200
+    setting = _setting(tenant_a)
+    assert (setting.interval_seconds, setting.batch_size, setting.webhook_url, setting.auth_key) == (120, 3, "http://127.0.0.1:9/x", "k")
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"interval_seconds": 0}, "interval_seconds"),
+        ({"interval_seconds": "soon"}, "interval_seconds"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 21}, "batch_size"),
+        ({"webhook_url": "ftp://provider.example/send"}, "webhook_url"),
+        ({"webhook_url": "not a url"}, "webhook_url"),
+        ({"interval_seconds": 10, "batch_size": 0}, "batch_size"),  # one bad field: nothing is applied
+    ],
+)
+def test_patch_with_bad_input_is_400_and_changes_nothing(tenant_a, tenant_a_admin_api, body, field):
+    response = tenant_a_admin_api.patch("/api/scheduler", body)
+
+    assert response.status_code == 400
+    assert list(response.json()) == [field]
+    setting = _setting(tenant_a)
+    assert (setting.interval_seconds, setting.batch_size, setting.webhook_url) == (120, 2, "")
+    assert _periodic_task(tenant_a).interval.every == 120
+
+
+def test_last_run_at_and_next_run_at_follow_the_runs(tenant_a, tenant_a_admin_api):
+    with schema_context(tenant_a.schema_name):
+        summary = outbound_send_due()
+
+    body = tenant_a_admin_api.get("/api/scheduler").json()
+
+    assert summary.skipped == "no webhook_url"
+    last_run_at = _setting(tenant_a).last_run_at
+    assert parse_datetime(body["last_run_at"]) == last_run_at
+    assert parse_datetime(body["next_run_at"]) == last_run_at + timedelta(seconds=120)
+
+
+# --- outbound messages ---------------------------------------------------------------------------------
+
+
+def test_create_an_outbound_message(tenant_a, tenant_a_admin_api):
+    response = tenant_a_admin_api.post("/api/outbound-messages", {"to": "+6281234567890", "content": "Your order shipped"})
+
+    assert response.status_code == 201
+    body = response.json()
+    with schema_context(tenant_a.schema_name):
+        message = OutboundMessage.objects.get()
+    assert body == {
+        "id": str(message.id),
+        "to": "+6281234567890",
+        "content": "Your order shipped",
+        "status": "pending",
+        "created_at": message.created_at.isoformat().replace("+00:00", "Z"),
+    }
+    assert (message.attempts, message.message_id, message.sent_at, message.last_error) == (0, None, None, None)
+
+
+def test_content_of_exactly_the_limit_is_accepted(tenant_a, tenant_a_admin_api):
+    response = tenant_a_admin_api.post("/api/outbound-messages", {"to": "+15551234567", "content": "x" * 160})
+
+    assert response.status_code == 201
+    assert _count(tenant_a) == 1
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"to": "+6281234567890", "content": "x" * 161}, "content"),
+        ({"to": "+6281234567890", "content": "é" * 161}, "content"),
+        ({"to": "+6281234567890", "content": ""}, "content"),
+        ({"to": "+6281234567890", "content": "   "}, "content"),
+        ({"to": "+6281234567890"}, "content"),
+        ({"to": "081234567890", "content": "hi"}, "to"),
+        ({"to": "+0812345678", "content": "hi"}, "to"),
+        ({"to": "+1234567890123456", "content": "hi"}, "to"),
+        ({"to": "+62 812 3456 7890", "content": "hi"}, "to"),
+        ({"content": "hi"}, "to"),
+    ],
+)
+def test_bad_message_is_400_and_nothing_is_stored(tenant_a, tenant_a_admin_api, body, field):
+    response = tenant_a_admin_api.post("/api/outbound-messages", body)
+
+    assert response.status_code == 400
+    assert list(response.json()) == [field]
+    assert _count(tenant_a) == 0
+
+
+def test_the_content_limit_is_a_setting(tenant_a, tenant_a_admin_api, settings):
+    settings.OUTBOUND_CONTENT_MAX_LENGTH = 5
+
+    too_long = tenant_a_admin_api.post("/api/outbound-messages", {"to": "+15551234567", "content": "123456"})
+    fits = tenant_a_admin_api.post("/api/outbound-messages", {"to": "+15551234567", "content": "12345"})
+
+    assert (too_long.status_code, fits.status_code) == (400, 201)
+    assert too_long.json() == {"content": ["Ensure this field has no more than 5 characters."]}
+
+
+def test_list_is_paginated_oldest_first_and_filtered_by_status(tenant_a, tenant_a_admin_api):
+    with schema_context(tenant_a.schema_name):
+        messages = make_outbound_messages(3)
+        OutboundMessage.objects.filter(id=messages[1].id).update(status="sent", message_id="m-1", attempts=1)
+
+    first_page = tenant_a_admin_api.get("/api/outbound-messages?limit=2").json()
+    second_page = tenant_a_admin_api.get(f"/api/outbound-messages?limit=2&cursor={first_page['next_cursor']}").json()
+    sent = tenant_a_admin_api.get("/api/outbound-messages?status=sent").json()
+    pending = tenant_a_admin_api.get("/api/outbound-messages?status=pending").json()
+
+    assert [item["id"] for item in first_page["data"] + second_page["data"]] == [str(m.id) for m in messages]
+    assert second_page["next_cursor"] is None
+    assert set(first_page["data"][0]) == MESSAGE_FIELDS
+    assert [(item["id"], item["status"], item["message_id"], item["attempts"]) for item in sent["data"]] == [
+        (str(messages[1].id), "sent", "m-1", 1)
+    ]
+    assert [item["id"] for item in pending["data"]] == [str(messages[0].id), str(messages[2].id)]
+    assert sent["next_cursor"] is None
+
+
+def test_list_with_an_unknown_status_is_400(tenant_a, tenant_a_admin_api):
+    response = tenant_a_admin_api.get("/api/outbound-messages?status=lost")
+
+    assert response.status_code == 400
+    assert list(response.json()) == ["status"]
+
+
+def test_a_failed_message_can_be_retried(tenant_a, tenant_a_admin_api, webhook_receiver):
+    with schema_context(tenant_a.schema_name):
+        [message] = make_outbound_messages(1, status="failed", attempts=5, last_error="HTTP 400: no")
+
+    response = tenant_a_admin_api.post(f"/api/outbound-messages/{message.id}/retry")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["id"], body["status"], body["attempts"], body["last_error"]) == (str(message.id), "pending", 0, "HTTP 400: no")
+
+    # and the next run sends it
+    tenant_a_admin_api.patch("/api/scheduler", {"webhook_url": webhook_receiver.url})
+    with schema_context(tenant_a.schema_name):
+        outbound_send_due()
+        message.refresh_from_db()
+    assert (message.status, message.message_id, message.last_error) == ("sent", "msg-1", None)
+
+
+@pytest.mark.parametrize("status", ["pending", "sending", "sent"])
+def test_only_failed_messages_can_be_retried(tenant_a, tenant_a_admin_api, status):
+    extra = {"claim_token": uuid.uuid4(), "lease_expires_at": parse_datetime("2030-01-01T00:00:00Z")} if status == "sending" else {}
+    with schema_context(tenant_a.schema_name):
+        [message] = make_outbound_messages(1, status=status, **extra)
+
+    response = tenant_a_admin_api.post(f"/api/outbound-messages/{message.id}/retry")
+
+    assert response.status_code == 409
+    assert response.json() == {"detail": f'Only failed messages can be retried; this one is "{status}".'}
+    with schema_context(tenant_a.schema_name):
+        assert OutboundMessage.objects.get().status == status
+
+
+def test_retry_of_an_unknown_message_is_404(tenant_a, tenant_a_admin_api):
+    response = tenant_a_admin_api.post(f"/api/outbound-messages/{uuid.uuid4()}/retry")
+
+    assert response.status_code == 404
+
+
+def test_a_message_can_be_read_by_id(tenant_a, tenant_a_admin_api, webhook_receiver):
+    webhook_receiver.script(Reply(status=202, body={"messageId": "provider-77"}))
+    tenant_a_admin_api.patch("/api/scheduler", {"webhook_url": webhook_receiver.url})
+    created = tenant_a_admin_api.post("/api/outbound-messages", {"to": "+15551234567", "content": "hi"}).json()
+    with schema_context(tenant_a.schema_name):
+        outbound_send_due()
+
+    body = tenant_a_admin_api.get(f"/api/outbound-messages/{created['id']}").json()
+
+    assert (body["status"], body["message_id"], body["attempts"], body["last_error"]) == ("sent", "provider-77", 1, None)
+    assert body["sent_at"] is not None
+
+
+# --- who may use it ------------------------------------------------------------------------------------
+
+ENDPOINTS = [
+    ("get", "/api/scheduler"),
+    ("patch", "/api/scheduler"),
+    ("post", "/api/scheduler/start"),
+    ("post", "/api/scheduler/stop"),
+    ("get", "/api/outbound-messages"),
+    ("post", "/api/outbound-messages"),
+    ("post", f"/api/outbound-messages/{uuid.uuid4()}/retry"),
+]
+
+
+@pytest.mark.parametrize("method, path", ENDPOINTS)
+def test_agents_are_refused(tenant_a, method, path):
+    agent = make_user(tenant=tenant_a, role=User.Role.AGENT)
+    client = api_client(tenant=tenant_a, token=token_for(agent, tenant=tenant_a))
+
+    response = getattr(client, method)(path, {"to": "+15551234567", "content": "hi"} if method == "post" else None)
+
+    assert response.status_code == 403
+    assert _count(tenant_a) == 0
+    assert _setting(tenant_a).running is True
+
+
+@pytest.mark.parametrize("method, path", ENDPOINTS)
+def test_another_tenants_admin_token_is_refused(tenant_a, tenant_b, tenant_b_admin_api, method, path):
+    client = api_client(tenant=tenant_a, token=tenant_b_admin_api._credentials["HTTP_AUTHORIZATION"].split()[1])
+
+    response = getattr(client, method)(path, {"to": "+15551234567", "content": "hi"} if method == "post" else None)
+
+    assert response.status_code == 401
+    assert _count(tenant_a) == 0
+    assert _setting(tenant_a).running is True
+
+
+@pytest.mark.parametrize("method, path", ENDPOINTS)
+def test_anonymous_requests_are_refused(tenant_a, method, path):
+    response = getattr(api_client(tenant=tenant_a), method)(path)
+
+    assert response.status_code == 401
+
+
+def test_the_platform_host_has_no_scheduler(platform_api):
+    assert platform_api.get("/api/scheduler").status_code == 404
+
+
+def test_a_tenant_sees_only_its_own_messages(tenant_a, tenant_b, tenant_a_admin_api, tenant_b_admin_api):
+    a_ids = [tenant_a_admin_api.post("/api/outbound-messages", {"to": "+15551230000", "content": f"a{n}"}).json()["id"] for n in range(2)]
+    b_id = tenant_b_admin_api.post("/api/outbound-messages", {"to": "+15551239999", "content": "b"}).json()["id"]
+
+    a_list = tenant_a_admin_api.get("/api/outbound-messages").json()
+    b_list = tenant_b_admin_api.get("/api/outbound-messages").json()
+
+    assert [item["id"] for item in a_list["data"]] == a_ids
+    assert [item["id"] for item in b_list["data"]] == [b_id]
+    assert tenant_b_admin_api.get(f"/api/outbound-messages/{a_ids[0]}").status_code == 404
+    assert tenant_b_admin_api.post(f"/api/outbound-messages/{a_ids[0]}/retry").status_code == 404
+    with schema_context(tenant_b.schema_name):
+        assert list(OutboundMessage.objects.values_list("content", flat=True)) == ["b"]

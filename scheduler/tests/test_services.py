@@ -1,0 +1,381 @@
+"""One run of the outbound job against a real HTTP receiver, real PostgreSQL and real Redis."""
+
+import json
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+from django_tenants.utils import schema_context
+
+from core.redis import get_redis
+from scheduler.models import OutboundMessage
+from scheduler.services import (
+    outbound_cache_key,
+    outbound_retry_delay,
+    outbound_send_due,
+    scheduler_start,
+    scheduler_stop,
+    scheduler_update,
+)
+from scheduler.tests.conftest import Reply
+from scheduler.tests.factories import make_outbound_messages
+
+
+@pytest.fixture
+def configured_a(tenant_a, webhook_receiver):
+    """Tenant A's job pointed at the receiver; the test then runs inside A's schema."""
+    with schema_context(tenant_a.schema_name):
+        scheduler_update(webhook_url=webhook_receiver.url, auth_key="secret-a", batch_size=2)
+        yield tenant_a
+
+
+def _cached(message: OutboundMessage) -> dict | None:
+    raw = get_redis().get(outbound_cache_key(schema_name=connection.schema_name, message_id=message.id))
+    return json.loads(raw) if raw else None
+
+
+def _later(seconds: float = 3600):
+    return timezone.now() + timedelta(seconds=seconds)
+
+
+def test_one_run_sends_exactly_batch_size_oldest_pending_messages(configured_a, webhook_receiver):
+    # given five pending messages, created oldest first, and one already sent
+    messages = make_outbound_messages(5)
+    already_sent = OutboundMessage.objects.create(to="+15550000001", content="old", status=OutboundMessage.Status.SENT)
+
+    # when one run goes
+    summary = outbound_send_due()
+
+    # then exactly the two oldest were POSTed, with the right body and headers
+    received = webhook_receiver.received()
+    assert [request.body for request in received] == [
+        {"to": "+6281234560000", "content": "message 0"},
+        {"to": "+6281234560001", "content": "message 1"},
+    ]
+    assert [request.headers["idempotency-key"] for request in received] == [str(messages[0].id), str(messages[1].id)]
+    assert {request.headers["x-ins-auth-key"] for request in received} == {"secret-a"}
+    assert {request.headers["content-type"] for request in received} == {"application/json"}
+    assert {request.path for request in received} == {"/hook"}
+    assert summary.sent == [messages[0].id, messages[1].id]
+
+    # and the messageId is stored in the row and cached in Redis under the tenant's key
+    first, second = (OutboundMessage.objects.get(id=message.id) for message in messages[:2])
+    assert (first.status, first.message_id, first.attempts, first.last_error) == ("sent", "msg-1", 1, None)
+    assert (second.status, second.message_id, second.attempts) == ("sent", "msg-2", 1)
+    assert first.sent_at is not None and first.claim_token is None and first.lease_expires_at is None
+    assert _cached(first) == {"messageId": "msg-1", "sent_at": first.sent_at.isoformat()}
+    assert _cached(second) == {"messageId": "msg-2", "sent_at": second.sent_at.isoformat()}
+    assert outbound_cache_key(schema_name="alpha", message_id=first.id) == f"sociomile:alpha:outbound:{first.id}"
+
+    # and the rest is untouched
+    rest = OutboundMessage.objects.filter(id__in=[message.id for message in messages[2:]])
+    assert sorted(rest.values_list("status", "attempts", "message_id")) == [("pending", 0, None)] * 3
+    assert OutboundMessage.objects.get(id=already_sent.id).attempts == 0
+    assert _cached(messages[2]) is None
+
+    # and the next run takes the next two
+    outbound_send_due()
+    assert webhook_receiver.keys()[2:] == [str(messages[2].id), str(messages[3].id)]
+
+
+def test_500_then_202_is_retried_with_backoff_and_sent_once(configured_a, webhook_receiver):
+    [message] = make_outbound_messages(1)
+    webhook_receiver.script(Reply(status=500, body={"error": "upstream down"}))
+
+    before = timezone.now()
+    first = outbound_send_due()
+
+    message.refresh_from_db()
+    assert first.retrying == [message.id]
+    assert (message.status, message.attempts, message.message_id) == ("pending", 1, None)
+    assert message.last_error == 'HTTP 500: {"error": "upstream down"}'
+    # the first retry waits between half of and the whole base delay (30 s): jitter, never at once
+    assert before + timedelta(seconds=15) <= message.next_attempt_at <= timezone.now() + timedelta(seconds=30)
+
+    # a run before the retry is due sends nothing
+    outbound_send_due()
+    assert len(webhook_receiver.received()) == 1
+
+    # a run once it is due sends it again, with the same Idempotency-Key, and it is sent
+    outbound_send_due(now=_later(31))
+
+    message.refresh_from_db()
+    assert webhook_receiver.keys() == [str(message.id), str(message.id)]
+    assert (message.status, message.attempts, message.message_id, message.last_error) == ("sent", 2, "msg-2", None)
+    assert _cached(message) == {"messageId": "msg-2", "sent_at": message.sent_at.isoformat()}
+
+
+def test_429_is_retried_no_sooner_than_retry_after(configured_a, webhook_receiver):
+    [message] = make_outbound_messages(1)
+    webhook_receiver.script(Reply(status=429, body={"error": "slow down"}, headers={"Retry-After": "90"}))
+
+    before = timezone.now()
+    outbound_send_due()
+
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == ("pending", 1)
+    assert message.last_error == 'HTTP 429: {"error": "slow down"}'
+    assert before + timedelta(seconds=90) <= message.next_attempt_at <= timezone.now() + timedelta(seconds=90)
+
+
+def test_400_fails_with_the_error_recorded_and_is_not_retried(configured_a, webhook_receiver):
+    [message] = make_outbound_messages(1)
+    webhook_receiver.script(Reply(status=400, body={"error": "invalid number"}))
+
+    summary = outbound_send_due()
+    outbound_send_due(now=_later())
+
+    message.refresh_from_db()
+    assert summary.failed == [message.id]
+    assert (message.status, message.attempts, message.message_id, message.sent_at) == ("failed", 1, None, None)
+    assert message.last_error == 'HTTP 400: {"error": "invalid number"}'
+    assert len(webhook_receiver.received()) == 1
+    assert _cached(message) is None
+
+
+def test_timeout_is_retried(configured_a, webhook_receiver, settings):
+    settings.OUTBOUND_HTTP_TIMEOUT_SECONDS = 0.3
+    [message] = make_outbound_messages(1)
+    webhook_receiver.script(Reply(hang=True))
+
+    outbound_send_due()
+
+    message.refresh_from_db()
+    assert (message.status, message.attempts, message.message_id) == ("pending", 1, None)
+    assert message.last_error.startswith("ReadTimeout: ")
+
+    outbound_send_due(now=_later(31))
+
+    message.refresh_from_db()
+    assert (message.status, message.attempts, message.message_id) == ("sent", 2, "msg-2")
+    assert webhook_receiver.keys() == [str(message.id), str(message.id)]
+
+
+def test_connection_refused_is_retried(configured_a, webhook_receiver):
+    [message] = make_outbound_messages(1)
+    scheduler_update(webhook_url="http://127.0.0.1:9/nothing-listens-here")
+
+    outbound_send_due()
+
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == ("pending", 1)
+    assert message.last_error.startswith("ConnectionError: ")
+
+
+def test_exhausted_attempts_mark_the_message_failed(configured_a, webhook_receiver, settings):
+    settings.OUTBOUND_MAX_ATTEMPTS = 3
+    [message] = make_outbound_messages(1)
+    webhook_receiver.script(*[Reply(status=503, body={"n": n}) for n in range(3)])
+
+    for hours in range(3):
+        outbound_send_due(now=_later(3600 * (hours + 1) * 2))
+    outbound_send_due(now=_later(3600 * 10))
+
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == ("failed", 3)
+    assert message.last_error == 'HTTP 503: {"n": 2} (gave up after 3 attempts)'
+    assert len(webhook_receiver.received()) == 3
+
+
+def test_a_2xx_without_message_id_fails_and_is_not_resent(configured_a, webhook_receiver):
+    [message] = make_outbound_messages(1)
+    webhook_receiver.script(Reply(status=200, body={"ok": True}))
+
+    outbound_send_due()
+    outbound_send_due(now=_later())
+
+    message.refresh_from_db()
+    assert (message.status, message.message_id) == ("failed", None)
+    assert message.last_error == 'HTTP 200 without a messageId in a JSON body: {"ok": true}'
+    assert len(webhook_receiver.received()) == 1
+
+
+def test_a_message_left_sending_by_a_dead_run_is_recovered_after_its_lease(configured_a, webhook_receiver):
+    # given a message a crashed run claimed and started to send (attempt counted, lease running)
+    [stuck, waiting] = make_outbound_messages(2)
+    OutboundMessage.objects.filter(id=stuck.id).update(
+        status="sending", attempts=1, claim_token="00000000-0000-0000-0000-000000000001",
+        lease_expires_at=timezone.now() + timedelta(seconds=120),
+    )  # fmt: skip
+
+    # when a run goes while the lease holds, the message is left alone
+    outbound_send_due()
+    assert webhook_receiver.keys() == [str(waiting.id)]
+
+    # and once the lease expired, it is sent again with the same Idempotency-Key
+    outbound_send_due(now=_later(121))
+
+    stuck.refresh_from_db()
+    assert webhook_receiver.keys() == [str(waiting.id), str(stuck.id)]
+    assert (stuck.status, stuck.attempts, stuck.message_id, stuck.claim_token) == ("sent", 2, "msg-2", None)
+
+
+def test_a_lost_claim_neither_sends_nor_records(configured_a, webhook_receiver):
+    # A run that stalled past its lease: another run took the message over. Nothing of the first may land.
+    from scheduler.services import outbound_claim_due
+
+    [message] = make_outbound_messages(1)
+    stale = outbound_claim_due(batch_size=1, claim_token="00000000-0000-0000-0000-00000000000a", now=timezone.now())
+    assert [m.id for m in stale] == [message.id]
+    OutboundMessage.objects.filter(id=message.id).update(claim_token="00000000-0000-0000-0000-00000000000b")
+
+    from scheduler.services import _Outcome, _record
+
+    written = _record(message=message, claim_token=stale[0].claim_token, outcome=_Outcome("sent", message_id="x"), attempts=1)
+
+    message.refresh_from_db()
+    assert written is None
+    assert (message.status, message.message_id) == ("sending", None)
+
+
+def test_an_interrupted_run_hands_back_what_it_never_tried(configured_a, webhook_receiver, monkeypatch):
+    # given a run killed by its soft time limit while sending the first of its two messages
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from scheduler import services
+
+    def interrupted(**kwargs):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(services, "_post", interrupted)
+    first, second = make_outbound_messages(2)
+
+    with pytest.raises(SoftTimeLimitExceeded):
+        outbound_send_due()
+
+    # then the untried one is due again at once; the one in flight keeps its lease (it may have arrived)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, first.attempts) == ("sending", 1)
+    assert first.lease_expires_at > timezone.now()
+    assert (second.status, second.attempts, second.claim_token, second.lease_expires_at) == ("pending", 0, None, None)
+
+
+def test_stopped_tenant_sends_nothing_while_another_keeps_sending(
+    configured_a, tenant_b, webhook_receiver
+):
+    # given messages in both tenants, and A's job stopped
+    a_messages = make_outbound_messages(2)
+    scheduler_stop()
+    with schema_context(tenant_b.schema_name):
+        scheduler_update(webhook_url=webhook_receiver.url.replace("/hook", "/b"))
+        b_messages = make_outbound_messages(2)
+
+    # when both run
+    a_summary = outbound_send_due()
+    with schema_context(tenant_b.schema_name):
+        outbound_send_due()
+
+    # then only B sent
+    assert a_summary.skipped == "stopped"
+    assert webhook_receiver.keys() == [str(m.id) for m in b_messages]
+    assert list(OutboundMessage.objects.values_list("status", flat=True)) == ["pending", "pending"]
+
+    # and starting A again resumes it
+    scheduler_start()
+    outbound_send_due()
+    assert webhook_receiver.keys("/hook") == [str(m.id) for m in a_messages]
+
+
+def test_no_webhook_url_keeps_messages_pending(tenant_a, webhook_receiver):
+    with schema_context(tenant_a.schema_name):
+        scheduler_update(webhook_url="")
+        [message] = make_outbound_messages(1)
+
+        summary = outbound_send_due()
+
+        message.refresh_from_db()
+        assert summary.skipped == "no webhook_url"
+        assert (message.status, message.attempts) == ("pending", 0)
+
+
+def test_retry_delay_grows_exponentially_with_jitter_and_a_cap(settings):
+    settings.OUTBOUND_RETRY_BASE_SECONDS = 10
+    settings.OUTBOUND_RETRY_MAX_SECONDS = 100
+
+    for attempts, full in [(1, 10), (2, 20), (3, 40), (4, 80), (5, 100), (9, 100)]:
+        delays = {outbound_retry_delay(attempts=attempts) for _ in range(50)}
+        assert all(full / 2 <= delay <= full for delay in delays)
+        assert len(delays) > 1  # jittered
+    assert outbound_retry_delay(attempts=1, retry_after=70) == 70
+    assert outbound_retry_delay(attempts=1, retry_after=7000) == 100
+
+
+def test_two_runs_started_at_the_same_moment_send_every_message_once(make_live_tenant, webhook_receiver):
+    # given committed messages in a tenant whose batch is 3, and a slow receiver (runs overlap fully)
+    tenant = make_live_tenant("twin")
+    with schema_context(tenant.schema_name):
+        scheduler_update(webhook_url=webhook_receiver.url, batch_size=3)
+        messages = make_outbound_messages(7)
+    barrier = threading.Barrier(2)
+    summaries, errors = [], []
+
+    def run():
+        # each thread has its own database connection (Django's are per thread)
+        try:
+            with schema_context(tenant.schema_name):
+                barrier.wait(5)
+                summaries.append(outbound_send_due())
+        except Exception as error:  # surfaced below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    # when two runs start at the same moment, twice
+    for _ in range(2):
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+
+    # then every message was sent exactly once, 3 + 3 by the first pair and the last one by the second
+    assert errors == []
+    keys = webhook_receiver.keys()
+    assert sorted(keys) == sorted(str(m.id) for m in messages)
+    assert len(keys) == len(set(keys)) == 7
+    assert sorted(len(summary.sent) for summary in summaries) == [0, 1, 3, 3]
+    with schema_context(tenant.schema_name):
+        assert sorted(OutboundMessage.objects.values_list("status", "attempts")) == [("sent", 1)] * 7
+        assert len(set(OutboundMessage.objects.values_list("message_id", flat=True))) == 7
+
+
+def test_a_claim_skips_the_rows_another_claim_holds_instead_of_waiting(make_live_tenant):
+    # given a committed backlog, and another transaction holding the two oldest rows (a claim in progress)
+    from django.db import transaction
+
+    from scheduler.services import outbound_claim_due
+
+    tenant = make_live_tenant("skip")
+    with schema_context(tenant.schema_name):
+        messages = make_outbound_messages(4)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_oldest_two():
+        try:
+            with schema_context(tenant.schema_name), transaction.atomic():
+                list(OutboundMessage.objects.select_for_update().filter(id__in=[messages[0].id, messages[1].id]))
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_oldest_two)
+    holder.start()
+    assert holding.wait(5)
+
+    # when this run claims, it takes the next two at once (it would wait, then re-claim, without SKIP LOCKED)
+    try:
+        with schema_context(tenant.schema_name):
+            started = timezone.now()
+            claimed = outbound_claim_due(batch_size=2, claim_token="00000000-0000-0000-0000-0000000000c1", now=started)
+            waited = timezone.now() - started
+    finally:
+        release.set()
+        holder.join(10)
+
+    assert [message.id for message in claimed] == [messages[2].id, messages[3].id]
+    assert {message.status for message in claimed} == {"sending"}
+    assert waited < timedelta(seconds=2)
