@@ -55,3 +55,11 @@ def test_docs_ui_is_served(tenant_a, on_tenant_host):
 
     assert response.status_code == 200
     assert b"swagger-ui" in response.content
+
+
+@pytest.mark.parametrize("urlconf", ["sociomile.urls_public", "sociomile.urls_tenants"])
+def test_openapi_schemas_validate_without_warnings(urlconf, tmp_path):
+    from django.core.management import call_command
+
+    # A warning usually means two different shapes were merged into one component: a wrong schema.
+    call_command("spectacular", urlconf=urlconf, validate=True, fail_on_warn=True, file=str(tmp_path / "schema.yaml"))
