@@ -1,6 +1,7 @@
 import json
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
@@ -300,6 +301,12 @@ class WebhookSignatureInvalid(exceptions.APIException):
     default_code = "invalid_signature"
 
 
+class WebhookBodyTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE."
+    default_code = "body_too_large"
+
+
 class ChannelWebhookApi(APIView):
     """A channel provider delivers a customer's message. Signed with the application's webhook secret:
     `X-Sociomile-Signature: sha256=<hex HMAC-SHA256 of the raw body>`."""
@@ -308,6 +315,9 @@ class ChannelWebhookApi(APIView):
     permission_classes = [AllowAny]
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ChannelWebhookInput"  # a name of its own in the OpenAPI schema
+
         customer_id = serializers.CharField(min_length=1, max_length=255)
         message = serializers.CharField(min_length=1, max_length=settings.MESSAGE_MAX_LENGTH, trim_whitespace=False)
         external_id = serializers.CharField(min_length=1, max_length=255, required=False, allow_null=True)
@@ -316,12 +326,17 @@ class ChannelWebhookApi(APIView):
         request=InputSerializer,
         parameters=[
             OpenApiParameter(
-                inbound.SIGNATURE_HEADER, str, OpenApiParameter.HEADER, required=True, description="sha256=<hex HMAC-SHA256 of the raw body>"
+                inbound.SIGNATURE_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="sha256=<hex HMAC-SHA256 of the raw body>",
             )
         ],
         responses={
             202: inline_serializer(
-                "WebhookAccepted", fields={"chat_number": serializers.IntegerField(), "message_number": serializers.IntegerField()}
+                "WebhookAccepted",
+                fields={"chat_number": serializers.IntegerField(), "message_number": serializers.IntegerField()},
             )
         },
         auth=[],
@@ -329,7 +344,10 @@ class ChannelWebhookApi(APIView):
     def post(self, request, token: str):
         application = _application_or_404(token)
         # The raw bytes, before any parsing: the signature covers them exactly as sent.
-        body = request.body
+        try:
+            body = request.body
+        except RequestDataTooBig as error:
+            raise WebhookBodyTooLarge() from error
         if not inbound.signature_valid(
             secret=application.webhook_secret, body=body, header=request.headers.get(inbound.SIGNATURE_HEADER)
         ):
@@ -408,6 +426,9 @@ class ChatEscalateApi(APIView):
     permission_classes = [IsTenantAgent]
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ChatEscalateInput"  # a name of its own in the OpenAPI schema
+
         title = serializers.CharField(min_length=1, max_length=255)
         description = serializers.CharField(max_length=settings.MESSAGE_MAX_LENGTH, required=False, allow_blank=True, default="")
         priority = serializers.ChoiceField(choices=Ticket.Priority.values, required=False, default=Ticket.Priority.MEDIUM)
@@ -449,14 +470,21 @@ class TicketListApi(APIView):
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        tickets = ticket_list(status=filters.validated_data.get("status") or None, priority=filters.validated_data.get("priority") or None)
-        return paginate(request=request, view=self, queryset=tickets, serializer_class=TicketOutputSerializer, ordering=("-created_at",))
+        tickets = ticket_list(
+            status=filters.validated_data.get("status") or None, priority=filters.validated_data.get("priority") or None
+        )
+        return paginate(
+            request=request, view=self, queryset=tickets, serializer_class=TicketOutputSerializer, ordering=("-created_at",)
+        )
 
 
 class TicketDetailApi(APIView):
     """Staff read a ticket; only admins change its status."""
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "TicketStatusInput"  # a name of its own in the OpenAPI schema
+
         status = serializers.ChoiceField(choices=Ticket.Status.values)
 
     def get_permissions(self):

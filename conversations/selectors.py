@@ -38,8 +38,9 @@ def chat_inbox_list(*, status: str | None = None, agent_id: int | None = None) -
 
 def chat_open_for_customer_get(*, application: Application, customer_id: str) -> Chat | None:
     """The customer's most recent open (waiting or assigned) chat row in the application, if any."""
+    open_statuses = [Chat.Status.WAITING, Chat.Status.ASSIGNED]
     return (
-        Chat.objects.filter(application=application, customer_id=customer_id, status__in=[Chat.Status.WAITING, Chat.Status.ASSIGNED])
+        Chat.objects.filter(application=application, customer_id=customer_id, status__in=open_statuses)
         .order_by("-number")
         .first()
     )

@@ -220,7 +220,12 @@ def ticket_create(*, chat: Chat, title: str, description: str, priority: str, cr
     try:
         with transaction.atomic():
             return Ticket.objects.create(
-                chat=chat, title=title, description=description, priority=priority, assigned_agent=created_by, created_by=created_by
+                chat=chat,
+                title=title,
+                description=description,
+                priority=priority,
+                assigned_agent=created_by,
+                created_by=created_by,
             )
     except IntegrityError as error:
         if getattr(error.__cause__, "sqlstate", None) != "23505":  # anything but the unique violation

@@ -10,7 +10,9 @@ def webhook_url(application: Application) -> str:
     return f"/api/channels/{application.token}/webhook"
 
 
-def webhook_deliver(client, application: Application, payload: dict | bytes, *, signature: str | None = None, signed: bool = True):
+def webhook_deliver(
+    client, application: Application, payload: dict | bytes, *, signature: str | None = None, signed: bool = True
+):
     """POSTs `payload` (a dict, or raw bytes as sent) signed with the application's webhook secret, unless
     `signature` is given (used as the header as is) or `signed` is False (no header at all)."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()

@@ -98,7 +98,10 @@ def test_the_inbox_filters_by_status_and_agent(tenant_a, two_applications_with_c
 
 @pytest.mark.parametrize(
     "query, field",
-    [("status=open", "status"), ("status=WAITING", "status"), ("agent=bob", "agent"), ("agent=0", "agent"), ("agent=-1", "agent"), ("agent=1.5", "agent")],
+    [
+        ("status=open", "status"), ("status=WAITING", "status"),
+        ("agent=bob", "agent"), ("agent=0", "agent"), ("agent=-1", "agent"), ("agent=1.5", "agent"),
+    ],  # fmt: skip
 )
 def test_bad_inbox_filters_are_400(tenant_a, agent_a_api, query, field):
     response = agent_a_api.get(f"/api/chats?{query}")
@@ -119,7 +122,9 @@ def _reply(api, application, number: int, body: str = "On it."):
     return api.post(f"/api/applications/{application.token}/chats/{number}/messages", {"body": body})
 
 
-def test_an_agent_who_is_not_assigned_cannot_reply_and_nothing_is_queued(tenant_a, application_a, client_a, agent_a, agent_a_api, drain):
+def test_an_agent_who_is_not_assigned_cannot_reply_and_nothing_is_queued(
+    tenant_a, application_a, client_a, agent_a, agent_a_api, drain
+):
     # given chat 1 assigned to a colleague, chat 2 assigned to nobody, chat 3 not persisted yet
     colleague = make_user(tenant=tenant_a, role=User.Role.AGENT)
     webhook_deliver(client_a, application_a, {"customer_id": "c1", "message": "hi"})
@@ -139,7 +144,9 @@ def test_an_agent_who_is_not_assigned_cannot_reply_and_nothing_is_queued(tenant_
         assert Message.objects.filter(sender=Message.Sender.AGENT).count() == 0
 
 
-def test_the_assigned_agent_and_admins_reply(tenant_a, application_a, client_a, agent_a, agent_a_api, tenant_a_admin, tenant_a_admin_api, drain):
+def test_the_assigned_agent_and_admins_reply(
+    tenant_a, application_a, client_a, agent_a, agent_a_api, tenant_a_admin, tenant_a_admin_api, drain
+):
     webhook_deliver(client_a, application_a, {"customer_id": "c1", "message": "hi"})
     drain(tenant_a)
     _assign(tenant_a, 1, agent_a)
@@ -155,9 +162,12 @@ def test_the_assigned_agent_and_admins_reply(tenant_a, application_a, client_a, 
     assert by_admin.json() == {"chat_number": 1, "number": 3}
     assert by_admin_early.json() == {"chat_number": 2, "number": 2}
     with schema_context(tenant_a.schema_name):
-        assert list(
-            Message.objects.filter(sender=Message.Sender.AGENT).order_by("chat__number", "number").values_list("chat__number", "body", "author_id")
-        ) == [(1, "Agent here.", agent_a.id), (1, "Supervisor here.", tenant_a_admin.id), (2, "Before the row exists.", tenant_a_admin.id)]
+        replies = Message.objects.filter(sender=Message.Sender.AGENT).order_by("chat__number", "number")
+        assert list(replies.values_list("chat__number", "body", "author_id")) == [
+            (1, "Agent here.", agent_a.id),
+            (1, "Supervisor here.", tenant_a_admin.id),
+            (2, "Before the row exists.", tenant_a_admin.id),
+        ]
 
 
 def test_customers_still_write_without_a_token(tenant_a, application_a, client_a, drain):

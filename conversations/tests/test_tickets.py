@@ -157,7 +157,8 @@ def test_staff_read_one_ticket(tenant_a, application_a, tickets, agent_a, agent_
     response = agent_a_api.get(f"/api/tickets/{tickets[1].id}")
 
     assert response.status_code == 200
-    assert {key: response.json()[key] for key in ("id", "application", "chat_number", "status", "priority", "assigned_agent")} == {
+    fields = ("id", "application", "chat_number", "status", "priority", "assigned_agent")
+    assert {key: response.json()[key] for key in fields} == {
         "id": tickets[1].id,
         "application": application_a.token,
         "chat_number": 2,
@@ -185,7 +186,8 @@ def test_an_admin_changes_a_tickets_status(tenant_a, tickets, tenant_a_admin_api
     response = tenant_a_admin_api.patch(f"/api/tickets/{tickets[0].id}", {"status": "in_progress"})
 
     assert response.status_code == 200
-    assert (response.json()["id"], response.json()["status"], response.json()["priority"]) == (tickets[0].id, "in_progress", "high")
+    body = response.json()
+    assert (body["id"], body["status"], body["priority"]) == (tickets[0].id, "in_progress", "high")
     with schema_context(tenant_a.schema_name):
         ticket = Ticket.objects.get(id=tickets[0].id)
         assert ticket.status == "in_progress"
@@ -217,7 +219,8 @@ def test_the_tenant_admin_filters_and_searches_tickets_and_chats(tenant_a, ticke
 
     listed = client.get("/admin/conversations/ticket/?status__exact=open&priority__exact=low")
     searched = client.get("/admin/conversations/ticket/?q=T2")
-    chats = client.get(f"/admin/conversations/chat/?status__exact=waiting&application__id__exact={tickets[0].chat.application_id}")
+    application_id = tickets[0].chat.application_id
+    chats = client.get(f"/admin/conversations/chat/?status__exact=waiting&application__id__exact={application_id}")
     by_date = client.get(f"/admin/conversations/chat/?created_at__year={timezone.now().year}")
 
     assert listed.status_code == searched.status_code == chats.status_code == by_date.status_code == 200

@@ -196,6 +196,16 @@ def test_a_signed_body_that_is_not_json_is_400(tenant_a, application_a, client_a
     assert _pending(tenant_a) == []
 
 
+def test_a_body_over_the_upload_limit_is_413_and_writes_nothing(tenant_a, application_a, client_a, drain, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+
+    response = webhook_deliver(client_a, application_a, {"customer_id": "c", "message": "x" * 200})
+
+    assert response.status_code == 413
+    assert response.json() == {"detail": "The request body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE."}
+    assert _pending(tenant_a) == []
+
+
 def test_the_longest_message_allowed_is_accepted(tenant_a, application_a, client_a, drain):
     body = "x" * settings.MESSAGE_MAX_LENGTH
 

@@ -177,6 +177,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Chats and tickets both have a `status` with different choices: name each enum after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "ChatStatusEnum": "conversations.models.Chat.Status",
+        "TicketStatusEnum": "conversations.models.Ticket.Status",
+    },
 }
 
 # --- Celery --------------------------------------------------------------------------------------------
