@@ -177,12 +177,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    # Chats and tickets both have a `status` with different choices: name each enum after its model.
-    "ENUM_NAME_OVERRIDES": {
-        "ChatStatusEnum": "conversations.models.Chat.Status",
-        "TicketStatusEnum": "conversations.models.Ticket.Status",
-    },
 }
+# Chats and tickets each have a `status` with choices of their own: name each enum after its model.
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
+    {"ChatStatusEnum": "conversations.models.Chat.Status", "TicketStatusEnum": "conversations.models.Ticket.Status"}
+)
 
 # --- Celery --------------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
