@@ -58,10 +58,6 @@ def _schedule_drain() -> None:
     creations_persist_task.delay()
 
 
-def _chat_record(*, application: Application, customer_id: str | None) -> dict:
-    return {"kind": "chat", "app": application.id, "customer_id": customer_id, "at": timezone.now().isoformat()}
-
-
 def chat_create(*, application: Application, customer_id: str | None = None) -> int:
     """Allocates the application's next chat number and queues the chat's creation; returns the number.
 
@@ -122,6 +118,11 @@ def message_update(*, message: Message, body: str) -> Message:
 
 # How long a delivery waits for an identical one being handled at the same moment to store its answer.
 DELIVERY_WAIT_SECONDS = 2.0
+
+
+def _chat_record(*, application: Application, customer_id: str | None) -> dict:
+    """A chat's creation as queued (conversations.creations), shared by chat_create and the webhook."""
+    return {"kind": "chat", "app": application.id, "customer_id": customer_id, "at": timezone.now().isoformat()}
 
 
 def _customer_open_chat_number(*, application: Application, customer_id: str) -> int:
