@@ -1,6 +1,7 @@
 from django.contrib import admin
 
-from conversations.models import Application, Chat, InboundEvent, Message
+from conversations.models import Application, Chat, InboundEvent, Message, Ticket
+from conversations.services import ticket_status_set
 from core.admin import tenant_admin_site
 
 
@@ -29,9 +30,10 @@ class MessageInline(admin.TabularInline):
 @admin.register(Chat, site=tenant_admin_site)
 class ChatAdmin(admin.ModelAdmin):
     list_display = ("number", "application", "status", "customer_id", "assigned_agent", "messages_count", "created_at")
-    list_filter = ("status", "application", "assigned_agent")
+    list_filter = ("status", "application", "assigned_agent", ("created_at", admin.DateFieldListFilter))
     list_select_related = ("application", "assigned_agent")
     search_fields = ("customer_id",)
+    date_hierarchy = "created_at"
     readonly_fields = ("application", "number", "messages_count", "created_at", "updated_at", "assigned_at", "resolved_at")
     inlines = [MessageInline]
     list_per_page = 50
@@ -48,4 +50,34 @@ class InboundEventAdmin(admin.ModelAdmin):
     show_full_result_count = False
 
     def has_add_permission(self, request):
+        return False
+
+
+def _ticket_status_action(status: str, label: str):
+    def action(modeladmin, request, queryset):
+        for ticket in queryset:
+            ticket_status_set(ticket=ticket, status=status)
+        modeladmin.message_user(request, f"{len(queryset)} ticket(s) marked {label.lower()}.")
+
+    action.__name__ = f"mark_{status}"
+    action.short_description = f"Mark selected tickets {label.lower()}"
+    return action
+
+
+@admin.register(Ticket, site=tenant_admin_site)
+class TicketAdmin(admin.ModelAdmin):
+    list_display = ("id", "title", "status", "priority", "chat", "assigned_agent", "created_by", "created_at", "updated_at")
+    list_filter = ("status", "priority", "assigned_agent", "chat__application", ("created_at", admin.DateFieldListFilter))
+    list_select_related = ("chat__application", "assigned_agent", "created_by")
+    search_fields = ("title", "description", "chat__customer_id")
+    date_hierarchy = "created_at"
+    readonly_fields = ("chat", "created_by", "created_at", "updated_at")
+    fields = ("chat", "title", "description", "status", "priority", "assigned_agent", "created_by", "created_at", "updated_at")
+    raw_id_fields = ("assigned_agent",)
+    actions = [_ticket_status_action(value, label) for value, label in Ticket.Status.choices]
+    list_per_page = 50
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        # Tickets are opened by escalating a chat (POST .../escalate), which ties them to it.
         return False

@@ -1,22 +1,39 @@
+import json
+
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers, status
-from rest_framework.permissions import AllowAny
+from rest_framework import exceptions, serializers, status
+from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from conversations.models import Application, Chat, Message
+from conversations import inbound
+from conversations.models import Application, Chat, Message, Ticket
 from conversations.selectors import (
     application_get,
     application_list,
     chat_get,
+    chat_inbox_list,
     chat_list,
     message_get,
     message_list,
     message_search,
+    ticket_get,
+    ticket_list,
 )
-from conversations.services import application_create, application_update, chat_create, message_create, message_update
+from conversations.services import (
+    application_create,
+    application_update,
+    chat_create,
+    message_create,
+    message_update,
+    ticket_create,
+    ticket_status_set,
+    webhook_message_receive,
+)
+from core.models import User
 from core.pagination import CursorPagination, paginate
 from core.permissions import IsTenantAdmin, IsTenantStaff
 
@@ -40,6 +57,23 @@ class ChatOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     assigned_at = serializers.DateTimeField(allow_null=True)
     resolved_at = serializers.DateTimeField(allow_null=True)
+
+
+class InboxChatOutputSerializer(ChatOutputSerializer):
+    application = serializers.CharField(source="application.token")
+
+
+class TicketOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    application = serializers.CharField(source="chat.application.token")
+    chat_number = serializers.IntegerField(source="chat.number")
+    title = serializers.CharField()
+    description = serializers.CharField()
+    status = serializers.ChoiceField(choices=Ticket.Status.choices)
+    priority = serializers.ChoiceField(choices=Ticket.Priority.choices)
+    assigned_agent = serializers.IntegerField(source="assigned_agent_id", allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
 
 
 class MessageOutputSerializer(serializers.Serializer):
@@ -190,10 +224,16 @@ class MessageListCreateApi(APIView):
     )
     def post(self, request, token: str, number: int):
         application = _application_or_404(token)
-        serializer = MessageBodySerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
         # A tenant user's token makes it an agent's reply; without one it is the customer writing.
         user = request.user if request.user is not None and getattr(request.user, "is_tenant_staff", False) else None
+        if user is not None and not user.is_tenant_admin:
+            # Only the chat's assigned agent (or an admin) replies. That needs the chat's row: while the
+            # chat is queued but not persisted, or nobody is assigned, only admins may reply.
+            chat = chat_get(application=application, number=number)
+            if chat is None or chat.assigned_agent_id != user.id:
+                raise exceptions.PermissionDenied("Only the chat's assigned agent or an admin may reply.")
+        serializer = MessageBodySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
         message_number = message_create(
             application=application,
             chat_number=number,
@@ -249,3 +289,215 @@ class MessageSearchApi(APIView):
         return paginate(
             request=request, view=self, queryset=messages, serializer_class=MessageOutputSerializer, ordering=("number",)
         )
+
+
+# --- the inbound channel webhook (the HMAC signature is the credential) ----------------------------------
+
+
+class WebhookSignatureInvalid(exceptions.APIException):
+    # Not DRF's AuthenticationFailed: without an authentication class DRF would turn that into a 403.
+    status_code = status.HTTP_401_UNAUTHORIZED
+    default_detail = f"Missing or invalid {inbound.SIGNATURE_HEADER} header."
+    default_code = "invalid_signature"
+
+
+class WebhookBodyTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE."
+    default_code = "body_too_large"
+
+
+class ChannelWebhookApi(APIView):
+    """A channel provider delivers a customer's message. Signed with the application's webhook secret:
+    `X-Sociomile-Signature: sha256=<hex HMAC-SHA256 of the raw body>`."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ChannelWebhookInput"  # a name of its own in the OpenAPI schema
+
+        customer_id = serializers.CharField(min_length=1, max_length=255)
+        message = serializers.CharField(min_length=1, max_length=settings.MESSAGE_MAX_LENGTH, trim_whitespace=False)
+        external_id = serializers.CharField(min_length=1, max_length=255, required=False, allow_null=True)
+
+    @extend_schema(
+        request=InputSerializer,
+        parameters=[
+            OpenApiParameter(
+                inbound.SIGNATURE_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="sha256=<hex HMAC-SHA256 of the raw body>",
+            )
+        ],
+        responses={
+            202: inline_serializer(
+                "WebhookAccepted",
+                fields={"chat_number": serializers.IntegerField(), "message_number": serializers.IntegerField()},
+            )
+        },
+        auth=[],
+    )
+    def post(self, request, token: str):
+        application = _application_or_404(token)
+        # The raw bytes, before any parsing: the signature covers them exactly as sent.
+        try:
+            body = request.body
+        except RequestDataTooBig as error:
+            raise WebhookBodyTooLarge() from error
+        if not inbound.signature_valid(
+            secret=application.webhook_secret, body=body, header=request.headers.get(inbound.SIGNATURE_HEADER)
+        ):
+            raise WebhookSignatureInvalid()
+        # Counted after the signature check: unsigned noise cannot use up the application's allowance.
+        retry_after = inbound.rate_limit_hit(
+            application_id=application.id,
+            limit=settings.WEBHOOK_RATE_LIMIT,
+            window_seconds=settings.WEBHOOK_RATE_WINDOW_SECONDS,
+        )
+        if retry_after is not None:
+            raise exceptions.Throttled(wait=retry_after)  # DRF answers 429 with Retry-After
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise exceptions.ParseError("The body is not valid JSON.") from error
+        serializer = self.InputSerializer(data=data)
+        serializer.is_valid(raise_exception=True)
+        answer = webhook_message_receive(
+            application=application,
+            customer_id=serializer.validated_data["customer_id"],
+            body=serializer.validated_data["message"],
+            external_id=serializer.validated_data.get("external_id"),
+        )
+        return Response(answer, status=status.HTTP_202_ACCEPTED)
+
+
+# --- staff: the inbox, escalation, tickets ------------------------------------------------------------------
+
+
+class IsTenantAgent(BasePermission):
+    message = "Only this tenant's agents may do this."
+
+    def has_permission(self, request, view):
+        user = request.user
+        return bool(IsTenantStaff().has_permission(request, view) and user.role == User.Role.AGENT)
+
+
+class ChatInboxListApi(APIView):
+    """Every chat of the tenant, newest first (as Chatwoot's and Intercom's inboxes open)."""
+
+    permission_classes = [IsTenantStaff]
+    pagination_class = CursorPagination
+
+    class FilterSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=Chat.Status.values, required=False, allow_blank=True)
+        agent = serializers.RegexField(
+            r"^(me|[1-9][0-9]{0,17})$",
+            required=False,
+            allow_blank=True,
+            error_messages={"invalid": 'Must be an agent id or "me".'},
+        )
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", enum=Chat.Status.values, required=False),
+            OpenApiParameter("agent", str, required=False, description='The assigned agent\'s user id, or "me".'),
+        ],
+        responses={200: InboxChatOutputSerializer(many=True)},
+    )
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        agent = filters.validated_data.get("agent")
+        agent_id = None if not agent else request.user.id if agent == "me" else int(agent)
+        chats = chat_inbox_list(status=filters.validated_data.get("status") or None, agent_id=agent_id)
+        return paginate(
+            request=request, view=self, queryset=chats, serializer_class=InboxChatOutputSerializer, ordering=("-created_at",)
+        )
+
+
+class ChatEscalateApi(APIView):
+    """An agent escalates a chat to a ticket, which the agent then owns. Agents only, as the contract says:
+    admins supervise tickets (they change their status) rather than open them."""
+
+    permission_classes = [IsTenantAgent]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ChatEscalateInput"  # a name of its own in the OpenAPI schema
+
+        title = serializers.CharField(min_length=1, max_length=255)
+        description = serializers.CharField(max_length=settings.MESSAGE_MAX_LENGTH, required=False, allow_blank=True, default="")
+        priority = serializers.ChoiceField(choices=Ticket.Priority.values, required=False, default=Ticket.Priority.MEDIUM)
+
+    @extend_schema(request=InputSerializer, responses={201: TicketOutputSerializer})
+    def post(self, request, token: str, number: int):
+        # The ticket points at the chat's row: a chat still queued for persistence is a 404 for a moment.
+        chat = _chat_or_404(token, number)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        ticket = ticket_create(chat=chat, created_by=request.user, **serializer.validated_data)
+        return Response(TicketOutputSerializer(ticket).data, status=status.HTTP_201_CREATED)
+
+
+def _ticket_or_404(ticket_id: int) -> Ticket:
+    ticket = ticket_get(ticket_id=ticket_id)
+    if ticket is None:
+        raise Http404("No ticket with this id.")
+    return ticket
+
+
+class TicketListApi(APIView):
+    """The tenant's tickets, newest first."""
+
+    permission_classes = [IsTenantStaff]
+    pagination_class = CursorPagination
+
+    class FilterSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=Ticket.Status.values, required=False, allow_blank=True)
+        priority = serializers.ChoiceField(choices=Ticket.Priority.values, required=False, allow_blank=True)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", enum=Ticket.Status.values, required=False),
+            OpenApiParameter("priority", enum=Ticket.Priority.values, required=False),
+        ],
+        responses={200: TicketOutputSerializer(many=True)},
+    )
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        tickets = ticket_list(
+            status=filters.validated_data.get("status") or None, priority=filters.validated_data.get("priority") or None
+        )
+        return paginate(
+            request=request, view=self, queryset=tickets, serializer_class=TicketOutputSerializer, ordering=("-created_at",)
+        )
+
+
+class TicketDetailApi(APIView):
+    """Staff read a ticket; only admins change its status."""
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "TicketStatusInput"  # a name of its own in the OpenAPI schema
+
+        status = serializers.ChoiceField(choices=Ticket.Status.values)
+
+    def get_permissions(self):
+        return [IsTenantStaff()] if self.request.method == "GET" else [IsTenantAdmin()]
+
+    @extend_schema(responses={200: TicketOutputSerializer})
+    def get(self, request, ticket_id: int):
+        return Response(TicketOutputSerializer(_ticket_or_404(ticket_id)).data)
+
+    @extend_schema(request=InputSerializer, responses={200: TicketOutputSerializer})
+    def patch(self, request, ticket_id: int):
+        ticket = _ticket_or_404(ticket_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        ticket = ticket_status_set(ticket=ticket, status=serializer.validated_data["status"])
+        return Response(TicketOutputSerializer(ticket).data)

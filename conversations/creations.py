@@ -28,10 +28,22 @@ from core.redis import get_redis, tenant_key
 
 NEEDS_SEED = -1
 NOT_FOUND = 0
+CLAIM_LOST = -2
 
-# Returns the new chat number, or -1 when the counter is missing (re-seed, then call again).
+
+class DeliveryClaimLost(Exception):
+    """The inbound delivery's idempotency claim expired and was taken over; nothing was queued."""
+
+# Returns {number, scheduled, created}, or -1 when the counter is missing (re-seed, then call again).
+# With KEYS[4] (the inbound webhook's "open chat of this customer" record): if it holds a chat number, that
+# number is returned and nothing is allocated (created = 0); otherwise the new chat's number is recorded
+# there in the same step, so two deliveries for a new customer can never open two chats.
 _CHAT_ALLOCATE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if KEYS[4] then
+  local open = redis.call('GET', KEYS[4])
+  if open then return {tonumber(open), 0, 0} end
+end
 local number = redis.call('INCR', KEYS[1])
 local record = cjson.decode(ARGV[1])
 record['number'] = number
@@ -39,20 +51,29 @@ redis.call('RPUSH', KEYS[2], cjson.encode(record))
 -- a new chat's message counter starts at 0, so its first message needs no database read
 redis.call('SET', ARGV[2] .. number .. ARGV[3], 0, 'NX')
 local scheduled = redis.call('SET', KEYS[3], 1, 'NX', 'EX', tonumber(ARGV[4]))
-return {number, scheduled and 1 or 0}
+if KEYS[4] then redis.call('SET', KEYS[4], number, 'EX', tonumber(ARGV[5])) end
+return {number, scheduled and 1 or 0, 1}
 """
 
 # Returns the new message number; 0 when the chat number was never allocated; -1 to re-seed.
+# With KEYS[5] (an inbound delivery's idempotency record, conversations.inbound): -2 unless it still holds
+# this delivery's claim ARGV[4]; else the answer is stored there (for ARGV[5] seconds) in the same step as
+# the message is queued, so no crash can leave a queued message whose delivery a retry would repeat.
 _MESSAGE_ALLOCATE = """
 local chats = redis.call('GET', KEYS[1])
 if not chats then return -1 end
 if tonumber(ARGV[2]) > tonumber(chats) then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+if KEYS[5] and redis.call('GET', KEYS[5]) ~= ARGV[4] then return -2 end
 local number = redis.call('INCR', KEYS[2])
 local record = cjson.decode(ARGV[1])
 record['number'] = number
 redis.call('RPUSH', KEYS[3], cjson.encode(record))
 local scheduled = redis.call('SET', KEYS[4], 1, 'NX', 'EX', tonumber(ARGV[3]))
+if KEYS[5] then
+  local answer = cjson.encode({chat_number = tonumber(ARGV[2]), message_number = number})
+  redis.call('SET', KEYS[5], answer, 'EX', tonumber(ARGV[5]))
+end
 return {number, scheduled and 1 or 0}
 """
 
@@ -101,25 +122,52 @@ def _run(script: str, keys: list[str], args: list, seed: Callable[[], None]):
 
 def chat_number_allocate(*, application_id: int, record: dict, seed_from: Callable[[], int]) -> tuple[int, bool]:
     """Allocates the next chat number and queues `record` with it. Returns (number, drain_needed)."""
+    number, drain_needed, _created = _chat_allocate(application_id=application_id, record=record, seed_from=seed_from)
+    return number, drain_needed
+
+
+def chat_number_allocate_unless_open(
+    *, application_id: int, record: dict, seed_from: Callable[[], int], open_chat_key: str, open_chat_ttl: int
+) -> tuple[int, bool, bool]:
+    """The number held in `open_chat_key` if any (nothing allocated), else a new chat's number, queued with
+    `record` and stored in `open_chat_key`, atomically. Returns (number, drain_needed, created)."""
+    return _chat_allocate(
+        application_id=application_id, record=record, seed_from=seed_from, extra_keys=[open_chat_key], extra_args=[open_chat_ttl]
+    )
+
+
+def _chat_allocate(
+    *, application_id: int, record: dict, seed_from: Callable[[], int], extra_keys: list = (), extra_args: list = ()
+) -> tuple[int, bool, bool]:
     counter = chats_counter_key(application_id)
 
     def seed():
         get_redis().set(counter, seed_from(), nx=True)
 
     prefix = _key("app", application_id, "chat", "")
-    number, scheduled = _run(
+    number, scheduled, created = _run(
         _CHAT_ALLOCATE,
-        [counter, pending_key(), scheduled_key()],
-        [json.dumps(record), prefix, ":messages", SCHEDULED_TTL_SECONDS],
+        [counter, pending_key(), scheduled_key(), *extra_keys],
+        [json.dumps(record), prefix, ":messages", SCHEDULED_TTL_SECONDS, *extra_args],
         seed,
     )
-    return number, bool(scheduled)
+    return number, bool(scheduled), bool(created)
 
 
 def message_number_allocate(
-    *, application_id: int, chat_number: int, record: dict, seed_chats_from: Callable[[], int], seed_messages_from: Callable[[], int]
+    *,
+    application_id: int,
+    chat_number: int,
+    record: dict,
+    seed_chats_from: Callable[[], int],
+    seed_messages_from: Callable[[], int],
+    delivery: tuple[str, str, int] | None = None,
 ) -> tuple[int, bool] | None:
-    """Allocates the next message number in a chat and queues `record`; None if the chat was never allocated."""
+    """Allocates the next message number in a chat and queues `record`; None if the chat was never allocated.
+
+    `delivery` is an inbound delivery's (idempotency key, claim, answer TTL): the answer replaces the claim
+    in the same atomic step, or DeliveryClaimLost is raised and nothing is queued.
+    """
     chats = chats_counter_key(application_id)
     messages = messages_counter_key(application_id, chat_number)
 
@@ -128,14 +176,17 @@ def message_number_allocate(
         redis.set(chats, seed_chats_from(), nx=True)
         redis.set(messages, seed_messages_from(), nx=True)
 
-    result = _run(
-        _MESSAGE_ALLOCATE,
-        [chats, messages, pending_key(), scheduled_key()],
-        [json.dumps(record), chat_number, SCHEDULED_TTL_SECONDS],
-        seed,
-    )
+    keys = [chats, messages, pending_key(), scheduled_key()]
+    args = [json.dumps(record), chat_number, SCHEDULED_TTL_SECONDS]
+    if delivery is not None:
+        key, claim, answer_ttl = delivery
+        keys.append(key)
+        args.extend([claim, answer_ttl])
+    result = _run(_MESSAGE_ALLOCATE, keys, args, seed)
     if result == NOT_FOUND:
         return None
+    if result == CLAIM_LOST:
+        raise DeliveryClaimLost()
     number, scheduled = result
     return number, bool(scheduled)
 

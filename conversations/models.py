@@ -79,6 +79,10 @@ class Chat(TimestampedModel):
             models.Index(fields=["status", "created_at"], name="chat_status_created_idx"),
             models.Index(fields=["application", "status", "number"], name="chat_app_status_number_idx"),
             models.Index(fields=["assigned_agent", "status"], name="chat_agent_status_idx"),
+            # The staff inbox across applications, newest first, unfiltered.
+            models.Index(fields=["created_at"], name="chat_created_idx"),
+            # The inbound webhook's fallback: the customer's open chat when Redis has no record of it.
+            models.Index(fields=["application", "customer_id", "status"], name="chat_app_customer_status_idx"),
         ]
 
     def __str__(self) -> str:
@@ -110,3 +114,41 @@ class Message(TimestampedModel):
 
     def __str__(self) -> str:
         return f"{self.chat_id}.{self.number}"
+
+
+class Ticket(TimestampedModel):
+    """A chat escalated for follow-up. One per chat: the one-to-one's unique index decides between two
+    concurrent escalations, not a check in Python."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        IN_PROGRESS = "in_progress", "In progress"
+        RESOLVED = "resolved", "Resolved"
+        CLOSED = "closed", "Closed"
+
+    class Priority(models.TextChoices):
+        LOW = "low", "Low"
+        MEDIUM = "medium", "Medium"
+        HIGH = "high", "High"
+
+    chat = models.OneToOneField(Chat, on_delete=models.CASCADE, related_name="ticket")
+    title = models.CharField(max_length=255)
+    description = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    priority = models.CharField(max_length=16, choices=Priority.choices, default=Priority.MEDIUM)
+    assigned_agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="assigned_tickets"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="created_tickets"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="ticket_status_created_idx"),
+            models.Index(fields=["priority", "created_at"], name="ticket_priority_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.title}"

@@ -1,6 +1,6 @@
 from django.db.models import QuerySet
 
-from conversations.models import Application, Chat, InboundEvent, Message
+from conversations.models import Application, Chat, InboundEvent, Message, Ticket
 
 
 def inbound_event_list() -> QuerySet[InboundEvent]:
@@ -26,6 +26,26 @@ def chat_get(*, application: Application, number: int) -> Chat | None:
     return Chat.objects.filter(application=application, number=number).first()
 
 
+def chat_inbox_list(*, status: str | None = None, agent_id: int | None = None) -> QuerySet[Chat]:
+    """The staff inbox: chats of every application of the tenant, optionally by status and assigned agent."""
+    chats = Chat.objects.select_related("application")
+    if status:
+        chats = chats.filter(status=status)
+    if agent_id is not None:
+        chats = chats.filter(assigned_agent_id=agent_id)
+    return chats
+
+
+def chat_open_for_customer_get(*, application: Application, customer_id: str) -> Chat | None:
+    """The customer's most recent open (waiting or assigned) chat row in the application, if any."""
+    open_statuses = [Chat.Status.WAITING, Chat.Status.ASSIGNED]
+    return (
+        Chat.objects.filter(application=application, customer_id=customer_id, status__in=open_statuses)
+        .order_by("-number")
+        .first()
+    )
+
+
 def message_list(*, chat: Chat) -> QuerySet[Message]:
     return Message.objects.filter(chat=chat)
 
@@ -37,3 +57,16 @@ def message_get(*, chat: Chat, number: int) -> Message | None:
 def message_search(*, chat: Chat, query: str) -> QuerySet[Message]:
     """Messages of this chat whose body contains `query`, ignoring case (ILIKE, served by the trigram index)."""
     return Message.objects.filter(chat=chat, body__icontains=query)
+
+
+def ticket_list(*, status: str | None = None, priority: str | None = None) -> QuerySet[Ticket]:
+    tickets = Ticket.objects.select_related("chat__application")
+    if status:
+        tickets = tickets.filter(status=status)
+    if priority:
+        tickets = tickets.filter(priority=priority)
+    return tickets
+
+
+def ticket_get(*, ticket_id: int) -> Ticket | None:
+    return Ticket.objects.select_related("chat__application").filter(id=ticket_id).first()

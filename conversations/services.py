@@ -1,14 +1,18 @@
 import logging
+import time
 import uuid
 from collections import Counter
 from datetime import datetime
 
+from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from conversations import creations
-from conversations.models import Application, Chat, InboundEvent, Message
+from conversations import creations, inbound
+from conversations.models import Application, Chat, InboundEvent, Message, Ticket
+from conversations.selectors import chat_open_for_customer_get
+from core.exceptions import ConflictError
 from core.models import User
 
 logger = logging.getLogger(__name__)
@@ -59,7 +63,7 @@ def chat_create(*, application: Application, customer_id: str | None = None) -> 
 
     Writes nothing to PostgreSQL: a task persists the row (see conversations.creations).
     """
-    record = {"kind": "chat", "app": application.id, "customer_id": customer_id, "at": timezone.now().isoformat()}
+    record = _chat_record(application=application, customer_id=customer_id)
     number, drain_needed = creations.chat_number_allocate(
         application_id=application.id, record=record, seed_from=lambda: _largest_chat_number(application.id)
     )
@@ -69,10 +73,16 @@ def chat_create(*, application: Application, customer_id: str | None = None) -> 
 
 
 def message_create(
-    *, application: Application, chat_number: int, body: str, sender: str = Message.Sender.CUSTOMER, author: User | None = None
+    *,
+    application: Application,
+    chat_number: int,
+    body: str,
+    sender: str = Message.Sender.CUSTOMER,
+    author: User | None = None,
+    delivery: tuple[str, str, int] | None = None,
 ) -> int | None:
     """Allocates the chat's next message number and queues the message; None if the chat number was
-    never allocated. Writes nothing to PostgreSQL."""
+    never allocated. Writes nothing to PostgreSQL. `delivery`: see creations.message_number_allocate."""
     record = {
         "kind": "message",
         "app": application.id,
@@ -88,6 +98,7 @@ def message_create(
         record=record,
         seed_chats_from=lambda: _largest_chat_number(application.id),
         seed_messages_from=lambda: _largest_message_number(application.id, chat_number),
+        delivery=delivery,
     )
     if allocated is None:
         return None
@@ -101,6 +112,132 @@ def message_update(*, message: Message, body: str) -> Message:
     message.body = body
     message.save(update_fields=["body", "updated_at"])
     return message
+
+
+# --- the inbound channel webhook ----------------------------------------------------------------------------
+
+# How long a delivery waits for an identical one being handled at the same moment to store its answer.
+DELIVERY_WAIT_SECONDS = 2.0
+
+
+def _chat_record(*, application: Application, customer_id: str | None) -> dict:
+    """A chat's creation as queued (conversations.creations), shared by chat_create and the webhook."""
+    return {"kind": "chat", "app": application.id, "customer_id": customer_id, "at": timezone.now().isoformat()}
+
+
+def _customer_open_chat_number(*, application: Application, customer_id: str) -> int:
+    """The number of the customer's open chat, opening one (queued like any chat) if there is none.
+
+    Redis remembers the chat a webhook opened for the customer, because that chat may be allocated but not
+    yet persisted; the row, once it exists, has the last word (a resolved chat is forgotten), and without a
+    record PostgreSQL is asked. A new chat is allocated only by the script that also records it, so of two
+    deliveries for a new customer one opens the chat and the other finds it.
+    """
+    ids = {"application_id": application.id, "customer_id": customer_id}
+    for _ in range(3):
+        remembered = inbound.open_chat_get(**ids)
+        if remembered is not None:
+            status = Chat.objects.filter(application=application, number=remembered).values_list("status", flat=True).first()
+            if status != Chat.Status.RESOLVED:
+                return remembered  # open, or not persisted yet
+            inbound.open_chat_forget(**ids, chat_number=remembered)
+            continue
+        persisted = chat_open_for_customer_get(application=application, customer_id=customer_id)
+        if persisted is not None:
+            if inbound.open_chat_remember(**ids, chat_number=persisted.number):
+                return persisted.number
+            continue  # another request recorded a chat meanwhile: read it
+        number, drain_needed, _created = creations.chat_number_allocate_unless_open(
+            application_id=application.id,
+            record=_chat_record(application=application, customer_id=customer_id),
+            seed_from=lambda: _largest_chat_number(application.id),
+            open_chat_key=inbound.open_chat_key(**ids),
+            open_chat_ttl=inbound.OPEN_CHAT_TTL_SECONDS,
+        )
+        if drain_needed:
+            _schedule_drain()
+        return number
+    raise ConflictError("The customer's chat changed while this delivery was handled; retry.")
+
+
+def _delivery_claim(*, application: Application, external_id: str) -> inbound.Delivery:
+    deadline = time.monotonic() + DELIVERY_WAIT_SECONDS
+    while True:
+        delivery = inbound.delivery_claim(application_id=application.id, external_id=external_id)
+        if delivery.claim is not None or delivery.answer is not None:
+            return delivery
+        if time.monotonic() > deadline:
+            error = ConflictError("A delivery with this external_id is being handled; retry shortly.")
+            error.wait = 1  # answered as Retry-After by DRF's exception handler
+            raise error
+        # An identical delivery holds the claim; its answer is normally stored within milliseconds.
+        time.sleep(0.02)
+
+
+def webhook_message_receive(*, application: Application, customer_id: str, body: str, external_id: str | None = None) -> dict:
+    """Appends an inbound customer message to the customer's open chat, or to a new one; returns
+    `{"chat_number", "message_number"}`. Writes nothing to PostgreSQL (both go through the creations queue).
+
+    With an `external_id`, a repeated delivery gets the first answer and queues nothing: the delivery is
+    claimed (SET NX) before anything is allocated, and its answer replaces the claim in the same atomic step
+    that queues the message. If handling fails before that, the claim is released for the retry; a chat
+    opened meanwhile stays recorded as the customer's open chat, so the retry reuses it.
+    """
+    delivery = None
+    if external_id is not None:
+        delivery = _delivery_claim(application=application, external_id=external_id)
+        if delivery.answer is not None:
+            return delivery.answer
+    try:
+        for _ in range(2):
+            chat_number = _customer_open_chat_number(application=application, customer_id=customer_id)
+            message_number = message_create(
+                application=application,
+                chat_number=chat_number,
+                body=body,
+                sender=Message.Sender.CUSTOMER,
+                delivery=(delivery.key, delivery.claim, settings.WEBHOOK_IDEMPOTENCY_TTL_SECONDS) if delivery else None,
+            )
+            if message_number is not None:
+                return {"chat_number": chat_number, "message_number": message_number}
+            # The record names a chat Redis never allocated (its counters were lost and re-seeded): open anew.
+            inbound.open_chat_forget(application_id=application.id, customer_id=customer_id, chat_number=chat_number)
+        raise ConflictError("The customer's chat could not be found or opened; retry.")
+    except creations.DeliveryClaimLost as error:
+        # Our claim expired and an identical delivery took over; it will answer.
+        raise ConflictError("A delivery with this external_id is being handled; retry shortly.") from error
+    except BaseException:
+        if delivery is not None:
+            inbound.delivery_abandon(delivery=delivery)
+        raise
+
+
+# --- tickets ------------------------------------------------------------------------------------------------
+
+
+def ticket_create(*, chat: Chat, title: str, description: str, priority: str, created_by: User) -> Ticket:
+    """Escalates a chat to a ticket, owned by the agent who escalated it. One ticket per chat: the unique
+    index decides between concurrent escalations, and the loser gets a ConflictError (409)."""
+    try:
+        with transaction.atomic():
+            return Ticket.objects.create(
+                chat=chat,
+                title=title,
+                description=description,
+                priority=priority,
+                assigned_agent=created_by,
+                created_by=created_by,
+            )
+    except IntegrityError as error:
+        if getattr(error.__cause__, "sqlstate", None) != "23505":  # anything but the unique violation
+            raise
+        raise ConflictError("This chat already has a ticket.") from error
+
+
+def ticket_status_set(*, ticket: Ticket, status: str) -> Ticket:
+    ticket.status = status
+    ticket.save(update_fields=["status", "updated_at"])
+    return ticket
 
 
 _INSERT_CHATS = """

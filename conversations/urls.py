@@ -3,11 +3,16 @@ from django.urls import path
 from conversations.apis import (
     ApplicationDetailApi,
     ApplicationListCreateApi,
+    ChannelWebhookApi,
     ChatDetailApi,
+    ChatEscalateApi,
+    ChatInboxListApi,
     ChatListCreateApi,
     MessageDetailApi,
     MessageListCreateApi,
     MessageSearchApi,
+    TicketDetailApi,
+    TicketListApi,
 )
 
 app = "applications/<str:token>"
@@ -20,4 +25,10 @@ urlpatterns = [
     path(f"{app}/chats/<int:number>/messages", MessageListCreateApi.as_view(), name="message-list"),
     path(f"{app}/chats/<int:number>/messages/search", MessageSearchApi.as_view(), name="message-search"),
     path(f"{app}/chats/<int:number>/messages/<int:message_number>", MessageDetailApi.as_view(), name="message-detail"),
+    # Omnichannel inbox: the signed channel webhook, the staff inbox, escalation and tickets.
+    path("channels/<str:token>/webhook", ChannelWebhookApi.as_view(), name="channel-webhook"),
+    path("chats", ChatInboxListApi.as_view(), name="inbox-chat-list"),
+    path(f"{app}/chats/<int:number>/escalate", ChatEscalateApi.as_view(), name="chat-escalate"),
+    path("tickets", TicketListApi.as_view(), name="ticket-list"),
+    path("tickets/<int:ticket_id>", TicketDetailApi.as_view(), name="ticket-detail"),
 ]

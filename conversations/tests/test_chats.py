@@ -81,6 +81,9 @@ def test_numbers_start_at_one_per_application_and_per_chat(tenant_a, application
 def test_a_staff_token_makes_an_agent_message(tenant_a, application_a, client_a, agent_a, agent_a_api, drain):
     client_a.post(_chats_url(application_a), {})
     client_a.post(f"{_chats_url(application_a)}/1/messages", {"body": "Hello?"})
+    drain(tenant_a)
+    with schema_context(tenant_a.schema_name):  # only the assigned agent (or an admin) may reply
+        Chat.objects.filter(number=1).update(assigned_agent=agent_a, status=Chat.Status.ASSIGNED)
     agent_a_api.post(f"{_chats_url(application_a)}/1/messages", {"body": "Hi, how can I help?"})
     drain(tenant_a)
 

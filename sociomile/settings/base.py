@@ -139,6 +139,14 @@ MESSAGE_MAX_LENGTH = env_int("MESSAGE_MAX_LENGTH", 10_000)
 # Queued chat and message creations persisted per transaction by one drain (conversations.services).
 CREATIONS_BATCH_SIZE = env_int("CREATIONS_BATCH_SIZE", 1000)
 
+# --- Inbound channel webhook (conversations.inbound) -----------------------------------------------------
+# Deliveries accepted per application per window (a fixed window counted in Redis, across web processes);
+# the one over the limit is answered 429 with Retry-After.
+WEBHOOK_RATE_LIMIT = env_int("WEBHOOK_RATE_LIMIT", 600)
+WEBHOOK_RATE_WINDOW_SECONDS = env_int("WEBHOOK_RATE_WINDOW_SECONDS", 60)
+# How long the answer to a delivery with an external_id is kept: a repeat within it gets the same answer.
+WEBHOOK_IDEMPOTENCY_TTL_SECONDS = env_int("WEBHOOK_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)
+
 # --- Cache (Redis) -------------------------------------------------------------------------------------
 CACHES = {
     "default": {
@@ -176,6 +184,10 @@ SPECTACULAR_SETTINGS = {
         "OutboundMessageStatusEnum": "scheduler.models.OutboundMessage.Status",
     },
 }
+# Chats and tickets each have a `status` with choices of their own: name each enum after its model.
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
+    {"ChatStatusEnum": "conversations.models.Chat.Status", "TicketStatusEnum": "conversations.models.Ticket.Status"}
+)
 
 # --- Celery --------------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
