@@ -182,12 +182,10 @@ SPECTACULAR_SETTINGS = {
         "MessageSenderEnum": "conversations.models.Message.Sender",
         "UserRoleEnum": "core.models.User.Role",
         "OutboundMessageStatusEnum": "scheduler.models.OutboundMessage.Status",
+        "TicketStatusEnum": "conversations.models.Ticket.Status",
     },
 }
 # Chats and tickets each have a `status` with choices of their own: name each enum after its model.
-SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
-    {"ChatStatusEnum": "conversations.models.Chat.Status", "TicketStatusEnum": "conversations.models.Ticket.Status"}
-)
 
 # --- Celery --------------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
