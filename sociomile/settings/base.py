@@ -177,6 +177,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a `status` (or `role`) with choices of their own: name each enum after its model.
     "ENUM_NAME_OVERRIDES": {
         "ChatStatusEnum": "conversations.models.Chat.Status",
         "MessageSenderEnum": "conversations.models.Message.Sender",
@@ -185,7 +186,6 @@ SPECTACULAR_SETTINGS = {
         "TicketStatusEnum": "conversations.models.Ticket.Status",
     },
 }
-# Chats and tickets each have a `status` with choices of their own: name each enum after its model.
 
 # --- Celery --------------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
