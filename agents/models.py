@@ -47,7 +47,12 @@ class Agent(models.Model):
     counted when needed, so there is no counter to drift.
     """
 
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="agent")
+    # Deleted with its user by the database (ON DELETE CASCADE, set in migration 0002), not by Django's
+    # collector: the users table also exists in the public schema, where this table does not, and the
+    # collector would query it when a platform admin is deleted.
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, primary_key=True, related_name="agent"
+    )
     is_online = models.BooleanField(default=False)
     max_customers = models.PositiveIntegerField(default=_default_max_customers)
     last_assigned_at = models.DateTimeField(null=True, blank=True, help_text="Tie-break: longest since then wins.")
@@ -80,7 +85,10 @@ class Assignment(models.Model):
         REQUEUED = "requeued", "Agent gone"
 
     chat = models.ForeignKey("conversations.Chat", on_delete=models.CASCADE, related_name="assignments")
-    agent = models.ForeignKey(Agent, on_delete=models.SET_NULL, null=True, related_name="assignments")
+    # No constraint: the history keeps the agent's id after the agent is deleted.
+    agent = models.ForeignKey(
+        Agent, on_delete=models.DO_NOTHING, db_constraint=False, null=True, related_name="assignments"
+    )
     reason = models.CharField(max_length=16, choices=Reason.choices)
     assigned_at = models.DateTimeField(default=timezone.now)
     ended_at = models.DateTimeField(null=True, blank=True)

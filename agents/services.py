@@ -115,8 +115,9 @@ def agent_update(
     with transaction.atomic():
         # Locked: a concurrent edit or assignment run sees this change whole or not at all.
         agent = Agent.objects.select_for_update(no_key=True).select_related("user").get(pk=agent.pk)
-        more_room = (is_online and not agent.is_online) or (
-            max_customers is not None and max_customers > agent.max_customers and (is_online or agent.is_online)
+        will_be_online = agent.is_online if is_online is None else is_online
+        more_room = will_be_online and (
+            not agent.is_online or (max_customers is not None and max_customers > agent.max_customers)
         )
         agent_fields = []
         if is_online is not None and is_online != agent.is_online:

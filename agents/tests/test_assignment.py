@@ -174,12 +174,13 @@ def test_a_chat_whose_agent_is_deleted_goes_back_to_the_queue(tenant_a, applicat
     with schema_context(tenant_a.schema_name):
         assert assignment_run() == 1
         leaving.user.delete()
+        assert not Agent.objects.filter(pk=leaving.pk).exists()
         staying = make_agent(max_customers=1)
         assert assignment_run() == 1
         chat = Chat.objects.get(application=application_a, number=1)
         assert (chat.status, chat.assigned_agent_id) == ("assigned", staying.pk)
         assert list(Assignment.objects.order_by("id").values_list("agent_id", "end_reason")) == [
-            (None, "requeued"),
+            (leaving.pk, "requeued"),  # the history keeps who it was
             (staying.pk, ""),
         ]
 

@@ -16,6 +16,6 @@ def agents_for_existing_staff(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("agents", "0001_agents_allocation")]
+    dependencies = [("agents", "0002_agent_user_db_cascade")]
 
     operations = [migrations.RunPython(agents_for_existing_staff, migrations.RunPython.noop)]
