@@ -282,3 +282,24 @@ def test_resolve_access_and_conflicts(tenant_a, tenant_b, tenant_a_admin_api, ap
     assert runs.scheduled == 2
     with schema_context(tenant_a.schema_name):
         assert list(Assignment.objects.order_by("id").values_list("end_reason", flat=True)) == ["resolved", "resolved"]
+
+
+def test_the_beat_sweep_is_a_safety_net_for_every_tenant(tenant_a, application_a, make_agent, chats):
+    from django.conf import settings
+
+    from agents.tasks import assignment_sweep_task
+
+    # beat fans the sweep out to every tenant (tenants.tasks.tenants_fanout_task)
+    assert settings.CELERY_BEAT_SCHEDULE["assignment-sweep"]["args"] == ["agents.tasks.assignment_sweep_task"]
+    assert settings.CELERY_BEAT_SCHEDULE["assignment-sweep"]["task"] == "tenants.tasks.tenants_fanout_task"
+
+    # given a waiting chat whose trigger was lost, and a user made outside the agents API
+    agent = make_agent(max_customers=1)
+    elsewhere = make_user(tenant=tenant_a, role="agent")
+    chats(tenant_a, application_a, 1)
+
+    # when the sweep runs in the tenant
+    with schema_context(tenant_a.schema_name):
+        assert assignment_sweep_task.apply().get() == 1
+        assert Agent.objects.filter(pk=elsewhere.pk, is_online=False).exists()
+        assert Chat.objects.get(number=1).assigned_agent_id == agent.pk
