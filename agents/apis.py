@@ -2,7 +2,7 @@ import hmac
 
 from django.conf import settings
 from django.http import Http404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import AllowAny
@@ -33,6 +33,7 @@ from core.permissions import IsTenantAdmin, IsTenantStaff
 MAX_CUSTOMERS_LIMIT = 1000
 
 
+@extend_schema_serializer(component_name="Agent")
 class AgentOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField(source="pk")
     email = serializers.EmailField(source="user.email")
@@ -78,6 +79,8 @@ def _chat_or_404(token: str, number: int) -> Chat:
 class AgentListCreateApi(APIView):
     pagination_class = CursorPagination
 
+    # Named components: every API's nested "InputSerializer" would otherwise be one "Input" in the schema.
+    @extend_schema_serializer(component_name="AgentCreate")
     class InputSerializer(StrictSerializer):
         email = serializers.EmailField()
         name = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
@@ -106,6 +109,7 @@ class AgentListCreateApi(APIView):
 class AgentDetailApi(APIView):
     permission_classes = [IsTenantStaff]
 
+    @extend_schema_serializer(component_name="AgentUpdate")
     class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=255, required=False, allow_blank=True)
         role = serializers.ChoiceField(choices=STAFF_ROLES, required=False)
@@ -132,6 +136,7 @@ class AgentDetailApi(APIView):
 # --- the waiting queue ---------------------------------------------------------------------------------
 
 
+@extend_schema_serializer(component_name="QueuedChat")
 class QueueItemSerializer(ChatOutputSerializer):
     application = serializers.CharField(source="application.token")
     position = serializers.IntegerField()
@@ -175,6 +180,7 @@ class ChatAssignApi(APIView):
 
     permission_classes = [IsTenantAdmin]
 
+    @extend_schema_serializer(component_name="ChatAssign")
     class InputSerializer(serializers.Serializer):
         agent_id = serializers.IntegerField()
 
@@ -223,6 +229,7 @@ class _QiscusWebhookApi(APIView):
 class QiscusIntegrationApi(APIView):
     permission_classes = [IsTenantAdmin]
 
+    @extend_schema_serializer(component_name="QiscusIntegration")
     class OutputSerializer(serializers.Serializer):
         integration_key = serializers.CharField()
         agent_allocation_url = serializers.CharField()
@@ -245,6 +252,7 @@ class QiscusAgentAllocationApi(_QiscusWebhookApi):
     202 when a chat was queued for the room, 200 when the room already has an open chat (Qiscus repeats
     the webhook for each customer message until the room has an agent)."""
 
+    @extend_schema_serializer(component_name="QiscusAgentAllocation")
     class InputSerializer(serializers.Serializer):
         app_id = serializers.CharField(required=False, allow_null=True, allow_blank=True)
         room_id = serializers.CharField(max_length=255)
@@ -279,9 +287,11 @@ class QiscusAgentAllocationApi(_QiscusWebhookApi):
 class QiscusMarkAsResolvedApi(_QiscusWebhookApi):
     """Qiscus' Mark As Resolved webhook: resolves the room's chat and serves the next waiting one."""
 
+    @extend_schema_serializer(component_name="QiscusService")
     class ServiceSerializer(serializers.Serializer):
         room_id = serializers.CharField(max_length=255)
 
+    @extend_schema_serializer(component_name="QiscusMarkAsResolved")
     class InputSerializer(serializers.Serializer):
         app_id = serializers.CharField(required=False, allow_null=True, allow_blank=True)
         service = serializers.DictField()

@@ -245,6 +245,8 @@ QISCUS_APP_ID = env_str("QISCUS_APP_ID", "")
 QISCUS_SECRET_KEY = env_str("QISCUS_SECRET_KEY", "")
 QISCUS_TIMEOUT_SECONDS = env_int("QISCUS_TIMEOUT_SECONDS", 10)
 QISCUS_MAX_RETRIES = env_int("QISCUS_MAX_RETRIES", 5)
+# The agents API's `role` (admin | agent) next to the user's (which also has platform_admin), named apart.
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["StaffRoleEnum"] = ["admin", "agent"]
 # tenant-schemas-celery: keep the Tenant row a worker loads for a schema for a minute.
 CELERY_TASK_TENANT_CACHE_SECONDS = 60
 # How often each worker reconciles the tenant queues it consumes with the tenants table; a tenant created
