@@ -556,7 +556,7 @@ def qiscus_agent_assign(*, chat_id: int, agent_id: int) -> bool:
     its own call), or if the agent's Qiscus id is unknown. Raises QiscusTransientError or a requests
     connection/timeout error for the task to retry; other refusals are logged and not retried.
     """
-    import requests
+    import requests  # pinned in requirements.txt for outbound webhooks; the same reasons hold here
 
     chat = Chat.objects.filter(id=chat_id).first()
     if chat is None or chat.status != Chat.Status.ASSIGNED or chat.assigned_agent_id != agent_id:
