@@ -92,7 +92,8 @@ class QueuedChatAdmin(admin.ModelAdmin):
         for agent in agent_list().filter(is_online=True):
             if agent.active_chats < agent.max_customers:
                 name = f"assign_to_{agent.pk}"
-                actions[name] = (self._assign_action(agent), name, f"Assign to {agent.user} ({agent.active_chats}/{agent.max_customers})")
+                label = f"Assign to {agent.user} ({agent.active_chats}/{agent.max_customers})"
+                actions[name] = (self._assign_action(agent), name, label)
         return actions
 
     @staticmethod

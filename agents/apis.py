@@ -96,7 +96,9 @@ class AgentListCreateApi(APIView):
     def get(self, request):
         # Users made outside this API (the tenant's first admin, the Django admin) get their row here.
         agents_ensure()
-        return paginate(request=request, view=self, queryset=agent_list(), serializer_class=AgentOutputSerializer, ordering=("user_id",))
+        return paginate(
+            request=request, view=self, queryset=agent_list(), serializer_class=AgentOutputSerializer, ordering=("user_id",)
+        )
 
     @extend_schema(request=InputSerializer, responses={201: AgentOutputSerializer})
     def post(self, request):
@@ -277,7 +279,9 @@ class QiscusAgentAllocationApi(_QiscusWebhookApi):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         self._check_app(data.get("app_id"))
-        application, number, created = qiscus_room_allocate(room_id=data["room_id"], candidate_agent=data.get("candidate_agent"))
+        application, number, created = qiscus_room_allocate(
+            room_id=data["room_id"], candidate_agent=data.get("candidate_agent")
+        )
         return Response(
             {"room_id": data["room_id"], "application": application.token, "chat_number": number},
             status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
@@ -305,7 +309,9 @@ class QiscusMarkAsResolvedApi(_QiscusWebhookApi):
         if not service.is_valid():
             raise serializers.ValidationError({"service": service.errors})
         self._check_app(serializer.validated_data.get("app_id"))
-        chat = qiscus_room_resolve(room_id=service.validated_data["room_id"], resolved_by=serializer.validated_data.get("resolved_by"))
+        chat = qiscus_room_resolve(
+            room_id=service.validated_data["room_id"], resolved_by=serializer.validated_data.get("resolved_by")
+        )
         if chat is None:
             raise Http404("No chat for this room.")
         return Response(ChatOutputSerializer(chat).data)

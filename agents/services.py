@@ -189,7 +189,11 @@ def _lock_tenant_assignment(cursor) -> None:
     # COMMIT/ROLLBACK and by a dead connection, so a killed worker never leaves it held. Advisory locks are
     # database-wide: the key includes the schema, so tenants never wait for one another (a hash collision
     # would only serialise two tenants, never break a rule).
-    cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_ADVISORY_LOCK_CLASS, f"assignment:{connection.schema_name}"])
+    _advisory_xact_lock(cursor, f"assignment:{connection.schema_name}")
+
+
+def _advisory_xact_lock(cursor, name: str) -> None:
+    cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_ADVISORY_LOCK_CLASS, name])
 
 
 _REQUEUE_ORPHANS = """
@@ -394,7 +398,9 @@ def chat_resolve(*, chat: Chat, by: User | None = None) -> Chat:
         chat.status = Chat.Status.RESOLVED
         chat.resolved_at = now
         chat.save(update_fields=["status", "resolved_at", "updated_at"])
-        Assignment.objects.filter(chat=chat, ended_at__isnull=True).update(ended_at=now, end_reason=Assignment.EndReason.RESOLVED)
+        Assignment.objects.filter(chat=chat, ended_at__isnull=True).update(
+            ended_at=now, end_reason=Assignment.EndReason.RESOLVED
+        )
         if held_capacity:
             assignment_schedule()
     return chat
@@ -513,9 +519,10 @@ def qiscus_room_allocate(*, room_id: str, candidate_agent: dict | None = None) -
     redis = get_redis()
     with transaction.atomic(), connection.cursor() as cursor:
         # One allocation per room at a time (the decision below reads, then creates).
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_ADVISORY_LOCK_CLASS, f"qiscus:{connection.schema_name}:{room_id}"])
+        _advisory_xact_lock(cursor, f"qiscus:{connection.schema_name}:{room_id}")
         open_chat = (
-            Chat.objects.filter(application=application, customer_id=room_id, status__in=[Chat.Status.WAITING, Chat.Status.ASSIGNED])
+            Chat.objects.filter(application=application, customer_id=room_id)
+            .filter(status__in=[Chat.Status.WAITING, Chat.Status.ASSIGNED])
             .order_by("-number")
             .first()
         )
@@ -575,6 +582,8 @@ def qiscus_agent_assign(*, chat_id: int, agent_id: int) -> bool:
     if response.status_code == 429 or response.status_code >= 500:
         raise QiscusTransientError(f"Qiscus answered {response.status_code}")
     if response.status_code >= 400:
-        logger.error("Qiscus refused assign_agent for room %s: %s %s", chat.customer_id, response.status_code, response.text[:500])
+        logger.error(
+            "Qiscus refused assign_agent for room %s: %s %s", chat.customer_id, response.status_code, response.text[:500]
+        )
         return False
     return True

@@ -13,7 +13,10 @@ from conversations.models import Chat
 @pytest.fixture
 def admin_client(tenant_a, tenant_a_admin) -> Client:
     client = Client(HTTP_HOST=host_of(tenant_a))
-    assert client.post("/admin/login/", {"username": tenant_a_admin.email, "password": PASSWORD, "next": "/admin/"}).status_code == 302
+    assert (
+        client.post("/admin/login/", {"username": tenant_a_admin.email, "password": PASSWORD, "next": "/admin/"}).status_code
+        == 302
+    )
     return client
 
 
@@ -35,13 +38,19 @@ def test_agents_are_listed_and_set_online_and_offline_by_actions(tenant_a, admin
     with schema_context(tenant_a.schema_name):
         assert Agent.objects.get(pk=agent.pk).is_online is False
 
-    edited = admin_client.post(f"/admin/agents/agent/{agent.pk}/change/", {"is_online": "on", "max_customers": 5, "qiscus_agent_id": "77"})
+    edited = admin_client.post(
+        f"/admin/agents/agent/{agent.pk}/change/", {"is_online": "on", "max_customers": 5, "qiscus_agent_id": "77"}
+    )
     assert edited.status_code == 302
     with schema_context(tenant_a.schema_name):
-        assert list(Agent.objects.filter(pk=agent.pk).values_list("is_online", "max_customers", "qiscus_agent_id")) == [(True, 5, "77")]
+        assert list(Agent.objects.filter(pk=agent.pk).values_list("is_online", "max_customers", "qiscus_agent_id")) == [
+            (True, 5, "77")
+        ]
 
 
-def test_the_queue_shows_positions_and_its_actions_assign_and_resolve(tenant_a, admin_client, application_a, make_agent, chats, runs):
+def test_the_queue_shows_positions_and_its_actions_assign_and_resolve(
+    tenant_a, admin_client, application_a, make_agent, chats, runs
+):
     agent = make_agent(max_customers=1)
     make_agent(max_customers=2)
     chats(tenant_a, application_a, 5)
@@ -61,10 +70,14 @@ def test_the_queue_shows_positions_and_its_actions_assign_and_resolve(tenant_a, 
     assert resolved.status_code == 302
     with schema_context(tenant_a.schema_name):
         Chat.objects.filter(number=1).update(status="resolved")  # the first agent has room again
-    assigned = admin_client.post("/admin/agents/queuedchat/", {"action": f"assign_to_{agent.pk}", "_selected_action": [waiting[4]]})
+    assigned = admin_client.post(
+        "/admin/agents/queuedchat/", {"action": f"assign_to_{agent.pk}", "_selected_action": [waiting[4]]}
+    )
     assert assigned.status_code == 302
     with schema_context(tenant_a.schema_name):
-        assert list(Chat.objects.filter(number__in=[4, 5]).order_by("number").values_list("status", "assigned_agent_id")) == [
+        assert list(
+            Chat.objects.filter(number__in=[4, 5]).order_by("number").values_list("status", "assigned_agent_id")
+        ) == [
             ("assigned", agent.pk),
             ("resolved", None),
         ]

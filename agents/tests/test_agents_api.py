@@ -90,7 +90,9 @@ def test_agents_cannot_create_or_edit_others_or_their_own_capacity(tenant_a, ten
 
     assert _counts(tenant_a) == before
     with schema_context(tenant_a.schema_name):
-        assert list(Agent.objects.filter(pk__in=[me.pk, colleague.pk]).order_by("pk").values_list("is_online", "max_customers")) == [
+        assert list(
+            Agent.objects.filter(pk__in=[me.pk, colleague.pk]).order_by("pk").values_list("is_online", "max_customers")
+        ) == [
             (False, 2),
             (False, 2),
         ]
@@ -117,7 +119,9 @@ def test_an_admin_edits_any_agent(tenant_a, tenant_a_admin_api, make_agent):
     assert tenant_a_admin_api.patch("/api/agents/999999", {"is_online": True}).status_code == 404
 
 
-def test_the_list_includes_staff_made_elsewhere_with_their_active_chats(tenant_a, tenant_a_admin, tenant_a_admin_api, make_agent):
+def test_the_list_includes_staff_made_elsewhere_with_their_active_chats(
+    tenant_a, tenant_a_admin, tenant_a_admin_api, make_agent
+):
     agent = make_agent(max_customers=1)
     elsewhere = make_user(tenant=tenant_a, role=User.Role.AGENT)  # not through the agents API
 
@@ -126,7 +130,11 @@ def test_the_list_includes_staff_made_elsewhere_with_their_active_chats(tenant_a
     assert response.status_code == 200
     rows = {row["id"]: row for row in response.json()["data"]}
     assert {agent.pk, tenant_a_admin.id, elsewhere.id} <= set(rows)
-    assert (rows[elsewhere.id]["is_online"], rows[elsewhere.id]["max_customers"], rows[elsewhere.id]["active_chats"]) == (False, 2, 0)
+    assert (rows[elsewhere.id]["is_online"], rows[elsewhere.id]["max_customers"], rows[elsewhere.id]["active_chats"]) == (
+        False,
+        2,
+        0,
+    )
     assert agent.api.get(f"/api/agents/{elsewhere.id}").status_code == 200
 
 

@@ -24,10 +24,16 @@ def _assigned(tenant, application) -> list[tuple[int, int]]:
 
 def _waiting(tenant, application) -> list[int]:
     with schema_context(tenant.schema_name):
-        return list(Chat.objects.filter(application=application, status=Chat.Status.WAITING).order_by("number").values_list("number", flat=True))
+        return list(
+            Chat.objects.filter(application=application, status=Chat.Status.WAITING)
+            .order_by("number")
+            .values_list("number", flat=True)
+        )
 
 
-def test_seven_chats_two_agents_fifo_balanced_and_resolve_serves_the_oldest(tenant_a, application_a, make_agent, chats, runs):
+def test_seven_chats_two_agents_fifo_balanced_and_resolve_serves_the_oldest(
+    tenant_a, application_a, make_agent, chats, runs
+):
     # given two online agents with room for 2 and 1, and seven chats arriving
     first = make_agent(max_customers=2)
     second = make_agent(max_customers=1)
@@ -142,7 +148,9 @@ def test_an_offline_agent_never_gets_a_chat_and_going_online_drains_up_to_its_ca
     assert _waiting(tenant_a, application_a) == [3]
 
 
-def test_raising_capacity_schedules_a_run_and_lowering_it_does_not(tenant_a, tenant_a_admin_api, application_a, make_agent, chats, runs):
+def test_raising_capacity_schedules_a_run_and_lowering_it_does_not(
+    tenant_a, tenant_a_admin_api, application_a, make_agent, chats, runs
+):
     agent = make_agent(max_customers=1)
     chats(tenant_a, application_a, 3)
     with schema_context(tenant_a.schema_name):
@@ -195,7 +203,9 @@ def test_a_chat_without_a_reply_in_time_goes_back_to_the_head_of_the_queue_for_a
     chats(tenant_a, application_a, 3)
     with schema_context(tenant_a.schema_name):
         assert assignment_run() == 2
-        assert list(Chat.objects.filter(status="assigned").order_by("number").values_list("number", "assigned_agent_id")) == [
+        assert list(
+            Chat.objects.filter(status="assigned").order_by("number").values_list("number", "assigned_agent_id")
+        ) == [
             (1, slow.pk),
             (2, replying.pk),
         ]
@@ -210,7 +220,9 @@ def test_a_chat_without_a_reply_in_time_goes_back_to_the_head_of_the_queue_for_a
         assert assignment_run() == 2
 
         # then chat 1 (no reply) went back to the head of the queue and to the *other* agent, before chat 3
-        assert list(Chat.objects.filter(status="assigned").order_by("assigned_at").values_list("number", "assigned_agent_id")) == [
+        assert list(
+            Chat.objects.filter(status="assigned").order_by("assigned_at").values_list("number", "assigned_agent_id")
+        ) == [
             (1, replying.pk),
             (3, slow.pk),
         ]
@@ -248,7 +260,11 @@ def test_manual_assignment_and_transfer_respect_capacity_and_free_the_previous_a
     runs.scheduled = 0
     transfer = tenant_a_admin_api.post(f"{url}/1/assign", {"agent_id": second.pk})
     assert transfer.status_code == 200
-    assert (transfer.json()["number"], transfer.json()["status"], transfer.json()["assigned_agent"]) == (1, "assigned", second.pk)
+    assert (transfer.json()["number"], transfer.json()["status"], transfer.json()["assigned_agent"]) == (
+        1,
+        "assigned",
+        second.pk,
+    )
     assert runs.scheduled == 1  # the first agent's slot is free
     with schema_context(tenant_a.schema_name):
         assert assignment_run() == 1
@@ -273,7 +289,10 @@ def test_resolve_access_and_conflicts(tenant_a, tenant_b, tenant_a_admin_api, ap
     url = f"/api/applications/{application_a.token}/chats"
 
     assert other.api.post(f"{url}/1/resolve").status_code == 403
-    assert api_client(tenant=tenant_a, token=token_for(tenant_b_admin, tenant=tenant_b)).post(f"{url}/1/resolve").status_code == 401
+    assert (
+        api_client(tenant=tenant_a, token=token_for(tenant_b_admin, tenant=tenant_b)).post(f"{url}/1/resolve").status_code
+        == 401
+    )
     assert owner.api.post(f"{url}/1/resolve").status_code == 200
     again = owner.api.post(f"{url}/1/resolve")
     assert (again.status_code, again.json()) == (409, {"detail": "The chat is already resolved."})

@@ -33,14 +33,18 @@ def test_a_chat_created_through_the_api_is_persisted_and_assigned_by_the_worker(
     assert client.post(chats_url, {"customer_id": "second"}).json() == {"number": 2}
 
     # then the worker persists them and assigns the first; the second waits at position 1
-    first = wait_for(lambda: (body := client.get(f"{chats_url}/1").json()).get("status") == "assigned" and body, message="chat 1 assigned")
+    first = wait_for(
+        lambda: (body := client.get(f"{chats_url}/1").json()).get("status") == "assigned" and body, message="chat 1 assigned"
+    )
     assert first["assigned_agent"] == agent.pk
     wait_for(lambda: client.get(f"{chats_url}/2").status_code == 200, message="chat 2 persisted")
     assert [(item["number"], item["position"]) for item in agent_api.get("/api/queue").json()["data"]] == [(2, 1)]
 
     # when the agent resolves the first, the worker serves the second at once
     assert agent_api.post(f"{chats_url}/1/resolve").json()["status"] == "resolved"
-    second = wait_for(lambda: (body := client.get(f"{chats_url}/2").json()).get("status") == "assigned" and body, message="chat 2 assigned")
+    second = wait_for(
+        lambda: (body := client.get(f"{chats_url}/2").json()).get("status") == "assigned" and body, message="chat 2 assigned"
+    )
     assert second["assigned_agent"] == agent.pk
     assert agent_api.get("/api/queue").json() == {"data": [], "next_cursor": None}
     assert f"[{tenant.schema_name}] celery.app.trace: Task agents.tasks.assignment_run_task" in celery_worker.log()
@@ -113,7 +117,9 @@ def _hammer(tenant, application: Application) -> None:
 
 
 @pytest.mark.worker
-def test_under_concurrency_no_agent_ever_exceeds_its_limit_and_chats_are_served_in_arrival_order(celery_worker, make_live_tenant):
+def test_under_concurrency_no_agent_ever_exceeds_its_limit_and_chats_are_served_in_arrival_order(
+    celery_worker, make_live_tenant
+):
     # given three online agents with room for 1, 2 and 3 chats
     tenant = make_live_tenant("hammer")
     with schema_context(tenant.schema_name):
@@ -130,7 +136,9 @@ def test_under_concurrency_no_agent_ever_exceeds_its_limit_and_chats_are_served_
         stints = list(Assignment.objects.order_by("id").values("chat_id", "agent_id", "reason", "assigned_at", "ended_at"))
         arrival = {
             chat_id: (created_at, number)
-            for chat_id, created_at, number in Chat.objects.filter(application=application).values_list("id", "created_at", "number")
+            for chat_id, created_at, number in Chat.objects.filter(application=application).values_list(
+                "id", "created_at", "number"
+            )
         }
 
     # then every chat was assigned exactly once, by the queue

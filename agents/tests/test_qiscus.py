@@ -211,7 +211,9 @@ def test_bad_payloads_are_400(integration):
     assert integration.post(RESOLVED_URL, {"service": {"id": 1}}).status_code == 400
     assert integration.post(RESOLVED_URL, {"resolved_by": {}}).status_code == 400
     with override_settings(QISCUS_APP_ID="another-app"):
-        assert integration.post(ALLOCATION_URL, custom_agent_allocation_payload()).json() == {"app_id": ["Not this tenant's Qiscus app."]}
+        assert integration.post(ALLOCATION_URL, custom_agent_allocation_payload()).json() == {
+            "app_id": ["Not this tenant's Qiscus app."]
+        }
 
 
 def test_allocation_assignment_in_qiscus_and_mark_as_resolved(
@@ -243,7 +245,10 @@ def test_allocation_assignment_in_qiscus_and_mark_as_resolved(
     assert [request["path"] for request in qiscus.requests] == ["/api/v1/admin/service/assign_agent"] * 2
     request = qiscus.requests[-1]
     assert request["form"] == {"room_id": ["1905692"], "agent_id": ["22"]}
-    assert (request["headers"]["Qiscus-App-Id"], request["headers"]["Qiscus-Secret-Key"]) == ("oni-bgo2lummmhvzqxbt5", "secret")
+    assert (request["headers"]["Qiscus-App-Id"], request["headers"]["Qiscus-Secret-Key"]) == (
+        "oni-bgo2lummmhvzqxbt5",
+        "secret",
+    )
     assert request["headers"]["Content-Type"] == "application/x-www-form-urlencoded"
 
     # when Qiscus reports the room resolved (twice, as webhooks may be delivered)
@@ -252,14 +257,20 @@ def test_allocation_assignment_in_qiscus_and_mark_as_resolved(
 
     # then the chat is resolved and the agent's capacity is free again
     assert resolved.status_code == 200
-    assert (resolved.json()["number"], resolved.json()["status"], resolved.json()["assigned_agent"]) == (1, "resolved", agent_id)
+    assert (resolved.json()["number"], resolved.json()["status"], resolved.json()["assigned_agent"]) == (
+        1,
+        "resolved",
+        agent_id,
+    )
     assert (again.status_code, again.json()["resolved_at"]) == (200, resolved.json()["resolved_at"])
     assert tenant_a_admin_api.get(f"/api/agents/{agent_id}").json()["active_chats"] == 0
     unknown = integration.post(RESOLVED_URL, mark_as_resolved_payload(room_id="no-such-room"))
     assert unknown.status_code == 404
 
 
-def test_no_qiscus_call_without_configuration_or_for_other_applications(tenant_a, make_agent, chats, application_a, fake_qiscus, monkeypatch):
+def test_no_qiscus_call_without_configuration_or_for_other_applications(
+    tenant_a, make_agent, chats, application_a, fake_qiscus, monkeypatch
+):
     from agents import tasks
 
     sent = []
@@ -267,6 +278,9 @@ def test_no_qiscus_call_without_configuration_or_for_other_applications(tenant_a
     make_agent(max_customers=5)
     chats(tenant_a, application_a, 2)
     qiscus = fake_qiscus()
-    with override_settings(QISCUS_BASE_URL=qiscus.url, QISCUS_APP_ID="a", QISCUS_SECRET_KEY="s"), schema_context(tenant_a.schema_name):
+    with (
+        override_settings(QISCUS_BASE_URL=qiscus.url, QISCUS_APP_ID="a", QISCUS_SECRET_KEY="s"),
+        schema_context(tenant_a.schema_name),
+    ):
         assert assignment_run() == 2
     assert sent == [] and qiscus.requests == []
