@@ -82,7 +82,7 @@ class Assignment(models.Model):
         RESOLVED = "resolved", "Resolved"
         TRANSFERRED = "transferred", "Transferred"
         TIMED_OUT = "timed_out", "No reply in time"
-        REQUEUED = "requeued", "Agent gone"
+        REQUEUED = "requeued", "Agent deleted or deactivated"
 
     chat = models.ForeignKey("conversations.Chat", on_delete=models.CASCADE, related_name="assignments")
     # No constraint: the history keeps the agent's id after the agent is deleted.

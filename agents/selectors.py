@@ -1,4 +1,5 @@
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 
 from agents.models import Agent
 from conversations.models import Chat
@@ -8,9 +9,20 @@ QUEUE_ORDERING = ("created_at", "application_id", "number")
 
 
 def agent_list() -> QuerySet[Agent]:
-    """Agents with their user and `active_chats` (assigned, unresolved chats) annotated: one query a page."""
+    """Agents with their user and `active_chats` (assigned, unresolved chats) annotated: one query a page.
+
+    A correlated count on the (assigned_agent, status) index, not a join: a join would drag every chat the
+    agent ever resolved into the aggregate.
+    """
+    active = (
+        Chat.objects.filter(assigned_agent_id=OuterRef("pk"), status=Chat.Status.ASSIGNED)
+        .order_by()
+        .values("assigned_agent_id")
+        .annotate(total=Count("id"))
+        .values("total")
+    )
     return Agent.objects.select_related("user").annotate(
-        active_chats=Count("user__assigned_chats", filter=Q(user__assigned_chats__status=Chat.Status.ASSIGNED))
+        active_chats=Coalesce(Subquery(active, output_field=IntegerField()), Value(0))
     )
 
 

@@ -196,9 +196,12 @@ def _advisory_xact_lock(cursor, name: str) -> None:
     cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_ADVISORY_LOCK_CLASS, name])
 
 
+# Assigned chats whose agent is gone: its user deleted (the chat's agent set to null) or deactivated (it
+# can no longer sign in to answer).
 _REQUEUE_ORPHANS = """
-UPDATE conversations_chat SET status = 'waiting', assigned_at = NULL, updated_at = %s
-WHERE status = 'assigned' AND assigned_agent_id IS NULL
+UPDATE conversations_chat SET status = 'waiting', assigned_agent_id = NULL, assigned_at = NULL, updated_at = %s
+WHERE status = 'assigned'
+  AND (assigned_agent_id IS NULL OR assigned_agent_id IN (SELECT id FROM core_user WHERE NOT is_active))
 RETURNING id
 """
 
@@ -280,7 +283,7 @@ def _requeue(cursor, *, now: datetime) -> None:
     orphans = [row[0] for row in cursor.fetchall()]
     if orphans:
         cursor.execute(_CLOSE_STINTS, [now, Assignment.EndReason.REQUEUED, orphans])
-        logger.warning("requeued %s chats whose agent no longer exists", len(orphans))
+        logger.warning("requeued %s chats whose agent was deleted or deactivated", len(orphans))
     timeout = settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS
     if timeout > 0:
         cursor.execute(_REQUEUE_TIMED_OUT, {"now": now, "cutoff": now - timedelta(seconds=timeout)})

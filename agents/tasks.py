@@ -1,5 +1,6 @@
 import requests
 from django.conf import settings
+from django.db import OperationalError
 
 from agents.services import (
     QiscusTransientError,
@@ -11,7 +12,9 @@ from agents.services import (
 from sociomile.celery import app
 
 
-@app.task
+# A run is idempotent, so a transient database error (a dropped connection, a deadlock victim) is retried;
+# the beat sweep catches anything that still slips through.
+@app.task(autoretry_for=(OperationalError,), retry_backoff=1, retry_jitter=True, max_retries=3)
 def assignment_run_task() -> int:
     """Assigns the tenant's waiting chats to its eligible agents (idempotent: a run with nothing to do
     writes nothing). Sent after any change that can make an assignment possible."""

@@ -65,7 +65,7 @@ class Migration(migrations.Migration):
                 ('reason', models.CharField(choices=[('queue', 'From the queue'), ('manual', 'Assigned by an admin')], max_length=16)),
                 ('assigned_at', models.DateTimeField(default=django.utils.timezone.now)),
                 ('ended_at', models.DateTimeField(blank=True, null=True)),
-                ('end_reason', models.CharField(blank=True, choices=[('resolved', 'Resolved'), ('transferred', 'Transferred'), ('timed_out', 'No reply in time'), ('requeued', 'Agent gone')], max_length=16)),
+                ('end_reason', models.CharField(blank=True, choices=[('resolved', 'Resolved'), ('transferred', 'Transferred'), ('timed_out', 'No reply in time'), ('requeued', 'Agent deleted or deactivated')], max_length=16)),
                 ('agent', models.ForeignKey(db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='assignments', to='agents.agent')),
                 ('chat', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='assignments', to='conversations.chat')),
             ],

@@ -165,15 +165,23 @@ def test_raising_capacity_schedules_a_run_and_lowering_it_does_not(
     assert runs.scheduled == 1
 
 
-def test_inactive_users_and_zero_capacity_agents_are_not_eligible(tenant_a, application_a, make_agent, chats):
+def test_inactive_users_and_zero_capacity_agents_are_not_eligible_and_a_deactivated_agents_chats_return(
+    tenant_a, application_a, make_agent, chats
+):
     inactive = make_agent()
     paused = make_agent(max_customers=0)
     chats(tenant_a, application_a, 2)
     with schema_context(tenant_a.schema_name):
+        assert assignment_run() == 2
         inactive.user.is_active = False
         inactive.user.save(update_fields=["is_active"])
         assert assignment_run() == 0
         assert Agent.objects.get(pk=paused.pk).last_assigned_at is None
+        assert list(Chat.objects.order_by("number").values_list("status", "assigned_agent_id")) == [
+            ("waiting", None),
+            ("waiting", None),
+        ]
+        assert list(Assignment.objects.values_list("end_reason", flat=True)) == ["requeued", "requeued"]
 
 
 def test_a_chat_whose_agent_is_deleted_goes_back_to_the_queue(tenant_a, application_a, make_agent, chats):
