@@ -58,6 +58,12 @@ def _schedule_drain() -> None:
     creations_persist_task.delay()
 
 
+def _schedule_assignment() -> None:
+    from agents.services import assignment_schedule
+
+    assignment_schedule()
+
+
 def chat_create(*, application: Application, customer_id: str | None = None) -> int:
     """Allocates the application's next chat number and queues the chat's creation; returns the number.
 
@@ -300,6 +306,7 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
             chats_added.update(row[0] for row in cursor.fetchall())
             if chats_added:
                 cursor.execute(_ADD_CHATS_COUNT, [list(chats_added), list(chats_added.values())])
+                _schedule_assignment()  # new waiting chats: served once this batch commits
         messages_added: Counter = Counter()
         if messages:
             columns = [

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from agents.apis import ChatAssignApi, ChatResolveApi
 from conversations.apis import (
     ApplicationDetailApi,
     ApplicationListCreateApi,
@@ -22,6 +23,8 @@ urlpatterns = [
     path(app, ApplicationDetailApi.as_view(), name="application-detail"),
     path(f"{app}/chats", ChatListCreateApi.as_view(), name="chat-list"),
     path(f"{app}/chats/<int:number>", ChatDetailApi.as_view(), name="chat-detail"),
+    path(f"{app}/chats/<int:number>/resolve", ChatResolveApi.as_view(), name="chat-resolve"),
+    path(f"{app}/chats/<int:number>/assign", ChatAssignApi.as_view(), name="chat-assign"),
     path(f"{app}/chats/<int:number>/messages", MessageListCreateApi.as_view(), name="message-list"),
     path(f"{app}/chats/<int:number>/messages/search", MessageSearchApi.as_view(), name="message-search"),
     path(f"{app}/chats/<int:number>/messages/<int:message_number>", MessageDetailApi.as_view(), name="message-detail"),

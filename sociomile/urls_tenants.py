@@ -8,6 +8,7 @@ from core.urls import host_urlpatterns
 urlpatterns = [
     *host_urlpatterns(urlconf="sociomile.urls_tenants"),
     path("api/", include("conversations.urls")),
+    path("api/", include("agents.urls")),
     path("admin/", tenant_admin_site.urls),
     path("api/", include("scheduler.urls")),
 ]

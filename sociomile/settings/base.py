@@ -239,6 +239,30 @@ CELERY_BEAT_SCHEDULE = {
         "args": ["conversations.tasks.counts_reconcile_task"],
     },
 }
+# --- Agent allocation (agents app) -----------------------------------------------------------------------
+# What a new agent's max_customers is unless its creator says otherwise (each tenant can change its own
+# default in its admin: agents.AllocationSettings).
+AGENT_DEFAULT_MAX_CUSTOMERS = env_int("AGENT_DEFAULT_MAX_CUSTOMERS", 2)
+# Chats assigned per round of the engine's loop (one transaction holds all rounds of a run).
+ASSIGNMENT_BATCH_SIZE = env_int("ASSIGNMENT_BATCH_SIZE", 500)
+# An assigned chat whose agent has not replied within this many seconds goes back to the head of the
+# queue for another agent; 0 turns it off. Checked by every run and by the sweep below.
+ASSIGNMENT_REPLY_TIMEOUT_SECONDS = env_int("ASSIGNMENT_REPLY_TIMEOUT_SECONDS", 0)
+# Assignment runs on every event that can change it (agents.services); this sweep is only the safety net
+# (a lost task, reply timeouts, users created outside the agents API).
+CELERY_BEAT_SCHEDULE["assignment-sweep"] = {
+    "task": "tenants.tasks.tenants_fanout_task",
+    "schedule": float(env_int("ASSIGNMENT_SWEEP_SECONDS", 30)),
+    "args": ["agents.tasks.assignment_sweep_task"],
+}
+# Qiscus Omnichannel: when all three are set, each assignment of a Qiscus room is also made in Qiscus.
+QISCUS_BASE_URL = env_str("QISCUS_BASE_URL", "")
+QISCUS_APP_ID = env_str("QISCUS_APP_ID", "")
+QISCUS_SECRET_KEY = env_str("QISCUS_SECRET_KEY", "")
+QISCUS_TIMEOUT_SECONDS = env_int("QISCUS_TIMEOUT_SECONDS", 10)
+QISCUS_MAX_RETRIES = env_int("QISCUS_MAX_RETRIES", 5)
+# The agents API's `role` (admin | agent) next to the user's (which also has platform_admin), named apart.
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["StaffRoleEnum"] = ["admin", "agent"]
 # tenant-schemas-celery: keep the Tenant row a worker loads for a schema for a minute.
 CELERY_TASK_TENANT_CACHE_SECONDS = 60
 # How often each worker reconciles the tenant queues it consumes with the tenants table; a tenant created

@@ -32,9 +32,13 @@ def test_a_stale_template_is_completed_by_migrating_the_clone(platform_api):
     with connection.cursor() as later_tables:  # conversations tables added after the chat system's migration
         later_tables.execute(f'DROP TABLE IF EXISTS "{template}".conversations_ticket CASCADE')
     with connection.cursor() as cursor:
-        for table in ("conversations_message", "conversations_chat", "conversations_application", "conversations_inboundevent"):
+        # agents depends on conversations, so it goes too (Django refuses a history with it alone applied)
+        for table in (
+            "agents_assignment", "agents_agent", "agents_allocationsettings",
+            "conversations_message", "conversations_chat", "conversations_application", "conversations_inboundevent",
+        ):  # fmt: skip
             cursor.execute(f'DROP TABLE "{template}".{table} CASCADE')
-        cursor.execute(f"DELETE FROM \"{template}\".django_migrations WHERE app = 'conversations'")
+        cursor.execute(f"DELETE FROM \"{template}\".django_migrations WHERE app IN ('conversations', 'agents')")
 
     # when a tenant is created from it
     response = platform_api.post(
@@ -43,4 +47,4 @@ def test_a_stale_template_is_completed_by_migrating_the_clone(platform_api):
 
     # then the tenant has the table all the same (the test transaction rolls the template back afterwards)
     assert response.status_code == 201
-    assert {"conversations_inboundevent", "conversations_chat", "conversations_message"} <= _tables("fresh")
+    assert {"conversations_inboundevent", "conversations_chat", "conversations_message", "agents_agent"} <= _tables("fresh")

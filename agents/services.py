@@ -1,0 +1,592 @@
+"""Agents (availability, capacity) and the assignment engine: who gets which waiting chat, and when.
+
+Rules (PRODUCT.md, "Asynchronous work"):
+- waiting chats are served strictly in arrival order: `created_at`, then application, then number;
+- an agent is eligible when it is online, its user active, and it holds fewer assigned (unresolved) chats
+  than its `max_customers`;
+- the eligible agent with the fewest active chats wins; ties go to the one whose last assignment is the
+  oldest (never assigned first), then to the lowest id.
+
+Every change that can make an assignment possible schedules a run (`assignment_schedule`): a batch of
+chats persisted, an agent going online or gaining capacity, a chat resolved or transferred. A beat sweep
+runs it too, only as a safety net.
+"""
+
+import heapq
+import logging
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection, transaction
+from django.utils import timezone
+from django_tenants.utils import schema_context
+
+from agents.models import Agent, AllocationSettings, Assignment
+from conversations.models import Application, Chat
+from core.exceptions import ConflictError
+from core.models import User
+from core.redis import get_redis, tenant_key
+from core.services import user_create
+
+logger = logging.getLogger(__name__)
+
+STAFF_ROLES = (User.Role.ADMIN, User.Role.AGENT)
+# Arbitrary first key of our advisory locks ("SM"); the second is a hash of the tenant's schema name.
+_ADVISORY_LOCK_CLASS = 0x534D
+# A run that was scheduled but has not started within this many seconds is assumed lost: the next event
+# schedules another (and the beat sweep runs regardless).
+_SCHEDULED_TTL_SECONDS = 30
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+# --- settings and agents ------------------------------------------------------------------------------------
+
+
+def allocation_settings_get() -> AllocationSettings:
+    """The tenant's allocation settings row, created on first use."""
+    row, _ = AllocationSettings.objects.get_or_create(id=AllocationSettings.SINGLETON_ID)
+    return row
+
+
+def agent_for_user(*, user: User) -> Agent:
+    """The user's Agent row, created (offline, tenant default capacity) if the user never had one."""
+    agent = Agent.objects.filter(user=user).first()
+    if agent is None:
+        agents_ensure()
+        agent = Agent.objects.get(user=user)
+    return agent
+
+
+def agents_ensure() -> int:
+    """Gives every admin and agent of this tenant an Agent row (offline, default capacity) if it has none.
+
+    Users made by the agents API get theirs at once; this covers the others (the tenant's first admin,
+    users added in the Django admin). Idempotent and cheap; returns the rows added.
+    """
+    default = allocation_settings_get().default_max_customers
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO agents_agent (user_id, is_online, max_customers, qiscus_agent_id)
+            SELECT id, false, %s, '' FROM core_user WHERE role = ANY(%s)
+            ON CONFLICT (user_id) DO NOTHING
+            """,
+            [default, list(STAFF_ROLES)],
+        )
+        return cursor.rowcount
+
+
+def agent_create(
+    *,
+    email: str,
+    password: str,
+    name: str = "",
+    role: str = User.Role.AGENT,
+    max_customers: int | None = None,
+    is_online: bool = False,
+) -> Agent:
+    """Creates a tenant user and its Agent in one transaction (a refused email or password writes nothing)."""
+    if role not in STAFF_ROLES:
+        raise ValidationError({"role": [f"Must be one of: {', '.join(STAFF_ROLES)}."]})
+    with transaction.atomic():
+        user = user_create(email=email, password=password, role=role, name=name)
+        agent = Agent.objects.create(
+            user=user,
+            is_online=is_online,
+            max_customers=allocation_settings_get().default_max_customers if max_customers is None else max_customers,
+        )
+        if is_online:
+            assignment_schedule()
+    return agent
+
+
+def agent_update(
+    *,
+    agent: Agent,
+    name: str | None = None,
+    role: str | None = None,
+    max_customers: int | None = None,
+    is_online: bool | None = None,
+) -> Agent:
+    """Edits an agent; going online or gaining capacity schedules an assignment run."""
+    if role is not None and role not in STAFF_ROLES:
+        raise ValidationError({"role": [f"Must be one of: {', '.join(STAFF_ROLES)}."]})
+    with transaction.atomic():
+        # Locked: a concurrent edit or assignment run sees this change whole or not at all.
+        agent = Agent.objects.select_for_update(no_key=True).select_related("user").get(pk=agent.pk)
+        will_be_online = agent.is_online if is_online is None else is_online
+        more_room = will_be_online and (
+            not agent.is_online or (max_customers is not None and max_customers > agent.max_customers)
+        )
+        agent_fields = []
+        if is_online is not None and is_online != agent.is_online:
+            agent.is_online = is_online
+            agent_fields.append("is_online")
+        if max_customers is not None and max_customers != agent.max_customers:
+            agent.max_customers = max_customers
+            agent_fields.append("max_customers")
+        if agent_fields:
+            agent.save(update_fields=agent_fields)
+        user_fields = []
+        if name is not None and name != agent.user.name:
+            agent.user.name = name
+            user_fields.append("name")
+        if role is not None and role != agent.user.role:
+            agent.user.role = role
+            # Admins use the tenant's Django admin; agents the API only (as core.services.user_create does).
+            agent.user.is_staff = agent.user.is_superuser = role == User.Role.ADMIN
+            user_fields += ["role", "is_staff", "is_superuser"]
+        if user_fields:
+            agent.user.save(update_fields=user_fields)
+        if more_room:
+            assignment_schedule()
+    return agent
+
+
+def agent_set_online(*, agent: Agent, is_online: bool) -> Agent:
+    """Puts an agent on- or offline. Going offline keeps its current chats; it just gets no new ones."""
+    return agent_update(agent=agent, is_online=is_online)
+
+
+# --- scheduling runs ---------------------------------------------------------------------------------------
+
+
+def _scheduled_key() -> str:
+    return tenant_key(connection.schema_name, "assignment", "scheduled")
+
+
+def _assignment_task_send(schema_name: str) -> None:
+    from agents.tasks import assignment_run_task
+
+    with schema_context(schema_name):
+        # One queued run is enough: it reads the state when it starts, after everything committed before
+        # this point. The run clears the flag first thing, so events after that schedule another.
+        if get_redis().set(_scheduled_key(), 1, nx=True, ex=_SCHEDULED_TTL_SECONDS):
+            assignment_run_task.delay()
+
+
+def assignment_schedule() -> None:
+    """Runs the assignment for this tenant once the current transaction commits (at most one queued run)."""
+    schema_name = connection.schema_name
+    transaction.on_commit(lambda: _assignment_task_send(schema_name))
+
+
+def assignment_scheduled_clear() -> None:
+    get_redis().delete(_scheduled_key())
+
+
+# --- the engine --------------------------------------------------------------------------------------------
+
+
+def _lock_tenant_assignment(cursor) -> None:
+    # Why one lock per tenant rather than row locks or SKIP LOCKED: an assignment is a decision over the
+    # whole queue and the whole pool of agents at once. With SKIP LOCKED, a second worker would skip the
+    # head chat its neighbour holds and assign the next one (FIFO broken if the neighbour then fails), and
+    # two workers could both count an agent at 1 of 2 and both give it a chat (limit broken). Serialising
+    # runs per tenant makes every rule hold by construction, and costs little because one run assigns a
+    # whole batch per statement (1,000s a second). A transaction-level advisory lock is released by
+    # COMMIT/ROLLBACK and by a dead connection, so a killed worker never leaves it held. Advisory locks are
+    # database-wide: the key includes the schema, so tenants never wait for one another (a hash collision
+    # would only serialise two tenants, never break a rule).
+    _advisory_xact_lock(cursor, f"assignment:{connection.schema_name}")
+
+
+def _advisory_xact_lock(cursor, name: str) -> None:
+    cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_ADVISORY_LOCK_CLASS, name])
+
+
+# Assigned chats whose agent is gone: its user deleted (the chat's agent set to null) or deactivated (it
+# can no longer sign in to answer).
+_REQUEUE_ORPHANS = """
+UPDATE conversations_chat SET status = 'waiting', assigned_agent_id = NULL, assigned_at = NULL, updated_at = %s
+WHERE status = 'assigned'
+  AND (assigned_agent_id IS NULL OR assigned_agent_id IN (SELECT id FROM core_user WHERE NOT is_active))
+RETURNING id
+"""
+
+# Assigned chats whose agent has not written since it got them. The status is re-checked by the UPDATE
+# itself, so a chat resolved meanwhile is left alone.
+_REQUEUE_TIMED_OUT = """
+UPDATE conversations_chat AS chat
+SET status = 'waiting', assigned_agent_id = NULL, assigned_at = NULL, updated_at = %(now)s
+WHERE chat.status = 'assigned' AND chat.assigned_at < %(cutoff)s
+  AND NOT EXISTS (
+      SELECT 1 FROM conversations_message AS m
+      WHERE m.chat_id = chat.id AND m.sender = 'agent' AND m.created_at >= chat.assigned_at
+  )
+RETURNING chat.id
+"""
+
+_CLOSE_STINTS = """
+UPDATE agents_assignment SET ended_at = %s, end_reason = %s WHERE chat_id = ANY(%s) AND ended_at IS NULL
+"""
+
+# Locked so that an agent going offline (or losing capacity) either commits before this run reads it, or
+# waits until the run has committed: never assigned a chat after its offline switch was acknowledged.
+_ELIGIBLE_AGENTS = """
+SELECT agent.user_id, agent.max_customers, agent.last_assigned_at
+FROM agents_agent AS agent JOIN core_user AS u ON u.id = agent.user_id
+WHERE agent.is_online AND u.is_active AND agent.max_customers > 0
+ORDER BY agent.user_id
+FOR NO KEY UPDATE OF agent
+"""
+
+_ACTIVE_COUNTS = """
+SELECT assigned_agent_id, count(*) FROM conversations_chat
+WHERE status = 'assigned' AND assigned_agent_id = ANY(%s)
+GROUP BY assigned_agent_id
+"""
+
+# The head of the queue. Locked so that a concurrent resolve of a waiting chat waits for this run.
+_WAITING_HEAD = """
+SELECT id, application_id FROM conversations_chat
+WHERE status = 'waiting'
+ORDER BY created_at, application_id, number
+LIMIT %s
+FOR UPDATE
+"""
+
+# The agent each chat of the batch last timed out with, if its latest stint ended that way.
+_TIMED_OUT_WITH = """
+SELECT chat_id, agent_id FROM (
+    SELECT DISTINCT ON (chat_id) chat_id, agent_id, end_reason FROM agents_assignment
+    WHERE chat_id = ANY(%s) ORDER BY chat_id, id DESC
+) AS latest WHERE end_reason = 'timed_out'
+"""
+
+_ASSIGN_CHATS = """
+UPDATE conversations_chat AS chat
+SET status = 'assigned', assigned_agent_id = d.agent, assigned_at = d.at, updated_at = d.at
+FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[]) AS d(id, agent, at)
+WHERE chat.id = d.id
+"""
+
+_TOUCH_AGENTS = """
+UPDATE agents_agent AS agent SET last_assigned_at = d.at
+FROM unnest(%s::bigint[], %s::timestamptz[]) AS d(id, at)
+WHERE agent.user_id = d.id
+"""
+
+_LOG_STINTS = """
+INSERT INTO agents_assignment (chat_id, agent_id, reason, assigned_at, end_reason)
+SELECT d.chat, d.agent, %s, d.at, ''
+FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[]) WITH ORDINALITY AS d(chat, agent, at, position)
+ORDER BY d.position
+"""
+
+
+def _requeue(cursor, *, now: datetime) -> None:
+    """Puts back at the head of the queue the chats whose agent is gone, and (if the reply timeout is on)
+    those whose agent has not replied in time. They keep their arrival time, hence their place."""
+    cursor.execute(_REQUEUE_ORPHANS, [now])
+    orphans = [row[0] for row in cursor.fetchall()]
+    if orphans:
+        cursor.execute(_CLOSE_STINTS, [now, Assignment.EndReason.REQUEUED, orphans])
+        logger.warning("requeued %s chats whose agent was deleted or deactivated", len(orphans))
+    timeout = settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS
+    if timeout > 0:
+        cursor.execute(_REQUEUE_TIMED_OUT, {"now": now, "cutoff": now - timedelta(seconds=timeout)})
+        timed_out = [row[0] for row in cursor.fetchall()]
+        if timed_out:
+            cursor.execute(_CLOSE_STINTS, [now, Assignment.EndReason.TIMED_OUT, timed_out])
+            logger.info("requeued %s chats whose agent did not reply within %ss", len(timed_out), timeout)
+
+
+def _pick(heap: list, *, avoid: int | None) -> tuple | None:
+    """Pops the best agent entry, passing over `avoid` when another agent is eligible."""
+    if not heap:
+        return None
+    best = heapq.heappop(heap)
+    if best[2] != avoid or not heap:
+        return best
+    second = heapq.heappop(heap)
+    heapq.heappush(heap, best)
+    return second
+
+
+def assignment_run(*, batch_size: int | None = None) -> int:
+    """Assigns waiting chats to eligible agents, oldest chat first, until the queue or the capacity runs out.
+
+    One transaction under the tenant's assignment lock (see `_lock_tenant_assignment`): eligible agents and
+    their active counts are read once, the choices are made in memory (a heap ordered by active chats, then
+    last assignment), and each round of `batch_size` chats is written with three statements. Returns the
+    number of chats assigned.
+    """
+    batch_size = batch_size or settings.ASSIGNMENT_BATCH_SIZE
+    qiscus_application_id = allocation_settings_get().qiscus_application_id
+    qiscus_assigned: list[tuple[int, int]] = []
+    assigned = 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        _lock_tenant_assignment(cursor)
+        _requeue(cursor, now=timezone.now())
+
+        cursor.execute(_ELIGIBLE_AGENTS)
+        agents = cursor.fetchall()
+        if not agents:
+            return 0
+        cursor.execute(_ACTIVE_COUNTS, [[agent_id for agent_id, _, _ in agents]])
+        active = dict(cursor.fetchall())
+        # Read after the counts: every resolve those counts reflect committed (and was stamped) before
+        # `now`, so in the history a freed slot always ends before the assignment that reuses it begins.
+        now = timezone.now()
+        # Heap entries: (active chats, last assigned at (never first), agent id, free slots).
+        heap = []
+        for agent_id, max_customers, last_assigned_at in agents:
+            count = active.get(agent_id, 0)
+            if count < max_customers:
+                heap.append((count, last_assigned_at or _NEVER, agent_id, max_customers - count))
+        heapq.heapify(heap)
+
+        # Each assignment gets its own microsecond, so assignment times (and the tie-break on them) follow
+        # the order in which the chats were served, even within one batch.
+        tick = 0
+        while heap:
+            capacity = sum(entry[3] for entry in heap)
+            cursor.execute(_WAITING_HEAD, [min(batch_size, capacity)])
+            head = cursor.fetchall()
+            if not head:
+                break
+            avoid: dict[int, int] = {}
+            if settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS > 0:
+                cursor.execute(_TIMED_OUT_WITH, [[chat_id for chat_id, _ in head]])
+                avoid = dict(cursor.fetchall())
+            chat_ids, agent_ids, times = [], [], []
+            last_touch: dict[int, datetime] = {}
+            for chat_id, application_id in head:
+                entry = _pick(heap, avoid=avoid.get(chat_id))
+                if entry is None:
+                    break
+                count, _, agent_id, free = entry
+                at = now + timedelta(microseconds=tick)
+                tick += 1
+                chat_ids.append(chat_id)
+                agent_ids.append(agent_id)
+                times.append(at)
+                last_touch[agent_id] = at
+                if free > 1:
+                    heapq.heappush(heap, (count + 1, at, agent_id, free - 1))
+                if application_id == qiscus_application_id:
+                    qiscus_assigned.append((chat_id, agent_id))
+            if not chat_ids:
+                break
+            cursor.execute(_ASSIGN_CHATS, [chat_ids, agent_ids, times])
+            cursor.execute(_TOUCH_AGENTS, [list(last_touch), list(last_touch.values())])
+            cursor.execute(_LOG_STINTS, [Assignment.Reason.QUEUE, chat_ids, agent_ids, times])
+            assigned += len(chat_ids)
+        if qiscus_assigned:
+            _qiscus_sync_on_commit(qiscus_assigned)
+    if assigned:
+        logger.info("assigned %s chats", assigned)
+    return assigned
+
+
+# --- resolve and manual assignment -----------------------------------------------------------------------
+
+
+def chat_resolve(*, chat: Chat, by: User | None = None) -> Chat:
+    """Resolves a chat (by its assigned agent, an admin, or the system when `by` is None) and, if it held
+    an agent's capacity, schedules the run that serves the next waiting chat.
+
+    Raises PermissionDenied for another agent, ConflictError if the chat is already resolved.
+    """
+    with transaction.atomic():
+        chat = Chat.objects.select_for_update().get(id=chat.id)
+        if by is not None and not by.is_tenant_admin and chat.assigned_agent_id != by.id:
+            raise PermissionDenied("Only the chat's assigned agent or an admin may resolve it.")
+        if chat.status == Chat.Status.RESOLVED:
+            raise ConflictError("The chat is already resolved.")
+        held_capacity = chat.status == Chat.Status.ASSIGNED
+        now = timezone.now()
+        chat.status = Chat.Status.RESOLVED
+        chat.resolved_at = now
+        chat.save(update_fields=["status", "resolved_at", "updated_at"])
+        Assignment.objects.filter(chat=chat, ended_at__isnull=True).update(
+            ended_at=now, end_reason=Assignment.EndReason.RESOLVED
+        )
+        if held_capacity:
+            assignment_schedule()
+    return chat
+
+
+def chat_assign(*, chat: Chat, agent: Agent) -> Chat:
+    """Gives a chat to a chosen agent (an admin's manual assignment, or a transfer of an assigned chat).
+
+    The agent must be online and below its limit (ConflictError otherwise): the capacity rule holds for
+    admins too. Runs under the tenant's assignment lock, so it never races the engine. A transfer frees
+    the previous agent's slot, which schedules a run.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        _lock_tenant_assignment(cursor)
+        chat = Chat.objects.select_for_update().get(id=chat.id)
+        if chat.status == Chat.Status.RESOLVED:
+            raise ConflictError("The chat is resolved.")
+        if chat.status == Chat.Status.ASSIGNED and chat.assigned_agent_id == agent.pk:
+            return chat
+        agent = Agent.objects.select_for_update(no_key=True).select_related("user").get(pk=agent.pk)
+        if not agent.is_online or not agent.user.is_active:
+            raise ConflictError("The agent is offline.")
+        if agent_active_chats(agent=agent) >= agent.max_customers:
+            raise ConflictError("The agent is at its max_customers.")
+        now = timezone.now()  # after the count, as in assignment_run
+        transferred = chat.status == Chat.Status.ASSIGNED
+        Assignment.objects.filter(chat=chat, ended_at__isnull=True).update(
+            ended_at=now, end_reason=Assignment.EndReason.TRANSFERRED
+        )
+        chat.status = Chat.Status.ASSIGNED
+        chat.assigned_agent_id = agent.pk
+        chat.assigned_at = now
+        chat.save(update_fields=["status", "assigned_agent", "assigned_at", "updated_at"])
+        agent.last_assigned_at = now
+        agent.save(update_fields=["last_assigned_at"])
+        Assignment.objects.create(chat=chat, agent=agent, reason=Assignment.Reason.MANUAL, assigned_at=now)
+        if transferred:
+            assignment_schedule()
+        if chat.application_id == allocation_settings_get().qiscus_application_id:
+            _qiscus_sync_on_commit([(chat.id, agent.pk)])
+    return chat
+
+
+def agent_active_chats(*, agent: Agent) -> int:
+    return Chat.objects.filter(assigned_agent_id=agent.pk, status=Chat.Status.ASSIGNED).count()
+
+
+def assignment_sweep() -> int:
+    """The safety net run by beat for every tenant: Agent rows for every staff user, then a run (which also
+    requeues chats past the reply timeout). Returns the chats assigned."""
+    agents_ensure()
+    return assignment_run()
+
+
+# --- Qiscus ----------------------------------------------------------------------------------------------
+
+
+def qiscus_is_configured() -> bool:
+    return bool(settings.QISCUS_BASE_URL and settings.QISCUS_APP_ID and settings.QISCUS_SECRET_KEY)
+
+
+def _qiscus_sync_on_commit(pairs: list[tuple[int, int]]) -> None:
+    if not qiscus_is_configured():
+        return
+    schema_name = connection.schema_name
+
+    def send() -> None:
+        from agents.tasks import qiscus_assign_agent_task
+
+        with schema_context(schema_name):
+            for chat_id, agent_id in pairs:
+                qiscus_assign_agent_task.delay(chat_id, agent_id)
+
+    transaction.on_commit(send)
+
+
+def qiscus_application_get() -> Application:
+    """The application holding this tenant's Qiscus rooms, created on first use."""
+    with transaction.atomic():
+        allocation_settings_get()
+        row = AllocationSettings.objects.select_for_update().get(id=AllocationSettings.SINGLETON_ID)
+        if row.qiscus_application_id is None:
+            row.qiscus_application = Application.objects.create(name="Qiscus")
+            row.save(update_fields=["qiscus_application"])
+        return row.qiscus_application
+
+
+def qiscus_agent_learn(*, qiscus_agent: dict | None) -> None:
+    """Remembers which Qiscus agent id an agent has, matched by email, for the assign_agent call."""
+    if not isinstance(qiscus_agent, dict):
+        return
+    email, agent_id = qiscus_agent.get("email"), qiscus_agent.get("id")
+    if not email or agent_id in (None, ""):
+        return
+    Agent.objects.filter(user__email=str(email).strip().lower()).exclude(qiscus_agent_id=str(agent_id)).update(
+        qiscus_agent_id=str(agent_id)
+    )
+
+
+def _qiscus_room_key(room_id: str) -> str:
+    return tenant_key(connection.schema_name, "qiscus", "room", room_id)
+
+
+def qiscus_room_allocate(*, room_id: str, candidate_agent: dict | None = None) -> tuple[Application, int, bool]:
+    """Qiscus asks for an agent for `room_id`: the room joins the FIFO queue as a waiting chat of the Qiscus
+    application (customer_id = room id), through the normal creation path.
+
+    Qiscus repeats the request for every customer message until the room has an agent, so a room with an
+    open chat (waiting or assigned, or still queued for persistence) gets that chat back instead of a new
+    one. Returns (application, chat number, created).
+    """
+    from conversations.services import chat_create
+
+    application = qiscus_application_get()
+    qiscus_agent_learn(qiscus_agent=candidate_agent)
+    redis = get_redis()
+    with transaction.atomic(), connection.cursor() as cursor:
+        # One allocation per room at a time (the decision below reads, then creates).
+        _advisory_xact_lock(cursor, f"qiscus:{connection.schema_name}:{room_id}")
+        open_chat = (
+            Chat.objects.filter(application=application, customer_id=room_id)
+            .filter(status__in=[Chat.Status.WAITING, Chat.Status.ASSIGNED])
+            .order_by("-number")
+            .first()
+        )
+        if open_chat is not None:
+            return application, open_chat.number, False
+        queued = redis.get(_qiscus_room_key(room_id))
+        if queued is not None and not Chat.objects.filter(application=application, number=int(queued)).exists():
+            return application, int(queued), False  # created, not yet persisted
+        number = chat_create(application=application, customer_id=room_id)
+        redis.set(_qiscus_room_key(room_id), number, ex=24 * 3600)
+    return application, number, True
+
+
+def qiscus_room_resolve(*, room_id: str, resolved_by: dict | None = None) -> Chat | None:
+    """Qiscus marked the room resolved: resolves its open chat (or answers its latest, already resolved)
+    and serves the next waiting chat. None when no chat of this room exists."""
+    application = qiscus_application_get()
+    qiscus_agent_learn(qiscus_agent=resolved_by)
+    chat = Chat.objects.filter(application=application, customer_id=room_id).order_by("-number").first()
+    if chat is None:
+        return None
+    if chat.status == Chat.Status.RESOLVED:
+        return chat  # Qiscus may deliver a webhook twice: nothing more to do
+    try:
+        return chat_resolve(chat=chat)
+    except ConflictError:
+        return Chat.objects.get(id=chat.id)
+
+
+class QiscusTransientError(Exception):
+    """Qiscus answered 429 or 5xx: worth retrying."""
+
+
+def qiscus_agent_assign(*, chat_id: int, agent_id: int) -> bool:
+    """Assigns the chat's agent to its room in Qiscus (`POST /api/v1/admin/service/assign_agent`).
+
+    Does nothing (False) if the chat has since been resolved or given to someone else (that change sends
+    its own call), or if the agent's Qiscus id is unknown. Raises QiscusTransientError or a requests
+    connection/timeout error for the task to retry; other refusals are logged and not retried.
+    """
+    import requests  # pinned in requirements.txt for outbound webhooks; the same reasons hold here
+
+    chat = Chat.objects.filter(id=chat_id).first()
+    if chat is None or chat.status != Chat.Status.ASSIGNED or chat.assigned_agent_id != agent_id:
+        return False
+    agent = Agent.objects.filter(pk=agent_id).first()
+    if agent is None or not agent.qiscus_agent_id:
+        logger.warning("chat %s: agent %s has no known Qiscus id; not assigned in Qiscus", chat_id, agent_id)
+        return False
+    response = requests.post(
+        f"{settings.QISCUS_BASE_URL.rstrip('/')}/api/v1/admin/service/assign_agent",
+        data={"room_id": chat.customer_id, "agent_id": agent.qiscus_agent_id},
+        headers={"Qiscus-App-Id": settings.QISCUS_APP_ID, "Qiscus-Secret-Key": settings.QISCUS_SECRET_KEY},
+        timeout=settings.QISCUS_TIMEOUT_SECONDS,
+        allow_redirects=False,
+    )
+    if response.status_code == 429 or response.status_code >= 500:
+        raise QiscusTransientError(f"Qiscus answered {response.status_code}")
+    if response.status_code >= 400:
+        logger.error(
+            "Qiscus refused assign_agent for room %s: %s %s", chat.customer_id, response.status_code, response.text[:500]
+        )
+        return False
+    return True

@@ -1,0 +1,43 @@
+import requests
+from django.conf import settings
+from django.db import OperationalError
+
+from agents.services import (
+    QiscusTransientError,
+    assignment_run,
+    assignment_scheduled_clear,
+    assignment_sweep,
+    qiscus_agent_assign,
+)
+from sociomile.celery import app
+
+
+# A run is idempotent, so a transient database error (a dropped connection, a deadlock victim) is retried;
+# the beat sweep catches anything that still slips through.
+@app.task(autoretry_for=(OperationalError,), retry_backoff=1, retry_jitter=True, max_retries=3)
+def assignment_run_task() -> int:
+    """Assigns the tenant's waiting chats to its eligible agents (idempotent: a run with nothing to do
+    writes nothing). Sent after any change that can make an assignment possible."""
+    # Cleared before the run reads anything: an event committed from here on schedules another run.
+    assignment_scheduled_clear()
+    return assignment_run()
+
+
+@app.task
+def assignment_sweep_task() -> int:
+    """Beat's safety net, fanned out to every tenant: Agent rows for all staff, reply timeouts, a run."""
+    return assignment_sweep()
+
+
+@app.task(
+    autoretry_for=(QiscusTransientError, requests.ConnectionError, requests.Timeout),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=settings.QISCUS_MAX_RETRIES,
+)
+def qiscus_assign_agent_task(chat_id: int, agent_id: int) -> bool:
+    """Mirrors one assignment of a Qiscus room into Qiscus (assign_agent). Idempotent: it re-reads the
+    chat and sends nothing if the chat has moved on; Qiscus' 429/5xx and network errors are retried with
+    exponential backoff and jitter, a bounded number of times."""
+    return qiscus_agent_assign(chat_id=chat_id, agent_id=agent_id)

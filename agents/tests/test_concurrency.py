@@ -1,0 +1,169 @@
+"""Assignment through a real worker, and under concurrency: worker processes and threads assigning,
+creating and resolving at once. Committed data (live tenants); checked against the assignment history."""
+
+import random
+import threading
+from collections import defaultdict
+
+import pytest
+from django.db import connections
+from django_tenants.utils import schema_context
+
+from agents.models import Assignment
+from agents.services import agent_create, assignment_run, chat_resolve
+from conftest import PASSWORD, api_client, token_for, wait_for
+from conversations.models import Application, Chat
+from conversations.services import application_create, chat_create
+from core.exceptions import ConflictError
+
+
+@pytest.mark.worker
+def test_a_chat_created_through_the_api_is_persisted_and_assigned_by_the_worker(celery_worker, make_live_tenant):
+    # given an online agent with room for one
+    tenant = make_live_tenant("assign")
+    with schema_context(tenant.schema_name):
+        application = application_create(name="Live")
+        agent = agent_create(email="live@example.test", password=PASSWORD, max_customers=1, is_online=True)
+    client = api_client(tenant=tenant)
+    agent_api = api_client(tenant=tenant, token=token_for(agent.user, tenant=tenant))
+    chats_url = f"/api/applications/{application.token}/chats"
+
+    # when two chats are created through the client API
+    assert client.post(chats_url, {"customer_id": "first"}).json() == {"number": 1}
+    assert client.post(chats_url, {"customer_id": "second"}).json() == {"number": 2}
+
+    # then the worker persists them and assigns the first; the second waits at position 1
+    first = wait_for(
+        lambda: (body := client.get(f"{chats_url}/1").json()).get("status") == "assigned" and body, message="chat 1 assigned"
+    )
+    assert first["assigned_agent"] == agent.pk
+    wait_for(lambda: client.get(f"{chats_url}/2").status_code == 200, message="chat 2 persisted")
+    assert [(item["number"], item["position"]) for item in agent_api.get("/api/queue").json()["data"]] == [(2, 1)]
+
+    # when the agent resolves the first, the worker serves the second at once
+    assert agent_api.post(f"{chats_url}/1/resolve").json()["status"] == "resolved"
+    second = wait_for(
+        lambda: (body := client.get(f"{chats_url}/2").json()).get("status") == "assigned" and body, message="chat 2 assigned"
+    )
+    assert second["assigned_agent"] == agent.pk
+    assert agent_api.get("/api/queue").json() == {"data": [], "next_cursor": None}
+    assert f"[{tenant.schema_name}] celery.app.trace: Task agents.tasks.assignment_run_task" in celery_worker.log()
+
+
+CAPACITIES = (1, 2, 3)
+CREATORS, CHATS_PER_CREATOR = 2, 100
+RESOLVERS = 3
+
+
+def _hammer(tenant, application: Application) -> None:
+    """Creators add chats while resolvers resolve random assigned chats and run the assignment themselves,
+    racing the worker's runs (two processes), until every chat has been served."""
+    schema = tenant.schema_name
+    # Arrival order is the time a creation is accepted; two creations in the same microsecond from two
+    # threads have no order to respect, so creations take turns (everything else runs concurrently).
+    creation_turn = threading.Lock()
+    all_served = threading.Event()
+    errors: list[BaseException] = []
+
+    def guarded(work):
+        def run(k: int) -> None:
+            try:
+                with schema_context(schema):
+                    work(k)
+            except BaseException as error:  # reported by the test, not lost in a thread
+                errors.append(error)
+            finally:
+                connections.close_all()
+
+        return run
+
+    @guarded
+    def create(k: int) -> None:
+        for i in range(CHATS_PER_CREATOR):
+            with creation_turn:
+                chat_create(application=application, customer_id=f"creator{k}-{i}")
+
+    @guarded
+    def resolve(k: int) -> None:
+        rng = random.Random(k)
+        while not all_served.is_set():
+            chat = Chat.objects.filter(application=application, status=Chat.Status.ASSIGNED).order_by("?").first()
+            if chat is not None:
+                try:
+                    chat_resolve(chat=chat)  # schedules a run on the worker
+                except ConflictError:
+                    pass  # another resolver was first
+            if rng.random() < 0.3:
+                assignment_run()  # and races it from here
+
+    threads = [threading.Thread(target=create, args=(k,)) for k in range(CREATORS)]
+    threads += [threading.Thread(target=resolve, args=(k,)) for k in range(RESOLVERS)]
+    for thread in threads:
+        thread.start()
+
+    def everything_served() -> bool:
+        with schema_context(schema):
+            total = Chat.objects.filter(application=application).count()
+            waiting = Chat.objects.filter(application=application, status=Chat.Status.WAITING).count()
+        return (total == CREATORS * CHATS_PER_CREATOR and waiting == 0) or bool(errors)
+
+    try:
+        wait_for(everything_served, timeout=90, interval=0.1, message="every chat created and served")
+    finally:
+        all_served.set()
+        for thread in threads:
+            thread.join(30)
+    assert errors == []
+
+
+@pytest.mark.worker
+def test_under_concurrency_no_agent_ever_exceeds_its_limit_and_chats_are_served_in_arrival_order(
+    celery_worker, make_live_tenant
+):
+    # given three online agents with room for 1, 2 and 3 chats
+    tenant = make_live_tenant("hammer")
+    with schema_context(tenant.schema_name):
+        application = application_create(name="Load")
+        capacity = {
+            agent_create(email=f"agent{i}@example.test", password=PASSWORD, max_customers=limit, is_online=True).pk: limit
+            for i, limit in enumerate(CAPACITIES)
+        }
+
+    # when 200 chats arrive while three threads resolve and assign and the worker's two processes assign
+    _hammer(tenant, application)
+
+    with schema_context(tenant.schema_name):
+        stints = list(Assignment.objects.order_by("id").values("chat_id", "agent_id", "reason", "assigned_at", "ended_at"))
+        arrival = {
+            chat_id: (created_at, number)
+            for chat_id, created_at, number in Chat.objects.filter(application=application).values_list(
+                "id", "created_at", "number"
+            )
+        }
+
+    # then every chat was assigned exactly once, by the queue
+    assert len(stints) == CREATORS * CHATS_PER_CREATOR
+    assert sorted(stint["chat_id"] for stint in stints) == sorted(arrival)
+    assert {stint["reason"] for stint in stints} == {"queue"}
+
+    # and in arrival order: the sequence of assignments is the sequence of arrivals
+    served = [arrival[stint["chat_id"]] for stint in stints]
+    assert served == sorted(served)
+
+    # and, replaying the history, no agent ever held more chats than its limit (a slot freed before the
+    # assignment that reused it, at equal times)
+    events = defaultdict(list)
+    for stint in stints:
+        events[stint["agent_id"]].append((stint["assigned_at"], 1))
+        if stint["ended_at"] is not None:
+            events[stint["agent_id"]].append((stint["ended_at"], -1))
+    peak = {}
+    for agent_id, timeline in events.items():
+        held = peak[agent_id] = 0
+        for _, change in sorted(timeline):
+            held += change
+            peak[agent_id] = max(peak[agent_id], held)
+    assert set(peak) <= set(capacity)
+    assert all(peak[agent_id] <= capacity[agent_id] for agent_id in peak), (peak, capacity)
+    # the limits were actually reached: the test did contend for capacity
+    assert peak == capacity
