@@ -226,7 +226,7 @@ def test_another_tenant_never_sees_these_chats_or_tickets(tenant_a, tenant_b, a_
         assert Ticket.objects.get().status == "open"
 
 
-# --- the issue's full cycle, as far as this branch goes ----------------------------------------------------------
+# --- the issue's full cycle ----------------------------------------------------------
 
 
 @pytest.mark.worker
@@ -240,14 +240,17 @@ def test_full_cycle_through_http_with_a_real_worker(celery_worker, make_live_ten
     admin = api_client(tenant=tenant, token=signed_in["token"])
     application = admin.post("/api/applications", {"name": "WhatsApp"}).json()
 
-    # an agent (made directly until the agents API lands: issue 6) signs in
-    # TODO(issue 6): create it with POST /api/agents and set it online with PATCH /api/agents/{id}.
-    make_user(tenant=tenant, role=User.Role.AGENT, email="ann@cycle.test")
+    # the admin creates an agent, who signs in and goes online
+    created = admin.post(
+        "/api/agents", {"email": "ann@cycle.test", "name": "Ann", "password": PASSWORD, "max_customers": 2}
+    )
+    assert created.status_code == 201
+    agent_id = created.json()["id"]
     agent_login = host.post("/api/auth/token", {"email": "ann@cycle.test", "password": PASSWORD}).json()
     assert agent_login["role"] == "agent"
     agent = api_client(tenant=tenant, token=agent_login["token"])
-    with schema_context(tenant.schema_name):
-        agent_id = User.objects.get(email="ann@cycle.test").id
+    went_online = agent.patch(f"/api/agents/{agent_id}", {"is_online": True})
+    assert (went_online.status_code, went_online.json()["is_online"]) == (200, True)
 
     # a signed webhook message arrives and the worker persists the chat with it
     channel = SimpleNamespace(token=application["token"], webhook_secret=application["webhook_secret"])
@@ -258,10 +261,13 @@ def test_full_cycle_through_http_with_a_real_worker(celery_worker, make_live_ten
         (application["token"], 1, "wa:+62811", 1)
     ]
 
-    # TODO(issue 6): the assignment engine assigns it to the online agent; until then, assign it by hand.
-    with schema_context(tenant.schema_name):
-        Chat.objects.filter(number=1).update(assigned_agent_id=agent_id, status=Chat.Status.ASSIGNED)
-    assert [chat["number"] for chat in agent.get("/api/chats?agent=me").json()["data"]] == [1]
+    # the worker's assignment engine gives it to the online agent
+    assigned = wait_for(
+        lambda: [chat for chat in agent.get("/api/chats?agent=me").json()["data"] if chat["status"] == "assigned"],
+        message="the chat assigned to the agent",
+    )
+    assert [(chat["number"], chat["assigned_agent"]) for chat in assigned] == [(1, agent_id)]
+    assert agent.get(f"/api/agents/{agent_id}").json()["active_chats"] == 1
 
     # the agent reads and replies
     chat_url = f"/api/applications/{application['token']}/chats/1"
