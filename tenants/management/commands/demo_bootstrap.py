@@ -2,6 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django_tenants.utils import get_public_schema_name, schema_context
 
+from agents.services import agent_create
 from conversations.models import Application
 from conversations.services import application_create
 from core.models import User
@@ -38,8 +39,11 @@ class Command(BaseCommand):
             admin_token = user_token_get_or_create(user=demo_admin).key
             agent_tokens = []
             for email, name in DEMO_AGENTS:
-                agent = _user(email=email, password=DEMO_AGENT_PASSWORD, role=User.Role.AGENT, name=name)
-                agent_tokens.append((email, user_token_get_or_create(user=agent).key))
+                # Online from the start, so the demo's waiting chats are assigned at once.
+                user = User.objects.filter(email=email).first() or agent_create(
+                    email=email, password=DEMO_AGENT_PASSWORD, name=name, is_online=True
+                ).user
+                agent_tokens.append((email, user_token_get_or_create(user=user).key))
             application = Application.objects.first() or application_create(name="Demo website chat")
 
         port = options["port"]
