@@ -127,6 +127,9 @@ class TenantMessageListCreateApi(APIView):
         id = serializers.UUIDField()
         payload = serializers.JSONField()
         created_at = serializers.DateTimeField()
+        status = serializers.CharField(help_text="processed; accepted (a failed attempt awaits its retry); dead.")
+        attempts = serializers.IntegerField()
+        last_error = serializers.CharField()
 
     @extend_schema(
         request=InputSerializer,

@@ -6,8 +6,8 @@ from sociomile.celery import app
 from tenants.services import tenant_probe_record
 
 
-@app.task
-def tenant_probe_task(run_id: str, index: int, duration_ms: int = 0) -> None:
+@app.task(bind=True)
+def tenant_probe_task(self, run_id: str, index: int, duration_ms: int = 0) -> None:
     """Diagnostic: occupies one of the tenant's slots for `duration_ms` and records when it ran, where.
 
     Sent in a tenant's context (`tenant_probe_send`), it goes through exactly what the tenant's real work
@@ -15,7 +15,7 @@ def tenant_probe_task(run_id: str, index: int, duration_ms: int = 0) -> None:
     end (queue latency, cap, fairness); the tests use it to measure overlap. Writes nothing but a
     short-lived Redis list under the tenant's own key, so it is safe to run on a live tenant.
     """
-    worker = f"{socket.gethostname()}:{os.getpid()}"
+    worker = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
     tenant_probe_record(run_id=run_id, index=index, event="start", worker=worker)
     time.sleep(duration_ms / 1000)
     tenant_probe_record(run_id=run_id, index=index, event="end", worker=worker)

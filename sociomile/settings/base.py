@@ -219,6 +219,12 @@ TENANT_SLOT_POLL_SECONDS = 0.05
 # Deleting a tenant waits this long for its running tasks to finish before its schema is dropped.
 TENANT_DELETE_DRAIN_SECONDS = env_int("TENANT_DELETE_DRAIN_SECONDS", 60)
 
+# --- Tenant event log ----------------------------------------------------------------------------------
+# An event its consumer fails to persist is retried (exponential backoff with jitter from this base, in
+# seconds) and parked as `dead` with its last error after this many attempts (conversations.tasks).
+INBOUND_EVENT_MAX_ATTEMPTS = env_int("INBOUND_EVENT_MAX_ATTEMPTS", 5)
+INBOUND_EVENT_RETRY_BACKOFF_SECONDS = float(env_str("INBOUND_EVENT_RETRY_BACKOFF_SECONDS", "2"))
+
 # --- Metrics -------------------------------------------------------------------------------------------
 # `/metrics` on the platform host answers a platform admin's token, or `Authorization: Bearer <this>` when
 # set (for a Prometheus scraper without a user account). Empty: platform admin tokens only.
