@@ -69,6 +69,22 @@ def _flush_test_redis():
 
 
 @pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's, plus: the test database exists even if no collected test uses `db`.
+
+    pytest-django creates it only for tests that use `db` or the django_db mark; a run of worker tests
+    alone (they use `live_db`) would otherwise talk to the development database.
+    """
+    from django.test.utils import setup_databases
+
+    if not connection.settings_dict["NAME"].startswith("test_"):
+        with django_db_blocker.unblock():
+            setup_databases(verbosity=0, interactive=False, aliases={"default"})
+            connection.set_schema_to_public()
+    yield
+
+
+@pytest.fixture(scope="session")
 def session_tenants(django_db_setup, django_db_blocker):
     """Two tenants created once and committed (schema creation runs migrations: too slow per test)."""
     with django_db_blocker.unblock():
