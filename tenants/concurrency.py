@@ -346,6 +346,9 @@ class TenantSlotGate:
     def _retry_parked(self) -> None:
         concurrency = self.consumer.controller.concurrency if self.consumer.controller else 1
         visibility_timeout = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+        for schema_name in tenant_slots_is_closed(schema_names=list(self.parked)):
+            while schema_name in self.parked:  # being deleted: drop what waits, whether or not a process is free
+                self._drop(self._unpark(schema_name, resume=False).request, schema_name)
         for schema_name in list(self.parked):
             while schema_name in self.parked:
                 head = self.parked[schema_name][0]

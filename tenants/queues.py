@@ -50,8 +50,17 @@ def tenant_queue_close(*, schema_name: str) -> None:
     from sociomile.celery import app
 
     tenant_queue_stop(schema_name=schema_name)
+    queue_name = tenant_queue_name(schema_name)
     with app.connection_for_write() as broker:
-        broker.default_channel.queue_delete(tenant_queue_name(schema_name))
+        channel = broker.default_channel
+        # kombu's queue_delete only deletes bindings this process declared (its in-memory state); the web
+        # process deleting a tenant may never have published to it. So the lists (one per priority step)
+        # and the queue's exchange binding are deleted by name.
+        channel.queue_delete(queue_name)
+        channel.client.delete(
+            *[channel._q_for_pri(queue_name, priority) for priority in channel.priority_steps],
+            channel.keyprefix_queue % queue_name,
+        )
 
 
 def tenant_queue_depths(*, schema_names: list[str]) -> dict[str, int]:

@@ -8,6 +8,7 @@ import pytest
 from conftest import api_client, token_for, wait_for
 from core.redis import get_redis
 from tenants.concurrency import tenant_slots_in_use
+from tenants.metrics import tenant_metrics_read
 from tenants.models import Tenant
 from tenants.queues import tenant_queue_depth
 from tenants.services import tenant_probe_send
@@ -111,6 +112,10 @@ def test_cap_holds_across_workers_and_a_live_raise_takes_effect(fleet, make_live
     assert first_time_overlap_reached(intervals.values(), 3) - raised_at < 2.0
     assert len({interval["worker"].split(":")[0] for interval in intervals.values()}) >= 2  # both consumers served
     assert tenant_slots_in_use(schema_name=tenant.schema_name) == 0
+    # and the workers counted them for /metrics
+    probe_outcomes = lambda: tenant_metrics_read(schema_names=[tenant.schema_name])[tenant.schema_name]  # noqa: E731
+    wait_for(lambda: probe_outcomes().get("tasks|tenants.tasks.tenant_probe_task|succeeded") == "16", message="metrics")
+    assert probe_outcomes()["duration|tenants.tasks.tenant_probe_task|count"] == "16"
 
 
 @pytest.mark.worker
