@@ -13,6 +13,7 @@ from django_tenants.utils import schema_context
 from conftest import _test_database_url, wait_for
 from conversations.models import InboundEvent
 from sociomile.celery import app
+from tenants.concurrency import tenant_slots_in_use
 from tenants.services import tenant_probe_send
 from tenants.tests.support import live_platform_api, probe_intervals, start_worker, worker_slots
 
@@ -109,7 +110,10 @@ def test_sigkill_mid_task_loses_no_event_and_duplicates_none(celery_worker, make
         victim.process.wait(timeout=10)
         lock.rollback()
 
-        # then a surviving worker gets the killed worker's messages back, and every event is stored once
+        # then the dead worker's two slots stay taken only until their leases expire (3 s here)...
+        wait_for(lambda: tenant_slots_in_use(schema_name=tenant.schema_name) == 2, message="only the dead leases left")
+        wait_for(lambda: tenant_slots_in_use(schema_name=tenant.schema_name) == 0, timeout=6, message="leases to expire")
+        # ...a surviving worker gets the killed worker's messages back, and every event is stored once
         spawn_worker("survivor", concurrency=2)
 
         def persisted():
