@@ -144,10 +144,12 @@ def tenant_probe_send(*, tenant: Tenant, count: int = 1, duration_ms: int = 0) -
     """Sends `count` diagnostic probes to the tenant's queue (tenants.tasks.tenant_probe_task); returns the run id."""
     from tenants.tasks import tenant_probe_task
 
+    from sociomile.celery import app
+
     run_id = uuid.uuid4().hex
-    with schema_context(tenant.schema_name):
+    with schema_context(tenant.schema_name), app.producer_or_acquire() as producer:
         for index in range(count):
-            tenant_probe_task.delay(run_id, index, duration_ms)
+            tenant_probe_task.apply_async((run_id, index, duration_ms), producer=producer)
     return run_id
 
 
