@@ -19,7 +19,7 @@ from conftest import WorkerProcess, _test_database_url, wait_for
 from conversations.models import InboundEvent
 from core.redis import get_redis
 from sociomile.celery import app
-from tenants.concurrency import tenant_slots_in_use
+from tenants.concurrency import tenant_slot_acquire, tenant_slot_release, tenant_slots_in_use
 from tenants.metrics import tenant_metrics_read
 from tenants.models import Tenant
 from tenants.queues import tenant_queue_depth
@@ -165,11 +165,19 @@ def test_deleting_a_tenant_waits_for_its_running_tasks_then_drops_it(workers, ma
 
 
 def test_sigterm_lets_the_running_task_finish_before_the_worker_exits(workers, make_live_tenant):
-    # given a worker with one pool process running a 1.5-second task (as many tasks are sent as all
-    # workers have processes, each worker prefetching one per process, so one of them lands on it)
     worker = workers["term"]
+    saturated = make_live_tenant("parked", concurrency=1)
     tenant = make_live_tenant("term", concurrency=64)
     count = worker_slots(excluding=_node_name(worker)) + 1
+    # given a tenant at its limit (1, its slot held by the test as if by another worker) whose tasks every
+    # worker parks...
+    assert tenant_slot_acquire(schema_name=saturated.schema_name, token="held-by-the-test", fallback_limit=1) == 1
+    parked_count = 12
+    parked_run = tenant_probe_send(tenant=saturated, count=parked_count, duration_ms=50)
+    wait_for(lambda: f"tenant {saturated.schema_name} is at its concurrency limit" in worker.log(),
+             message="the worker to park a task")  # fmt: skip
+    # ...and a worker with one pool process, parking one of them and running a 1.5-second task of another
+    # tenant (as many of those are sent as all workers have processes, so one lands on its only process)
     run_id = tenant_probe_send(tenant=tenant, count=count, duration_ms=1500)
 
     def running_on_worker():
@@ -182,14 +190,23 @@ def test_sigterm_lets_the_running_task_finish_before_the_worker_exits(workers, m
     worker.process.send_signal(signal.SIGTERM)
     exit_code = worker.process.wait(timeout=20)
 
-    # then it finished that task before exiting, cleanly
+    # then it finished that task before exiting, cleanly, handing back the task it had parked
     assert exit_code == 0
     assert len(held) == 1
     assert probe_intervals(tenant.schema_name, run_id)[held[0]]["end"] is not None
     assert "Warm shutdown" in worker.log()
-    # and every task ran, each exactly once: nothing the worker held was lost or handed out twice
+    assert "Restoring 1 unacknowledged message(s)" in worker.log()
+    # and it gave its slot back on the way out, instead of leaving it to expire
+    leases = get_redis().zrange(f"sociomile:{tenant.schema_name}:slots", 0, -1)
+    assert [lease for lease in leases if lease.decode().startswith(_node_name(worker))] == []
+    # and every task ran, each exactly once: nothing the worker ran or parked was lost or handed out twice
+    tenant_slot_release(schema_name=saturated.schema_name, token="held-by-the-test")
     wait_for(lambda: finished(tenant.schema_name, run_id) == count, timeout=20, message="every task")
     assert [item["starts"] for item in probe_intervals(tenant.schema_name, run_id).values()] == [1] * count
+    wait_for(lambda: finished(saturated.schema_name, parked_run) == parked_count, timeout=20, message="the parked ones")
+    parked = probe_intervals(saturated.schema_name, parked_run)
+    assert [item["starts"] for item in parked.values()] == [1] * parked_count
+    assert max_overlap(parked.values()) == 1
 
 
 def test_sigkill_mid_task_loses_no_event_and_duplicates_none(workers, make_live_tenant):
