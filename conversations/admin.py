@@ -13,7 +13,9 @@ class InboundEventAdmin(admin.ModelAdmin):
     search_fields = ("id", "last_error", "raw_payload")
     date_hierarchy = "created_at"
     ordering = ("-created_at", "-id")
-    fields = ("id", "status", "attempts", "created_at", "persisted_at", "updated_at", "payload", "raw_payload", "last_error")
+    fields = (
+        "id", "status", "attempts", "created_at", "persisted_at", "updated_at", "payload", "raw_payload", "last_error",
+    )  # fmt: skip
     readonly_fields = fields
 
     @admin.display(description="last error")

@@ -18,7 +18,12 @@ def inbound_event_record(*, event_id: uuid.UUID, payload: dict, created_at: date
     with transaction.atomic():
         event, created = InboundEvent.objects.select_for_update().get_or_create(
             id=event_id,
-            defaults={"payload": payload, "created_at": created_at, "attempts": attempt, "status": InboundEvent.Status.PROCESSED},
+            defaults={
+                "payload": payload,
+                "created_at": created_at,
+                "attempts": attempt,
+                "status": InboundEvent.Status.PROCESSED,
+            },
         )
         if not created and event.status != InboundEvent.Status.PROCESSED:
             event.payload, event.raw_payload, event.last_error = payload, "", ""
@@ -49,7 +54,9 @@ def inbound_event_attempt_failed(
                 event = InboundEvent.objects.select_for_update().filter(id=event_id).first()
                 if event is not None and event.status == InboundEvent.Status.PROCESSED:
                     return event  # a concurrent delivery of the same event made it
-                event, _ = InboundEvent.objects.update_or_create(id=event_id, defaults={**fields, "payload": stored_payload})
+                event, _ = InboundEvent.objects.update_or_create(
+                    id=event_id, defaults={**fields, "payload": stored_payload}
+                )
                 return event
         except DataError:
             if stored_payload is None:

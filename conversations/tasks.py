@@ -36,7 +36,12 @@ def inbound_event_record_task(self, event_id: str, payload: dict, created_at: st
     is_final = attempt >= settings.INBOUND_EVENT_MAX_ATTEMPTS
     try:
         inbound_event_attempt_failed(
-            event_id=event_uuid, payload=payload, created_at=accepted_at, attempt=attempt, error=failure, is_final=is_final
+            event_id=event_uuid,
+            payload=payload,
+            created_at=accepted_at,
+            attempt=attempt,
+            error=failure,
+            is_final=is_final,
         )
     except Exception:
         logger.exception("event %s: could not record failed attempt %s; retrying", event_id, attempt)

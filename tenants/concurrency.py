@@ -262,7 +262,9 @@ class TenantSlotGate:
 
     def _acquire(self, schema_name: str, request) -> int:
         token = f"{self.consumer.hostname}:{request.id}:{uuid.uuid4().hex[:8]}"
-        outcome = tenant_slot_acquire(schema_name=schema_name, token=token, fallback_limit=self._fallback_limit(schema_name))
+        outcome = tenant_slot_acquire(
+            schema_name=schema_name, token=token, fallback_limit=self._fallback_limit(schema_name)
+        )
         if outcome == ACQUIRED:
             self.leases[request] = (schema_name, token)
             self._release_when_done(request)

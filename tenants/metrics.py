@@ -24,7 +24,13 @@ logger = logging.getLogger(__name__)
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 # Celery's task states as task_postrun reports them, mapped to the outcome label.
-OUTCOMES = {"SUCCESS": "succeeded", "FAILURE": "failed", "RETRY": "retried", "IGNORED": "ignored", "REJECTED": "rejected"}
+OUTCOMES = {
+    "SUCCESS": "succeeded",
+    "FAILURE": "failed",
+    "RETRY": "retried",
+    "IGNORED": "ignored",
+    "REJECTED": "rejected",
+}
 
 
 def _metrics_key(schema_name: str) -> str:
@@ -74,8 +80,12 @@ class TenantMetricsCollector:
         in_flight = concurrency.tenant_slots_in_use_many(schema_names=names)
         stored = tenant_metrics_read(schema_names=names)
 
-        depth = GaugeMetricFamily("sociomile_tenant_queue_depth", "Tasks waiting in the tenant's queue.", labels=["tenant"])
-        running = GaugeMetricFamily("sociomile_tenant_tasks_in_flight", "The tenant's tasks running now.", labels=["tenant"])
+        depth = GaugeMetricFamily(
+            "sociomile_tenant_queue_depth", "Tasks waiting in the tenant's queue.", labels=["tenant"]
+        )
+        running = GaugeMetricFamily(
+            "sociomile_tenant_tasks_in_flight", "The tenant's tasks running now, on any worker.", labels=["tenant"]
+        )
         limit = GaugeMetricFamily(
             "sociomile_tenant_concurrency_limit", "How many of the tenant's tasks may run at once.", labels=["tenant"]
         )
@@ -95,8 +105,10 @@ class TenantMetricsCollector:
                 if kind == "tasks":
                     outcomes.add_metric([name, task_name, rest[0]], int(value))
                 elif kind == "duration" and rest == ["count"]:
-                    counts = {bound: int(values.get(f"duration|{task_name}|le|{bound}", 0)) for bound in DURATION_BUCKETS}
-                    counts["+Inf"] = int(values.get(f"duration|{task_name}|le|+Inf", 0))
+                    counts = {
+                        bound: int(values.get(f"duration|{task_name}|le|{bound}", 0))
+                        for bound in (*DURATION_BUCKETS, "+Inf")
+                    }
                     cumulative, buckets = 0, []
                     for bound, count in counts.items():
                         cumulative += count

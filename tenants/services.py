@@ -110,7 +110,9 @@ def tenant_concurrency_set(*, tenant: Tenant, workers: int) -> Tenant:
     Tenant.objects.filter(id=tenant.id).update(concurrency=workers)
     tenant.concurrency = workers
     schema_name = tenant.schema_name
-    transaction.on_commit(lambda: tenant_concurrency.tenant_concurrency_limit_set(schema_name=schema_name, limit=workers))
+    transaction.on_commit(
+        lambda: tenant_concurrency.tenant_concurrency_limit_set(schema_name=schema_name, limit=workers)
+    )
     logger.info("tenant %s: concurrency set to %s", schema_name, workers)
     return tenant
 

@@ -79,7 +79,8 @@ def test_an_attempt_that_works_after_failures_marks_the_event_processed(tenant_a
     event_id, now = uuid.uuid4(), timezone.now()
     with schema_context(tenant_a.schema_name):
         inbound_event_attempt_failed(
-            event_id=event_id, payload={"n": 1}, created_at=now, attempt=1, error=RuntimeError("db away"), is_final=False
+            event_id=event_id, payload={"n": 1}, created_at=now, attempt=1, error=RuntimeError("db away"),
+            is_final=False,
         )
         retrying = InboundEvent.objects.get(id=event_id)
         assert (retrying.status, retrying.attempts, retrying.payload) == ("accepted", 1, {"n": 1})

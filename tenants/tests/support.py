@@ -1,6 +1,6 @@
 """Helpers for the tests that run real workers: probe runs, overlap, worker processes that recover fast."""
 
-from conftest import WorkerProcess, api_client, make_user, token_for
+from conftest import api_client, make_user, token_for
 from core.models import User
 from sociomile.celery import app
 from tenants.selectors import tenant_probe_events
@@ -13,10 +13,6 @@ FAST_RECOVERY_ENV = {
     "CELERY_TASK_TIME_LIMIT": "5",
     "TENANT_SLOT_LEASE_SECONDS": "3",
 }
-
-
-def start_worker(name: str, *, concurrency: int) -> WorkerProcess:
-    return WorkerProcess(name=name, concurrency=concurrency, extra_env=FAST_RECOVERY_ENV)
 
 
 def live_platform_api():

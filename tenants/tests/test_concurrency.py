@@ -21,8 +21,11 @@ def test_put_concurrency_stores_it_and_publishes_the_limit(platform_api, tenant_
     assert platform_api.get(f"/api/tenants/{tenant_a.id}").json()["concurrency"] == 7
 
 
-@pytest.mark.parametrize("body", [{"workers": 0}, {"workers": 65}, {"workers": "4"}, {"workers": 2.5}, {"workers": True},
-                                  {"workers": None}, {}, {"concurrency": 4}])  # fmt: skip
+@pytest.mark.parametrize(
+    "body",
+    [{"workers": 0}, {"workers": 65}, {"workers": "4"}, {"workers": 2.5}, {"workers": True}, {"workers": None}, {},
+     {"concurrency": 4}],
+)  # fmt: skip
 def test_put_concurrency_rejects_bad_values_and_changes_nothing(platform_api, tenant_a, body):
     before = Tenant.objects.get(id=tenant_a.id).concurrency
 

@@ -220,9 +220,8 @@ def test_sigkill_mid_task_loses_no_event_and_duplicates_none(workers, make_live_
     lock = psycopg.connect(_test_database_url())
     try:
         lock.execute(f'LOCK TABLE "{tenant.schema_name}".conversations_inboundevent IN EXCLUSIVE MODE')
-        accepted = [
-            platform.post(f"/api/tenants/{tenant.id}/messages", {"payload": {"n": n}}).json()["id"] for n in range(count)
-        ]
+        url = f"/api/tenants/{tenant.id}/messages"
+        accepted = [platform.post(url, {"payload": {"n": n}}).json()["id"] for n in range(count)]
         wait_for(
             lambda: len((app.control.inspect(destination=[_node_name(victim)], timeout=1).active() or {})
                         .get(_node_name(victim), [])) == 2,
@@ -235,7 +234,7 @@ def test_sigkill_mid_task_loses_no_event_and_duplicates_none(workers, make_live_
 
         # then the dead worker's two slots stay taken only until their leases expire (3 s here)...
         wait_for(lambda: tenant_slots_in_use(schema_name=tenant.schema_name) == 2, message="only the dead leases left")
-        wait_for(lambda: tenant_slots_in_use(schema_name=tenant.schema_name) == 0, timeout=6, message="leases to expire")
+        wait_for(lambda: tenant_slots_in_use(schema_name=tenant.schema_name) == 0, timeout=6, message="expiry")
 
         # ...other workers get its messages back after the visibility timeout, and every event is stored once
         def persisted():
