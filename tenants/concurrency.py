@@ -21,8 +21,10 @@ the moment its task finishes (or, as a backstop, when the worker's state says th
 
 A task that finds its tenant saturated is *parked* in the main process, still unacknowledged: the worker
 raises its prefetch by one so the parked message does not occupy a slot other tenants could use, stops
-consuming that tenant's queue (so it does not pull more of that tenant's backlog), and retries the
-parked task every TENANT_SLOT_POLL_SECONDS; when it runs, the queue is consumed again. We chose this
+consuming that tenant's queue (so it does not pull more of that tenant's backlog), and asks again for a
+slot after TENANT_SLOT_POLL_SECONDS, backing off to PARKED_RETRY_MAX_SECONDS while the tenant stays
+saturated (at once when one of that tenant's tasks ends on this worker); when the last parked task of a
+tenant runs, its queue is consumed again. We chose this
 over the alternatives:
 
 - Re-publishing the task (`retry`/`apply_async` with a delay) when no slot is free counts against the
@@ -52,6 +54,10 @@ from tenants.queues import tenant_queue_name
 logger = logging.getLogger(__name__)
 
 ACQUIRED, SATURATED, CLOSED = 1, 0, -1
+# The longest a worker waits before asking again for a slot of a saturated tenant it parks tasks of.
+PARKED_RETRY_MAX_SECONDS = 0.5
+# How often a worker parking tasks checks whether their tenants are being deleted.
+CLOSED_CHECK_SECONDS = 0.5
 
 # KEYS: slots, limit, closed. ARGV: token, lease ms, fallback limit. Returns ACQUIRED, SATURATED or CLOSED.
 _ACQUIRE = """
@@ -233,6 +239,9 @@ class TenantSlotGate:
         self.leases: dict[object, tuple[str, str]] = {}  # request -> (schema, token), while it runs
         self.parked: dict[str, deque[_Parked]] = {}  # schema -> its tasks waiting for a slot, in order
         self.limits: dict[str, int] = {}  # the database's limits, as of the last queue sync
+        self.retry_at: dict[str, float] = {}  # schema -> when to ask again for a slot for its parked tasks
+        self.retry_delay: dict[str, float] = {}
+        self.next_closed_check = 0.0
         self.timer_entries: list = []
         self.last_refresh = time.monotonic()
 
@@ -291,6 +300,7 @@ class TenantSlotGate:
     def _release(self, request) -> None:
         lease = self.leases.pop(request, None)
         if lease is not None:
+            self.retry_at.pop(lease[0], None)
             try:
                 tenant_slot_release(schema_name=lease[0], token=lease[1])
             except Exception:  # Redis away: the lease expires by itself
@@ -307,6 +317,8 @@ class TenantSlotGate:
         self.consumer.qos.decrement_eventually()
         if not waiting:
             del self.parked[schema_name]
+            self.retry_at.pop(schema_name, None)
+            self.retry_delay.pop(schema_name, None)
             if resume:
                 self._resume(schema_name)
         return item
@@ -348,17 +360,26 @@ class TenantSlotGate:
     def _retry_parked(self) -> None:
         concurrency = self.consumer.controller.concurrency if self.consumer.controller else 1
         visibility_timeout = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
-        for schema_name in tenant_slots_is_closed(schema_names=list(self.parked)):
-            while schema_name in self.parked:  # being deleted: drop what waits, whether or not a process is free
-                self._drop(self._unpark(schema_name, resume=False).request, schema_name)
+        now = time.monotonic()
+        if self.parked and now >= self.next_closed_check:
+            # Tenants being deleted: drop what waits for them, whether or not a process is free here.
+            self.next_closed_check = now + CLOSED_CHECK_SECONDS
+            for schema_name in tenant_slots_is_closed(schema_names=list(self.parked)):
+                while schema_name in self.parked:
+                    self._drop(self._unpark(schema_name, resume=False).request, schema_name)
         for schema_name in list(self.parked):
+            if self.retry_at.get(schema_name, 0.0) > now:
+                continue
             while schema_name in self.parked:
                 head = self.parked[schema_name][0]
-                if time.monotonic() - head.since > visibility_timeout / 2:
+                if now - head.since > visibility_timeout / 2:
                     # Parked too long: back to the end of its queue before Redis would hand it out twice.
                     self._unpark(schema_name)
-                    head.request.reject(requeue=True)
-                    worker_state.task_ready(head.request)
+                    if tenant_slots_is_closed(schema_names=[schema_name]):
+                        self._drop(head.request, schema_name)  # its queue is gone: do not bring it back
+                    else:
+                        head.request.reject(requeue=True)
+                        worker_state.task_ready(head.request)
                     continue
                 if self._busy_processes() >= concurrency:
                     return  # no free process here: a slot taken now would sit idle
@@ -367,7 +388,9 @@ class TenantSlotGate:
                     schema_name=schema_name, token=token, fallback_limit=self._fallback_limit(schema_name)
                 )
                 if outcome == SATURATED:
+                    self._back_off(schema_name, now)
                     break
+                self.retry_delay.pop(schema_name, None)
                 self._unpark(schema_name, resume=outcome != CLOSED)
                 if outcome == CLOSED:
                     self._drop(head.request, schema_name)
@@ -380,6 +403,15 @@ class TenantSlotGate:
                     self._release(head.request)
                     logger.exception("could not hand a parked task to the pool")
 
+    def _back_off(self, schema_name: str, now: float) -> None:
+        # A saturated tenant is asked again after 50 ms, then less and less often (up to 0.5 s): a worker
+        # parking tasks of many saturated tenants must not hammer Redis. A slot freed on this worker
+        # resets it (`_release`), so a tenant's own finished task hands its slot over at the next tick.
+        previous = self.retry_delay.get(schema_name, settings.TENANT_SLOT_POLL_SECONDS / 2)
+        delay = min(previous * 2, PARKED_RETRY_MAX_SECONDS)
+        self.retry_delay[schema_name] = delay
+        self.retry_at[schema_name] = now + delay
+
     def _refresh_leases(self) -> None:
         self.last_refresh = time.monotonic()
         by_tenant: dict[str, list[str]] = {}
@@ -391,6 +423,8 @@ class TenantSlotGate:
     def forget_parked(self) -> None:
         """On a connection loss or shutdown: parked messages are not ours any more (kombu puts them back)."""
         self.parked.clear()
+        self.retry_at.clear()
+        self.retry_delay.clear()
 
 
 class TenantConcurrencyStep(bootsteps.StartStopStep):

@@ -102,7 +102,7 @@ def _tenant_queue_and_slots_forget(*, schema_name: str) -> None:
 def tenant_concurrency_set(*, tenant: Tenant, workers: int) -> Tenant:
     """Sets how many of the tenant's tasks may run at once; workers obey from the next task they start.
 
-    Raising the limit lets parked tasks start within TENANT_SLOT_POLL_SECONDS; lowering it lets running
+    Raising the limit lets parked tasks start within half a second; lowering it lets running
     tasks finish (they are never killed) while no new one starts until the count is under the new limit.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_TENANT_CONCURRENCY:
