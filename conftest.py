@@ -194,7 +194,7 @@ def _test_database_url() -> str:
 class WorkerProcess:
     """A real `celery worker` subprocess on the test database and Redis."""
 
-    def __init__(self, *, name: str, concurrency: int = 2, extra_env: dict | None = None):
+    def __init__(self, *, name: str, concurrency: int = 2, extra_env: dict | None = None, wait: bool = True):
         self.name = name
         TEST_OUTPUT.mkdir(exist_ok=True)
         self.log_path = TEST_OUTPUT / f"worker-{name}.log"
@@ -211,10 +211,15 @@ class WorkerProcess:
         ]  # fmt: skip
         self.log_file = open(self.log_path, "w")
         self.process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self.log_file, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Waits until the worker consumes (start several with wait=False, then wait: they boot in parallel)."""
         wait_for(lambda: "ready." in self.log_path.read_text() or self.process.poll() is not None,
-                 timeout=60, message=f"worker {name} to start")  # fmt: skip
+                 timeout=60, message=f"worker {self.name} to start")  # fmt: skip
         if self.process.poll() is not None:
-            pytest.fail(f"worker {name} exited at start:\n{self.log_path.read_text()}")
+            pytest.fail(f"worker {self.name} exited at start:\n{self.log_path.read_text()}")
 
     def log(self) -> str:
         return self.log_path.read_text()

@@ -1,16 +1,61 @@
+import logging
+import random
 import uuid
 
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
-from conversations.services import counts_reconcile, creations_persist, inbound_event_record
+from conversations.services import (
+    counts_reconcile,
+    creations_persist,
+    inbound_event_attempt_failed,
+    inbound_event_record,
+)
 from sociomile.celery import app
 
+logger = logging.getLogger(__name__)
 
-@app.task
-def inbound_event_record_task(event_id: str, payload: dict, created_at: str) -> None:
-    """Persists one event published to the tenant's queue into the tenant's event log (idempotent)."""
-    inbound_event_record(event_id=uuid.UUID(event_id), payload=payload, created_at=parse_datetime(created_at))
+
+def _backoff_seconds(attempt: int) -> float:
+    # Exponential with full jitter around it, capped: retries of many failing events do not synchronise.
+    base = settings.INBOUND_EVENT_RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1)
+    return min(base * random.uniform(0.5, 1.5), 60.0)
+
+
+@app.task(bind=True, max_retries=None)
+def inbound_event_record_task(self, event_id: str, payload: dict, created_at: str) -> None:
+    """Persists one event published to the tenant's queue into the tenant's event log (idempotent).
+
+    Any failure is retried with backoff up to INBOUND_EVENT_MAX_ATTEMPTS attempts, each recorded on the
+    event (`accepted` with its error); then the event is parked as `dead` with its payload and last error,
+    for an operator to see in the tenant admin. Only while even that record cannot be written (the
+    database is unreachable) does it keep retrying, so an accepted event is never dropped.
+    """
+    attempt = self.request.retries + 1
+    event_uuid, accepted_at = uuid.UUID(event_id), parse_datetime(created_at)
+    try:
+        inbound_event_record(event_id=event_uuid, payload=payload, created_at=accepted_at, attempt=attempt)
+        return
+    except Exception as error:
+        failure = error
+    is_final = attempt >= settings.INBOUND_EVENT_MAX_ATTEMPTS
+    try:
+        inbound_event_attempt_failed(
+            event_id=event_uuid,
+            payload=payload,
+            created_at=accepted_at,
+            attempt=attempt,
+            error=failure,
+            is_final=is_final,
+        )
+    except Exception:
+        logger.exception("event %s: could not record failed attempt %s; retrying", event_id, attempt)
+        raise self.retry(countdown=_backoff_seconds(attempt), exc=failure) from failure
+    if is_final:
+        logger.error("event %s parked as dead after %s attempts: %s", event_id, attempt, failure)
+        return
+    logger.warning("event %s: attempt %s failed (%s); retrying", event_id, attempt, failure)
+    raise self.retry(countdown=_backoff_seconds(attempt), exc=failure)
 
 
 @app.task

@@ -13,9 +13,12 @@ app.autodiscover_tasks()
 
 def _install_worker_steps(celery_app: CeleryApp) -> None:
     # Imported here: the step imports Django models, which need the settings loaded first.
+    from tenants.concurrency import TenantConcurrencyStep
     from tenants.queues import TenantQueuesStep
 
     celery_app.steps["consumer"].add(TenantQueuesStep)
+    # Caps each tenant's running tasks at its `concurrency`, fleet-wide (tenants.concurrency).
+    celery_app.steps["consumer"].add(TenantConcurrencyStep)
 
 
 _install_worker_steps(app)

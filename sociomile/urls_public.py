@@ -4,11 +4,13 @@ from django.contrib import admin
 from django.urls import include, path
 
 from core.urls import host_urlpatterns
+from tenants.apis import tenant_metrics
 
 urlpatterns = [
     *host_urlpatterns(urlconf="sociomile.urls_public"),
     path("api/", include("tenants.urls")),
     path("admin/", admin.site.urls),
+    path("metrics", tenant_metrics, name="metrics"),
 ]
 
 handler404 = "core.apis.not_found"

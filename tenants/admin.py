@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from tenants.models import Domain, Tenant
-from tenants.services import tenant_delete
+from tenants.services import tenant_concurrency_set, tenant_delete
 
 
 class DomainInline(admin.TabularInline):
@@ -20,6 +20,13 @@ class TenantAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         # Provisioning (schema, admin user, queue) goes through the API or `manage.py tenant_create`.
         return False
+
+    def save_model(self, request, obj, form, change):
+        concurrency = form.cleaned_data.get("concurrency")
+        super().save_model(request, obj, form, change)
+        if change and "concurrency" in form.changed_data:
+            # Through the service, so running workers obey the new limit at once.
+            tenant_concurrency_set(tenant=obj, workers=concurrency)
 
     def delete_model(self, request, obj):
         tenant_delete(tenant=obj)

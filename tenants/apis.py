@@ -1,16 +1,24 @@
-from django.http import Http404
+import hmac
+
+from django.conf import settings
+from django.http import Http404, HttpResponse, JsonResponse
 from django_tenants.utils import schema_context
 from drf_spectacular.utils import extend_schema, inline_serializer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from rest_framework import serializers, status
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from conversations.selectors import inbound_event_list
+from core.models import User
 from core.pagination import CursorPagination, paginate
 from core.permissions import IsPlatformAdmin
+from tenants.metrics import TenantMetricsCollector
 from tenants.models import MAX_TENANT_CONCURRENCY, Tenant
-from tenants.selectors import tenant_get, tenant_list, tenant_primary_domain
-from tenants.services import tenant_create, tenant_delete, tenant_event_publish
+from tenants.selectors import tenant_get, tenant_list, tenant_primary_domain, tenant_runtime_stats
+from tenants.services import tenant_concurrency_set, tenant_create, tenant_delete, tenant_event_publish
 
 
 class TenantOutputSerializer(serializers.Serializer):
@@ -60,14 +68,50 @@ class TenantListCreateApi(APIView):
 class TenantDetailApi(APIView):
     permission_classes = [IsPlatformAdmin]
 
-    @extend_schema(responses={200: TenantOutputSerializer})
+    class OutputSerializer(TenantOutputSerializer):
+        queue_depth = serializers.IntegerField(help_text="Tasks waiting in the tenant's queue.")
+        tasks_in_flight = serializers.IntegerField(help_text="The tenant's tasks running now, across all workers.")
+
+    @extend_schema(responses={200: OutputSerializer})
     def get(self, request, tenant_id: int):
-        return Response(TenantOutputSerializer(_tenant_or_404(tenant_id)).data)
+        tenant = _tenant_or_404(tenant_id)
+        stats = tenant_runtime_stats(tenant=tenant)
+        tenant.queue_depth, tenant.tasks_in_flight = stats["queue_depth"], stats["tasks_in_flight"]
+        return Response(self.OutputSerializer(tenant).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request, tenant_id: int):
         tenant_delete(tenant=_tenant_or_404(tenant_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer only: DRF's IntegerField would also take "4", 4.0 and true."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class TenantConcurrencyApi(APIView):
+    """How many of the tenant's tasks may run at once across all workers; effective without a restart."""
+
+    permission_classes = [IsPlatformAdmin]
+
+    class InputSerializer(serializers.Serializer):
+        workers = StrictIntegerField(min_value=1, max_value=MAX_TENANT_CONCURRENCY)
+
+    class OutputSerializer(serializers.Serializer):
+        workers = serializers.IntegerField(source="concurrency")
+
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer})
+    def put(self, request, tenant_id: int):
+        tenant = _tenant_or_404(tenant_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        tenant = tenant_concurrency_set(tenant=tenant, workers=serializer.validated_data["workers"])
+        return Response(self.OutputSerializer(tenant).data)
 
 
 class TenantMessageListCreateApi(APIView):
@@ -83,6 +127,9 @@ class TenantMessageListCreateApi(APIView):
         id = serializers.UUIDField()
         payload = serializers.JSONField()
         created_at = serializers.DateTimeField()
+        status = serializers.CharField(help_text="processed; accepted (a failed attempt awaits its retry); dead.")
+        attempts = serializers.IntegerField()
+        last_error = serializers.CharField()
 
     @extend_schema(
         request=InputSerializer,
@@ -106,3 +153,32 @@ class TenantMessageListCreateApi(APIView):
                 serializer_class=self.OutputSerializer,
                 ordering=("created_at", "id"),
             )
+
+
+def _metrics_authorized(request) -> bool:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() == "bearer":
+        expected = settings.METRICS_BEARER_TOKEN
+        return bool(expected) and hmac.compare_digest(credentials.strip().encode(), expected.encode())
+    try:
+        authenticated = TokenAuthentication().authenticate(request)
+    except AuthenticationFailed:
+        return False
+    return authenticated is not None and authenticated[0].role == User.Role.PLATFORM_ADMIN
+
+
+def tenant_metrics(request):
+    """Prometheus exposition of per-tenant queue depth, tasks in flight, limits, outcomes and durations.
+
+    Platform host only. Tenant names and volumes are business data, so it needs a platform admin's token
+    (`Authorization: Token <key>`, Prometheus' `authorization: {type: Token}`) or, when
+    METRICS_BEARER_TOKEN is set, `Authorization: Bearer <that>` for a scraper without a user account.
+    """
+    if not _metrics_authorized(request):
+        response = JsonResponse({"detail": "Authentication credentials were not provided or are invalid."}, status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TenantMetricsCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

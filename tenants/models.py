@@ -7,6 +7,7 @@ from django_tenants.models import DomainMixin, TenantMixin
 from django_tenants.utils import schema_exists
 
 MAX_TENANT_CONCURRENCY = 64
+DEFAULT_TENANT_CONCURRENCY = 3
 
 
 class Tenant(TenantMixin):
@@ -14,7 +15,7 @@ class Tenant(TenantMixin):
 
     name = models.CharField(max_length=255)
     concurrency = models.PositiveSmallIntegerField(
-        default=3,
+        default=DEFAULT_TENANT_CONCURRENCY,
         validators=[MinValueValidator(1), MaxValueValidator(MAX_TENANT_CONCURRENCY)],
         help_text="How many of this tenant's tasks may run at once across all workers.",
     )

@@ -1,4 +1,8 @@
+import json
+
 from django.db.models import QuerySet
+
+from core.redis import get_redis, tenant_key
 
 from tenants.models import Domain, Tenant
 
@@ -21,3 +25,19 @@ def tenant_primary_domain(*, tenant: Tenant) -> str | None:
     domains = list(tenant.domains.all())  # prefetched by tenant_list
     primary = next((domain for domain in domains if domain.is_primary), domains[0] if domains else None)
     return primary.domain if primary is not None else None
+
+
+def tenant_probe_events(*, schema_name: str, run_id: str) -> list[dict]:
+    """The starts and ends recorded by a probe run (tenants.services.tenant_probe_send), in order."""
+    return [json.loads(raw) for raw in get_redis().lrange(tenant_key(schema_name, "probes", run_id), 0, -1)]
+
+
+def tenant_runtime_stats(*, tenant: Tenant) -> dict[str, int]:
+    """What the tenant's queue and workers are doing now: waiting messages and running tasks."""
+    from tenants.concurrency import tenant_slots_in_use
+    from tenants.queues import tenant_queue_depth
+
+    return {
+        "queue_depth": tenant_queue_depth(schema_name=tenant.schema_name),
+        "tasks_in_flight": tenant_slots_in_use(schema_name=tenant.schema_name),
+    }

@@ -1,3 +1,4 @@
+import json
 import logging
 import re
 import uuid
@@ -10,8 +11,11 @@ from django.utils import timezone
 from django_tenants.utils import quote_schema_name, schema_context
 
 from core.models import User
+from core.redis import get_redis, tenant_key
 from core.services import user_create
 from scheduler.services import scheduler_ensure, scheduler_remove
+from tenants import concurrency as tenant_concurrency
+from tenants import metrics as tenant_metrics
 from tenants import queues
 from tenants.models import MAX_TENANT_CONCURRENCY, Domain, Tenant
 
@@ -56,19 +60,64 @@ def tenant_create(*, name: str, slug: str, admin_email: str, admin_password: str
     except IntegrityError as error:
         # Two creations of one slug at once: the unique index decides, the loser gets a 400.
         raise ValidationError({"slug": ["A tenant with this slug already exists."]}) from error
-    transaction.on_commit(lambda: queues.tenant_queue_open(schema_name=slug))
+    transaction.on_commit(lambda: _tenant_queue_and_slots_open(schema_name=slug, concurrency=concurrency))
     logger.info("tenant created: %s", slug)
     return tenant
 
 
+def _tenant_queue_and_slots_open(*, schema_name: str, concurrency: int) -> None:
+    tenant_concurrency.tenant_slots_open(schema_name=schema_name, limit=concurrency)
+    queues.tenant_queue_open(schema_name=schema_name)
+
+
 def tenant_delete(*, tenant: Tenant) -> None:
-    """Deprovisions a tenant: stops its consumers, drops its schema and domains, removes its queue."""
+    """Deprovisions a tenant: its tasks stop starting, its running ones finish, then schema, rows and queue go.
+
+    No task of the tenant starts once this begins (its slots are closed) and every worker stops consuming
+    its queue; the schema is dropped only once none of its tasks runs any more, or after
+    TENANT_DELETE_DRAIN_SECONDS (a task still running then fails on the missing schema, and is logged).
+    """
     schema_name = tenant.schema_name
-    with transaction.atomic():
-        scheduler_remove(schema_name=schema_name)  # its celery-beat entry lives in the public schema
-        tenant.delete(force_drop=True)  # DROP SCHEMA ... CASCADE, then the row (domains cascade)
-    transaction.on_commit(lambda: queues.tenant_queue_close(schema_name=schema_name))
+    tenant_concurrency.tenant_slots_close(schema_name=schema_name)
+    queues.tenant_queue_stop(schema_name=schema_name)
+    if not tenant_concurrency.tenant_slots_wait_idle(
+        schema_name=schema_name, timeout=settings.TENANT_DELETE_DRAIN_SECONDS
+    ):
+        logger.warning("tenant %s: tasks still running after %ss; dropping its schema anyway",
+                       schema_name, settings.TENANT_DELETE_DRAIN_SECONDS)  # fmt: skip
+    try:
+        with transaction.atomic():
+            scheduler_remove(schema_name=schema_name)  # its celery-beat entry lives in the public schema
+            tenant.delete(force_drop=True)  # DROP SCHEMA ... CASCADE, then the row (domains cascade)
+    except Exception:
+        _tenant_queue_and_slots_open(schema_name=schema_name, concurrency=tenant.concurrency)
+        raise
+    transaction.on_commit(lambda: _tenant_queue_and_slots_forget(schema_name=schema_name))
     logger.info("tenant deleted: %s", schema_name)
+
+
+def _tenant_queue_and_slots_forget(*, schema_name: str) -> None:
+    queues.tenant_queue_close(schema_name=schema_name)
+    tenant_concurrency.tenant_slots_forget(schema_name=schema_name)
+    tenant_metrics.tenant_metrics_forget(schema_name=schema_name)
+
+
+def tenant_concurrency_set(*, tenant: Tenant, workers: int) -> Tenant:
+    """Sets how many of the tenant's tasks may run at once; workers obey from the next task they start.
+
+    Raising the limit lets parked tasks start within half a second; lowering it lets running
+    tasks finish (they are never killed) while no new one starts until the count is under the new limit.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_TENANT_CONCURRENCY:
+        raise ValidationError({"workers": [f"Must be an integer between 1 and {MAX_TENANT_CONCURRENCY}."]})
+    Tenant.objects.filter(id=tenant.id).update(concurrency=workers)
+    tenant.concurrency = workers
+    schema_name = tenant.schema_name
+    transaction.on_commit(
+        lambda: tenant_concurrency.tenant_concurrency_limit_set(schema_name=schema_name, limit=workers)
+    )
+    logger.info("tenant %s: concurrency set to %s", schema_name, workers)
+    return tenant
 
 
 def tenant_template_sync(*, verbosity: int = 0) -> None:
@@ -91,3 +140,33 @@ def tenant_event_publish(*, tenant: Tenant, payload: dict) -> uuid.UUID:
         # Sent in the tenant's context: the task carries its schema and is routed to its queue.
         inbound_event_record_task.delay(str(event_id), payload, timezone.now().isoformat())
     return event_id
+
+
+PROBE_TTL_SECONDS = 3600
+
+
+def tenant_probe_send(*, tenant: Tenant, count: int = 1, duration_ms: int = 0) -> str:
+    """Sends `count` diagnostic probes to the tenant's queue (tenants.tasks.tenant_probe_task); returns the run id."""
+    from tenants.tasks import tenant_probe_task
+
+    from sociomile.celery import app
+
+    run_id = uuid.uuid4().hex
+    with schema_context(tenant.schema_name), app.producer_or_acquire() as producer:
+        for index in range(count):
+            tenant_probe_task.apply_async((run_id, index, duration_ms), producer=producer)
+    return run_id
+
+
+def tenant_probe_record(*, run_id: str, index: int, event: str, worker: str) -> None:
+    """Appends a probe's start or end, stamped with Redis's clock (one clock for every machine)."""
+    from django.db import connection as db_connection
+
+    client = get_redis()
+    seconds, microseconds = client.time()
+    key = tenant_key(db_connection.schema_name, "probes", run_id)
+    entry = {"index": index, "event": event, "at": seconds + microseconds / 1_000_000, "worker": worker}
+    with client.pipeline(transaction=False) as pipe:
+        pipe.rpush(key, json.dumps(entry))
+        pipe.expire(key, PROBE_TTL_SECONDS)
+        pipe.execute()

@@ -215,6 +215,10 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
 # SIGKILLed worker's tasks come back. Keep it above the hard time limit.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 600),
+    # How often a worker looks for messages whose worker died (older than the visibility timeout) and puts
+    # them back; kombu's default throttle would make that every 100 s, so every sweep really scans.
+    "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
+    "unacked_restore_throttle": 1,
     "socket_timeout": 5,
     "socket_connect_timeout": 5,
     "health_check_interval": 25,
@@ -272,6 +276,25 @@ CELERY_TASK_TENANT_CACHE_SECONDS = 60
 # How often each worker reconciles the tenant queues it consumes with the tenants table; a tenant created
 # or deleted is also announced at once by broadcast (tenants.queues).
 TENANT_QUEUE_SYNC_SECONDS = env_int("TENANT_QUEUE_SYNC_SECONDS", 2)
+# Per-tenant concurrency (tenants.concurrency): a running task holds a lease on one of its tenant's slots;
+# the lease is refreshed while the task runs and expires this long after its worker died.
+TENANT_SLOT_LEASE_SECONDS = env_int("TENANT_SLOT_LEASE_SECONDS", 30)
+# How often a worker retries the tasks it parked because their tenant was at its limit, and releases the
+# slots of tasks that ended in a way the pool did not report.
+TENANT_SLOT_POLL_SECONDS = 0.05
+# Deleting a tenant waits this long for its running tasks to finish before its schema is dropped.
+TENANT_DELETE_DRAIN_SECONDS = env_int("TENANT_DELETE_DRAIN_SECONDS", 60)
+
+# --- Tenant event log ----------------------------------------------------------------------------------
+# An event its consumer fails to persist is retried (exponential backoff with jitter from this base, in
+# seconds) and parked as `dead` with its last error after this many attempts (conversations.tasks).
+INBOUND_EVENT_MAX_ATTEMPTS = env_int("INBOUND_EVENT_MAX_ATTEMPTS", 5)
+INBOUND_EVENT_RETRY_BACKOFF_SECONDS = float(env_str("INBOUND_EVENT_RETRY_BACKOFF_SECONDS", "2"))
+
+# --- Metrics -------------------------------------------------------------------------------------------
+# `/metrics` on the platform host answers a platform admin's token, or `Authorization: Bearer <this>` when
+# set (for a Prometheus scraper without a user account). Empty: platform admin tokens only.
+METRICS_BEARER_TOKEN = env_str("METRICS_BEARER_TOKEN", "")
 
 # --- Outbound scheduler (scheduler app) ---------------------------------------------------------------
 # Defaults for a new tenant's scheduler setting; each tenant's admin changes its own through the API.

@@ -7,3 +7,6 @@ DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Workers started by the tests reconcile their tenant queues fast.
 TENANT_QUEUE_SYNC_SECONDS = 1
+# A failing event is parked after a few quick attempts.
+INBOUND_EVENT_MAX_ATTEMPTS = 3
+INBOUND_EVENT_RETRY_BACKOFF_SECONDS = 0.1

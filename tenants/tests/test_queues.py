@@ -57,10 +57,11 @@ def test_worker_stops_consuming_a_deleted_tenant_and_its_queue_is_removed(celery
     # when the tenant is deleted
     tenant_delete(tenant=tenant)
 
-    # then the worker cancels its consumer and the queue no longer exists in Redis
+    # then the worker cancels its consumer and the queue no longer exists in Redis, nor its semaphore
     wait_for(lambda: queue not in _consumed_queues(celery_worker.name + "@" + _hostname()), message="the consumer to be cancelled")
     assert not get_redis().exists(queue)
     assert "Canceling queue " + queue in celery_worker.log()
+    assert get_redis().keys(f"sociomile:{tenant.schema_name}:*") == [f"sociomile:{tenant.schema_name}:slots:closed".encode()]
 
 
 def _hostname() -> str:
