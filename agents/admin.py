@@ -2,18 +2,22 @@ from django.contrib import admin, messages
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 
+from agents.admin_actions import ChatActionsMixin
 from agents.models import Agent, AllocationSettings, Assignment, QueuedChat
 from agents.selectors import QUEUE_ORDERING, agent_list
-from agents.services import agent_set_online, agent_update, agents_ensure, assignment_run, chat_assign, chat_resolve
+from agents.services import agent_set_online, agent_update, agents_ensure, assignment_run, chat_assign
 from conversations.models import Chat
 from core.admin import tenant_admin_site
 from core.exceptions import ConflictError
+from core.paginator import CappedCountPaginator
 
 
 @admin.register(Agent, site=tenant_admin_site)
 class AgentAdmin(admin.ModelAdmin):
     list_display = ("user", "name", "role", "is_online", "max_customers", "active_chats", "last_assigned_at")
     list_filter = ("is_online", "user__role")
+    # The online toggle and the capacity straight on the list ("Save" goes through agent_update).
+    list_editable = ("is_online", "max_customers")
     search_fields = ("user__email", "user__name")
     fields = ("user", "is_online", "max_customers", "qiscus_agent_id", "last_assigned_at")
     readonly_fields = ("user", "last_assigned_at")
@@ -59,15 +63,16 @@ class AgentAdmin(admin.ModelAdmin):
 
 
 @admin.register(QueuedChat, site=tenant_admin_site)
-class QueuedChatAdmin(admin.ModelAdmin):
+class QueuedChatAdmin(ChatActionsMixin, admin.ModelAdmin):
     """The waiting queue in serving order, with positions; resolve, run the assignment, or hand chats to an
-    online agent with room (one action per such agent)."""
+    online agent with room ("assign to agent…", or one quick action per such agent)."""
 
     list_display = ("position", "number", "application", "customer_id", "messages_count", "created_at")
     list_display_links = None
     list_filter = ("application",)
     list_select_related = ("application",)
-    actions = ["resolve_chats", "run_assignment"]
+    actions = ["resolve_chats", "assign_chats", "run_assignment"]
+    list_per_page = 50
     show_full_result_count = False
 
     def get_queryset(self, request):
@@ -111,28 +116,26 @@ class QueuedChatAdmin(admin.ModelAdmin):
 
         return assign
 
-    @admin.action(description="Resolve selected chats")
-    def resolve_chats(self, request, queryset):
-        done = 0
-        for chat in queryset:
-            try:
-                chat_resolve(chat=chat)
-                done += 1
-            except ConflictError:
-                pass
-        self.message_user(request, f"{done} chat(s) resolved.")
-
     @admin.action(description="Run the assignment now")
     def run_assignment(self, request, queryset):
         self.message_user(request, f"{assignment_run()} chat(s) assigned.")
 
 
+class AgentFilter(admin.RelatedFieldListFilter):
+    """The agent filter with each agent's user in the same query (Agent.__str__ reads the user)."""
+
+    def field_choices(self, field, request, model_admin):
+        return [(agent.pk, str(agent)) for agent in Agent.objects.select_related("user").order_by("user__email")]
+
+
 @admin.register(Assignment, site=tenant_admin_site)
 class AssignmentAdmin(admin.ModelAdmin):
     list_display = ("chat", "agent", "reason", "assigned_at", "ended_at", "end_reason")
-    list_filter = ("reason", "end_reason", "agent")
-    list_select_related = ("chat", "agent__user")
+    list_filter = ("reason", "end_reason", ("agent", AgentFilter))
+    list_select_related = ("chat__application", "agent__user")
+    list_per_page = 50
     show_full_result_count = False
+    paginator = CappedCountPaginator
 
     def has_add_permission(self, request):
         return False

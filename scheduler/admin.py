@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 
 from core.admin import tenant_admin_site
 from core.exceptions import ConflictError
+from core.paginator import CappedCountPaginator
 from scheduler.models import OutboundMessage, SchedulerSetting
 from scheduler.services import (
     outbound_message_create,
@@ -30,10 +31,12 @@ class OutboundMessageForm(forms.ModelForm):
 class OutboundMessageAdmin(admin.ModelAdmin):
     form = OutboundMessageForm
     list_display = ("created_at", "to", "short_content", "status", "attempts", "next_attempt_at", "sent_at", "message_id")
-    list_filter = ("status",)
+    list_filter = ("status", ("created_at", admin.DateFieldListFilter))
     search_fields = ("=id", "to", "content", "=message_id", "last_error")
-    date_hierarchy = "created_at"
     ordering = ("-created_at",)
+    list_per_page = 50
+    show_full_result_count = False
+    paginator = CappedCountPaginator
     actions = ["retry_failed"]
     readonly_fields = (
         "id", "status", "attempts", "next_attempt_at", "lease_expires_at", "message_id", "sent_at", "last_error",

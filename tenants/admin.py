@@ -1,7 +1,10 @@
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 
-from tenants.models import Domain, Tenant
-from tenants.services import tenant_concurrency_set, tenant_delete
+from tenants.models import MAX_TENANT_CONCURRENCY, Domain, Tenant
+from tenants.queues import tenant_queue_depths
+from tenants.services import tenant_concurrency_set, tenant_create, tenant_delete
 
 
 class DomainInline(admin.TabularInline):
@@ -9,22 +12,88 @@ class DomainInline(admin.TabularInline):
     extra = 0
 
 
+class TenantCreationForm(forms.ModelForm):
+    """The admin's "Add tenant": provisions exactly what POST /api/tenants does, through `tenant_create`.
+
+    Provisioning runs in clean(), the last step of validation, so that every refusal of the service (a
+    taken or reserved slug, a weak password, a slug taken a moment ago by someone else) is shown on the
+    form instead of a server error. It runs inside the admin's transaction: nothing stays if the page fails.
+    """
+
+    slug = forms.SlugField(max_length=40, help_text="Schema name and host: <slug>.<base domain>.")
+    admin_email = forms.EmailField(label="Admin email", help_text="The tenant's first admin (its supervisor).")
+    admin_password = forms.CharField(label="Admin password", widget=forms.PasswordInput(render_value=True))
+    concurrency = forms.IntegerField(min_value=1, max_value=MAX_TENANT_CONCURRENCY, initial=3)
+
+    class Meta:
+        model = Tenant
+        fields = ("name", "concurrency")
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        try:
+            self.instance = tenant_create(
+                name=data["name"],
+                slug=data["slug"],
+                admin_email=data["admin_email"],
+                admin_password=data["admin_password"],
+                concurrency=data["concurrency"],
+            )
+        except ValidationError as error:
+            fields = {"slug": "slug", "concurrency": "concurrency", "email": "admin_email", "password": "admin_password"}
+            if hasattr(error, "error_dict"):
+                for key, errors in error.message_dict.items():
+                    self.add_error(fields.get(key), errors)
+            else:
+                self.add_error(None, error)
+        return data
+
+
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ("schema_name", "name", "concurrency", "created_at")
+    list_display = ("schema_name", "name", "concurrency", "queue_depth", "created_at")
     search_fields = ("schema_name", "name")
     readonly_fields = ("schema_name", "created_at")
     fields = ("name", "schema_name", "concurrency", "created_at")
+    add_fields = ("name", "slug", "admin_email", "admin_password", "concurrency")
     inlines = [DomainInline]
+    list_per_page = 50
 
-    def has_add_permission(self, request):
-        # Provisioning (schema, admin user, queue) goes through the API or `manage.py tenant_create`.
-        return False
+    def get_fields(self, request, obj=None):
+        return self.add_fields if obj is None else self.fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else self.readonly_fields
+
+    def get_inlines(self, request, obj):
+        return [] if obj is None else self.inlines  # provisioning makes the primary domain
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = TenantCreationForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_changelist_instance(self, request):
+        # One Redis round trip for the page's queue depths, not one per row.
+        changelist = super().get_changelist_instance(request)
+        tenants = list(changelist.result_list)
+        depths = tenant_queue_depths(schema_names=[tenant.schema_name for tenant in tenants])
+        for tenant in tenants:
+            tenant.queue_depth_value = depths.get(tenant.schema_name)
+        return changelist
+
+    @admin.display(description="queue depth")
+    def queue_depth(self, tenant):
+        return getattr(tenant, "queue_depth_value", None)
 
     def save_model(self, request, obj, form, change):
+        if not change:
+            return  # already provisioned by TenantCreationForm
         concurrency = form.cleaned_data.get("concurrency")
         super().save_model(request, obj, form, change)
-        if change and "concurrency" in form.changed_data:
+        if "concurrency" in form.changed_data:
             # Through the service, so running workers obey the new limit at once.
             tenant_concurrency_set(tenant=obj, workers=concurrency)
 
