@@ -445,7 +445,8 @@ def scenario_read_path(args, processes: Processes) -> dict:
             "search": f"{base}/search?q=refund",
             "search_deep_page": f"{base}/search?q=refund&cursor={_cursor_at(deep)}",
         }
-        wrk(url=url + endpoints["list_first_page"], host=host, seconds=2, connections=args.read_connections)  # warm-up
+        for path in endpoints.values():  # warm-up: connections, caches, imports in every gunicorn worker
+            wrk(url=url + path, host=host, seconds=1, connections=args.read_connections)
         level = {"fill_seconds": round(fill_seconds, 1), "search_plan": search_plan.splitlines(), "ilike_plan": ilike_plan}
         for name, path in endpoints.items():
             level[name] = wrk(url=url + path, host=host, seconds=args.seconds, connections=args.read_connections)
@@ -648,6 +649,56 @@ def markdown(results: dict) -> str:
             f"| ratio | **{r['ratio_to_raw']}** (target >= 1.0) |",
             f"| lost / duplicated | {r['lost']} / {r['duplicated']} |",
             f"| numbers 1..N contiguous, messages_count exact | {r['numbers_contiguous']}, {r['messages_count_exact']} |", "",
+        ]  # fmt: skip
+    if "assignment" in results["scenarios"]:
+        r = results["scenarios"]["assignment"]
+        b, a = r["bulk"], r["arrivals"]
+        lines += [
+            f"## Assignment, one tenant, {r['agents']} online agents with room to spare", "",
+            "| measure | value | target |", "| --- | ---: | ---: |",
+            f"| bulk: {b['waiting_chats']} waiting chats, one `assignment_run` | {b['assignments_per_second']} assignments/s ({b['seconds']} s) | >= 1000/s |",
+            f"| arrivals: {a['chats']} chats at {a['offered_rate_per_second']}/s, an assigner looping `assignment_run` | p50 {a['p50_ms']} ms, **p99 {a['p99_ms']} ms**, max {a['max_ms']} ms | p99 <= 100 ms |",
+            f"| assigning runs: count, median / max duration | {a['runs_that_assigned']}, {a['median_assigning_run_ms']} / {a['max_assigning_run_ms']} ms | |",
+            f"| rows whose assigned_at precedes created_at | {a['assigned_at_before_created_at']} of {a['assigned']} | |", "",
+            "Arrival latency is created_at -> commit of the run that assigned the chat (assigned_at is stamped "
+            "from the clock the run read when it started, so it is not the moment the assignment became visible).", "",
+        ]  # fmt: skip
+    if "read_path" in results["scenarios"]:
+        r = results["scenarios"]["read_path"]
+        names = ("list_first_page", "list_deep_page", "search", "search_deep_page")
+        sizes = [str(size) for size in r["sizes"]]
+        lines += [
+            f"## Read path: p99 ms by messages in the chat (wrk, {r['levels'][sizes[0]]['list_first_page']['connections']} connections)", "",
+            "| request | " + " | ".join(f"{size} msgs p99 (req/s)" for size in sizes) + " | ratio | target |",
+            "| --- | " + " | ".join("---:" for _ in sizes) + " | ---: | ---: |",
+            *[f"| {name} | " + " | ".join(f"{r['levels'][size][name]['p99_ms']} ({r['levels'][size][name]['requests_per_second']:.0f})" for size in sizes)
+              + f" | **{r['p99_ratio_largest_to_smallest'][name]}** | <= 1.5 |" for name in names],
+            "", "Deep pages start 90% of the way into the chat; search is `q=refund` (1% of messages).", "",
+            "Search plans at the largest size (the API's query, then the same filter as `body ILIKE`):", "", "```",
+            *[line for line in r["levels"][sizes[-1]]["search_plan"] if any(k in line for k in ("Scan", "Filter:", "Index Cond", "Execution"))],
+            *[line for line in r["levels"][sizes[-1]]["ilike_plan"] if any(k in line for k in ("Scan", "Filter:", "Index Cond", "Execution"))],
+            "```", "",
+        ]  # fmt: skip
+    if "provisioning" in results["scenarios"]:
+        r = results["scenarios"]["provisioning"]
+        lines += [
+            "## Tenant provisioning (`tenant_create`)", "",
+            "| tenants existing | creations (s) | median s | target |", "| ---: | --- | ---: | ---: |",
+            *[f"| {level['existing_before']} | {', '.join(str(t) for t in level['seconds'])} | **{level['median_seconds']}** | <= 1.0 |"
+              for level in r["levels"].values()],
+            "", f"Ratio largest/smallest level: **{r['ratio_largest_to_smallest']}** (target: flat). "
+            f"Filling creations: {r['fill_creations']}, median of the first 10 {r['fill_median_first_10_seconds']} s, "
+            f"of the last 10 {r['fill_median_last_10_seconds']} s.", "",
+        ]  # fmt: skip
+    if "outbound" in results["scenarios"]:
+        r = results["scenarios"]["outbound"]
+        lines += [
+            "## Outbound sends to a local receiver (202 + messageId)", "",
+            "| concurrent runs | batch each | sent | seconds | sends/s | receiver hits | duplicates | never received |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            *[f"| {x['concurrent_runs']} | {x['batch_size']} | {x['sent']} | {x['seconds']} | **{x['sends_per_second']}** | "
+              f"{x['receiver_hits']} | {x['duplicates']} | {x['never_received']} |" for x in r["runs"].values()],
+            "", "Targets: >= 500 sends/s, 0 duplicates.", "",
         ]  # fmt: skip
     return "\n".join(lines)
 
