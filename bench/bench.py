@@ -8,6 +8,16 @@ Scenarios (more are added as capabilities land; see `--only`):
   connections: throughput ratio and p50/p99 latency.
 - `drain`: time for the workers to persist N queued message creations, against single-row committed
   INSERTs of the same rows from one psycopg connection.
+- `assignment`: one tenant, K online agents with room to spare. Bulk: one `assignment_run` over N waiting
+  chats (assignments/s). Arrivals: chats inserted at a steady rate while an assigner loops
+  `assignment_run`; p50/p99 from each chat's created_at to the commit of the run that assigned it.
+- `read_path`: one chat filled by SQL to each size (10k, 1M), then wrk on list-messages (first page and a
+  cursor 90% deep) and on search (first and deep page) through gunicorn: p99 per size and the ratio, with
+  EXPLAIN ANALYZE of the search query.
+- `provisioning`: `tenant_create` timed (median of a few) once 10 and once 200 tenants exist, and every
+  creation made on the way (to see growth).
+- `outbound`: `outbound_send_due` with a large batch against a threaded local receiver (202 + messageId),
+  one run and N concurrent runs: sends/s, duplicates per Idempotency-Key, and a cProfile of one run.
 """
 
 import argparse
