@@ -476,6 +476,7 @@ def scenario_read_path(args, processes: Processes) -> dict:
 
 
 def scenario_provisioning(args, processes: Processes) -> dict:
+    from django.conf import settings
     from django.db import connection
 
     from tenants.models import Tenant
@@ -498,8 +499,19 @@ def scenario_provisioning(args, processes: Processes) -> dict:
             fills.append((before, create("fill")))
         existing = count()
         timings = [create("prov") for _ in range(args.tenant_samples)]
+        # The clone's cost grows with the catalog: the size of pg_attribute, and the time of one call of
+        # the clone's pg_get_tabledef (django-tenants' clone function) on one template table.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_attribute")
+            attributes = cursor.fetchone()[0]
+            started = time.perf_counter()
+            cursor.execute("SELECT public.pg_get_tabledef(%s, 'conversations_message', false, 'FKEYS_NONE')",
+                           [settings.TENANT_TEMPLATE_SCHEMA])  # fmt: skip
+            tabledef_ms = (time.perf_counter() - started) * 1000
         levels[str(level)] = {
             "existing_before": existing,
+            "pg_attribute_rows": attributes,
+            "pg_get_tabledef_message_ms": round(tabledef_ms, 1),
             "seconds": [round(t, 3) for t in timings],
             "median_seconds": round(_median(timings), 3),
         }
@@ -511,6 +523,7 @@ def scenario_provisioning(args, processes: Processes) -> dict:
         "levels": levels,
         "ratio_largest_to_smallest": round(last / first, 2),
         "fill_creations": len(fills),
+        "fill_seconds_by_existing": [[before, round(seconds, 2)] for before, seconds in fills],
         "fill_median_first_10_seconds": round(_median(head), 3) if head else None,
         "fill_median_last_10_seconds": round(_median(tail), 3) if tail else None,
         "targets": {"median_seconds": "<= 1.0", "ratio_largest_to_smallest": "flat (~1.0)"},
@@ -693,8 +706,10 @@ def markdown(results: dict) -> str:
         r = results["scenarios"]["provisioning"]
         lines += [
             "## Tenant provisioning (`tenant_create`)", "",
-            "| tenants existing | creations (s) | median s | target |", "| ---: | --- | ---: | ---: |",
-            *[f"| {level['existing_before']} | {', '.join(str(t) for t in level['seconds'])} | **{level['median_seconds']}** | <= 1.0 |"
+            "| tenants existing | creations (s) | median s | target | pg_attribute rows | one pg_get_tabledef ms |",
+            "| ---: | --- | ---: | ---: | ---: | ---: |",
+            *[f"| {level['existing_before']} | {', '.join(str(t) for t in level['seconds'])} | **{level['median_seconds']}** | <= 1.0 "
+              f"| {level['pg_attribute_rows']} | {level['pg_get_tabledef_message_ms']} |"
               for level in r["levels"].values()],
             "", f"Ratio largest/smallest level: **{r['ratio_largest_to_smallest']}** (target: flat). "
             f"Filling creations: {r['fill_creations']}, median of the first 10 {r['fill_median_first_10_seconds']} s, "
