@@ -8,6 +8,16 @@ Scenarios (more are added as capabilities land; see `--only`):
   connections: throughput ratio and p50/p99 latency.
 - `drain`: time for the workers to persist N queued message creations, against single-row committed
   INSERTs of the same rows from one psycopg connection.
+- `assignment`: one tenant, K online agents with room to spare. Bulk: one `assignment_run` over N waiting
+  chats (assignments/s). Arrivals: chats inserted at a steady rate while an assigner loops
+  `assignment_run`; p50/p99 from each chat's created_at to the commit of the run that assigned it.
+- `read_path`: one chat filled by SQL to each size (10k, 1M), then wrk on list-messages (first page and a
+  cursor 90% deep) and on search (first and deep page) through gunicorn: p99 per size and the ratio, with
+  EXPLAIN ANALYZE of the search query.
+- `provisioning`: `tenant_create` timed (median of a few) once 10 and once 200 tenants exist, and every
+  creation made on the way (to see growth).
+- `outbound`: `outbound_send_due` with a large batch against a threaded local receiver (202 + messageId),
+  one run and N concurrent runs: sends/s, duplicates per Idempotency-Key, and a cProfile of one run.
 """
 
 import argparse
@@ -249,7 +259,394 @@ def scenario_drain(args, processes: Processes) -> dict:
     }
 
 
-SCENARIOS = {"create_api": scenario_create_api, "drain": scenario_drain}
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def _median(values: list[float]) -> float:
+    return _percentile(values, 0.5)
+
+
+def _waiting_chats_insert(cursor, *, application_id: int, count: int) -> None:
+    """`count` waiting chats for the application, numbered after its last, created now (one statement)."""
+    cursor.execute(
+        """
+        INSERT INTO conversations_chat (application_id, number, status, messages_count, created_at, updated_at)
+        SELECT %s, base.n + g, 'waiting', 0, clock_timestamp(), clock_timestamp()
+        FROM generate_series(1, %s) AS g, (SELECT coalesce(max(number), 0) AS n FROM conversations_chat
+                                          WHERE application_id = %s) AS base
+        """,
+        [application_id, count, application_id],
+    )
+
+
+def scenario_assignment(args, processes: Processes) -> dict:
+    import bisect
+    import threading
+
+    from django.db import connection
+    from django_tenants.utils import schema_context
+
+    from agents.models import Agent
+    from agents.services import agent_create, assignment_run
+    from conversations.models import Chat
+    from conversations.services import application_create
+
+    bench_tenant()
+    with schema_context(SLUG):
+        # K online agents with room for every chat of the run: capacity never runs out.
+        run_id = time.time_ns()
+        Agent.objects.filter(is_online=True).update(is_online=False)
+        for index in range(args.assign_agents):
+            agent_create(email=f"agent{index}-{run_id}@bench.test", password="bench-password-123",
+                         is_online=True, max_customers=10 * (args.assign_chats + args.assign_arrivals))  # fmt: skip
+        application = application_create(name=f"assignment-{run_id}")
+        assignment_run()  # anything left waiting from earlier scenarios
+
+        # (a) Bulk: N chats already waiting, one assignment_run (as a worker runs it) assigns them all.
+        with connection.cursor() as cursor:
+            _waiting_chats_insert(cursor, application_id=application.id, count=args.assign_chats)
+            cursor.execute("ANALYZE conversations_chat")
+        started = time.perf_counter()
+        bulk_assigned = assignment_run()
+        bulk_seconds = time.perf_counter() - started
+
+        # (b) Arrivals: chats arrive at a steady rate (a batch every 10 ms) while an assigner loops
+        # assignment_run back to back, as a worker kept busy by the product's scheduling would; latency is
+        # each chat's created_at -> assigned_at as written in its row.
+        arrival = application_create(name=f"arrival-{run_id}")
+        per_tick = max(1, args.assign_rate // 100)
+        total = per_tick * (args.assign_arrivals // per_tick)
+        done = threading.Event()
+        runs = []
+
+        def assigner():
+            with schema_context(SLUG):
+                try:
+                    while not done.is_set() or Chat.objects.filter(application=arrival, status="waiting").exists():
+                        started_run = datetime.now(UTC)
+                        count = assignment_run()
+                        runs.append((started_run, datetime.now(UTC), count))
+                finally:
+                    connection.close()
+
+        thread = threading.Thread(target=assigner)
+        thread.start()
+        started = time.perf_counter()
+        with connection.cursor() as cursor:
+            for tick in range(total // per_tick):
+                _waiting_chats_insert(cursor, application_id=arrival.id, count=per_tick)
+                pause = started + (tick + 1) * 0.01 - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+        arrival_seconds = time.perf_counter() - started
+        done.set()
+        thread.join()
+        # A run stamps assigned_at from the clock it read when it started (plus a microsecond per chat), and
+        # its assignments become visible when it commits: the latency counted is created_at -> the commit of
+        # the run that assigned the chat (the run whose start is the last one at or before its assigned_at).
+        rows = list(arrival.chats.values_list("created_at", "assigned_at"))
+        starts = [start for start, _, _ in runs]
+        latencies, stamped_before_created = [], 0
+        for created, assigned in rows:
+            if assigned is None:
+                continue
+            stamped_before_created += assigned < created
+            run_end = runs[max(0, bisect.bisect_right(starts, assigned) - 1)][1]
+            latencies.append((run_end - created).total_seconds() * 1000)
+        busy = [(end - start).total_seconds() * 1000 for start, end, count in runs if count]
+        Agent.objects.filter(is_online=True).update(is_online=False)
+    connection.close()
+    return {
+        "agents": args.assign_agents,
+        "bulk": {
+            "waiting_chats": args.assign_chats,
+            "assigned": bulk_assigned,
+            "seconds": round(bulk_seconds, 3),
+            "assignments_per_second": round(bulk_assigned / bulk_seconds),
+        },
+        "arrivals": {
+            "chats": total,
+            "offered_rate_per_second": round(total / arrival_seconds),
+            "assigned": len(latencies),
+            "p50_ms": round(_percentile(latencies, 0.5), 1),
+            "p99_ms": round(_percentile(latencies, 0.99), 1),
+            "max_ms": round(max(latencies), 1) if latencies else None,
+            "assignment_runs": len(runs),
+            "runs_that_assigned": len(busy),
+            "median_assigning_run_ms": round(_median(busy), 1),
+            "max_assigning_run_ms": round(max(busy), 1) if busy else None,
+            "assigned_at_before_created_at": stamped_before_created,
+        },
+        "targets": {"bulk.assignments_per_second": ">= 1000", "arrivals.p99_ms": "<= 100"},
+    }
+
+
+def _cursor_at(number: int) -> str:
+    """The cursor DRF's CursorPagination hands out for the page after message `number` (ordering by number)."""
+    import base64
+    from urllib.parse import quote
+
+    return quote(base64.b64encode(f"p={number}".encode()).decode())
+
+
+def _messages_fill(cursor, *, chat_id: int, upto: int) -> float:
+    """Adds messages to the chat until it holds `upto` (1% mention a refund); returns the seconds taken."""
+    started = time.perf_counter()
+    cursor.execute("SELECT coalesce(max(number), 0) FROM conversations_message WHERE chat_id = %s", [chat_id])
+    have = cursor.fetchone()[0]
+    cursor.execute(
+        """
+        INSERT INTO conversations_message (chat_id, number, body, sender, created_at, updated_at)
+        SELECT %s, g, 'customer message ' || g || ' about order ' || md5(g::text)
+                      || CASE WHEN g %% 100 = 0 THEN ' please refund it' ELSE '' END,
+               'customer', now(), now()
+        FROM generate_series(%s, %s) AS g
+        """,
+        [chat_id, have + 1, upto],
+    )
+    cursor.execute("UPDATE conversations_chat SET messages_count = %s WHERE id = %s", [upto, chat_id])
+    cursor.execute("VACUUM ANALYZE conversations_message")
+    cursor.execute("VACUUM ANALYZE conversations_chat")
+    return time.perf_counter() - started
+
+
+def scenario_read_path(args, processes: Processes) -> dict:
+    from django.db import connection
+    from django_tenants.utils import schema_context
+
+    from conversations.models import Chat
+    from conversations.selectors import message_search
+    from conversations.services import application_create, chat_create, creations_persist
+
+    bench_tenant()
+    with schema_context(SLUG):
+        application = application_create(name=f"read-{time.time_ns()}")
+        chat_create(application=application)
+        creations_persist(batch_size=1000)
+        chat_id = application.chats.get(number=1).id
+    base = f"/api/applications/{application.token}/chats/1/messages"
+    host = f"{SLUG}.localhost"
+    levels = {}
+    url = None
+    for size in args.read_sizes:
+        with schema_context(SLUG), connection.cursor() as cursor:
+            fill_seconds = _messages_fill(cursor, chat_id=chat_id, upto=size)
+            # The plan of the search API's own query (the selector, ordered and limited as the paginator does),
+            # beside the same filter written as `body ILIKE`, which the trigram index on body can serve.
+            chat = Chat.objects.get(id=chat_id)
+            search_plan = message_search(chat=chat, query="refund").order_by("number")[:51].explain(analyze=True)
+            cursor.execute(
+                "EXPLAIN ANALYZE SELECT * FROM conversations_message WHERE chat_id = %s AND body ILIKE %s "
+                "ORDER BY number LIMIT 51",
+                [chat_id, "%refund%"],
+            )
+            ilike_plan = [row[0] for row in cursor.fetchall()]
+        connection.close()
+        if url is None:
+            url = start_web(processes, workers=args.web_workers, threads=args.web_threads)
+        deep = int(size * 0.9)  # a page 90% of the way into the chat
+        endpoints = {
+            "list_first_page": f"{base}",
+            "list_deep_page": f"{base}?cursor={_cursor_at(deep)}",
+            "search": f"{base}/search?q=refund",
+            "search_deep_page": f"{base}/search?q=refund&cursor={_cursor_at(deep)}",
+        }
+        for path in endpoints.values():  # warm-up: connections, caches, imports in every gunicorn worker
+            wrk(url=url + path, host=host, seconds=1, connections=args.read_connections)
+        level = {"fill_seconds": round(fill_seconds, 1), "search_plan": search_plan.splitlines(), "ilike_plan": ilike_plan}
+        for name, path in endpoints.items():
+            level[name] = wrk(url=url + path, host=host, seconds=args.seconds, connections=args.read_connections)
+        levels[str(size)] = level
+    processes.stop("web")
+    small, large = (levels[str(size)] for size in (min(args.read_sizes), max(args.read_sizes)))
+    ratios = {
+        name: round(large[name]["p99_ms"] / small[name]["p99_ms"], 2)
+        for name in ("list_first_page", "list_deep_page", "search", "search_deep_page")
+    }
+    return {
+        "sizes": args.read_sizes,
+        "levels": levels,
+        "p99_ratio_largest_to_smallest": ratios,
+        "targets": {"p99_ratio_largest_to_smallest": "<= 1.5"},
+    }
+
+
+def scenario_provisioning(args, processes: Processes) -> dict:
+    from django.conf import settings
+    from django.db import connection
+
+    from tenants.models import Tenant
+    from tenants.services import tenant_create
+
+    def count() -> int:
+        return Tenant.objects.exclude(schema_name="public").count()
+
+    def create(prefix: str) -> float:
+        slug = f"{prefix}{time.time_ns() % 10**12}"
+        started = time.perf_counter()
+        tenant_create(name=slug, slug=slug, admin_email=f"admin@{slug}.test", admin_password="bench-password-123")
+        return time.perf_counter() - started
+
+    fills = []  # (tenants existing before, seconds) for every creation made to reach the levels
+    levels = {}
+    for level in sorted(args.tenant_levels):
+        while count() < level:
+            before = count()
+            fills.append((before, create("fill")))
+        existing = count()
+        timings = [create("prov") for _ in range(args.tenant_samples)]
+        # The clone's cost grows with the catalog: the size of pg_attribute, and the time of one call of
+        # the clone's pg_get_tabledef (django-tenants' clone function) on one template table.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_attribute")
+            attributes = cursor.fetchone()[0]
+            started = time.perf_counter()
+            cursor.execute("SELECT public.pg_get_tabledef(%s, 'conversations_message', false, 'FKEYS_NONE')",
+                           [settings.TENANT_TEMPLATE_SCHEMA])  # fmt: skip
+            tabledef_ms = (time.perf_counter() - started) * 1000
+        levels[str(level)] = {
+            "existing_before": existing,
+            "pg_attribute_rows": attributes,
+            "pg_get_tabledef_message_ms": round(tabledef_ms, 1),
+            "seconds": [round(t, 3) for t in timings],
+            "median_seconds": round(_median(timings), 3),
+        }
+    connection.close()
+    first, last = (levels[str(level)]["median_seconds"] for level in (min(args.tenant_levels), max(args.tenant_levels)))
+    tail = [seconds for _, seconds in fills[-10:]]
+    head = [seconds for _, seconds in fills[:10]]
+    return {
+        "levels": levels,
+        "ratio_largest_to_smallest": round(last / first, 2),
+        "fill_creations": len(fills),
+        "fill_seconds_by_existing": [[before, round(seconds, 2)] for before, seconds in fills],
+        "fill_median_first_10_seconds": round(_median(head), 3) if head else None,
+        "fill_median_last_10_seconds": round(_median(tail), 3) if tail else None,
+        "targets": {"median_seconds": "<= 1.0", "ratio_largest_to_smallest": "flat (~1.0)"},
+    }
+
+
+def scenario_outbound(args, processes: Processes) -> dict:
+    import threading
+    from collections import Counter
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from django.db import connection
+    from django_tenants.utils import schema_context
+
+    from scheduler.models import OutboundMessage, SchedulerSetting
+    from scheduler.services import outbound_send_due, scheduler_ensure
+
+    hits: Counter = Counter()
+    lock = threading.Lock()
+
+    class Receiver(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as requests.Session uses it
+        disable_nagle_algorithm = True  # else headers and body, written apart, wait on the client's delayed ACK
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            key = self.headers.get("Idempotency-Key", "")
+            with lock:
+                hits[key] += 1
+            body = json.dumps({"messageId": f"m-{key}"}).encode()
+            self.send_response(202)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    webhook_url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+
+    bench_tenant()
+    results = {}
+    try:
+        for runs in args.outbound_runs:
+            with schema_context(SLUG):
+                scheduler_ensure()
+                OutboundMessage.objects.all().delete()
+                # Past the product's batch cap (OUTBOUND_BATCH_SIZE_MAX): written directly, as the bench's own setting.
+                batch = -(-args.outbound_messages // runs)
+                SchedulerSetting.objects.filter(id=SchedulerSetting.SINGLETON_ID).update(
+                    webhook_url=webhook_url, batch_size=min(batch, 32767), running=True
+                )
+                OutboundMessage.objects.bulk_create(
+                    [OutboundMessage(to=f"+62812{index:07d}", content=f"outbound {index}") for index in range(args.outbound_messages)],
+                    batch_size=5000,
+                )  # fmt: skip
+            hits.clear()
+            summaries = []
+
+            def one_run():
+                with schema_context(SLUG):
+                    try:
+                        summaries.append(outbound_send_due())
+                    finally:
+                        connection.close()
+
+            threads = [threading.Thread(target=one_run) for _ in range(runs)]
+            started = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            seconds = time.perf_counter() - started
+            with schema_context(SLUG):
+                sent = OutboundMessage.objects.filter(status=OutboundMessage.Status.SENT).count()
+                ids = {str(i) for i in OutboundMessage.objects.values_list("id", flat=True)}
+            results[str(runs)] = {
+                "concurrent_runs": runs,
+                "batch_size": batch,
+                "messages": args.outbound_messages,
+                "sent": sent,
+                "seconds": round(seconds, 3),
+                "sends_per_second": round(sent / seconds),
+                "receiver_hits": sum(hits.values()),
+                "duplicates": sum(count - 1 for count in hits.values() if count > 1),
+                "unknown_keys": len(set(hits) - ids),
+                "never_received": len(ids - set(hits)),
+            }
+        # Where a single run spends its time: one more run of a few hundred messages under cProfile.
+        import cProfile
+        import io
+        import pstats
+
+        with schema_context(SLUG):
+            OutboundMessage.objects.all().delete()
+            SchedulerSetting.objects.filter(id=SchedulerSetting.SINGLETON_ID).update(batch_size=300)
+            OutboundMessage.objects.bulk_create([OutboundMessage(to=f"+62813{i:07d}", content=f"p {i}") for i in range(300)])
+            profiler = cProfile.Profile()
+            profiler.enable()
+            outbound_send_due()
+            profiler.disable()
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(25)
+        profile = [line for line in text.getvalue().splitlines() if line.strip()][-26:]
+    finally:
+        server.shutdown()
+        connection.close()
+    return {"runs": results, "profile_single_run_300_by_cumulative": profile,
+            "targets": {"sends_per_second": ">= 500", "duplicates": "0"}}  # fmt: skip
+
+
+SCENARIOS = {
+    "create_api": scenario_create_api,
+    "drain": scenario_drain,
+    "assignment": scenario_assignment,
+    "read_path": scenario_read_path,
+    "provisioning": scenario_provisioning,
+    "outbound": scenario_outbound,
+}
 
 
 def markdown(results: dict) -> str:
@@ -276,6 +673,58 @@ def markdown(results: dict) -> str:
             f"| lost / duplicated | {r['lost']} / {r['duplicated']} |",
             f"| numbers 1..N contiguous, messages_count exact | {r['numbers_contiguous']}, {r['messages_count_exact']} |", "",
         ]  # fmt: skip
+    if "assignment" in results["scenarios"]:
+        r = results["scenarios"]["assignment"]
+        b, a = r["bulk"], r["arrivals"]
+        lines += [
+            f"## Assignment, one tenant, {r['agents']} online agents with room to spare", "",
+            "| measure | value | target |", "| --- | ---: | ---: |",
+            f"| bulk: {b['waiting_chats']} waiting chats, one `assignment_run` | {b['assignments_per_second']} assignments/s ({b['seconds']} s) | >= 1000/s |",
+            f"| arrivals: {a['chats']} chats at {a['offered_rate_per_second']}/s, an assigner looping `assignment_run` | p50 {a['p50_ms']} ms, **p99 {a['p99_ms']} ms**, max {a['max_ms']} ms | p99 <= 100 ms |",
+            f"| assigning runs: count, median / max duration | {a['runs_that_assigned']}, {a['median_assigning_run_ms']} / {a['max_assigning_run_ms']} ms | |",
+            f"| rows whose assigned_at precedes created_at | {a['assigned_at_before_created_at']} of {a['assigned']} | |", "",
+            "Arrival latency is created_at -> commit of the run that assigned the chat (assigned_at is stamped "
+            "from the clock the run read when it started, so it is not the moment the assignment became visible).", "",
+        ]  # fmt: skip
+    if "read_path" in results["scenarios"]:
+        r = results["scenarios"]["read_path"]
+        names = ("list_first_page", "list_deep_page", "search", "search_deep_page")
+        sizes = [str(size) for size in r["sizes"]]
+        lines += [
+            f"## Read path: p99 ms by messages in the chat (wrk, {r['levels'][sizes[0]]['list_first_page']['connections']} connections)", "",
+            "| request | " + " | ".join(f"{size} msgs p99 (req/s)" for size in sizes) + " | ratio | target |",
+            "| --- | " + " | ".join("---:" for _ in sizes) + " | ---: | ---: |",
+            *[f"| {name} | " + " | ".join(f"{r['levels'][size][name]['p99_ms']} ({r['levels'][size][name]['requests_per_second']:.0f})" for size in sizes)
+              + f" | **{r['p99_ratio_largest_to_smallest'][name]}** | <= 1.5 |" for name in names],
+            "", "Deep pages start 90% of the way into the chat; search is `q=refund` (1% of messages).", "",
+            "Search plans at the largest size (the API's query, then the same filter as `body ILIKE`):", "", "```",
+            *[line for line in r["levels"][sizes[-1]]["search_plan"] if any(k in line for k in ("Scan", "Filter:", "Index Cond", "Execution"))],
+            *[line for line in r["levels"][sizes[-1]]["ilike_plan"] if any(k in line for k in ("Scan", "Filter:", "Index Cond", "Execution"))],
+            "```", "",
+        ]  # fmt: skip
+    if "provisioning" in results["scenarios"]:
+        r = results["scenarios"]["provisioning"]
+        lines += [
+            "## Tenant provisioning (`tenant_create`)", "",
+            "| tenants existing | creations (s) | median s | target | pg_attribute rows | one pg_get_tabledef ms |",
+            "| ---: | --- | ---: | ---: | ---: | ---: |",
+            *[f"| {level['existing_before']} | {', '.join(str(t) for t in level['seconds'])} | **{level['median_seconds']}** | <= 1.0 "
+              f"| {level['pg_attribute_rows']} | {level['pg_get_tabledef_message_ms']} |"
+              for level in r["levels"].values()],
+            "", f"Ratio largest/smallest level: **{r['ratio_largest_to_smallest']}** (target: flat). "
+            f"Filling creations: {r['fill_creations']}, median of the first 10 {r['fill_median_first_10_seconds']} s, "
+            f"of the last 10 {r['fill_median_last_10_seconds']} s.", "",
+        ]  # fmt: skip
+    if "outbound" in results["scenarios"]:
+        r = results["scenarios"]["outbound"]
+        lines += [
+            "## Outbound sends to a local receiver (202 + messageId)", "",
+            "| concurrent runs | batch each | sent | seconds | sends/s | receiver hits | duplicates | never received |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            *[f"| {x['concurrent_runs']} | {x['batch_size']} | {x['sent']} | {x['seconds']} | **{x['sends_per_second']}** | "
+              f"{x['receiver_hits']} | {x['duplicates']} | {x['never_received']} |" for x in r["runs"].values()],
+            "", "Targets: >= 500 sends/s, 0 duplicates.", "",
+        ]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -289,6 +738,16 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=50_000, help="queued creations to drain")
     parser.add_argument("--raw-rows", type=int, default=10_000, help="rows for the single-row INSERT baseline")
     parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument("--assign-agents", type=int, default=50, help="online agents for the assignment scenario")
+    parser.add_argument("--assign-chats", type=int, default=20_000, help="waiting chats for the bulk assignment run")
+    parser.add_argument("--assign-arrivals", type=int, default=10_000, help="chats arriving while an assigner runs")
+    parser.add_argument("--assign-rate", type=int, default=1000, help="arrival rate, chats/s")
+    parser.add_argument("--read-sizes", type=int, nargs="+", default=[10_000, 1_000_000], help="messages in the chat")
+    parser.add_argument("--read-connections", type=int, default=4, help="wrk connections for the read path")
+    parser.add_argument("--tenant-levels", type=int, nargs="+", default=[10, 200], help="tenants existing before")
+    parser.add_argument("--tenant-samples", type=int, default=3, help="timed creations at each level")
+    parser.add_argument("--outbound-messages", type=int, default=5000, help="queued outbound messages")
+    parser.add_argument("--outbound-runs", type=int, nargs="+", default=[1, 4, 8], help="concurrent runs to compare")
     args = parser.parse_args()
 
     import django
