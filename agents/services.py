@@ -343,7 +343,8 @@ def assignment_run(*, batch_size: int | None = None) -> int:
         tick = 0
         while heap:
             capacity = sum(entry[3] for entry in heap)
-            cursor.execute(_WAITING_HEAD, [min(batch_size, capacity)])
+            requested = min(batch_size, capacity)
+            cursor.execute(_WAITING_HEAD, [requested])
             head = cursor.fetchall()
             if not head:
                 break
@@ -374,6 +375,11 @@ def assignment_run(*, batch_size: int | None = None) -> int:
             cursor.execute(_TOUCH_AGENTS, [list(last_touch), list(last_touch.values())])
             cursor.execute(_LOG_STINTS, [Assignment.Reason.QUEUE, chat_ids, agent_ids, times])
             assigned += len(chat_ids)
+            if len(head) < requested:
+                # The queue ran dry. Chats arriving from now on schedule a run of their own; looping for
+                # them here would keep this transaction (and the tenant's lock) open while they keep coming,
+                # and none of its assignments would be visible until arrivals stopped.
+                break
         if qiscus_assigned:
             _qiscus_sync_on_commit(qiscus_assigned)
     if assigned:

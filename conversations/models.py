@@ -5,6 +5,7 @@ from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 
+from conversations.lookups import TrigramIContains
 from core.models import TimestampedModel
 
 
@@ -169,3 +170,7 @@ class Ticket(TimestampedModel):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.title}"
+
+
+# Message search (conversations.selectors.message_search) filters `body__trigram_icontains`.
+Message._meta.get_field("body").register_lookup(TrigramIContains)

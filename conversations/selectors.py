@@ -56,7 +56,7 @@ def message_get(*, chat: Chat, number: int) -> Message | None:
 
 def message_search(*, chat: Chat, query: str) -> QuerySet[Message]:
     """Messages of this chat whose body contains `query`, ignoring case (ILIKE, served by the trigram index)."""
-    return Message.objects.filter(chat=chat, body__icontains=query)
+    return Message.objects.filter(chat=chat, body__trigram_icontains=query)
 
 
 def ticket_list(*, status: str | None = None, priority: str | None = None) -> QuerySet[Ticket]:

@@ -333,3 +333,23 @@ def test_counts_reconcile_repairs_drift(tenant_a, application_a, client_a, drain
         assert services.counts_reconcile() == 0
         assert Chat.objects.get().messages_count == 2
         assert Application.objects.get(id=application_a.id).chats_count == 1
+
+
+def test_search_can_use_the_trigram_index(tenant_a):
+    from django.db import connection
+
+    def plan(queryset) -> str:
+        sql, params = queryset.query.sql_with_params()
+        with connection.cursor() as cursor:
+            # On a small table the planner rightly prefers a scan; forbid it to see what an index can serve.
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute(f"EXPLAIN {sql}", params)
+            return "\n".join(row[0] for row in cursor.fetchall())
+
+    with schema_context(tenant_a.schema_name):
+        ours = plan(Message.objects.filter(body__trigram_icontains="refund"))
+        djangos = plan(Message.objects.filter(body__icontains="refund"))
+
+    assert "message_body_trgm_idx" in ours, ours
+    # why the lookup exists: Django's icontains is UPPER(body) LIKE ..., which the index cannot serve
+    assert "message_body_trgm_idx" not in djangos, djangos
