@@ -1,14 +1,13 @@
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 
-from agents.admin_actions import ChatActionsMixin
+from agents.admin_actions import ChatActionsMixin, chats_assign
 from agents.models import Agent, AllocationSettings, Assignment, QueuedChat
 from agents.selectors import QUEUE_ORDERING, agent_list
-from agents.services import agent_set_online, agent_update, agents_ensure, assignment_run, chat_assign
+from agents.services import agent_set_online, agent_update, agents_ensure, assignment_run
 from conversations.models import Chat
 from core.admin import tenant_admin_site
-from core.exceptions import ConflictError
 from core.paginator import CappedCountPaginator
 
 
@@ -104,15 +103,7 @@ class QueuedChatAdmin(ChatActionsMixin, admin.ModelAdmin):
     @staticmethod
     def _assign_action(agent):
         def assign(modeladmin, request, queryset):
-            done = 0
-            for chat in queryset:
-                try:
-                    chat_assign(chat=chat, agent=agent)
-                    done += 1
-                except ConflictError as error:
-                    modeladmin.message_user(request, f"Chat {chat.number}: {error.detail}", messages.WARNING)
-                    break
-            modeladmin.message_user(request, f"{done} chat(s) assigned to {agent.user}.")
+            chats_assign(modeladmin, request, queryset, agent=agent)
 
         return assign
 

@@ -26,6 +26,20 @@ class AssignForm(forms.Form):
         self.fields["agent"].queryset = agent_list().filter(pk__in=candidates).order_by("active_chats", "user__email")
 
 
+def chats_assign(modeladmin, request, queryset, *, agent: Agent) -> None:
+    """Assigns the selected chats to `agent` through the service, stopping (with a warning) at the first
+    one it refuses (the agent went offline or is full), and reports how many were assigned."""
+    done = 0
+    for chat in queryset:
+        try:
+            chat_assign(chat=chat, agent=agent)
+            done += 1
+        except ConflictError as error:
+            modeladmin.message_user(request, f"Chat {chat.number}: {error.detail}", messages.WARNING)
+            break
+    modeladmin.message_user(request, f"{done} chat(s) assigned to {agent.user}.", messages.SUCCESS)
+
+
 class ChatActionsMixin:
     """Adds "resolve" and "assign to agent…" (an intermediate page choosing an online agent with room);
     both go through the agents services, which keep counters, the assignment history and Qiscus in step."""
@@ -47,16 +61,7 @@ class ChatActionsMixin:
     def assign_chats(self, request, queryset):
         form = AssignForm(request.POST if "apply" in request.POST else None)
         if form.is_bound and form.is_valid():
-            agent = form.cleaned_data["agent"]
-            done = 0
-            for chat in queryset:
-                try:
-                    chat_assign(chat=chat, agent=agent)
-                    done += 1
-                except ConflictError as error:
-                    self.message_user(request, f"Chat {chat.number}: {error.detail}", messages.WARNING)
-                    break
-            self.message_user(request, f"{done} chat(s) assigned to {agent.user}.", messages.SUCCESS)
+            chats_assign(self, request, queryset, agent=form.cleaned_data["agent"])
             return None  # back to the changelist
         return TemplateResponse(
             request,
