@@ -1,7 +1,7 @@
+import rest_framework.authtoken.admin  # noqa: F401  registers TokenProxy now, so that it can be unregistered
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
-import rest_framework.authtoken.admin  # noqa: F401  registers TokenProxy now, so that it can be unregistered
 from rest_framework.authtoken.models import TokenProxy
 
 from core.models import User

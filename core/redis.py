@@ -33,7 +33,7 @@ def tenant_keys_delete(schema_name: str) -> int:
     deleted = 0
     for pattern in patterns:
         batch = []
-        for key in client.scan_iter(match=pattern, count=1000):
+        for key in client.scan_iter(match=pattern, count=5000):
             batch.append(key)
             if len(batch) == 1000:
                 deleted += client.unlink(*batch)

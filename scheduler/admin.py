@@ -95,6 +95,12 @@ class SchedulerSettingForm(forms.ModelForm):
         model = SchedulerSetting
         fields = ("interval_seconds", "batch_size", "webhook_url")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Compared with an empty initial value, the field is "changed" (and so named in the admin's history)
+        # only when a new key was typed.
+        self.initial["auth_key"] = ""
+
     def clean_webhook_url(self):
         url = self.cleaned_data["webhook_url"]
         if url:
