@@ -250,6 +250,15 @@ def test_error_pages_are_json_and_name_no_setting(tenant_a, method, path, status
     _assert_nowhere(settings.SECRET_KEY, _text(response))
 
 
+def test_a_disallowed_host_is_a_json_400(db, settings):
+    settings.ALLOWED_HOSTS = [settings.BASE_DOMAIN, f".{settings.BASE_DOMAIN}"]
+
+    response = Client(HTTP_HOST="evil.example").get("/health")
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Bad request."}
+
+
 def test_an_unreachable_redis_is_reported_without_its_password(db, captured_logs):
     password = "p4ss-" + uuid.uuid4().hex
     redis_url = f"redis://nobody:{password}@127.0.0.1:1/0"  # nothing listens on port 1
