@@ -399,9 +399,10 @@ PRODUCTION_SETTINGS = (
 )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def production_settings() -> dict:
-    """Settings as `sociomile.settings.production` computes them (a fresh process, read once)."""
+    """Settings as `sociomile.settings.production` computes them (a fresh process, read once: session-scoped,
+    since pytest-django's reordering of db and non-db tests would tear down a module-scoped one between them)."""
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "sociomile.settings.production", "SECRET_KEY": "s" * 60}
     script = (
         "import django, json; django.setup(); from django.conf import settings; "
