@@ -7,7 +7,7 @@ from agents.models import Agent, AllocationSettings, Assignment, QueuedChat
 from agents.selectors import QUEUE_ORDERING, agent_list
 from agents.services import agent_set_online, agent_update, agents_ensure, assignment_run
 from conversations.models import Chat
-from core.admin import tenant_admin_site
+from core.admin import secret_hint, tenant_admin_site
 from core.paginator import CappedCountPaginator
 
 
@@ -140,8 +140,13 @@ class AssignmentAdmin(admin.ModelAdmin):
 
 @admin.register(AllocationSettings, site=tenant_admin_site)
 class AllocationSettingsAdmin(admin.ModelAdmin):
-    fields = ("default_max_customers", "qiscus_integration_key", "qiscus_application")
-    readonly_fields = ("qiscus_integration_key", "qiscus_application")
+    # The full key is for Qiscus' settings page, and GET /api/integrations/qiscus hands it to admins.
+    fields = ("default_max_customers", "qiscus_integration_key_hint", "qiscus_application")
+    readonly_fields = ("qiscus_integration_key_hint", "qiscus_application")
+
+    @admin.display(description="Qiscus integration key")
+    def qiscus_integration_key_hint(self, obj: AllocationSettings) -> str:
+        return secret_hint(obj.qiscus_integration_key) + " (the full key: GET /api/integrations/qiscus)"
 
     def has_add_permission(self, request):
         return not AllocationSettings.objects.exists()

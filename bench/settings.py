@@ -9,3 +9,5 @@ from sociomile.settings.production import *  # noqa: E402,F403
 ROOT_URLCONF = "bench.urls_tenants"
 SECURE_SSL_REDIRECT = False
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+# The outbound scenario's receiver listens on loopback.
+OUTBOUND_WEBHOOK_ALLOW_PRIVATE = True

@@ -5,7 +5,7 @@ from django.db.models import Exists, OuterRef, Q
 from agents.admin_actions import ChatActionsMixin
 from conversations.models import Application, Chat, InboundEvent, Message, Ticket
 from conversations.services import ticket_status_set
-from core.admin import tenant_admin_site
+from core.admin import secret_hint, tenant_admin_site
 from core.paginator import CappedCountPaginator
 
 
@@ -13,8 +13,13 @@ from core.paginator import CappedCountPaginator
 class ApplicationAdmin(admin.ModelAdmin):
     list_display = ("name", "token", "chats_count", "created_at")
     search_fields = ("name", "token")
-    readonly_fields = ("token", "webhook_secret", "chats_count", "created_at", "updated_at")
-    fields = ("name", "token", "webhook_secret", "chats_count", "created_at", "updated_at")
+    # The webhook secret is shown once, by POST /api/applications; here only its last characters.
+    readonly_fields = ("token", "webhook_secret_hint", "chats_count", "created_at", "updated_at")
+    fields = ("name", "token", "webhook_secret_hint", "chats_count", "created_at", "updated_at")
+
+    @admin.display(description="webhook secret")
+    def webhook_secret_hint(self, obj: Application) -> str:
+        return secret_hint(obj.webhook_secret)
 
 
 class MessageInline(admin.TabularInline):

@@ -1,6 +1,8 @@
+import rest_framework.authtoken.admin  # noqa: F401  registers TokenProxy now, so that it can be unregistered
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from rest_framework.authtoken.models import TokenProxy
 
 from core.models import User
 from core.services import user_delete
@@ -25,6 +27,17 @@ class TenantAdminSite(admin.AdminSite):
 tenant_admin_site = TenantAdminSite(name="tenant_admin")
 admin.site.site_header = "Sociomile: platform admin"
 admin.site.site_title = "Sociomile platform admin"
+
+# DRF's token admin lists every platform admin's API token in clear (and the admin log keeps it as the
+# object's name): anyone at that page could act as any of them. A user gets their own token from
+# POST /api/auth/token; to cut someone off, deactivate their account (tokens of inactive users are refused).
+admin.site.unregister(TokenProxy)
+
+
+def secret_hint(value: str) -> str:
+    """What the admin shows of a secret: enough to tell which one is configured (its last 4 characters),
+    not enough to use it. The full value comes from the API that owns it, or not at all."""
+    return f"••••{value[-4:]}" if value else "(not set)"
 
 
 class UserCreationForm(AdminUserCreationForm):

@@ -1,4 +1,5 @@
 from django.contrib.auth import authenticate
+from django.core.exceptions import RequestDataTooBig
 from django.db import connection
 from django.http import JsonResponse
 from drf_spectacular.utils import extend_schema
@@ -7,6 +8,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.exceptions import RequestBodyTooLarge
 from core.models import User, normalize_email
 from core.redis import get_redis
 from core.services import user_token_get_or_create
@@ -72,6 +74,18 @@ def health(request):
         checks["redis"] = f"error: {error.__class__.__name__}"
     healthy = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ok" if healthy else "error", **checks}, status=200 if healthy else 503)
+
+
+def bad_request(request, exception=None):
+    """Django's 400 (a SuspiciousOperation outside DRF: a disallowed Host, a body over
+    DATA_UPLOAD_MAX_MEMORY_SIZE read by a plain Django view) as JSON, never the exception's text."""
+    if isinstance(exception, RequestDataTooBig):
+        return JsonResponse({"detail": RequestBodyTooLarge.default_detail}, status=413)
+    return JsonResponse({"detail": "Bad request."}, status=400)
+
+
+def permission_denied(request, exception=None):
+    return JsonResponse({"detail": "You do not have permission to perform this action."}, status=403)
 
 
 def not_found(request, exception=None):

@@ -1,8 +1,8 @@
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions
-from rest_framework.views import exception_handler as drf_exception_handler
 
 
 class ConflictError(exceptions.APIException):
@@ -11,8 +11,15 @@ class ConflictError(exceptions.APIException):
     default_code = "conflict"
 
 
+class RequestBodyTooLarge(exceptions.APIException):
+    status_code = 413
+    default_detail = "The request body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE."
+    default_code = "body_too_large"
+
+
 def exception_handler(exc, context):
-    """DRF's handler, plus Django's ValidationError from services answered as a 400 with field errors."""
+    """DRF's handler, plus Django's ValidationError from services answered as a 400 with field errors,
+    and an oversized body (Django's RequestDataTooBig, raised when DRF reads request.body) as a 413."""
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
         exc = exceptions.ValidationError(detail=detail)
@@ -20,4 +27,9 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound(str(exc) or None)
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        exc = RequestBodyTooLarge()
+    # Imported here: rest_framework.views loads the parser classes, and core.parsers imports this module.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     return drf_exception_handler(exc, context)

@@ -14,3 +14,30 @@ def get_redis() -> redis.Redis:
 def tenant_key(schema_name: str, *parts: object) -> str:
     """`sociomile:<schema>:<part>:<part>...`: every key that holds tenant data names its tenant."""
     return ":".join(["sociomile", schema_name, *(str(part) for part in parts)])
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
+
+
+def tenant_keys_delete(schema_name: str) -> int:
+    """Deletes every key of the tenant (a deleted tenant leaves nothing behind in Redis); returns how many.
+
+    That is everything built with `tenant_key` (`sociomile:<schema>:*`) and Django cache entries made in
+    the tenant's schema (django-tenants prefixes them `<schema>:<KEY_PREFIX>:`). SCAN, not KEYS: a large
+    Redis is not blocked while the keys are found.
+    """
+    client = get_redis()
+    key_prefix = settings.CACHES.get("default", {}).get("KEY_PREFIX", "")
+    patterns = [f"sociomile:{_glob_escape(schema_name)}:*", f"{_glob_escape(schema_name)}:{_glob_escape(key_prefix)}:*"]
+    deleted = 0
+    for pattern in patterns:
+        batch = []
+        for key in client.scan_iter(match=pattern, count=5000):
+            batch.append(key)
+            if len(batch) == 1000:
+                deleted += client.unlink(*batch)
+                batch = []
+        if batch:
+            deleted += client.unlink(*batch)
+    return deleted

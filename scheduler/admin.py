@@ -2,8 +2,9 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 
-from core.admin import tenant_admin_site
+from core.admin import secret_hint, tenant_admin_site
 from core.exceptions import ConflictError
+from core.outbound_urls import OutboundUrlRefused, outbound_url_check
 from core.paginator import CappedCountPaginator
 from scheduler.models import OutboundMessage, SchedulerSetting
 from scheduler.services import (
@@ -78,12 +79,52 @@ class OutboundMessageAdmin(admin.ModelAdmin):
             )
 
 
+class SchedulerSettingForm(forms.ModelForm):
+    # Write-only, as in the API: the key never goes back to a browser (page source, form autofill, caches).
+    auth_key = forms.CharField(
+        required=False,
+        strip=False,
+        max_length=255,
+        widget=forms.PasswordInput(render_value=False),
+        label="New auth key",
+        help_text="Sent as x-ins-auth-key. Never shown: type a key to replace the current one, or leave empty to keep it.",
+    )
+    remove_auth_key = forms.BooleanField(required=False, label="Remove the auth key")
+
+    class Meta:
+        model = SchedulerSetting
+        fields = ("interval_seconds", "batch_size", "webhook_url")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Compared with an empty initial value, the field is "changed" (and so named in the admin's history)
+        # only when a new key was typed.
+        self.initial["auth_key"] = ""
+
+    def clean_webhook_url(self):
+        url = self.cleaned_data["webhook_url"]
+        if url:
+            try:
+                outbound_url_check(url=url)  # the API's SSRF guard
+            except OutboundUrlRefused as error:
+                raise forms.ValidationError(str(error)) from error
+        return url
+
+
 @admin.register(SchedulerSetting, site=tenant_admin_site)
 class SchedulerSettingAdmin(admin.ModelAdmin):
+    form = SchedulerSettingForm
     list_display = ("__str__", "running", "interval_seconds", "batch_size", "webhook_url", "last_run_at")
-    fields = ("running", "interval_seconds", "batch_size", "webhook_url", "auth_key", "schedule_anchor_at", "last_run_at")
-    readonly_fields = ("running", "schedule_anchor_at", "last_run_at")
+    fields = (
+        "running", "interval_seconds", "batch_size", "webhook_url", "current_auth_key", "auth_key", "remove_auth_key",
+        "schedule_anchor_at", "last_run_at",
+    )  # fmt: skip
+    readonly_fields = ("running", "current_auth_key", "schedule_anchor_at", "last_run_at")
     actions = ["start", "stop"]
+
+    @admin.display(description="auth key")
+    def current_auth_key(self, obj: SchedulerSetting) -> str:
+        return secret_hint(obj.auth_key)
 
     def has_add_permission(self, request):
         return False  # one per tenant, made by provisioning
@@ -93,8 +134,12 @@ class SchedulerSettingAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         # Through the service, so a new interval also reaches the tenant's celery-beat schedule.
-        editable = ("interval_seconds", "batch_size", "webhook_url", "auth_key")
-        scheduler_update(**{name: form.cleaned_data[name] for name in editable})
+        changes = {name: form.cleaned_data[name] for name in ("interval_seconds", "batch_size", "webhook_url")}
+        if form.cleaned_data["remove_auth_key"]:
+            changes["auth_key"] = ""
+        elif form.cleaned_data["auth_key"]:
+            changes["auth_key"] = form.cleaned_data["auth_key"]
+        scheduler_update(**changes)
 
     @admin.action(description="Start the scheduler")
     def start(self, request, queryset):

@@ -5,6 +5,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.outbound_urls import OutboundUrlRefused, outbound_url_check
 from core.pagination import CursorPagination, paginate
 from core.permissions import IsTenantAdmin
 from scheduler.models import E164_PATTERN, MAX_INTERVAL_SECONDS, OutboundMessage
@@ -54,6 +55,11 @@ class SchedulerApi(APIView):
         def validate_webhook_url(self, value: str) -> str:
             if value and not value.lower().startswith(("http://", "https://")):
                 raise serializers.ValidationError("Use an http:// or https:// URL.")
+            if value:
+                try:
+                    outbound_url_check(url=value)  # SSRF guard; checked again before every request
+                except OutboundUrlRefused as error:
+                    raise serializers.ValidationError(str(error)) from error
             return value
 
     @extend_schema(responses={200: SchedulerStateOutputSerializer})

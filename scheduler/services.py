@@ -24,6 +24,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_tenants.utils import get_public_schema_name
 
 from core.exceptions import ConflictError
+from core.outbound_urls import OutboundUrlRefused, OutboundUrlUnresolved, outbound_url_check
 from core.redis import get_redis, tenant_key
 from scheduler.models import OutboundMessage, SchedulerSetting, validate_e164
 
@@ -294,8 +295,22 @@ def outbound_claim_due(*, batch_size: int, claim_token: uuid.UUID, now: datetime
     return list(OutboundMessage.objects.filter(id__in=ids).order_by("created_at", "id"))
 
 
+def _webhook_url_refusal(*, url: str) -> _Outcome | None:
+    """The SSRF guard at send time: the URL was checked when set, but its host may resolve elsewhere now."""
+    try:
+        outbound_url_check(url=url)
+    except OutboundUrlUnresolved as error:
+        return _Outcome("retry", error=str(error))
+    except OutboundUrlRefused as error:
+        return _Outcome("failed", error=f"Not sent: {error}")
+    return None
+
+
 def _post(*, session: requests.Session, setting: SchedulerSetting, message: OutboundMessage) -> _Outcome:
     timeout = settings.OUTBOUND_HTTP_TIMEOUT_SECONDS
+    refusal = _webhook_url_refusal(url=setting.webhook_url)
+    if refusal is not None:
+        return refusal
     try:
         response = session.post(
             setting.webhook_url,

@@ -13,5 +13,7 @@ urlpatterns = [
     path("metrics", tenant_metrics, name="metrics"),
 ]
 
+handler400 = "core.apis.bad_request"
+handler403 = "core.apis.permission_denied"
 handler404 = "core.apis.not_found"
 handler500 = "core.apis.server_error"

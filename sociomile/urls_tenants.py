@@ -13,5 +13,7 @@ urlpatterns = [
     path("api/", include("scheduler.urls")),
 ]
 
+handler400 = "core.apis.bad_request"
+handler403 = "core.apis.permission_denied"
 handler404 = "core.apis.not_found"
 handler500 = "core.apis.server_error"

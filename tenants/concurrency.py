@@ -107,7 +107,9 @@ def _limit_key(schema_name: str) -> str:
 
 
 def _closed_key(schema_name: str) -> str:
-    return tenant_key(schema_name, "slots", "closed")
+    # A platform key, not one of the tenant's: it outlives the tenant (tenant_slots_close) while every key
+    # under `sociomile:<schema>:` is deleted with it. "_" cannot start a slug, so it names no tenant.
+    return f"sociomile:_closed-tenants:{schema_name}"
 
 
 def _lease_ms() -> int:

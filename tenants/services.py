@@ -11,7 +11,7 @@ from django.utils import timezone
 from django_tenants.utils import quote_schema_name, schema_context
 
 from core.models import User
-from core.redis import get_redis, tenant_key
+from core.redis import get_redis, tenant_key, tenant_keys_delete
 from core.services import user_create
 from scheduler.services import scheduler_ensure, scheduler_remove
 from tenants import concurrency as tenant_concurrency
@@ -100,6 +100,7 @@ def _tenant_queue_and_slots_forget(*, schema_name: str) -> None:
     queues.tenant_queue_close(schema_name=schema_name)
     tenant_concurrency.tenant_slots_forget(schema_name=schema_name)
     tenant_metrics.tenant_metrics_forget(schema_name=schema_name)
+    tenant_keys_delete(schema_name)  # everything else it kept in Redis: counters, caches, webhook state
 
 
 def tenant_concurrency_set(*, tenant: Tenant, workers: int) -> Tenant:

@@ -135,7 +135,9 @@ WHITENOISE_USE_FINDERS = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Request size limits: the API takes small JSON bodies.
+# Request size limit: the API takes small JSON bodies. Every JSON body (core.parsers.JSONParser) and the
+# channel webhook's raw body are refused past this with a 413 JSON error before anything is parsed; 1 MiB
+# holds the longest message (MESSAGE_MAX_LENGTH characters, even \u-escaped) many times over.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024)
 
 # --- Product limits -------------------------------------------------------------------------------------
@@ -167,7 +169,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "core.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.exceptions.exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -314,6 +316,11 @@ OUTBOUND_MAX_ATTEMPTS = env_int("OUTBOUND_MAX_ATTEMPTS", 5)
 OUTBOUND_RETRY_BASE_SECONDS = env_int("OUTBOUND_RETRY_BASE_SECONDS", 30)
 OUTBOUND_RETRY_MAX_SECONDS = env_int("OUTBOUND_RETRY_MAX_SECONDS", 3600)
 OUTBOUND_CACHE_TTL_SECONDS = env_int("OUTBOUND_CACHE_TTL_SECONDS", 7 * 24 * 3600)
+# SSRF guard (core.outbound_urls): a tenant's webhook_url must resolve to public addresses only, checked when
+# it is set and before every request. `local` and `test` turn this on (their receivers run on loopback);
+# ALLOWED_HOSTS lets named internal hosts through in production.
+OUTBOUND_WEBHOOK_ALLOW_PRIVATE = env_bool("OUTBOUND_WEBHOOK_ALLOW_PRIVATE", False)
+OUTBOUND_WEBHOOK_ALLOWED_HOSTS = env_list("OUTBOUND_WEBHOOK_ALLOWED_HOSTS", [])
 
 # --- Logging: every line names the schema it was written in --------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")

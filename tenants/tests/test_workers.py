@@ -17,7 +17,7 @@ from django_tenants.utils import schema_context, schema_exists
 
 from conftest import WorkerProcess, _test_database_url, wait_for
 from conversations.models import InboundEvent
-from core.redis import get_redis
+from core.redis import get_redis, tenant_keys_delete
 from sociomile.celery import app
 from tenants.concurrency import tenant_slot_acquire, tenant_slot_release, tenant_slots_in_use
 from tenants.metrics import tenant_metrics_read
@@ -146,11 +146,19 @@ def test_a_tenant_backlog_does_not_delay_another_tenant(workers, make_live_tenan
     assert waiting > 1000
 
 
-def test_deleting_a_tenant_waits_for_its_running_tasks_then_drops_it(workers, make_live_tenant):
+def test_deleting_a_tenant_waits_for_its_running_tasks_then_drops_it(workers, make_live_tenant, monkeypatch):
     # given a tenant with 2 tasks running (its cap) and 4 more waiting or parked
     tenant = make_live_tenant("drain", concurrency=2)
     run_id = tenant_probe_send(tenant=tenant, count=6, duration_ms=1000)
     wait_for(lambda: tenant_slots_in_use(schema_name=tenant.schema_name) == 2, message="2 tasks to run")
+    # (the probes' records are the tenant's Redis keys, deleted last with all the others: read them just before)
+    recorded = {}
+
+    def read_probes_then_delete_keys(schema_name):
+        recorded.update(probe_intervals(schema_name, run_id))
+        return tenant_keys_delete(schema_name)
+
+    monkeypatch.setattr("tenants.services.tenant_keys_delete", read_probes_then_delete_keys)
 
     # when it is deleted
     tenant_delete(tenant=tenant)
@@ -158,7 +166,7 @@ def test_deleting_a_tenant_waits_for_its_running_tasks_then_drops_it(workers, ma
 
     # then the two running tasks had finished before the schema went, no other task started, and the
     # queue is gone with what waited in it
-    intervals = probe_intervals(tenant.schema_name, run_id)
+    intervals = recorded
     assert len(intervals) == 2
     assert all(interval["end"] is not None and interval["end"] <= deleted_at for interval in intervals.values())
     assert not schema_exists(tenant.schema_name)

@@ -1,0 +1,34 @@
+import json
+
+from django.conf import settings
+from rest_framework import parsers
+from rest_framework.exceptions import ParseError
+from rest_framework.utils import json as drf_json
+
+from core.exceptions import RequestBodyTooLarge
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser with two limits of its own, so hostile bodies get a 4xx, never a 500:
+
+    - at most DATA_UPLOAD_MAX_MEMORY_SIZE bytes are read (413 past it). DRF usually hands JSON parsers
+      `request.body`, which enforces the same limit; reading with a cap here keeps it true whatever
+      stream we are given (a body without Content-Length, a future DRF);
+    - JSON nested deeper than Python's decoder can recurse (`[[[[...` ) is a 400, where json.load raises
+      RecursionError, which is not a ValueError and would escape DRF's parser as a 500.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        raw = stream.read(limit + 1) if limit is not None else stream.read()
+        if limit is not None and len(raw) > limit:
+            raise RequestBodyTooLarge()
+        encoding = parsers.get_encoding(parser_context or {})
+        try:
+            text = raw.decode(encoding)  # get_encoding() allows text codecs only
+            parse_constant = drf_json.strict_constant if self.strict else None
+            return json.loads(text, parse_constant=parse_constant)
+        except RecursionError as error:
+            raise ParseError("JSON parse error - nested too deeply.") from error
+        except ValueError as error:  # includes UnicodeDecodeError
+            raise ParseError(f"JSON parse error - {error}") from error
