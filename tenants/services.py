@@ -4,13 +4,14 @@ import re
 import uuid
 
 from django.conf import settings
+from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_tenants.utils import quote_schema_name, schema_context
 
-from core.models import User
+from core.models import User, normalize_email
 from core.redis import get_redis, tenant_key
 from core.services import user_create
 from scheduler.services import scheduler_ensure, scheduler_remove
@@ -49,6 +50,7 @@ def tenant_create(*, name: str, slug: str, admin_email: str, admin_password: str
         raise ValidationError({"concurrency": [f"Must be between 1 and {MAX_TENANT_CONCURRENCY}."]})
     if Tenant.objects.filter(schema_name=slug).exists():
         raise ValidationError({"slug": ["A tenant with this slug already exists."]})
+    _admin_password_validate(email=admin_email, password=admin_password)
     try:
         with transaction.atomic():
             tenant = Tenant(schema_name=slug, name=name, concurrency=concurrency)
@@ -63,6 +65,14 @@ def tenant_create(*, name: str, slug: str, admin_email: str, admin_password: str
     transaction.on_commit(lambda: _tenant_queue_and_slots_open(schema_name=slug, concurrency=concurrency))
     logger.info("tenant created: %s", slug)
     return tenant
+
+
+def _admin_password_validate(*, email: str, password: str) -> None:
+    # Refused before the schema is copied, not after (user_create checks again inside the transaction).
+    try:
+        validate_password(password, user=User(email=normalize_email(email), name="Administrator", role=User.Role.ADMIN))
+    except ValidationError as error:
+        raise ValidationError({"password": error.messages}) from error
 
 
 def _tenant_queue_and_slots_open(*, schema_name: str, concurrency: int) -> None:
