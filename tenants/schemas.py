@@ -21,46 +21,46 @@ from django_tenants.utils import quote_schema_name
 
 logger = logging.getLogger(__name__)
 
-# Object kinds `schema_clone` copies: tables with identity columns, their indexes, constraints (primary,
-# unique, exclusion, check, foreign keys), column comments, table comments and their rows. Anything else in
-# the template (a view, a function, a serial or free-standing sequence, a trigger, a policy, a rule, a
-# partitioned or unlogged table, table options) is reported by `schema_clone_unsupported`, and the caller
-# falls back to a slower but general path.
-_UNSUPPORTED_SQL = """
-SELECT format('relation %%s (kind %%s)', c.relname, c.relkind)
-  FROM pg_class c
- WHERE c.relnamespace = %(schema)s::regnamespace AND c.relkind NOT IN ('r', 'i', 'S')
+# What lives in a schema, found through pg_depend's index on the referenced object: every table, view,
+# sequence, function, type... records a dependency on its namespace. pg_class has no index on the
+# namespace alone, and a scan of it grows with every tenant.
+_SCHEMA_OBJECTS_CTE = """
+WITH objects AS (
+    SELECT d.classid, d.objid FROM pg_depend d
+     WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = %(schema)s::regnamespace AND d.refobjsubid = 0
+), relations AS (
+    SELECT c.* FROM objects o JOIN pg_class c ON c.oid = o.objid WHERE o.classid = 'pg_class'::regclass
+)
+"""
+
+# `schema_clone` copies tables with identity columns, their indexes, keys, foreign keys, CHECKs, comments
+# and rows. Anything else in the template (a view, a function, a type, a serial or free-standing sequence,
+# a trigger, a policy, a rule, a partitioned or unlogged table, table options) is reported here, and the
+# caller falls back to a slower but general copy.
+_UNSUPPORTED_SQL = _SCHEMA_OBJECTS_CTE + """
+SELECT pg_describe_object(o.classid, o.objid, 0) FROM objects o WHERE o.classid <> 'pg_class'::regclass
 UNION ALL
-SELECT format('table %%s (persistence %%s, options %%s, row security %%s, rules %%s)',
-              c.relname, c.relpersistence, c.reloptions, c.relrowsecurity, c.relhasrules)
-  FROM pg_class c
- WHERE c.relnamespace = %(schema)s::regnamespace AND c.relkind = 'r'
-   AND (c.relpersistence <> 'p' OR c.reloptions IS NOT NULL OR c.relrowsecurity OR c.relhasrules)
+SELECT pg_describe_object('pg_class'::regclass, c.oid, 0) FROM relations c WHERE c.relkind NOT IN ('r', 'S')
 UNION ALL
-SELECT format('sequence %%s (not an identity column''s)', c.relname)
-  FROM pg_class c
- WHERE c.relnamespace = %(schema)s::regnamespace AND c.relkind = 'S'
+SELECT format('%%s (persistence %%s, options %%s, row security %%s, rules %%s)', pg_describe_object('pg_class'::regclass, c.oid, 0),
+              c.relpersistence, c.reloptions, c.relrowsecurity, c.relhasrules)
+  FROM relations c
+ WHERE c.relkind = 'r' AND (c.relpersistence <> 'p' OR c.reloptions IS NOT NULL OR c.relrowsecurity OR c.relhasrules)
+UNION ALL
+SELECT pg_describe_object('pg_class'::regclass, c.oid, 0) || ' (not an identity column''s)'
+  FROM relations c
+ WHERE c.relkind = 'S'
    AND NOT EXISTS (SELECT FROM pg_depend d
                     WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'i')
 UNION ALL
-SELECT format('trigger %%s', t.tgname)
-  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
- WHERE c.relnamespace = %(schema)s::regnamespace AND NOT t.tgisinternal
+SELECT pg_describe_object('pg_trigger'::regclass, t.oid, 0)
+  FROM relations c JOIN pg_trigger t ON t.tgrelid = c.oid WHERE NOT t.tgisinternal
 UNION ALL
-SELECT format('function %%s', p.proname) FROM pg_proc p WHERE p.pronamespace = %(schema)s::regnamespace
-UNION ALL
-SELECT format('type %%s', t.typname)
-  FROM pg_type t
- WHERE t.typnamespace = %(schema)s::regnamespace AND t.typtype <> 'c' AND t.typelem = 0
-UNION ALL
-SELECT format('extended statistics %%s', s.stxname) FROM pg_statistic_ext s WHERE s.stxnamespace = %(schema)s::regnamespace
+SELECT pg_describe_object('pg_policy'::regclass, p.oid, 0) FROM relations c JOIN pg_policy p ON p.polrelid = c.oid
 """
 
-_TABLES_SQL = """
-SELECT c.oid, c.relname, obj_description(c.oid, 'pg_class')
-  FROM pg_class c
- WHERE c.relnamespace = %(schema)s::regnamespace AND c.relkind = 'r'
- ORDER BY c.relname
+_TABLES_SQL = _SCHEMA_OBJECTS_CTE + """
+SELECT c.oid, c.relname, obj_description(c.oid, 'pg_class') FROM relations c WHERE c.relkind = 'r' ORDER BY c.relname
 """
 
 # Columns that take copied rows (generated columns compute their own), per table.

@@ -247,8 +247,9 @@ def test_a_template_with_an_object_the_copy_does_not_handle_falls_back_to_the_ge
         cursor.execute(f"CREATE VIEW {template}.open_chats AS SELECT id FROM {template}.conversations_chat")
         cursor.execute(f"CREATE SEQUENCE {template}.invoice_numbers")
 
-    assert schema_clone_unsupported(source=settings.TENANT_TEMPLATE_SCHEMA) == [
-        "relation open_chats (kind v)", "sequence invoice_numbers (not an identity column's)",
+    assert sorted(schema_clone_unsupported(source=settings.TENANT_TEMPLATE_SCHEMA)) == [
+        f"sequence {settings.TENANT_TEMPLATE_SCHEMA}.invoice_numbers (not an identity column's)",
+        f"view {settings.TENANT_TEMPLATE_SCHEMA}.open_chats",
     ]  # fmt: skip
     # when a tenant is created, django-tenants' clone copies them too
     tenant_create(name="Viewer", slug="viewer", admin_email="a@viewer.test", admin_password=PASSWORD)
