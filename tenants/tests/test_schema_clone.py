@@ -8,13 +8,16 @@ triggers and the rows migrations leave behind.
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
+from django_celery_beat.models import PeriodicTask
 from django_tenants.utils import quote_schema_name, schema_context, schema_exists
 
 from conversations.models import Application, Chat, Message
 from core.models import User
 from core.services import user_create
 from tenants import models as tenant_models
+from tenants import schemas as schemas_module
+from tenants.models import Domain, Tenant
 from tenants.schemas import schema_clone, schema_clone_unsupported, schema_migrations_pending
 from tenants.services import tenant_create
 
@@ -205,22 +208,36 @@ def test_foreign_keys_of_the_copy_check_the_copys_rows(schemas, db):
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
 
-def test_a_failed_copy_leaves_no_schema_and_the_transaction_usable(db):
-    # given a target that already exists
-    with connection.cursor() as cursor:
-        cursor.execute("CREATE SCHEMA clone_check_taken")
+def _failing_half_way(monkeypatch) -> None:
+    """Makes every copy fail on its last statement, after the schema and its tables were made."""
+    make_statements = schemas_module._schema_clone_statements
+    monkeypatch.setattr(schemas_module, "_schema_clone_statements",
+                        lambda **kwargs: [*make_statements(**kwargs), "SELECT 1 / 0"])  # fmt: skip
 
-    with pytest.raises(Exception):
-        schema_clone(source=settings.TENANT_TEMPLATE_SCHEMA, target="clone_check_taken")
 
-    # the caller's transaction goes on, on the search path it had
+def test_a_copy_failing_half_way_leaves_no_schema_and_the_transaction_usable(db, monkeypatch):
+    _failing_half_way(monkeypatch)
+
+    with pytest.raises(DataError):
+        schema_clone(source=settings.TENANT_TEMPLATE_SCHEMA, target="clone_check_half")
+
+    # nothing of the copy is left, and the caller's transaction goes on, on the search path it had
+    assert not schema_exists("clone_check_half")
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_schemas(false)")
         assert cursor.fetchone()[0] == ["public"]
-    # and a failure half-way through leaves nothing of the copy
-    with pytest.raises(Exception):
-        schema_clone(source="clone_check_no_such_schema", target="clone_check_half")
-    assert not schema_exists("clone_check_half")
+
+
+def test_a_tenant_whose_copy_fails_leaves_nothing_behind(db, monkeypatch):
+    _failing_half_way(monkeypatch)
+
+    with pytest.raises(DataError):
+        tenant_create(name="Broken", slug="broken", admin_email="a@broken.test", admin_password=PASSWORD)
+
+    assert not Tenant.objects.filter(schema_name="broken").exists()
+    assert not Domain.objects.filter(domain="broken.localhost").exists()
+    assert not schema_exists("broken")
+    assert not PeriodicTask.objects.filter(name__contains="broken").exists()
 
 
 def test_a_tenant_of_an_up_to_date_template_runs_no_migration(db, monkeypatch):
