@@ -13,13 +13,9 @@ path set to the new schema: foreign keys, indexes and identity sequences land in
 new schema, without any rewriting of SQL text.
 """
 
-import logging
-
 from django.db import connection, transaction
 from django.db.migrations.loader import MigrationLoader
 from django_tenants.utils import quote_schema_name
-
-logger = logging.getLogger(__name__)
 
 # What lives in a schema, found through pg_depend's index on the referenced object: every table, view,
 # sequence, function, type... records a dependency on its namespace. pg_class has no index on the
