@@ -15,7 +15,8 @@ Scenarios (more are added as capabilities land; see `--only`):
   cursor 90% deep) and on search (first and deep page) through gunicorn: p99 per size and the ratio, with
   EXPLAIN ANALYZE of the search query.
 - `provisioning`: `tenant_create` timed (median of a few) once 10 and once 200 tenants exist, and every
-  creation made on the way (to see growth).
+  creation made on the way (to see growth); at each level also the schema copy alone, django-tenants'
+  `clone_schema` (the copy used before) and the admin's password hash, for where the time goes.
 - `outbound`: `outbound_send_due` with a large batch against a threaded local receiver (202 + messageId),
   one run and N concurrent runs: sends/s, duplicates per Idempotency-Key, and a cProfile of one run.
 """
@@ -477,10 +478,15 @@ def scenario_read_path(args, processes: Processes) -> dict:
 
 def scenario_provisioning(args, processes: Processes) -> dict:
     from django.conf import settings
-    from django.db import connection
+    from django.contrib.auth.hashers import make_password
+    from django.db import connection, transaction
+    from django_tenants.clone import CloneSchema
 
     from tenants.models import Tenant
+    from tenants.schemas import schema_clone
     from tenants.services import tenant_create
+
+    template = settings.TENANT_TEMPLATE_SCHEMA
 
     def count() -> int:
         return Tenant.objects.exclude(schema_name="public").count()
@@ -491,6 +497,25 @@ def scenario_provisioning(args, processes: Processes) -> dict:
         tenant_create(name=slug, slug=slug, admin_email=f"admin@{slug}.test", admin_password="bench-password-123")
         return time.perf_counter() - started
 
+    def backend_cpu() -> float:
+        # CPU seconds PostgreSQL's backend for our connection has used (it runs on this machine): unlike
+        # wall time, hardly moved by other processes competing for the cores.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid = cursor.fetchone()[0]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rolled_back(copy) -> tuple[float, float]:
+        # One part of a creation alone, in a transaction rolled back afterwards (nothing is left of it):
+        # (wall seconds, PostgreSQL CPU seconds).
+        cpu_before = backend_cpu()
+        started = time.perf_counter()
+        with transaction.atomic():
+            copy()
+            transaction.set_rollback(True)
+        return time.perf_counter() - started, backend_cpu() - cpu_before
+
     fills = []  # (tenants existing before, seconds) for every creation made to reach the levels
     levels = {}
     for level in sorted(args.tenant_levels):
@@ -499,29 +524,44 @@ def scenario_provisioning(args, processes: Processes) -> dict:
             fills.append((before, create("fill")))
         existing = count()
         timings = [create("prov") for _ in range(args.tenant_samples)]
-        # The clone's cost grows with the catalog: the size of pg_attribute, and the time of one call of
-        # the clone's pg_get_tabledef (django-tenants' clone function) on one template table.
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_attribute")
-            attributes = cursor.fetchone()[0]
+        # Where a creation's time goes, measured right after it at the same level: the schema copy alone,
+        # django-tenants' clone_schema (the copy we had; its catalog queries grow with the tenants), and
+        # the admin's Argon2 hash. The rest is rows, the commit, the beat entry and the queue broadcast.
+        copies = [rolled_back(lambda: schema_clone(source=template, target="bench_copy")) for _ in range(args.tenant_samples)]
+        old_copies = []
+        for _ in range(args.tenant_samples):
+            old_copies.append(rolled_back(lambda: CloneSchema().clone_schema(template, "bench_old_copy", "DATA")))
+            connection.set_schema_to_public()
+        hashes = []
+        for _ in range(args.tenant_samples):
             started = time.perf_counter()
-            cursor.execute("SELECT public.pg_get_tabledef(%s, 'conversations_message', false, 'FKEYS_NONE')",
-                           [settings.TENANT_TEMPLATE_SCHEMA])  # fmt: skip
-            tabledef_ms = (time.perf_counter() - started) * 1000
+            make_password("bench-password-123")
+            hashes.append(time.perf_counter() - started)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT (SELECT count(*) FROM pg_class), (SELECT count(*) FROM pg_attribute)")
+            relations, attributes = cursor.fetchone()
         levels[str(level)] = {
             "existing_before": existing,
+            "pg_class_rows": relations,
             "pg_attribute_rows": attributes,
-            "pg_get_tabledef_message_ms": round(tabledef_ms, 1),
             "seconds": [round(t, 3) for t in timings],
             "median_seconds": round(_median(timings), 3),
+            "schema_copy_median_seconds": round(_median([wall for wall, _ in copies]), 3),
+            "schema_copy_median_postgres_cpu_seconds": round(_median([cpu for _, cpu in copies]), 3),
+            "django_tenants_clone_schema_median_seconds": round(_median([wall for wall, _ in old_copies]), 3),
+            "django_tenants_clone_schema_median_postgres_cpu_seconds": round(_median([cpu for _, cpu in old_copies]), 3),
+            "password_hash_median_seconds": round(_median(hashes), 3),
         }
     connection.close()
     first, last = (levels[str(level)]["median_seconds"] for level in (min(args.tenant_levels), max(args.tenant_levels)))
+    first_copy, last_copy = (levels[str(level)]["schema_copy_median_postgres_cpu_seconds"]
+                             for level in (min(args.tenant_levels), max(args.tenant_levels)))  # fmt: skip
     tail = [seconds for _, seconds in fills[-10:]]
     head = [seconds for _, seconds in fills[:10]]
     return {
         "levels": levels,
         "ratio_largest_to_smallest": round(last / first, 2),
+        "schema_copy_postgres_cpu_ratio_largest_to_smallest": round(last_copy / first_copy, 2) if first_copy else None,
         "fill_creations": len(fills),
         "fill_seconds_by_existing": [[before, round(seconds, 2)] for before, seconds in fills],
         "fill_median_first_10_seconds": round(_median(head), 3) if head else None,
@@ -706,12 +746,18 @@ def markdown(results: dict) -> str:
         r = results["scenarios"]["provisioning"]
         lines += [
             "## Tenant provisioning (`tenant_create`)", "",
-            "| tenants existing | creations (s) | median s | target | pg_attribute rows | one pg_get_tabledef ms |",
-            "| ---: | --- | ---: | ---: | ---: | ---: |",
+            "| tenants existing | creations (s) | median s | target | schema copy s (PostgreSQL CPU s) "
+            "| django-tenants clone_schema s (PostgreSQL CPU s) | Argon2 hash s | pg_class rows | pg_attribute rows |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
             *[f"| {level['existing_before']} | {', '.join(str(t) for t in level['seconds'])} | **{level['median_seconds']}** | <= 1.0 "
-              f"| {level['pg_attribute_rows']} | {level['pg_get_tabledef_message_ms']} |"
+              f"| {level['schema_copy_median_seconds']} ({level['schema_copy_median_postgres_cpu_seconds']}) "
+              f"| {level['django_tenants_clone_schema_median_seconds']} ({level['django_tenants_clone_schema_median_postgres_cpu_seconds']}) "
+              f"| {level['password_hash_median_seconds']} | {level['pg_class_rows']} | {level['pg_attribute_rows']} |"
               for level in r["levels"].values()],
-            "", f"Ratio largest/smallest level: **{r['ratio_largest_to_smallest']}** (target: flat). "
+            "", f"Ratio largest/smallest level: **{r['ratio_largest_to_smallest']}** (target: flat); of the schema copy's "
+            f"PostgreSQL CPU time: {r['schema_copy_postgres_cpu_ratio_largest_to_smallest']}. Medians of the samples; the "
+            "schema copy and clone_schema (the copy provisioning used before) are timed alone in rolled-back "
+            "transactions at the same level, and the Argon2 hash alone (a creation overlaps it with the copy). "
             f"Filling creations: {r['fill_creations']}, median of the first 10 {r['fill_median_first_10_seconds']} s, "
             f"of the last 10 {r['fill_median_last_10_seconds']} s.", "",
         ]  # fmt: skip

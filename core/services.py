@@ -8,10 +8,12 @@ from rest_framework.authtoken.models import Token
 from core.models import User, normalize_email
 
 
-def user_create(*, email: str, password: str, role: str, name: str = "") -> User:
+def user_create(*, email: str, password: str, role: str, name: str = "", password_hash: str | None = None) -> User:
     """Creates a user in the current schema (public for platform admins, a tenant's for its staff).
 
-    Raises ValidationError for a taken email or a weak password; nothing is written then.
+    Raises ValidationError for a taken email or a weak password; nothing is written then. `password_hash`,
+    if given, is `make_password(password)` computed beforehand (provisioning hashes while it copies the
+    tenant's schema); the password is validated all the same.
     """
     email = normalize_email(email)
     if User.objects.filter(email=email).exists():
@@ -24,7 +26,10 @@ def user_create(*, email: str, password: str, role: str, name: str = "") -> User
     # Platform admins and tenant admins use the Django admin of their host, with every permission there
     # (a tenant admin's account exists only in its tenant's schema); agents use the API only.
     user.is_staff = user.is_superuser = role in (User.Role.PLATFORM_ADMIN, User.Role.ADMIN)
-    user.set_password(password)
+    if password_hash is None:
+        user.set_password(password)
+    else:
+        user.password = password_hash
     user.save()
     return user
 

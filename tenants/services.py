@@ -2,15 +2,18 @@ import json
 import logging
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
+from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_tenants.utils import quote_schema_name, schema_context
 
-from core.models import User
+from core.models import User, normalize_email
 from core.redis import get_redis, tenant_key, tenant_keys_delete
 from core.services import user_create
 from scheduler.services import scheduler_ensure, scheduler_remove
@@ -39,7 +42,7 @@ def tenant_domain_name(*, slug: str) -> str:
 
 
 def tenant_create(*, name: str, slug: str, admin_email: str, admin_password: str, concurrency: int = 3) -> Tenant:
-    """Provisions a tenant: schema (migrated), domain, its first admin user, then its queue and consumers.
+    """Provisions a tenant: schema (a copy of the migrated template), domain, first admin, then its queue and consumers.
 
     All database work is one transaction: a bad admin password or a duplicate slug leaves no schema,
     no row and no user behind. Workers are told to consume the new queue once the tenant is committed.
@@ -49,20 +52,36 @@ def tenant_create(*, name: str, slug: str, admin_email: str, admin_password: str
         raise ValidationError({"concurrency": [f"Must be between 1 and {MAX_TENANT_CONCURRENCY}."]})
     if Tenant.objects.filter(schema_name=slug).exists():
         raise ValidationError({"slug": ["A tenant with this slug already exists."]})
+    _admin_password_validate(email=admin_email, password=admin_password)
+    # The admin's password is hashed (Argon2: as long as the schema copy) in a thread while the schema is
+    # copied; the hash releases the GIL and the copy is PostgreSQL's work.
+    hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tenant-create-hash")
     try:
+        password_hash = hashing.submit(make_password, admin_password)
         with transaction.atomic():
             tenant = Tenant(schema_name=slug, name=name, concurrency=concurrency)
-            tenant.save(verbosity=0)  # creates and migrates the schema (django-tenants)
+            tenant.save(verbosity=0)  # creates the schema: a copy of the template (tenants.models)
             Domain.objects.create(domain=tenant_domain_name(slug=slug), tenant=tenant, is_primary=True)
             with schema_context(slug):
-                user_create(email=admin_email, password=admin_password, role=User.Role.ADMIN, name="Administrator")
+                user_create(email=admin_email, password=admin_password, password_hash=password_hash.result(),
+                            role=User.Role.ADMIN, name="Administrator")  # fmt: skip
                 scheduler_ensure()  # its outbound job (setting and celery-beat entry), running from now on
     except IntegrityError as error:
         # Two creations of one slug at once: the unique index decides, the loser gets a 400.
         raise ValidationError({"slug": ["A tenant with this slug already exists."]}) from error
+    finally:
+        hashing.shutdown(wait=False)  # a failed creation answers at once; the thread ends with its hash
     transaction.on_commit(lambda: _tenant_queue_and_slots_open(schema_name=slug, concurrency=concurrency))
     logger.info("tenant created: %s", slug)
     return tenant
+
+
+def _admin_password_validate(*, email: str, password: str) -> None:
+    # Refused before the schema is copied, not after (user_create checks again inside the transaction).
+    try:
+        validate_password(password, user=User(email=normalize_email(email), name="Administrator", role=User.Role.ADMIN))
+    except ValidationError as error:
+        raise ValidationError({"password": error.messages}) from error
 
 
 def _tenant_queue_and_slots_open(*, schema_name: str, concurrency: int) -> None:
