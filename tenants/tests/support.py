@@ -7,7 +7,7 @@ from tenants.selectors import tenant_probe_events
 
 # Workers whose dead peers' tasks come back within seconds, not minutes (kept above the hard time limit).
 FAST_RECOVERY_ENV = {
-    "CELERY_VISIBILITY_TIMEOUT": "6",
+    "CELERY_VISIBILITY_TIMEOUT": "10",
     "CELERY_UNACKED_RESTORE_INTERVAL": "1",
     "CELERY_TASK_SOFT_TIME_LIMIT": "4",
     "CELERY_TASK_TIME_LIMIT": "5",
