@@ -142,6 +142,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024
 MESSAGE_MAX_LENGTH = env_int("MESSAGE_MAX_LENGTH", 10_000)
 # Queued chat and message creations persisted per transaction by one drain (conversations.services).
 CREATIONS_BATCH_SIZE = env_int("CREATIONS_BATCH_SIZE", 1000)
+# The one drain of a tenant holds a lease, renewed before each batch; a drain whose worker was killed blocks
+# the tenant's drains for at most this long. It only has to outlast one batch (one transaction).
+CREATIONS_LOCK_LEASE_SECONDS = env_int("CREATIONS_LOCK_LEASE_SECONDS", 30)
 
 # --- Inbound channel webhook (conversations.inbound) -----------------------------------------------------
 # Deliveries accepted per application per window (a fixed window counted in Redis, across web processes);
