@@ -60,16 +60,16 @@ def free_port() -> int:
 
 def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.05):
     """Polls until predicate() is truthy and returns its value; TimeoutError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
+    deadline, last_error = time.monotonic() + timeout, None
     while True:
         try:
             value = predicate()
-        except Exception:
-            value = None
+        except Exception as error:  # a dependency being down is what these tests wait out
+            value, last_error = None, error
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
         time.sleep(interval)
 
 

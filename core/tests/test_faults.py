@@ -13,6 +13,7 @@ two workers and beat) and a /health poller, breaks one dependency, brings it bac
 
 import time
 
+import psycopg
 import pytest
 
 from live_stack import BASE_DOMAIN, CreationLoad, HealthPoller, creations_check, drained, wait_until
@@ -113,13 +114,13 @@ def test_postgres_restarted_under_load_loses_nothing_and_recovers(live_stack, te
     _assert_everything_persisted_once(stack, tenant, load)
 
 
-def _drain_in_transaction(stack) -> str | None:
+def _drain_in_transaction(conn) -> str | None:
     """The worker whose drain is inside its batch transaction right now (it has written rows), if any."""
-    rows = stack.sql(
+    rows = conn.execute(
         "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'worker%%' "
         "AND backend_xid IS NOT NULL "
         r"AND query ~ '^\s*(INSERT INTO conversations_(chat|message)|UPDATE conversations_(application|chat) AS)'"
-    )
+    ).fetchall()
     return rows[0][0] if rows else None
 
 
@@ -137,11 +138,12 @@ def test_worker_killed_mid_batch_is_redelivered_not_duplicated(live_stack, tenan
         wait_until(lambda: load.accepted() >= 100, timeout=30, what="load to get going")
         # given a backlog of thousands of creations: the test holds the drain lock for a while, as a slow
         # drain would, so the next drain takes one big batch
-        wait_until(lambda: client.set(lock, "test-holds-it", nx=True, ex=30), timeout=10, what="the drain lock")
-        wait_until(lambda: client.llen(f"sociomile:{tenant.slug}:creations") >= 3000, timeout=60, what="a backlog")
-        client.delete(lock)
+        wait_until(lambda: client.set(lock, "test-holds-it", nx=True, ex=90), timeout=10, what="the drain lock")
+        wait_until(lambda: client.llen(f"sociomile:{tenant.slug}:creations") >= 600, timeout=80, what="a backlog")
         # when the worker running that batch is SIGKILLed inside its transaction
-        victim = wait_until(lambda: _drain_in_transaction(stack), timeout=30, interval=0.005, what="a drain mid-batch")
+        with psycopg.connect(stack.database_url, autocommit=True) as conn:
+            client.delete(lock)
+            victim = wait_until(lambda: _drain_in_transaction(conn), timeout=30, interval=0.002, what="a drain mid-batch")
         index = int(victim.removeprefix("worker"))
         stack.worker_kill(index)
         killed_at = time.monotonic()
