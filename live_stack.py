@@ -167,6 +167,9 @@ class LiveStack:
         return self
 
     def stop(self) -> None:
+        for process in self.processes.values():  # all at once: warm shutdowns overlap
+            if process.poll() is None:
+                process.terminate()
         for name in list(self.processes):
             self._terminate(name)
         for log in self._logs:
@@ -195,7 +198,7 @@ class LiveStack:
     def _terminate(self, name: str) -> None:
         process = self.processes.pop(name)
         if process.poll() is None:
-            process.terminate()
+            process.terminate()  # SIGTERM: gunicorn and Celery finish what they are doing
             try:
                 process.wait(20)
             except subprocess.TimeoutExpired:

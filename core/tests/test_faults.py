@@ -73,7 +73,13 @@ def test_redis_killed_under_load_loses_nothing_and_recovers(live_stack, tenant):
     stack = live_stack
     with HealthPoller(stack) as poller, CreationLoad(stack, tenant, threads=6) as load:
         wait_until(lambda: load.accepted() >= 200, timeout=30, what="load to get going")
-        # when Redis dies with acknowledged creations still queued in it (not yet in PostgreSQL)
+        # given accepted creations queued in Redis and not in PostgreSQL yet: the test holds the drain lock
+        # for a few seconds, as a slow drain would (it expires by itself after the restart)
+        client = stack.redis()
+        wait_until(lambda: client.set(f"sociomile:{tenant.slug}:creations:lock", "test", nx=True, ex=5), timeout=10,
+                   what="the drain lock")  # fmt: skip
+        wait_until(lambda: client.llen(f"sociomile:{tenant.slug}:creations") >= 50, timeout=30, what="a backlog")
+        # when Redis is SIGKILLed
         down_at = time.monotonic()
         stack.redis_stop(graceful=False)
         wait_until(lambda: _outage_reported(poller, start=down_at, end=time.monotonic(), dependency="redis"),
