@@ -51,6 +51,12 @@ def _assert_clean_failures(load: CreationLoad, dependency: str) -> None:
     assert unclean == [], f"{len(unclean)} requests failed otherwise than 503 naming {dependency}: {unclean[:5]}"
 
 
+def _assert_nothing_restarted(stack) -> None:
+    # Web, workers and beat rode out the outage in the same processes: nobody restarted them.
+    exited = {name: process.returncode for name, process in stack.processes.items() if process.poll() is not None}
+    assert exited == {}, {name: stack.log(name)[-3000:] for name in exited}
+
+
 def _assert_everything_persisted_once(stack, tenant, load) -> None:
     try:
         wait_until(lambda: drained(stack, tenant), timeout=60, what="the creations queue to drain", interval=0.2)
@@ -93,6 +99,7 @@ def test_redis_killed_under_load_loses_nothing_and_recovers(live_stack, tenant):
         wait_until(lambda: _accepted_chat_persisted(stack, tenant, load, since=back_at), timeout=RECOVERY_SECONDS,
                    what="a chat accepted after the restart to be persisted")  # fmt: skip
     assert load.accepted() > accepted_during_outage
+    _assert_nothing_restarted(stack)
     assert _outage_reported(poller, start=down_at, end=back_at, dependency="redis")
     assert load.failures, "the outage should have refused some requests"
     _assert_clean_failures(load, "redis")
@@ -113,6 +120,7 @@ def test_postgres_restarted_under_load_loses_nothing_and_recovers(live_stack, te
         _wait_recovered(stack, tenant, load, back_at=back_at)
         wait_until(lambda: _accepted_chat_persisted(stack, tenant, load, since=back_at), timeout=RECOVERY_SECONDS,
                    what="a chat accepted after the restart to be persisted")  # fmt: skip
+    _assert_nothing_restarted(stack)
     assert _outage_reported(poller, start=down_at, end=back_at, dependency="database")
     # A tenant host's health names the database too (its host could not even be looked up).
     assert load.failures, "the outage should have refused some requests"

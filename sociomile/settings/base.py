@@ -196,6 +196,9 @@ SPECTACULAR_SETTINGS = {
 
 # --- Celery --------------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+# kombu's Redis transport with one fix: a worker that loses Redis while holding unacked tasks reconnects
+# instead of exiting (core/broker.py).
+CELERY_BROKER_TRANSPORT = "core.broker:Transport"
 CELERY_TIMEZONE = TIME_ZONE
 # Tasks with no tenant (fan-outs, platform work) go here; each tenant's tasks go to its own queue
 # (tenants.queues.route_task), which every worker consumes (tenants.queues.TenantQueuesStep).
