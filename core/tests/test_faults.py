@@ -108,7 +108,11 @@ def test_redis_killed_under_load_loses_nothing_and_recovers(live_stack, tenant):
 
 def test_postgres_restarted_under_load_loses_nothing_and_recovers(live_stack, tenant):
     stack = live_stack
-    with HealthPoller(stack) as poller, CreationLoad(stack, tenant, threads=6) as load:
+    with (
+        HealthPoller(stack) as poller,
+        HealthPoller(stack, host=tenant.host) as tenant_poller,
+        CreationLoad(stack, tenant, threads=6) as load,
+    ):
         wait_until(lambda: load.accepted() >= 200, timeout=30, what="load to get going")
         down_at = time.monotonic()
         stack.pg_stop(mode="fast")
@@ -122,7 +126,8 @@ def test_postgres_restarted_under_load_loses_nothing_and_recovers(live_stack, te
                    what="a chat accepted after the restart to be persisted")  # fmt: skip
     _assert_nothing_restarted(stack)
     assert _outage_reported(poller, start=down_at, end=back_at, dependency="database")
-    # A tenant host's health names the database too (its host could not even be looked up).
+    # A tenant host's health names the database too, though its host could not even be looked up.
+    assert _outage_reported(tenant_poller, start=down_at, end=back_at, dependency="database")
     assert load.failures, "the outage should have refused some requests"
     _assert_clean_failures(load, "database")
     _assert_everything_persisted_once(stack, tenant, load)
