@@ -168,11 +168,15 @@ class LiveStack:
         return self
 
     def stop(self) -> None:
-        for process in self.processes.values():  # all at once: warm shutdowns overlap
-            if process.poll() is None:
-                process.terminate()
-        for name in list(self.processes):
-            self._terminate(name)
+        # The whole stack is thrown away: no graceful shutdown to wait for. Each process leads its own
+        # process group (start_new_session), so this also ends gunicorn's and Celery's children.
+        for name, process in list(self.processes.items()):
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+            del self.processes[name]
         for log in self._logs:
             log.close()
         # Kept for a look after the run, next to the other workers' logs of the suite.
@@ -195,16 +199,6 @@ class LiveStack:
                                    start_new_session=True)  # fmt: skip
         self.processes[name] = process
         return process
-
-    def _terminate(self, name: str) -> None:
-        process = self.processes.pop(name)
-        if process.poll() is None:
-            process.terminate()  # SIGTERM: gunicorn and Celery finish what they are doing
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
     def log(self, name: str) -> str:
         path = self.dir / f"{name}.log"

@@ -16,7 +16,7 @@ import time
 import psycopg
 import pytest
 
-from live_stack import BASE_DOMAIN, CreationLoad, HealthPoller, creations_check, drained, wait_until
+from live_stack import CreationLoad, HealthPoller, creations_check, drained, wait_until
 
 pytestmark = [pytest.mark.fault]
 
