@@ -252,20 +252,5 @@ def pytest_addoption(parser):
         "--soak-seconds",
         type=float,
         default=30.0,
-        help="how long the soak test (core/tests/test_soak.py) drives 64 clients; 30 s in the suite",
+        help="how long the soak test (core/tests/live/test_soak.py) drives 64 clients; 30 s in the suite",
     )
-
-
-@pytest.fixture(scope="session")
-def live_stack():
-    """A LiveStack (live_stack.py): its own PostgreSQL, Redis, gunicorn, two Celery workers and beat, on
-    production settings, started on first use and stopped at the end of the session. Its logs are copied
-    to test-output/live-stack/. Drain batches are large (5,000), so a worker can be killed mid-batch."""
-    from live_stack import LiveStack
-
-    stack = LiveStack(extra_env={"CREATIONS_BATCH_SIZE": "5000"})
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.stop()

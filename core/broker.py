@@ -4,7 +4,7 @@ When the broker connection breaks, Celery (5.7) first `collect()`s the connectio
 transport from it (`transport.client = None`), and then closes it. If a channel did not finish closing
 the first time (Redis was unreachable), the second close restores the channel's unacked messages, which
 needs connection parameters read from `transport.client`: an AttributeError, which Celery treats as
-unrecoverable, and the worker exits (seen with Redis SIGKILLed under load, core/tests/test_faults.py).
+unrecoverable, and the worker exits (seen with Redis SIGKILLed under load, core/tests/live/test_faults.py).
 The same lookup breaks the late ack of a task that was running across the reconnection.
 
 This channel computes its connection parameters while it is attached and reuses them afterwards. With
