@@ -242,3 +242,15 @@ def celery_worker(django_db_setup, django_db_blocker):
     worker = WorkerProcess(name=f"test-{uuid.uuid4().hex[:6]}")
     yield worker
     worker.stop()
+
+
+# --- a whole stack of its own, for the tests that break PostgreSQL, Redis and workers ---------------------
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--soak-seconds",
+        type=float,
+        default=30.0,
+        help="how long the soak test (core/tests/live/test_soak.py) drives 64 clients; 30 s in the suite",
+    )

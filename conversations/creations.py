@@ -11,7 +11,7 @@ Keys, all under the tenant's schema name (core.redis.tenant_key):
 - `app:<id>:chat:<n>:messages`     last message number allocated in chat n
 - `creations`                      the pending list (JSON records)
 - `creations:scheduled`            set while a drain task is queued and has not started yet
-- `creations:lock`                 held by the one drain running for the tenant (a lease)
+- `creations:lock`                 held by the one drain running for the tenant (a lease renewed each batch)
 - `creations:dead`                 creations PostgreSQL refused, with the error (never dropped silently)
 
 If Redis loses a counter, the next allocation re-seeds it from the largest number in PostgreSQL
@@ -22,6 +22,7 @@ import json
 import uuid
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db import connection
 
 from core.redis import get_redis, tenant_key
@@ -82,9 +83,22 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+_LOCK_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2])) end
+return 0
+"""
+
+# Trims the committed records only while the drain still holds the lock, in one step. A drain whose lease
+# ran out (a slow batch) must not trim: the drain that took over read the same head of the list, re-inserts
+# it idempotently and trims it itself; a second trim would drop records nobody persisted.
+_PENDING_REMOVE_IF_HOLDER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('LTRIM', KEYS[2], tonumber(ARGV[2]), -1)
+return 1
+"""
+
 # A drain that has not started within this many seconds is assumed lost; the next creation schedules another.
 SCHEDULED_TTL_SECONDS = 30
-LOCK_LEASE_SECONDS = 60
 
 
 def _key(*parts: object) -> str:
@@ -195,9 +209,10 @@ def pending_peek(limit: int) -> list[dict]:
     return [json.loads(raw) for raw in get_redis().lrange(pending_key(), 0, limit - 1)]
 
 
-def pending_remove(count: int) -> None:
-    """Drops the first `count` records, once they are committed (only the lock holder calls this)."""
-    get_redis().ltrim(pending_key(), count, -1)
+def pending_remove(*, count: int, token: str) -> bool:
+    """Drops the first `count` records once they are committed, if the drain still holds the lock (`token`).
+    False: the lease ran out and another drain owns the list now; stop draining."""
+    return bool(get_redis().eval(_PENDING_REMOVE_IF_HOLDER, 2, lock_key(), pending_key(), token, count))
 
 
 def pending_count() -> int:
@@ -215,7 +230,12 @@ def scheduled_clear() -> None:
 
 def lock_acquire() -> str | None:
     token = uuid.uuid4().hex
-    return token if get_redis().set(lock_key(), token, nx=True, ex=LOCK_LEASE_SECONDS) else None
+    return token if get_redis().set(lock_key(), token, nx=True, ex=settings.CREATIONS_LOCK_LEASE_SECONDS) else None
+
+
+def lock_renew(token: str) -> bool:
+    """Extends the drain's lease for one more batch; False if it ran out and another drain took the lock."""
+    return bool(get_redis().eval(_LOCK_RENEW, 1, lock_key(), token, settings.CREATIONS_LOCK_LEASE_SECONDS))
 
 
 def lock_release(token: str) -> None:

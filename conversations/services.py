@@ -417,9 +417,13 @@ def creations_persist(*, batch_size: int) -> int:
         if token is None:
             return handled  # the running drain will see our records (it re-checks after releasing)
         try:
-            while records := creations.pending_peek(batch_size):
+            # The lease is renewed before each batch (a drain under steady load runs as long as records keep
+            # coming), and records are trimmed only while it is still ours: see creations.pending_remove.
+            while creations.lock_renew(token) and (records := creations.pending_peek(batch_size)):
                 _persist_records(records)
-                creations.pending_remove(len(records))
+                if not creations.pending_remove(count=len(records), token=token):
+                    logger.warning("drain lease ran out during a batch; the drain holding it now takes over")
+                    return handled
                 handled += len(records)
         finally:
             creations.lock_release(token)

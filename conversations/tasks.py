@@ -2,7 +2,9 @@ import logging
 import random
 import uuid
 
+import redis
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.utils.dateparse import parse_datetime
 
 from conversations.services import (
@@ -58,7 +60,13 @@ def inbound_event_record_task(self, event_id: str, payload: dict, created_at: st
     raise self.retry(countdown=_backoff_seconds(attempt), exc=failure)
 
 
-@app.task
+# PostgreSQL or Redis away for a moment (a restart, a failover): the queued creations wait in Redis, and the
+# drain is retried with backoff so they are persisted soon after it is back, even if no new request
+# schedules another drain. Bounded: the beat sweep (CREATIONS_SWEEP_SECONDS) is the safety net after that.
+_DRAIN_TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError)
+
+
+@app.task(autoretry_for=_DRAIN_TRANSIENT_ERRORS, max_retries=8, retry_backoff=1, retry_backoff_max=10, retry_jitter=True)
 def creations_persist_task() -> None:
     """Drains the tenant's queued chat and message creations into PostgreSQL, in batches (idempotent)."""
     creations_persist(batch_size=settings.CREATIONS_BATCH_SIZE)

@@ -1,5 +1,10 @@
+import sys
+
+import redis
 from django.contrib.auth import authenticate
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError as DatabaseInterfaceError
+from django.db import OperationalError as DatabaseOperationalError
 from django.db import connection
 from django.http import JsonResponse
 from drf_spectacular.utils import extend_schema
@@ -92,5 +97,31 @@ def not_found(request, exception=None):
     return JsonResponse({"detail": "Not found."}, status=404)
 
 
+def _unavailable_dependency(error: BaseException | None) -> str | None:
+    """"database" or "redis" when the error (or what caused it) is that dependency being unreachable."""
+    while error is not None:
+        if isinstance(error, (DatabaseOperationalError, DatabaseInterfaceError)):
+            return "database"
+        if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
+            return "redis"
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def server_error(request):
-    return JsonResponse({"detail": "Internal server error."}, status=500)
+    """Django's handler500, also for errors raised before any view (the host lookup reads the database).
+
+    A dependency that is down (PostgreSQL restarting, Redis unreachable) is a 503 with Retry-After naming
+    it, not a 500: nothing was accepted, and the client should retry. /health keeps its own body then, so
+    it names the failed dependency on a tenant host too, even when the host could not be looked up.
+    """
+    dependency = _unavailable_dependency(sys.exception())
+    if dependency is None:
+        return JsonResponse({"detail": "Internal server error."}, status=500)
+    if request.path == "/health":
+        response = health(request)
+        if response.status_code == 503:
+            return response
+    response = JsonResponse({"detail": f"Service temporarily unavailable ({dependency}); retry shortly."}, status=503)
+    response["Retry-After"] = "1"
+    return response

@@ -353,3 +353,42 @@ def test_search_can_use_the_trigram_index(tenant_a):
     assert "message_body_trgm_idx" in ours, ours
     # why the lookup exists: Django's icontains is UPPER(body) LIKE ..., which the index cannot serve
     assert "message_body_trgm_idx" not in djangos, djangos
+
+
+def test_a_drain_whose_lease_ran_out_leaves_the_trim_to_the_drain_that_took_over(
+    tenant_a, application_a, client_a, drain, monkeypatch
+):
+    # given three queued chats, and a drain whose lease runs out while its batch commits: another drain
+    # takes the lock (and read the same head of the list)
+    for _ in range(3):
+        client_a.post(_chats_url(application_a), {})
+    persist_batch = services._persist_batch
+
+    def slow_batch(records):
+        added = persist_batch(records)
+        with schema_context(tenant_a.schema_name):
+            get_redis().set(creations.lock_key(), "another-drain")
+        return added
+
+    monkeypatch.setattr(services, "_persist_batch", slow_batch)
+
+    # when the first drain finishes its batch
+    handled = drain(tenant_a, batch_size=2)
+
+    # then it stops without trimming: the records stay for the drain holding the lock (no record is
+    # dropped unpersisted by a second trim), and the rows it committed are there once
+    assert handled == 0
+    assert _pending(tenant_a) == 3
+    with schema_context(tenant_a.schema_name):
+        assert get_redis().get(creations.lock_key()) == b"another-drain"
+        assert sorted(Chat.objects.values_list("number", flat=True)) == [1, 2]
+
+    # and when that drain runs (its lock released), everything is persisted exactly once
+    monkeypatch.setattr(services, "_persist_batch", persist_batch)
+    with schema_context(tenant_a.schema_name):
+        get_redis().delete(creations.lock_key())
+    assert drain(tenant_a, batch_size=2) == 3
+    assert _pending(tenant_a) == 0
+    with schema_context(tenant_a.schema_name):
+        assert sorted(Chat.objects.values_list("number", flat=True)) == [1, 2, 3]
+        assert Application.objects.get(id=application_a.id).chats_count == 3

@@ -63,3 +63,41 @@ def test_openapi_schemas_validate_without_warnings(urlconf, tmp_path):
 
     # A warning usually means two different shapes were merged into one component: a wrong schema.
     call_command("spectacular", urlconf=urlconf, validate=True, fail_on_warn=True, file=str(tmp_path / "schema.yaml"))
+
+
+def test_a_request_that_needs_redis_while_it_is_down_is_503_json_naming_it(tenant_a, settings):
+    # given an application, and then a Redis URL nothing listens on
+    from django_tenants.utils import schema_context
+
+    from conversations.services import application_create
+
+    with schema_context(tenant_a.schema_name):
+        application = application_create(name="Widget")
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    core_redis.get_redis.cache_clear()
+    client = api_client(tenant=tenant_a)
+    client.raise_request_exception = False  # as in production: Django's handler500 answers
+    try:
+        response = client.post(f"/api/applications/{application.token}/chats", {})
+    finally:
+        core_redis.get_redis.cache_clear()
+
+    # then a 503 the client can retry, not a 500 and never a 202
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert response.json() == {"detail": "Service temporarily unavailable (redis); retry shortly."}
+
+
+def test_an_unexpected_error_is_still_a_plain_500(tenant_a, monkeypatch):
+    from core import middleware
+
+    def broken(*, hostname):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(middleware, "tenant_get_for_hostname", broken)
+    client = api_client(tenant=tenant_a)
+    client.raise_request_exception = False
+    response = client.get("/health")
+
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error."}

@@ -20,6 +20,9 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"])
 DATABASES = {"default": database_from_url(env_str("DATABASE_URL", "postgres://sociomile@127.0.0.1:55432/sociomile"))}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A database host that does not answer at all (not "refused": a partition, a failover in progress) would
+# otherwise hold a request, /health or a task for the OS's TCP timeout (minutes); fail in seconds instead.
+DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5))
 DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:56379/0")
@@ -144,6 +147,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024
 MESSAGE_MAX_LENGTH = env_int("MESSAGE_MAX_LENGTH", 10_000)
 # Queued chat and message creations persisted per transaction by one drain (conversations.services).
 CREATIONS_BATCH_SIZE = env_int("CREATIONS_BATCH_SIZE", 1000)
+# The one drain of a tenant holds a lease, renewed before each batch; a drain whose worker was killed blocks
+# the tenant's drains for at most this long. It only has to outlast one batch (one transaction).
+CREATIONS_LOCK_LEASE_SECONDS = env_int("CREATIONS_LOCK_LEASE_SECONDS", 30)
 
 # --- Inbound channel webhook (conversations.inbound) -----------------------------------------------------
 # Deliveries accepted per application per window (a fixed window counted in Redis, across web processes);
@@ -195,6 +201,9 @@ SPECTACULAR_SETTINGS = {
 
 # --- Celery --------------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+# kombu's Redis transport with one fix: a worker that loses Redis while holding unacked tasks reconnects
+# instead of exiting (core/broker.py).
+CELERY_BROKER_TRANSPORT = "core.broker:Transport"
 CELERY_TIMEZONE = TIME_ZONE
 # Tasks with no tenant (fan-outs, platform work) go here; each tenant's tasks go to its own queue
 # (tenants.queues.route_task), which every worker consumes (tenants.queues.TenantQueuesStep).

@@ -1,0 +1,196 @@
+"""Faults under load: Redis killed, PostgreSQL restarted, a worker SIGKILLed in the middle of a drain batch.
+
+Each test runs load generators against the LiveStack (live_stack.py: its own PostgreSQL, Redis, gunicorn,
+two workers and beat) and a /health poller, breaks one dependency, brings it back and then checks:
+
+- every creation answered 2xx exists exactly once in PostgreSQL once the queue has drained, nothing was
+  persisted twice, numbers are contiguous, counts are exact (live_stack.creations_check);
+- every request that failed got a clean 503 JSON naming the dependency (never a 2xx that is then lost);
+- /health answered 503 naming the dependency while it was down;
+- web and workers recover by themselves (nobody restarts them) within 10 s of the dependency being back:
+  /health is 200 and a creation is accepted, and persisted.
+"""
+
+import re
+import time
+
+import psycopg
+import pytest
+
+from live_stack import CreationLoad, HealthPoller, creations_check, drained, wait_until
+
+pytestmark = [pytest.mark.fault]
+
+RECOVERY_SECONDS = 10
+
+
+def _accepted_chat_persisted(stack, tenant, load, *, since: float) -> bool:
+    chats = load.accepted_chats_since(since)
+    if not chats:
+        return False
+    customer_id, number, _at = chats[0]
+    rows = stack.sql(f'SELECT number FROM "{tenant.slug}".conversations_chat WHERE application_id = %s AND customer_id = %s',
+                     [tenant.app_id, customer_id])  # fmt: skip
+    return rows == [(number,)]
+
+
+def _wait_recovered(stack, tenant, load, *, back_at: float) -> None:
+    """Within RECOVERY_SECONDS of `back_at`: /health 200, and a creation accepted after that (the load's)."""
+
+    def recovered():
+        status, _body = stack.health()
+        return status == 200 and load.accepted_chats_since(time.monotonic() - 0.5)
+
+    try:
+        wait_until(recovered, timeout=RECOVERY_SECONDS - (time.monotonic() - back_at), what="recovery")
+    except TimeoutError:
+        pytest.fail(f"not recovered {RECOVERY_SECONDS}s after the dependency came back; last failures: {load.failures[-5:]}")
+
+
+def _assert_clean_failures(load: CreationLoad, dependency: str) -> None:
+    unclean = [failure for failure in load.failures if failure[1] != 503 or dependency not in failure[2]]
+    assert unclean == [], f"{len(unclean)} requests failed otherwise than 503 naming {dependency}: {unclean[:5]}"
+
+
+def _assert_nothing_restarted(stack) -> None:
+    # Web, workers and beat rode out the outage in the same processes: nobody restarted them.
+    exited = {name: process.returncode for name, process in stack.processes.items() if process.poll() is not None}
+    assert exited == {}, {name: stack.log(name)[-3000:] for name in exited}
+
+
+def _assert_everything_persisted_once(stack, tenant, load) -> None:
+    try:
+        wait_until(lambda: drained(stack, tenant), timeout=60, what="the creations queue to drain", interval=0.2)
+    except TimeoutError:
+        pytest.fail(f"queue not drained: {stack.redis().llen(f'sociomile:{tenant.slug}:creations')} creations wait")
+    assert creations_check(stack, tenant, load) == {"chats": [], "messages": [], "counts": [], "duplicates": []}
+
+
+def _outage_reported(poller: HealthPoller, *, start: float, end: float, dependency: str) -> list:
+    return [answer for answer in poller.between(start, end)
+            if answer[1] == 503 and isinstance(answer[2], dict) and answer[2].get(dependency, "ok") != "ok"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tenant(live_stack):
+    return live_stack.bootstrap(slug="faults", agents=0)
+
+
+def test_redis_killed_under_load_loses_nothing_and_recovers(live_stack, tenant):
+    stack = live_stack
+    with HealthPoller(stack) as poller, CreationLoad(stack, tenant, threads=6) as load:
+        wait_until(lambda: load.accepted() >= 200, timeout=30, what="load to get going")
+        # given accepted creations queued in Redis and not in PostgreSQL yet: the test holds the drain lock
+        # for a few seconds, as a slow drain would (it expires by itself after the restart)
+        client = stack.redis()
+        wait_until(lambda: client.set(f"sociomile:{tenant.slug}:creations:lock", "test", nx=True, ex=5), timeout=10,
+                   what="the drain lock")  # fmt: skip
+        wait_until(lambda: client.llen(f"sociomile:{tenant.slug}:creations") >= 50, timeout=30, what="a backlog")
+        # when Redis is SIGKILLed
+        down_at = time.monotonic()
+        stack.redis_stop(graceful=False)
+        wait_until(lambda: _outage_reported(poller, start=down_at, end=time.monotonic(), dependency="redis"),
+                   timeout=10, what="/health to report redis down")  # fmt: skip
+        time.sleep(1)
+        accepted_during_outage = load.accepted()
+        stack.redis_start()
+        back_at = time.monotonic()
+        # then web and workers reconnect by themselves
+        _wait_recovered(stack, tenant, load, back_at=back_at)
+        wait_until(lambda: _accepted_chat_persisted(stack, tenant, load, since=back_at), timeout=RECOVERY_SECONDS,
+                   what="a chat accepted after the restart to be persisted")  # fmt: skip
+    assert load.accepted() > accepted_during_outage
+    _assert_nothing_restarted(stack)
+    assert _outage_reported(poller, start=down_at, end=back_at, dependency="redis")
+    assert load.failures, "the outage should have refused some requests"
+    _assert_clean_failures(load, "redis")
+    _assert_everything_persisted_once(stack, tenant, load)
+
+
+def test_postgres_restarted_under_load_loses_nothing_and_recovers(live_stack, tenant):
+    stack = live_stack
+    with (
+        HealthPoller(stack) as poller,
+        HealthPoller(stack, host=tenant.host) as tenant_poller,
+        CreationLoad(stack, tenant, threads=6) as load,
+    ):
+        wait_until(lambda: load.accepted() >= 200, timeout=30, what="load to get going")
+        down_at = time.monotonic()
+        stack.pg_stop(mode="fast")
+        wait_until(lambda: _outage_reported(poller, start=down_at, end=time.monotonic(), dependency="database"),
+                   timeout=10, what="/health to report the database down")  # fmt: skip
+        time.sleep(2)
+        stack.pg_start()
+        back_at = time.monotonic()
+        _wait_recovered(stack, tenant, load, back_at=back_at)
+        wait_until(lambda: _accepted_chat_persisted(stack, tenant, load, since=back_at), timeout=RECOVERY_SECONDS,
+                   what="a chat accepted after the restart to be persisted")  # fmt: skip
+    _assert_nothing_restarted(stack)
+    assert _outage_reported(poller, start=down_at, end=back_at, dependency="database")
+    # A tenant host's health names the database too, though its host could not even be looked up.
+    assert _outage_reported(tenant_poller, start=down_at, end=back_at, dependency="database")
+    assert load.failures, "the outage should have refused some requests"
+    _assert_clean_failures(load, "database")
+    _assert_everything_persisted_once(stack, tenant, load)
+
+
+def _drain_in_transaction(conn) -> str | None:
+    """The worker whose drain is inside its batch transaction right now (it has written rows), if any."""
+    rows = conn.execute(
+        "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'worker%%' "
+        "AND backend_xid IS NOT NULL "
+        r"AND query ~ '^\s*(INSERT INTO conversations_(chat|message)|UPDATE conversations_(application|chat) AS)'"
+    ).fetchall()
+    return rows[0][0] if rows else None
+
+
+_TASK_EVENT = re.compile(r"creations_persist_task\[([0-9a-f-]+)\] (received|succeeded|retry|reject|raised)")
+
+
+def _drain_tasks_running(log: str) -> set[str]:
+    """Ids of the drain tasks a worker log shows received and not yet done (the last event per id wins:
+    a retried task is received again under the same id)."""
+    last: dict[str, str] = {}
+    for task_id, event in _TASK_EVENT.findall(log):
+        last[task_id] = event
+    return {task_id for task_id, event in last.items() if event == "received"}
+
+
+def _drain_tasks_received(log: str) -> set[str]:
+    return {task_id for task_id, event in _TASK_EVENT.findall(log) if event == "received"}
+
+
+def test_worker_killed_mid_batch_is_redelivered_not_duplicated(live_stack, tenant):
+    stack = live_stack
+    client = stack.redis()
+    lock = f"sociomile:{tenant.slug}:creations:lock"
+    # only what the workers log from now on counts (earlier tests retried drains on these workers)
+    offsets = {index: len(stack.log(f"worker{index}")) for index in range(2)}
+    with CreationLoad(stack, tenant, threads=8) as load:
+        wait_until(lambda: load.accepted() >= 100, timeout=30, what="load to get going")
+        # given a backlog of thousands of creations: the test holds the drain lock for a while, as a slow
+        # drain would, so the next drain takes one big batch
+        wait_until(lambda: client.set(lock, "test-holds-it", nx=True, ex=90), timeout=10, what="the drain lock")
+        wait_until(lambda: client.llen(f"sociomile:{tenant.slug}:creations") >= 600, timeout=80, what="a backlog")
+        # when the worker running that batch is SIGKILLed inside its transaction
+        with psycopg.connect(stack.database_url, autocommit=True) as conn:
+            client.delete(lock)
+            victim = wait_until(lambda: _drain_in_transaction(conn), timeout=30, interval=0.002, what="a drain mid-batch")
+        index = int(victim.removeprefix("worker"))
+        stack.worker_kill(index)
+        killed_at = time.monotonic()
+        survivor = f"worker{1 - index}"
+        survivor_offset = len(stack.log(survivor))
+        # then the surviving worker takes over (the lease expires), new creations are persisted
+        wait_until(lambda: _accepted_chat_persisted(stack, tenant, load, since=killed_at), timeout=20,
+                   what="a chat accepted after the kill to be persisted")  # fmt: skip
+    # the drain tasks that died with the worker (received, never finished) are redelivered to the survivor
+    # (acks_late: restored once older than the visibility timeout)
+    in_flight = _drain_tasks_running(stack.log(f"worker{index}")[offsets[index]:])
+    assert in_flight
+    wait_until(lambda: in_flight <= _drain_tasks_received(stack.log(survivor)[survivor_offset:]), timeout=30,
+               interval=0.5, what="the killed drain's task to be redelivered")  # fmt: skip
+    _assert_everything_persisted_once(stack, tenant, load)
+    assert [failure for failure in load.failures] == []
+    # the stack stays usable for the next tests
+    stack.worker_start(index)
