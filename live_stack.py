@@ -137,7 +137,11 @@ class LiveStack:
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "sociomile.settings.production",
             "SECRET_KEY": "live-stack-only-secret-key-0123456789abcdef",
+            # Plain HTTP on loopback, and the soak's outbound receiver listens there too (docs/security.md).
             "SECURE_COOKIES": "false",
+            "SECURE_SSL_REDIRECT": "false",
+            "SECURE_HSTS_SECONDS": "0",
+            "OUTBOUND_WEBHOOK_ALLOW_PRIVATE": "true",
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
             "LOG_LEVEL": "INFO",
