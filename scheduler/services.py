@@ -1,24 +1,25 @@
 """Outbound messages and the tenant's periodic send job.
 
 A run (`outbound_send_due`, started by celery-beat through the tenant's PeriodicTask) recovers expired
-claims, claims up to `batch_size` due messages with SELECT ... FOR UPDATE SKIP LOCKED in a short
-transaction, and then POSTs them one by one, outside any transaction. Every write after the claim is
-conditional on the run's claim token, so a run that lost its claim (it stalled past the lease) can
-neither send nor record anything for that message.
+claims, claims up to `batch_size` due messages in one UPDATE ... RETURNING over a SELECT ... FOR UPDATE
+SKIP LOCKED, and then POSTs them in waves of parallel requests, outside any transaction. Every write after
+the claim is conditional on the run's claim token, so a run that lost its claim (it stalled past the
+lease) can neither send nor record anything for that message.
 """
 
 import json
 import logging
 import random
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import requests
+import requests.adapters
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_tenants.utils import get_public_schema_name
@@ -270,28 +271,83 @@ def outbound_recover_expired(*, now: datetime) -> int:
     return exhausted + retried
 
 
+# One statement claims the batch: the CTE locks the due rows it picks (SKIP LOCKED: a concurrent run passes
+# over them instead of waiting and then claiming them again), the UPDATE marks them ours, and RETURNING hands
+# them back, so the claim costs one round trip and one commit whatever the batch size.
+_CLAIM = """
+WITH due AS (
+    SELECT id FROM scheduler_outboundmessage
+    WHERE status = 'pending' AND next_attempt_at <= %(now)s
+    ORDER BY created_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE scheduler_outboundmessage AS message
+SET status = 'sending', claim_token = %(claim_token)s, lease_expires_at = %(lease_expires_at)s, updated_at = %(now)s
+FROM due WHERE message.id = due.id
+RETURNING {columns}
+"""
+
+# Counts one attempt of each message of a wave and renews its lease, only where the claim is still ours:
+# only the rows it returns are POSTed.
+_ATTEMPTS_START = """
+UPDATE scheduler_outboundmessage
+SET attempts = attempts + 1, lease_expires_at = %(lease_expires_at)s
+WHERE id = ANY(%(ids)s) AND status = 'sending' AND claim_token = %(claim_token)s
+RETURNING id, attempts
+"""
+
+# The outcomes of a wave, one row each, written together where the claim is still ours.
+_OUTCOMES_RECORD = """
+UPDATE scheduler_outboundmessage AS message
+SET status = outcome.status,
+    message_id = CASE WHEN outcome.status = 'sent' THEN outcome.provider_id ELSE message.message_id END,
+    sent_at = CASE WHEN outcome.status = 'sent' THEN %(now)s ELSE message.sent_at END,
+    next_attempt_at = coalesce(outcome.next_attempt_at, message.next_attempt_at),
+    last_error = outcome.error,
+    claim_token = NULL, lease_expires_at = NULL, updated_at = %(now)s
+FROM unnest(%(ids)s::uuid[], %(statuses)s::varchar[], %(provider_ids)s::varchar[],
+            %(next_attempts_at)s::timestamptz[], %(errors)s::text[])
+     AS outcome(id, status, provider_id, next_attempt_at, error)
+WHERE message.id = outcome.id AND message.status = 'sending' AND message.claim_token = %(claim_token)s
+RETURNING message.id
+"""
+
+# Messages claimed but never tried (the run was interrupted): due again at once, their attempts untouched.
+_UNTRIED_RELEASE = """
+UPDATE scheduler_outboundmessage SET status = 'pending', claim_token = NULL, lease_expires_at = NULL
+WHERE id = ANY(%(ids)s) AND status = 'sending' AND claim_token = %(claim_token)s
+"""
+
+
+def _lease_expires_at() -> datetime:
+    return timezone.now() + timedelta(seconds=settings.OUTBOUND_LEASE_SECONDS)
+
+
 def outbound_claim_due(*, batch_size: int, claim_token: uuid.UUID, now: datetime) -> list[OutboundMessage]:
-    """Claims up to `batch_size` due pending messages, oldest first, for one run.
+    """Claims up to `batch_size` due pending messages, oldest first, for one run (one statement).
 
     SKIP LOCKED: a concurrent run skips the rows this one is claiming instead of waiting for them and then
     claiming them again; once committed they are `sending` and out of every other run's query.
     """
-    lease_expires_at = now + timedelta(seconds=settings.OUTBOUND_LEASE_SECONDS)
-    with transaction.atomic():
-        ids = list(
-            OutboundMessage.objects.select_for_update(skip_locked=True)
-            .filter(status=OutboundMessage.Status.PENDING, next_attempt_at__lte=now)
-            .order_by("created_at", "id")
-            .values_list("id", flat=True)[:batch_size]
+    fields = OutboundMessage._meta.concrete_fields
+    columns = ", ".join(f"message.{connection.ops.quote_name(field.column)}" for field in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM.format(columns=columns),
+            {
+                "now": now,
+                "limit": batch_size,
+                "claim_token": claim_token,
+                "lease_expires_at": now + timedelta(seconds=settings.OUTBOUND_LEASE_SECONDS),
+            },
         )
-        if ids:
-            OutboundMessage.objects.filter(id__in=ids).update(
-                status=OutboundMessage.Status.SENDING,
-                claim_token=claim_token,
-                lease_expires_at=lease_expires_at,
-                updated_at=now,
-            )
-    return list(OutboundMessage.objects.filter(id__in=ids).order_by("created_at", "id"))
+        rows = cursor.fetchall()
+    names = [field.attname for field in fields]
+    # psycopg already returns these columns as a queryset would (UUIDs, aware datetimes).
+    messages = [OutboundMessage.from_db(connection.alias, names, row) for row in rows]
+    messages.sort(key=lambda message: (message.created_at, message.id))
+    return messages
 
 
 def _post(*, session: requests.Session, setting: SchedulerSetting, message: OutboundMessage) -> _Outcome:
@@ -334,54 +390,90 @@ def _retry_after_seconds(response: requests.Response) -> float | None:
         return None
 
 
-def _record(*, message: OutboundMessage, claim_token: uuid.UUID, outcome: _Outcome, attempts: int) -> str | None:
-    """Writes the outcome if the run still holds the claim; returns the status written, or None."""
-    now = timezone.now()
-    ours = OutboundMessage.objects.filter(id=message.id, status=OutboundMessage.Status.SENDING, claim_token=claim_token)
-    released = {"claim_token": None, "lease_expires_at": None, "updated_at": now}
+def _outcome_row(*, outcome: _Outcome, attempts: int, now: datetime) -> tuple[str, str | None, datetime | None, str | None]:
+    """(status, provider id, next attempt at, last error) to write for one outcome."""
     if outcome.status == "sent":
-        written = ours.update(
-            status=OutboundMessage.Status.SENT, message_id=outcome.message_id, sent_at=now, last_error=None, **released
-        )
-        if written:
-            _cache_sent(message=message, provider_id=outcome.message_id, sent_at=now)
-        status = OutboundMessage.Status.SENT
-    elif outcome.status == "retry" and attempts < settings.OUTBOUND_MAX_ATTEMPTS:
+        return OutboundMessage.Status.SENT, outcome.message_id, None, None
+    if outcome.status == "retry" and attempts < settings.OUTBOUND_MAX_ATTEMPTS:
         delay = outbound_retry_delay(attempts=attempts, retry_after=outcome.retry_after)
-        written = ours.update(
-            status=OutboundMessage.Status.PENDING,
-            next_attempt_at=now + timedelta(seconds=delay),
-            last_error=outcome.error[:ERROR_MAX_LENGTH],
-            **released,
+        return OutboundMessage.Status.PENDING, None, now + timedelta(seconds=delay), outcome.error[:ERROR_MAX_LENGTH]
+    error = outcome.error if outcome.status == "failed" else f"{outcome.error} (gave up after {attempts} attempts)"
+    return OutboundMessage.Status.FAILED, None, None, error[:ERROR_MAX_LENGTH]
+
+
+def _outcomes_record(*, claim_token: uuid.UUID, results: list[tuple[OutboundMessage, _Outcome, int]]) -> dict[uuid.UUID, str]:
+    """Writes the outcomes of a wave (message, outcome, attempts made) in one statement, only for the messages
+    whose claim is still ours, and caches the sent ones in Redis. Returns {message id: status written}."""
+    if not results:
+        return {}
+    now = timezone.now()
+    rows = {message.id: _outcome_row(outcome=outcome, attempts=attempts, now=now) for message, outcome, attempts in results}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _OUTCOMES_RECORD,
+            {
+                "now": now,
+                "claim_token": claim_token,
+                "ids": list(rows),
+                "statuses": [row[0] for row in rows.values()],
+                "provider_ids": [row[1] for row in rows.values()],
+                "next_attempts_at": [row[2] for row in rows.values()],
+                "errors": [row[3] for row in rows.values()],
+            },
         )
-        status = OutboundMessage.Status.PENDING
-    else:
-        error = outcome.error if outcome.status == "failed" else f"{outcome.error} (gave up after {attempts} attempts)"
-        written = ours.update(status=OutboundMessage.Status.FAILED, last_error=error[:ERROR_MAX_LENGTH], **released)
-        status = OutboundMessage.Status.FAILED
-    if not written:
-        logger.warning("outbound %s: claim lost before its outcome (%s) was recorded", message.id, outcome.status)
-        return None
-    return status
+        written = {row[0] for row in cursor.fetchall()}
+    for message_id, (status, _, _, _) in rows.items():
+        if message_id not in written:
+            logger.warning("outbound %s: claim lost before its outcome (%s) was recorded", message_id, status)
+    _cache_sent(sent={message_id: row[1] for message_id, row in rows.items() if message_id in written and row[0] == "sent"},
+                sent_at=now)  # fmt: skip
+    return {message_id: rows[message_id][0] for message_id in written}
 
 
-def _cache_sent(*, message: OutboundMessage, provider_id: str, sent_at: datetime) -> None:
+def _cache_sent(*, sent: dict[uuid.UUID, str], sent_at: datetime) -> None:
     # The row is the record; the cache is a convenience for readers, so a Redis outage only logs.
+    # One pipeline for the wave: one round trip whatever its size.
+    if not sent:
+        return
+    schema_name = _tenant_schema_name()
+    value = {"sent_at": sent_at.isoformat()}
     try:
-        get_redis().set(
-            outbound_cache_key(schema_name=_tenant_schema_name(), message_id=message.id),
-            json.dumps({"messageId": provider_id, "sent_at": sent_at.isoformat()}),
-            ex=settings.OUTBOUND_CACHE_TTL_SECONDS,
-        )
+        pipeline = get_redis().pipeline(transaction=False)
+        for message_id, provider_id in sent.items():
+            pipeline.set(
+                outbound_cache_key(schema_name=schema_name, message_id=message_id),
+                json.dumps({"messageId": provider_id, **value}),
+                ex=settings.OUTBOUND_CACHE_TTL_SECONDS,
+            )
+        pipeline.execute()
     except Exception:
-        logger.warning("outbound %s: sent, but caching its messageId in Redis failed", message.id, exc_info=True)
+        logger.warning("outbound: %d sent, but caching their messageId in Redis failed", len(sent), exc_info=True)
+
+
+def _attempts_start(*, claim_token: uuid.UUID, ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Counts an attempt of each message and renews its lease where the claim is still ours: {id: attempts}."""
+    with connection.cursor() as cursor:
+        cursor.execute(_ATTEMPTS_START, {"ids": ids, "claim_token": claim_token, "lease_expires_at": _lease_expires_at()})
+        return dict(cursor.fetchall())
+
+
+def _http_session(*, concurrency: int) -> requests.Session:
+    session = requests.Session()
+    # One keep-alive connection per sending thread (requests' default pool keeps 10 and drops the rest);
+    # no retries below ours: a retry is a new attempt with its backoff, counted in the row.
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=concurrency, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def outbound_send_due(*, now: datetime | None = None) -> OutboundRunSummary:
     """One run of the tenant's job: recover expired claims, claim up to batch_size due messages, send them.
 
     Safe to run concurrently with itself (two workers, an overlapping slow run): claims never overlap.
-    Messages claimed but not yet sent when the run is interrupted are released at once.
+    The batch goes out in waves of `OUTBOUND_SEND_CONCURRENCY` requests in parallel: each wave is one
+    UPDATE (count the attempts, renew the leases), its POSTs, one UPDATE (the outcomes) and one Redis
+    pipeline. Messages claimed but not yet tried when the run is interrupted are released at once.
     """
     now = now or timezone.now()
     summary = OutboundRunSummary()
@@ -400,34 +492,40 @@ def outbound_send_due(*, now: datetime | None = None) -> OutboundRunSummary:
 
     claim_token = uuid.uuid4()
     claimed = outbound_claim_due(batch_size=setting.batch_size, claim_token=claim_token, now=now)
-    remaining = [message.id for message in claimed]
+    if not claimed:
+        return summary
+    untried = list(claimed)  # oldest first
+    concurrency = max(1, min(settings.OUTBOUND_SEND_CONCURRENCY, len(claimed)))
+    by_status = {
+        OutboundMessage.Status.SENT: summary.sent,
+        OutboundMessage.Status.PENDING: summary.retrying,
+        OutboundMessage.Status.FAILED: summary.failed,
+    }
+    # Threads only wait on sockets: every database and Redis write stays on this thread and its connection.
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"outbound-{_tenant_schema_name()}")
+    session = _http_session(concurrency=concurrency)
     try:
-        with requests.Session() as session:
-            for message in claimed:
-                remaining.remove(message.id)
-                attempts = message.attempts + 1
-                # Count the attempt and renew the lease, only if the claim is still ours.
-                started = OutboundMessage.objects.filter(
-                    id=message.id, status=OutboundMessage.Status.SENDING, claim_token=claim_token
-                ).update(
-                    attempts=F("attempts") + 1,
-                    lease_expires_at=timezone.now() + timedelta(seconds=settings.OUTBOUND_LEASE_SECONDS),
-                )
-                if not started:
-                    continue
-                outcome = _post(session=session, setting=setting, message=message)
-                status = _record(message=message, claim_token=claim_token, outcome=outcome, attempts=attempts)
-                if status == OutboundMessage.Status.SENT:
-                    summary.sent.append(message.id)
-                elif status == OutboundMessage.Status.PENDING:
-                    summary.retrying.append(message.id)
-                elif status == OutboundMessage.Status.FAILED:
-                    summary.failed.append(message.id)
+        while untried:
+            # A wave is at most one request per thread, so all of it is in flight at once and its renewed
+            # leases only have to outlast one request, as with one message at a time.
+            wave = untried[:concurrency]
+            attempts = _attempts_start(claim_token=claim_token, ids=[message.id for message in wave])
+            untried = untried[concurrency:]
+            started = [message for message in wave if message.id in attempts]
+            futures = [pool.submit(_post, session=session, setting=setting, message=message) for message in started]
+            results = [(message, future.result(), attempts[message.id]) for message, future in zip(started, futures)]
+            statuses = _outcomes_record(claim_token=claim_token, results=results)
+            for message in started:
+                if message.id in statuses:
+                    by_status[statuses[message.id]].append(message.id)
     finally:
-        if remaining:  # interrupted (time limit, shutdown): hand back what was never tried
-            OutboundMessage.objects.filter(
-                id__in=remaining, status=OutboundMessage.Status.SENDING, claim_token=claim_token
-            ).update(status=OutboundMessage.Status.PENDING, claim_token=None, lease_expires_at=None)
+        # Interrupted (soft time limit, shutdown): requests in flight finish or time out on their own and
+        # keep their lease (they may have arrived); what was never tried is handed back at once.
+        pool.shutdown(wait=False, cancel_futures=True)
+        session.close()
+        if untried:
+            with connection.cursor() as cursor:
+                cursor.execute(_UNTRIED_RELEASE, {"ids": [message.id for message in untried], "claim_token": claim_token})
     if summary.sent or summary.retrying or summary.failed:
         logger.info(
             "outbound run: %d sent, %d to retry, %d failed", len(summary.sent), len(summary.retrying), len(summary.failed)
