@@ -9,9 +9,11 @@ lease) can neither send nor record anything for that message.
 
 import json
 import logging
+import queue
 import random
+import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -272,8 +274,8 @@ def outbound_recover_expired(*, now: datetime) -> int:
 
 
 # One statement claims the batch: the CTE locks the due rows it picks (SKIP LOCKED: a concurrent run passes
-# over them instead of waiting and then claiming them again), the UPDATE marks them ours, and RETURNING hands
-# them back, so the claim costs one round trip and one commit whatever the batch size.
+# over them instead of waiting and then claiming them again), the UPDATE marks them ours and counts the
+# attempt each is about to get, and RETURNING hands them back: one round trip and one commit for the batch.
 _CLAIM = """
 WITH due AS (
     SELECT id FROM scheduler_outboundmessage
@@ -283,21 +285,19 @@ WITH due AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE scheduler_outboundmessage AS message
-SET status = 'sending', claim_token = %(claim_token)s, lease_expires_at = %(lease_expires_at)s, updated_at = %(now)s
+SET status = 'sending', claim_token = %(claim_token)s, lease_expires_at = %(lease_expires_at)s,
+    attempts = message.attempts + 1, updated_at = %(now)s
 FROM due WHERE message.id = due.id
 RETURNING {columns}
 """
 
-# Counts one attempt of each message of a wave and renews its lease, only where the claim is still ours:
-# only the rows it returns are POSTed.
-_ATTEMPTS_START = """
-UPDATE scheduler_outboundmessage
-SET attempts = attempts + 1, lease_expires_at = %(lease_expires_at)s
-WHERE id = ANY(%(ids)s) AND status = 'sending' AND claim_token = %(claim_token)s
-RETURNING id, attempts
+# A run still sending renews the leases of everything it holds.
+_CLAIM_RENEW = """
+UPDATE scheduler_outboundmessage SET lease_expires_at = %(lease_expires_at)s
+WHERE status = 'sending' AND claim_token = %(claim_token)s
 """
 
-# The outcomes of a wave, one row each, written together where the claim is still ours.
+# Outcomes, one row each, written together where the claim is still ours.
 _OUTCOMES_RECORD = """
 UPDATE scheduler_outboundmessage AS message
 SET status = outcome.status,
@@ -313,9 +313,11 @@ WHERE message.id = outcome.id AND message.status = 'sending' AND message.claim_t
 RETURNING message.id
 """
 
-# Messages claimed but never tried (the run was interrupted): due again at once, their attempts untouched.
+# Messages claimed but never tried (the run was interrupted): due again at once, the attempt counted by the
+# claim taken back.
 _UNTRIED_RELEASE = """
-UPDATE scheduler_outboundmessage SET status = 'pending', claim_token = NULL, lease_expires_at = NULL
+UPDATE scheduler_outboundmessage
+SET status = 'pending', claim_token = NULL, lease_expires_at = NULL, attempts = greatest(attempts - 1, 0)
 WHERE id = ANY(%(ids)s) AND status = 'sending' AND claim_token = %(claim_token)s
 """
 
@@ -325,7 +327,8 @@ def _lease_expires_at() -> datetime:
 
 
 def outbound_claim_due(*, batch_size: int, claim_token: uuid.UUID, now: datetime) -> list[OutboundMessage]:
-    """Claims up to `batch_size` due pending messages, oldest first, for one run (one statement).
+    """Claims up to `batch_size` due pending messages, oldest first, for one run (one statement), and counts
+    the attempt each is about to get (a run hands back what it did not try, attempt and all).
 
     SKIP LOCKED: a concurrent run skips the rows this one is claiming instead of waiting for them and then
     claiming them again; once committed they are `sending` and out of every other run's query.
@@ -401,12 +404,13 @@ def _outcome_row(*, outcome: _Outcome, attempts: int, now: datetime) -> tuple[st
     return OutboundMessage.Status.FAILED, None, None, error[:ERROR_MAX_LENGTH]
 
 
-def _outcomes_record(*, claim_token: uuid.UUID, results: list[tuple[OutboundMessage, _Outcome, int]]) -> dict[uuid.UUID, str]:
-    """Writes the outcomes of a wave (message, outcome, attempts made) in one statement, only for the messages
-    whose claim is still ours, and caches the sent ones in Redis. Returns {message id: status written}."""
+def _outcomes_record(
+    *, claim_token: uuid.UUID, results: list[tuple[OutboundMessage, _Outcome, int]], now: datetime
+) -> dict[uuid.UUID, tuple[str, str | None]]:
+    """Writes outcomes (message, outcome, attempts made) in one statement, only for the messages whose claim
+    is still ours. Returns {message id: (status written, provider messageId)}; the caller caches the sent."""
     if not results:
         return {}
-    now = timezone.now()
     rows = {message.id: _outcome_row(outcome=outcome, attempts=attempts, now=now) for message, outcome, attempts in results}
     with connection.cursor() as cursor:
         cursor.execute(
@@ -425,9 +429,7 @@ def _outcomes_record(*, claim_token: uuid.UUID, results: list[tuple[OutboundMess
     for message_id, (status, _, _, _) in rows.items():
         if message_id not in written:
             logger.warning("outbound %s: claim lost before its outcome (%s) was recorded", message_id, status)
-    _cache_sent(sent={message_id: row[1] for message_id, row in rows.items() if message_id in written and row[0] == "sent"},
-                sent_at=now)  # fmt: skip
-    return {message_id: rows[message_id][0] for message_id in written}
+    return {message_id: rows[message_id][:2] for message_id in written}
 
 
 def _cache_sent(*, sent: dict[uuid.UUID, str], sent_at: datetime) -> None:
@@ -450,11 +452,9 @@ def _cache_sent(*, sent: dict[uuid.UUID, str], sent_at: datetime) -> None:
         logger.warning("outbound: %d sent, but caching their messageId in Redis failed", len(sent), exc_info=True)
 
 
-def _attempts_start(*, claim_token: uuid.UUID, ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
-    """Counts an attempt of each message and renews its lease where the claim is still ours: {id: attempts}."""
+def _claim_renew(*, claim_token: uuid.UUID) -> None:
     with connection.cursor() as cursor:
-        cursor.execute(_ATTEMPTS_START, {"ids": ids, "claim_token": claim_token, "lease_expires_at": _lease_expires_at()})
-        return dict(cursor.fetchall())
+        cursor.execute(_CLAIM_RENEW, {"claim_token": claim_token, "lease_expires_at": _lease_expires_at()})
 
 
 def _http_session(*, concurrency: int) -> requests.Session:
@@ -471,9 +471,10 @@ def outbound_send_due(*, now: datetime | None = None) -> OutboundRunSummary:
     """One run of the tenant's job: recover expired claims, claim up to batch_size due messages, send them.
 
     Safe to run concurrently with itself (two workers, an overlapping slow run): claims never overlap.
-    The batch goes out in waves of `OUTBOUND_SEND_CONCURRENCY` requests in parallel: each wave is one
-    UPDATE (count the attempts, renew the leases), its POSTs, one UPDATE (the outcomes) and one Redis
-    pipeline. Messages claimed but not yet tried when the run is interrupted are released at once.
+    Up to `OUTBOUND_SEND_CONCURRENCY` requests are in flight at once, on threads that only do HTTP. This
+    thread records the answers as they come: each write is one statement (one commit) for every answer
+    that arrived while the previous one committed, then one Redis pipeline for the sent ones. Messages
+    claimed but not yet tried when the run is interrupted are released at once.
     """
     now = now or timezone.now()
     summary = OutboundRunSummary()
@@ -494,38 +495,65 @@ def outbound_send_due(*, now: datetime | None = None) -> OutboundRunSummary:
     claimed = outbound_claim_due(batch_size=setting.batch_size, claim_token=claim_token, now=now)
     if not claimed:
         return summary
-    untried = list(claimed)  # oldest first
     concurrency = max(1, min(settings.OUTBOUND_SEND_CONCURRENCY, len(claimed)))
+    # The claim's leases are renewed while the run goes on, so they only have to outlast one request and
+    # this interval, however long the batch takes.
+    renew_every = settings.OUTBOUND_LEASE_SECONDS / 4
+    answers: queue.SimpleQueue = queue.SimpleQueue()
+    futures: dict[uuid.UUID, Future] = {}
+    written: dict[uuid.UUID, str] = {}
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"outbound-{_tenant_schema_name()}")
+    session = _http_session(concurrency=concurrency)
+
+    def send(message: OutboundMessage) -> None:
+        try:
+            outcome = _post(session=session, setting=setting, message=message)
+        except Exception as error:  # a bug here must not leave the run waiting for an answer forever
+            logger.exception("outbound %s: sending failed unexpectedly", message.id)
+            outcome = _Outcome("retry", error=f"{error.__class__.__name__}: {error}")
+        answers.put((message, outcome, message.attempts))
+
+    try:
+        for message in claimed:  # oldest first; the pool starts them in this order
+            futures[message.id] = pool.submit(send, message)
+        unanswered = len(claimed)
+        renewed_at = time.monotonic()
+        while unanswered:
+            results = []
+            try:
+                results.append(answers.get(timeout=max(0.0, renewed_at + renew_every - time.monotonic())))
+                while not answers.empty():
+                    results.append(answers.get())
+            except queue.Empty:
+                pass
+            unanswered -= len(results)
+            if time.monotonic() >= renewed_at + renew_every:
+                _claim_renew(claim_token=claim_token)
+                renewed_at = time.monotonic()
+            recorded_at = timezone.now()
+            recorded = _outcomes_record(claim_token=claim_token, results=results, now=recorded_at)
+            written.update({message_id: status for message_id, (status, _) in recorded.items()})
+            _cache_sent(
+                sent={message_id: provider_id for message_id, (status, provider_id) in recorded.items() if status == "sent"},
+                sent_at=recorded_at,
+            )
+    finally:
+        # Interrupted (soft time limit, shutdown): requests in flight finish or time out on their own and
+        # keep their lease (they may have arrived); what never started is handed back at once.
+        pool.shutdown(wait=False, cancel_futures=True)
+        session.close()
+        untried = [message.id for message in claimed if message.id not in futures or futures[message.id].cancelled()]
+        if untried:
+            with connection.cursor() as cursor:
+                cursor.execute(_UNTRIED_RELEASE, {"ids": untried, "claim_token": claim_token})
     by_status = {
         OutboundMessage.Status.SENT: summary.sent,
         OutboundMessage.Status.PENDING: summary.retrying,
         OutboundMessage.Status.FAILED: summary.failed,
     }
-    # Threads only wait on sockets: every database and Redis write stays on this thread and its connection.
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"outbound-{_tenant_schema_name()}")
-    session = _http_session(concurrency=concurrency)
-    try:
-        while untried:
-            # A wave is at most one request per thread, so all of it is in flight at once and its renewed
-            # leases only have to outlast one request, as with one message at a time.
-            wave = untried[:concurrency]
-            attempts = _attempts_start(claim_token=claim_token, ids=[message.id for message in wave])
-            untried = untried[concurrency:]
-            started = [message for message in wave if message.id in attempts]
-            futures = [pool.submit(_post, session=session, setting=setting, message=message) for message in started]
-            results = [(message, future.result(), attempts[message.id]) for message, future in zip(started, futures)]
-            statuses = _outcomes_record(claim_token=claim_token, results=results)
-            for message in started:
-                if message.id in statuses:
-                    by_status[statuses[message.id]].append(message.id)
-    finally:
-        # Interrupted (soft time limit, shutdown): requests in flight finish or time out on their own and
-        # keep their lease (they may have arrived); what was never tried is handed back at once.
-        pool.shutdown(wait=False, cancel_futures=True)
-        session.close()
-        if untried:
-            with connection.cursor() as cursor:
-                cursor.execute(_UNTRIED_RELEASE, {"ids": [message.id for message in untried], "claim_token": claim_token})
+    for message in claimed:  # in claim order, oldest first
+        if message.id in written:
+            by_status[written[message.id]].append(message.id)
     if summary.sent or summary.retrying or summary.failed:
         logger.info(
             "outbound run: %d sent, %d to retry, %d failed", len(summary.sent), len(summary.retrying), len(summary.failed)

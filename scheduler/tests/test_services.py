@@ -225,14 +225,15 @@ def test_a_lost_claim_neither_sends_nor_records(configured_a, webhook_receiver):
     assert [m.id for m in stale] == [message.id]
     OutboundMessage.objects.filter(id=message.id).update(claim_token="00000000-0000-0000-0000-00000000000b")
 
-    from scheduler.services import _attempts_start, _Outcome, _outcomes_record
+    from scheduler.services import _Outcome, _outcomes_record
 
-    started = _attempts_start(claim_token=stale[0].claim_token, ids=[message.id])
-    written = _outcomes_record(claim_token=stale[0].claim_token, results=[(message, _Outcome("sent", message_id="x"), 1)])
+    written = _outcomes_record(
+        claim_token=stale[0].claim_token, results=[(message, _Outcome("sent", message_id="x"), 1)], now=timezone.now()
+    )
 
     message.refresh_from_db()
-    assert (started, written) == ({}, {})
-    assert (message.status, message.message_id, message.attempts) == ("sending", None, 0)
+    assert written == {}
+    assert (message.status, message.message_id, message.attempts) == ("sending", None, 1)
     assert _cached(message) is None
 
 
