@@ -9,6 +9,7 @@ lease) can neither send nor record anything for that message.
 
 import json
 import logging
+import os
 import queue
 import random
 import time
@@ -19,6 +20,7 @@ from datetime import datetime, timedelta
 
 import requests
 import requests.adapters
+import requests.utils
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
@@ -457,13 +459,20 @@ def _claim_renew(*, claim_token: uuid.UUID) -> None:
         cursor.execute(_CLAIM_RENEW, {"claim_token": claim_token, "lease_expires_at": _lease_expires_at()})
 
 
-def _http_session(*, concurrency: int) -> requests.Session:
+def _http_session(*, concurrency: int, url: str) -> requests.Session:
     session = requests.Session()
     # One keep-alive connection per sending thread (requests' default pool keeps 10 and drops the rest);
     # no retries below ours: a retry is a new attempt with its backoff, counted in the row.
     adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=concurrency, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
+    # The environment (proxy variables, CA bundle) is read once per run: requests would read it, and look
+    # for ~/.netrc, on every request, file-system calls that every sending thread queued for. ~/.netrc is
+    # not used: the webhook's credential is the x-ins-auth-key header.
+    session.trust_env = False
+    session.proxies = requests.utils.get_environ_proxies(url)
+    if url.lower().startswith("https:"):
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     return session
 
 
@@ -503,7 +512,7 @@ def outbound_send_due(*, now: datetime | None = None) -> OutboundRunSummary:
     futures: dict[uuid.UUID, Future] = {}
     written: dict[uuid.UUID, str] = {}
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"outbound-{_tenant_schema_name()}")
-    session = _http_session(concurrency=concurrency)
+    session = _http_session(concurrency=concurrency, url=setting.webhook_url)
 
     def send(message: OutboundMessage) -> None:
         try:
