@@ -26,7 +26,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
-from django_tenants.utils import get_public_schema_name
+from django_tenants.utils import get_public_schema_name, schema_context
 
 from core.exceptions import ConflictError
 from core.redis import get_redis, tenant_key
@@ -511,15 +511,18 @@ def outbound_send_due(*, now: datetime | None = None) -> OutboundRunSummary:
     answers: queue.SimpleQueue = queue.SimpleQueue()
     futures: dict[uuid.UUID, Future] = {}
     written: dict[uuid.UUID, str] = {}
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"outbound-{_tenant_schema_name()}")
+    schema_name = _tenant_schema_name()
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"outbound-{schema_name}")
     session = _http_session(concurrency=concurrency, url=setting.webhook_url)
 
     def send(message: OutboundMessage) -> None:
-        try:
-            outcome = _post(session=session, setting=setting, message=message)
-        except Exception as error:  # a bug here must not leave the run waiting for an answer forever
-            logger.exception("outbound %s: sending failed unexpectedly", message.id)
-            outcome = _Outcome("retry", error=f"{error.__class__.__name__}: {error}")
+        # The thread's own (never opened) connection names the tenant too: log lines from here carry it.
+        with schema_context(schema_name):
+            try:
+                outcome = _post(session=session, setting=setting, message=message)
+            except Exception as error:  # a bug here must not leave the run waiting for an answer forever
+                logger.exception("outbound %s: sending failed unexpectedly", message.id)
+                outcome = _Outcome("retry", error=f"{error.__class__.__name__}: {error}")
         answers.put((message, outcome, message.attempts))
 
     try:

@@ -1,6 +1,7 @@
 """One run of the outbound job against a real HTTP receiver, real PostgreSQL and real Redis."""
 
 import json
+import logging
 import signal
 import threading
 from datetime import timedelta
@@ -270,6 +271,38 @@ def test_an_interrupted_run_hands_back_what_it_never_tried(configured_a, webhook
     for untried in (second, third):
         assert (untried.status, untried.attempts, untried.claim_token, untried.lease_expires_at) == ("pending", 0, None, None)
     assert webhook_receiver.keys() == [str(first.id)]
+
+
+def test_a_failure_inside_a_sending_thread_is_retried_and_logged_under_the_tenant(configured_a, monkeypatch):
+    # given a bug in the request code, which runs on the run's sending threads
+    from django_tenants.log import TenantContextFilter
+
+    from scheduler import services
+
+    def broken(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(services, "_post", broken)
+    [message] = make_outbound_messages(1)
+    seen = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            seen.append((record.getMessage(), record.schema_name))
+
+    handler = Collect()
+    handler.addFilter(TenantContextFilter())  # what the console handler uses: the emitting thread's schema
+    logging.getLogger("scheduler.services").addHandler(handler)
+    try:
+        summary = outbound_send_due()
+    finally:
+        logging.getLogger("scheduler.services").removeHandler(handler)
+
+    # then the run does not hang: the message is back for a retry, and the log line names tenant A
+    message.refresh_from_db()
+    assert summary.retrying == [message.id]
+    assert (message.status, message.attempts, message.last_error) == ("pending", 1, "RuntimeError: boom")
+    assert (f"outbound {message.id}: sending failed unexpectedly", "alpha") in seen
 
 
 def test_stopped_tenant_sends_nothing_while_another_keeps_sending(
