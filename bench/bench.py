@@ -346,9 +346,10 @@ def scenario_assignment(args, processes: Processes) -> dict:
         arrival_seconds = time.perf_counter() - started
         done.set()
         thread.join()
-        # A run stamps assigned_at from the clock it read when it started (plus a microsecond per chat), and
-        # its assignments become visible when it commits: the latency counted is created_at -> the commit of
-        # the run that assigned the chat (the run whose start is the last one at or before its assigned_at).
+        # A run stamps assigned_at from the clock it reads after reading each batch of the queue (plus a
+        # microsecond per chat), and its assignments become visible when it commits: the latency counted is
+        # created_at -> the commit of the run that assigned the chat (the run whose start is the last one at
+        # or before its assigned_at).
         rows = list(arrival.chats.values_list("created_at", "assigned_at"))
         starts = [start for start, _, _ in runs]
         latencies, stamped_before_created = [], 0
@@ -719,7 +720,7 @@ def markdown(results: dict) -> str:
             f"| assigning runs: count, median / max duration | {a['runs_that_assigned']}, {a['median_assigning_run_ms']} / {a['max_assigning_run_ms']} ms | |",
             f"| rows whose assigned_at precedes created_at | {a['assigned_at_before_created_at']} of {a['assigned']} | |", "",
             "Arrival latency is created_at -> commit of the run that assigned the chat (assigned_at is stamped "
-            "from the clock the run read when it started, so it is not the moment the assignment became visible).", "",
+            "when the run has read the chat, before its commit, so it is not the moment the assignment became visible).", "",
         ]  # fmt: skip
     if "read_path" in results["scenarios"]:
         r = results["scenarios"]["read_path"]
