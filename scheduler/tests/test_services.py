@@ -427,6 +427,8 @@ def test_many_runs_in_parallel_send_every_message_exactly_once(make_live_tenant,
 
     # then the receiver got each message exactly once, and each row and cache entry holds its own answer
     assert errors == []
+    with schema_context(tenant.schema_name):
+        assert list(OutboundMessage.objects.exclude(last_error=None).values_list("last_error", flat=True)) == []
     keys = webhook_receiver.keys()
     assert len(keys) == len(set(keys)) == 150
     assert set(keys) == {str(m.id) for m in messages}
