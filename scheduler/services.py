@@ -1,27 +1,32 @@
 """Outbound messages and the tenant's periodic send job.
 
 A run (`outbound_send_due`, started by celery-beat through the tenant's PeriodicTask) recovers expired
-claims, claims up to `batch_size` due messages with SELECT ... FOR UPDATE SKIP LOCKED in a short
-transaction, and then POSTs them one by one, outside any transaction. Every write after the claim is
-conditional on the run's claim token, so a run that lost its claim (it stalled past the lease) can
-neither send nor record anything for that message.
+claims, claims up to `batch_size` due messages in one UPDATE ... RETURNING over a SELECT ... FOR UPDATE
+SKIP LOCKED, and then POSTs them in waves of parallel requests, outside any transaction. Every write after
+the claim is conditional on the run's claim token, so a run that lost its claim (it stalled past the
+lease) can neither send nor record anything for that message.
 """
 
 import json
 import logging
+import os
+import queue
 import random
+import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import requests
+import requests.adapters
+import requests.utils
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
-from django_tenants.utils import get_public_schema_name
+from django_tenants.utils import get_public_schema_name, schema_context
 
 from core.exceptions import ConflictError
 from core.outbound_urls import OutboundUrlRefused, OutboundUrlUnresolved, outbound_url_check
@@ -271,28 +276,84 @@ def outbound_recover_expired(*, now: datetime) -> int:
     return exhausted + retried
 
 
+# One statement claims the batch: the CTE locks the due rows it picks (SKIP LOCKED: a concurrent run passes
+# over them instead of waiting and then claiming them again), the UPDATE marks them ours and counts the
+# attempt each is about to get, and RETURNING hands them back: one round trip and one commit for the batch.
+_CLAIM = """
+WITH due AS (
+    SELECT id FROM scheduler_outboundmessage
+    WHERE status = 'pending' AND next_attempt_at <= %(now)s
+    ORDER BY created_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE scheduler_outboundmessage AS message
+SET status = 'sending', claim_token = %(claim_token)s, lease_expires_at = %(lease_expires_at)s,
+    attempts = message.attempts + 1, updated_at = %(now)s
+FROM due WHERE message.id = due.id
+RETURNING {columns}
+"""
+
+# A run still sending renews the leases of everything it holds.
+_CLAIM_RENEW = """
+UPDATE scheduler_outboundmessage SET lease_expires_at = %(lease_expires_at)s
+WHERE status = 'sending' AND claim_token = %(claim_token)s
+"""
+
+# Outcomes, one row each, written together where the claim is still ours.
+_OUTCOMES_RECORD = """
+UPDATE scheduler_outboundmessage AS message
+SET status = outcome.status,
+    message_id = CASE WHEN outcome.status = 'sent' THEN outcome.provider_id ELSE message.message_id END,
+    sent_at = CASE WHEN outcome.status = 'sent' THEN %(now)s ELSE message.sent_at END,
+    next_attempt_at = coalesce(outcome.next_attempt_at, message.next_attempt_at),
+    last_error = outcome.error,
+    claim_token = NULL, lease_expires_at = NULL, updated_at = %(now)s
+FROM unnest(%(ids)s::uuid[], %(statuses)s::varchar[], %(provider_ids)s::varchar[],
+            %(next_attempts_at)s::timestamptz[], %(errors)s::text[])
+     AS outcome(id, status, provider_id, next_attempt_at, error)
+WHERE message.id = outcome.id AND message.status = 'sending' AND message.claim_token = %(claim_token)s
+RETURNING message.id
+"""
+
+# Messages claimed but never tried (the run was interrupted): due again at once, the attempt counted by the
+# claim taken back.
+_UNTRIED_RELEASE = """
+UPDATE scheduler_outboundmessage
+SET status = 'pending', claim_token = NULL, lease_expires_at = NULL, attempts = greatest(attempts - 1, 0)
+WHERE id = ANY(%(ids)s) AND status = 'sending' AND claim_token = %(claim_token)s
+"""
+
+
+def _lease_expires_at() -> datetime:
+    return timezone.now() + timedelta(seconds=settings.OUTBOUND_LEASE_SECONDS)
+
+
 def outbound_claim_due(*, batch_size: int, claim_token: uuid.UUID, now: datetime) -> list[OutboundMessage]:
-    """Claims up to `batch_size` due pending messages, oldest first, for one run.
+    """Claims up to `batch_size` due pending messages, oldest first, for one run (one statement), and counts
+    the attempt each is about to get (a run hands back what it did not try, attempt and all).
 
     SKIP LOCKED: a concurrent run skips the rows this one is claiming instead of waiting for them and then
     claiming them again; once committed they are `sending` and out of every other run's query.
     """
-    lease_expires_at = now + timedelta(seconds=settings.OUTBOUND_LEASE_SECONDS)
-    with transaction.atomic():
-        ids = list(
-            OutboundMessage.objects.select_for_update(skip_locked=True)
-            .filter(status=OutboundMessage.Status.PENDING, next_attempt_at__lte=now)
-            .order_by("created_at", "id")
-            .values_list("id", flat=True)[:batch_size]
+    fields = OutboundMessage._meta.concrete_fields
+    columns = ", ".join(f"message.{connection.ops.quote_name(field.column)}" for field in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM.format(columns=columns),
+            {
+                "now": now,
+                "limit": batch_size,
+                "claim_token": claim_token,
+                "lease_expires_at": now + timedelta(seconds=settings.OUTBOUND_LEASE_SECONDS),
+            },
         )
-        if ids:
-            OutboundMessage.objects.filter(id__in=ids).update(
-                status=OutboundMessage.Status.SENDING,
-                claim_token=claim_token,
-                lease_expires_at=lease_expires_at,
-                updated_at=now,
-            )
-    return list(OutboundMessage.objects.filter(id__in=ids).order_by("created_at", "id"))
+        rows = cursor.fetchall()
+    names = [field.attname for field in fields]
+    # psycopg already returns these columns as a queryset would (UUIDs, aware datetimes).
+    messages = [OutboundMessage.from_db(connection.alias, names, row) for row in rows]
+    messages.sort(key=lambda message: (message.created_at, message.id))
+    return messages
 
 
 def _webhook_url_refusal(*, url: str) -> _Outcome | None:
@@ -349,54 +410,95 @@ def _retry_after_seconds(response: requests.Response) -> float | None:
         return None
 
 
-def _record(*, message: OutboundMessage, claim_token: uuid.UUID, outcome: _Outcome, attempts: int) -> str | None:
-    """Writes the outcome if the run still holds the claim; returns the status written, or None."""
-    now = timezone.now()
-    ours = OutboundMessage.objects.filter(id=message.id, status=OutboundMessage.Status.SENDING, claim_token=claim_token)
-    released = {"claim_token": None, "lease_expires_at": None, "updated_at": now}
+def _outcome_row(*, outcome: _Outcome, attempts: int, now: datetime) -> tuple[str, str | None, datetime | None, str | None]:
+    """(status, provider id, next attempt at, last error) to write for one outcome."""
     if outcome.status == "sent":
-        written = ours.update(
-            status=OutboundMessage.Status.SENT, message_id=outcome.message_id, sent_at=now, last_error=None, **released
-        )
-        if written:
-            _cache_sent(message=message, provider_id=outcome.message_id, sent_at=now)
-        status = OutboundMessage.Status.SENT
-    elif outcome.status == "retry" and attempts < settings.OUTBOUND_MAX_ATTEMPTS:
+        return OutboundMessage.Status.SENT, outcome.message_id, None, None
+    if outcome.status == "retry" and attempts < settings.OUTBOUND_MAX_ATTEMPTS:
         delay = outbound_retry_delay(attempts=attempts, retry_after=outcome.retry_after)
-        written = ours.update(
-            status=OutboundMessage.Status.PENDING,
-            next_attempt_at=now + timedelta(seconds=delay),
-            last_error=outcome.error[:ERROR_MAX_LENGTH],
-            **released,
+        return OutboundMessage.Status.PENDING, None, now + timedelta(seconds=delay), outcome.error[:ERROR_MAX_LENGTH]
+    error = outcome.error if outcome.status == "failed" else f"{outcome.error} (gave up after {attempts} attempts)"
+    return OutboundMessage.Status.FAILED, None, None, error[:ERROR_MAX_LENGTH]
+
+
+def _outcomes_record(
+    *, claim_token: uuid.UUID, results: list[tuple[OutboundMessage, _Outcome, int]], now: datetime
+) -> dict[uuid.UUID, tuple[str, str | None]]:
+    """Writes outcomes (message, outcome, attempts made) in one statement, only for the messages whose claim
+    is still ours. Returns {message id: (status written, provider messageId)}; the caller caches the sent."""
+    if not results:
+        return {}
+    rows = {message.id: _outcome_row(outcome=outcome, attempts=attempts, now=now) for message, outcome, attempts in results}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _OUTCOMES_RECORD,
+            {
+                "now": now,
+                "claim_token": claim_token,
+                "ids": list(rows),
+                "statuses": [row[0] for row in rows.values()],
+                "provider_ids": [row[1] for row in rows.values()],
+                "next_attempts_at": [row[2] for row in rows.values()],
+                "errors": [row[3] for row in rows.values()],
+            },
         )
-        status = OutboundMessage.Status.PENDING
-    else:
-        error = outcome.error if outcome.status == "failed" else f"{outcome.error} (gave up after {attempts} attempts)"
-        written = ours.update(status=OutboundMessage.Status.FAILED, last_error=error[:ERROR_MAX_LENGTH], **released)
-        status = OutboundMessage.Status.FAILED
-    if not written:
-        logger.warning("outbound %s: claim lost before its outcome (%s) was recorded", message.id, outcome.status)
-        return None
-    return status
+        written = {row[0] for row in cursor.fetchall()}
+    for message_id, (status, _, _, _) in rows.items():
+        if message_id not in written:
+            logger.warning("outbound %s: claim lost before its outcome (%s) was recorded", message_id, status)
+    return {message_id: rows[message_id][:2] for message_id in written}
 
 
-def _cache_sent(*, message: OutboundMessage, provider_id: str, sent_at: datetime) -> None:
+def _cache_sent(*, sent: dict[uuid.UUID, str], sent_at: datetime) -> None:
     # The row is the record; the cache is a convenience for readers, so a Redis outage only logs.
+    # One pipeline for the wave: one round trip whatever its size.
+    if not sent:
+        return
+    schema_name = _tenant_schema_name()
+    value = {"sent_at": sent_at.isoformat()}
     try:
-        get_redis().set(
-            outbound_cache_key(schema_name=_tenant_schema_name(), message_id=message.id),
-            json.dumps({"messageId": provider_id, "sent_at": sent_at.isoformat()}),
-            ex=settings.OUTBOUND_CACHE_TTL_SECONDS,
-        )
+        pipeline = get_redis().pipeline(transaction=False)
+        for message_id, provider_id in sent.items():
+            pipeline.set(
+                outbound_cache_key(schema_name=schema_name, message_id=message_id),
+                json.dumps({"messageId": provider_id, **value}),
+                ex=settings.OUTBOUND_CACHE_TTL_SECONDS,
+            )
+        pipeline.execute()
     except Exception:
-        logger.warning("outbound %s: sent, but caching its messageId in Redis failed", message.id, exc_info=True)
+        logger.warning("outbound: %d sent, but caching their messageId in Redis failed", len(sent), exc_info=True)
+
+
+def _claim_renew(*, claim_token: uuid.UUID) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_RENEW, {"claim_token": claim_token, "lease_expires_at": _lease_expires_at()})
+
+
+def _http_session(*, concurrency: int, url: str) -> requests.Session:
+    session = requests.Session()
+    # One keep-alive connection per sending thread (requests' default pool keeps 10 and drops the rest);
+    # no retries below ours: a retry is a new attempt with its backoff, counted in the row.
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=concurrency, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    # The environment (proxy variables, CA bundle) is read once per run: requests would read it, and look
+    # for ~/.netrc, on every request, file-system calls that every sending thread queued for. ~/.netrc is
+    # not used: the webhook's credential is the x-ins-auth-key header.
+    session.trust_env = False
+    session.proxies = requests.utils.get_environ_proxies(url)
+    if url.lower().startswith("https:"):
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    return session
 
 
 def outbound_send_due(*, now: datetime | None = None) -> OutboundRunSummary:
     """One run of the tenant's job: recover expired claims, claim up to batch_size due messages, send them.
 
     Safe to run concurrently with itself (two workers, an overlapping slow run): claims never overlap.
-    Messages claimed but not yet sent when the run is interrupted are released at once.
+    Up to `OUTBOUND_SEND_CONCURRENCY` requests are in flight at once, on threads that only do HTTP. This
+    thread records the answers as they come: each write is one statement (one commit) for every answer
+    that arrived while the previous one committed, then one Redis pipeline for the sent ones. Messages
+    claimed but not yet tried when the run is interrupted are released at once.
     """
     now = now or timezone.now()
     summary = OutboundRunSummary()
@@ -415,34 +517,70 @@ def outbound_send_due(*, now: datetime | None = None) -> OutboundRunSummary:
 
     claim_token = uuid.uuid4()
     claimed = outbound_claim_due(batch_size=setting.batch_size, claim_token=claim_token, now=now)
-    remaining = [message.id for message in claimed]
-    try:
-        with requests.Session() as session:
-            for message in claimed:
-                remaining.remove(message.id)
-                attempts = message.attempts + 1
-                # Count the attempt and renew the lease, only if the claim is still ours.
-                started = OutboundMessage.objects.filter(
-                    id=message.id, status=OutboundMessage.Status.SENDING, claim_token=claim_token
-                ).update(
-                    attempts=F("attempts") + 1,
-                    lease_expires_at=timezone.now() + timedelta(seconds=settings.OUTBOUND_LEASE_SECONDS),
-                )
-                if not started:
-                    continue
+    if not claimed:
+        return summary
+    concurrency = max(1, min(settings.OUTBOUND_SEND_CONCURRENCY, len(claimed)))
+    # The claim's leases are renewed while the run goes on, so they only have to outlast one request and
+    # this interval, however long the batch takes.
+    renew_every = settings.OUTBOUND_LEASE_SECONDS / 4
+    answers: queue.SimpleQueue = queue.SimpleQueue()
+    futures: dict[uuid.UUID, Future] = {}
+    written: dict[uuid.UUID, str] = {}
+    schema_name = _tenant_schema_name()
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"outbound-{schema_name}")
+    session = _http_session(concurrency=concurrency, url=setting.webhook_url)
+
+    def send(message: OutboundMessage) -> None:
+        # The thread's own (never opened) connection names the tenant too: log lines from here carry it.
+        with schema_context(schema_name):
+            try:
                 outcome = _post(session=session, setting=setting, message=message)
-                status = _record(message=message, claim_token=claim_token, outcome=outcome, attempts=attempts)
-                if status == OutboundMessage.Status.SENT:
-                    summary.sent.append(message.id)
-                elif status == OutboundMessage.Status.PENDING:
-                    summary.retrying.append(message.id)
-                elif status == OutboundMessage.Status.FAILED:
-                    summary.failed.append(message.id)
+            except Exception as error:  # a bug here must not leave the run waiting for an answer forever
+                logger.exception("outbound %s: sending failed unexpectedly", message.id)
+                outcome = _Outcome("retry", error=f"{error.__class__.__name__}: {error}")
+        answers.put((message, outcome, message.attempts))
+
+    try:
+        for message in claimed:  # oldest first; the pool starts them in this order
+            futures[message.id] = pool.submit(send, message)
+        unanswered = len(claimed)
+        renewed_at = time.monotonic()
+        while unanswered:
+            results = []
+            try:
+                results.append(answers.get(timeout=max(0.0, renewed_at + renew_every - time.monotonic())))
+                while not answers.empty():
+                    results.append(answers.get())
+            except queue.Empty:
+                pass
+            unanswered -= len(results)
+            if time.monotonic() >= renewed_at + renew_every:
+                _claim_renew(claim_token=claim_token)
+                renewed_at = time.monotonic()
+            recorded_at = timezone.now()
+            recorded = _outcomes_record(claim_token=claim_token, results=results, now=recorded_at)
+            written.update({message_id: status for message_id, (status, _) in recorded.items()})
+            _cache_sent(
+                sent={message_id: provider_id for message_id, (status, provider_id) in recorded.items() if status == "sent"},
+                sent_at=recorded_at,
+            )
     finally:
-        if remaining:  # interrupted (time limit, shutdown): hand back what was never tried
-            OutboundMessage.objects.filter(
-                id__in=remaining, status=OutboundMessage.Status.SENDING, claim_token=claim_token
-            ).update(status=OutboundMessage.Status.PENDING, claim_token=None, lease_expires_at=None)
+        # Interrupted (soft time limit, shutdown): requests in flight finish or time out on their own and
+        # keep their lease (they may have arrived); what never started is handed back at once.
+        pool.shutdown(wait=False, cancel_futures=True)
+        session.close()
+        untried = [message.id for message in claimed if message.id not in futures or futures[message.id].cancelled()]
+        if untried:
+            with connection.cursor() as cursor:
+                cursor.execute(_UNTRIED_RELEASE, {"ids": untried, "claim_token": claim_token})
+    by_status = {
+        OutboundMessage.Status.SENT: summary.sent,
+        OutboundMessage.Status.PENDING: summary.retrying,
+        OutboundMessage.Status.FAILED: summary.failed,
+    }
+    for message in claimed:  # in claim order, oldest first
+        if message.id in written:
+            by_status[written[message.id]].append(message.id)
     if summary.sent or summary.retrying or summary.failed:
         logger.info(
             "outbound run: %d sent, %d to retry, %d failed", len(summary.sent), len(summary.retrying), len(summary.failed)

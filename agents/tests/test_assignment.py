@@ -330,3 +330,27 @@ def test_the_beat_sweep_is_a_safety_net_for_every_tenant(tenant_a, application_a
         assert assignment_sweep_task.apply().get() == 1
         assert Agent.objects.filter(pk=elsewhere.pk, is_online=False).exists()
         assert Chat.objects.get(number=1).assigned_agent_id == agent.pk
+
+
+def test_a_chat_is_never_assigned_before_it_was_created_and_times_follow_the_serving_order(
+    tenant_a, application_a, make_agent, chats, runs
+):
+    # given three waiting chats, the last stamped by a machine whose clock runs a minute ahead
+    agent = make_agent(max_customers=3)
+    chats(tenant_a, application_a, 3)
+    ahead = timezone.now() + timedelta(minutes=1)
+    with schema_context(tenant_a.schema_name):
+        Chat.objects.filter(application=application_a, number=3).update(created_at=ahead)
+
+        # when the assignment runs
+        before = timezone.now()
+        assert assignment_run() == 3
+
+        # then each was assigned at or after both the run read the queue and the chat was created, in the
+        # order served, and the history (stints) and the agent's last assignment carry the same times
+        rows = list(Chat.objects.filter(application=application_a).order_by("number").values_list("created_at", "assigned_at"))
+        assert all(assigned_at >= max(created_at, before) for created_at, assigned_at in rows)
+        assert rows[0][1] < rows[1][1] < rows[2][1] and rows[2][1] == ahead
+        stints = list(Assignment.objects.order_by("id").values_list("assigned_at", flat=True))
+        assert stints == [assigned_at for _, assigned_at in rows]
+        assert Agent.objects.get(pk=agent.pk).last_assigned_at == ahead

@@ -80,10 +80,16 @@ def _handler(receiver: WebhookReceiver):
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    # Runs send up to OUTBOUND_SEND_CONCURRENCY requests each at once: the default listen backlog (5) could
+    # turn a burst of connections into connection errors, which the product rightly retries later.
+    request_queue_size = 128
+
+
 @pytest.fixture
 def webhook_receiver():
     receiver = WebhookReceiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
+    server = _Server(("127.0.0.1", 0), _handler(receiver))
     server.daemon_threads = True
     receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -1,6 +1,8 @@
 """One run of the outbound job against a real HTTP receiver, real PostgreSQL and real Redis."""
 
 import json
+import logging
+import signal
 import threading
 from datetime import timedelta
 
@@ -9,6 +11,7 @@ from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from conftest import wait_for
 from core.redis import get_redis
 from scheduler.models import OutboundMessage
 from scheduler.services import (
@@ -48,8 +51,8 @@ def test_one_run_sends_exactly_batch_size_oldest_pending_messages(configured_a, 
     # when one run goes
     summary = outbound_send_due()
 
-    # then exactly the two oldest were POSTed, with the right body and headers
-    received = webhook_receiver.received()
+    # then exactly the two oldest were POSTed (in parallel: in either order), with the right body and headers
+    received = sorted(webhook_receiver.received(), key=lambda request: request.body["content"])
     assert [request.body for request in received] == [
         {"to": "+6281234560000", "content": "message 0"},
         {"to": "+6281234560001", "content": "message 1"},
@@ -62,11 +65,13 @@ def test_one_run_sends_exactly_batch_size_oldest_pending_messages(configured_a, 
 
     # and the messageId is stored in the row and cached in Redis under the tenant's key
     first, second = (OutboundMessage.objects.get(id=message.id) for message in messages[:2])
-    assert (first.status, first.message_id, first.attempts, first.last_error) == ("sent", "msg-1", 1, None)
-    assert (second.status, second.message_id, second.attempts) == ("sent", "msg-2", 1)
+    # the receiver numbers its answers in arrival order: each row holds the id answered to its own request
+    answered = {request.headers["idempotency-key"]: f"msg-{number}" for number, request in enumerate(webhook_receiver.received(), 1)}
+    assert (first.status, first.message_id, first.attempts, first.last_error) == ("sent", answered[str(first.id)], 1, None)
+    assert (second.status, second.message_id, second.attempts) == ("sent", answered[str(second.id)], 1)
     assert first.sent_at is not None and first.claim_token is None and first.lease_expires_at is None
-    assert _cached(first) == {"messageId": "msg-1", "sent_at": first.sent_at.isoformat()}
-    assert _cached(second) == {"messageId": "msg-2", "sent_at": second.sent_at.isoformat()}
+    assert _cached(first) == {"messageId": first.message_id, "sent_at": first.sent_at.isoformat()}
+    assert _cached(second) == {"messageId": second.message_id, "sent_at": second.sent_at.isoformat()}
     assert outbound_cache_key(schema_name="alpha", message_id=first.id) == f"sociomile:alpha:outbound:{first.id}"
 
     # and the rest is untouched
@@ -77,7 +82,7 @@ def test_one_run_sends_exactly_batch_size_oldest_pending_messages(configured_a, 
 
     # and the next run takes the next two
     outbound_send_due()
-    assert webhook_receiver.keys()[2:] == [str(messages[2].id), str(messages[3].id)]
+    assert sorted(webhook_receiver.keys()[2:]) == sorted([str(messages[2].id), str(messages[3].id)])
 
 
 def test_500_then_202_is_retried_with_backoff_and_sent_once(configured_a, webhook_receiver):
@@ -221,36 +226,83 @@ def test_a_lost_claim_neither_sends_nor_records(configured_a, webhook_receiver):
     assert [m.id for m in stale] == [message.id]
     OutboundMessage.objects.filter(id=message.id).update(claim_token="00000000-0000-0000-0000-00000000000b")
 
-    from scheduler.services import _Outcome, _record
+    from scheduler.services import _Outcome, _outcomes_record
 
-    written = _record(message=message, claim_token=stale[0].claim_token, outcome=_Outcome("sent", message_id="x"), attempts=1)
+    written = _outcomes_record(
+        claim_token=stale[0].claim_token, results=[(message, _Outcome("sent", message_id="x"), 1)], now=timezone.now()
+    )
 
     message.refresh_from_db()
-    assert written is None
-    assert (message.status, message.message_id) == ("sending", None)
+    assert written == {}
+    assert (message.status, message.message_id, message.attempts) == ("sending", None, 1)
+    assert _cached(message) is None
 
 
-def test_an_interrupted_run_hands_back_what_it_never_tried(configured_a, webhook_receiver, monkeypatch):
-    # given a run killed by its soft time limit while sending the first of its two messages
+def test_an_interrupted_run_hands_back_what_it_never_tried(configured_a, webhook_receiver, settings):
+    # given a run sending one request at a time, stopped by its soft time limit (SIGUSR1, as Celery's pool
+    # sends it) while the first of its three requests hangs
     from celery.exceptions import SoftTimeLimitExceeded
+
+    settings.OUTBOUND_SEND_CONCURRENCY = 1
+    scheduler_update(batch_size=3)
+    first, second, third = make_outbound_messages(3)
+    webhook_receiver.script(Reply(hang=True))
+
+    def soft_time_limit(signum, frame):
+        raise SoftTimeLimitExceeded()
+
+    def interrupt_once_the_request_hangs(main_thread: int):
+        wait_for(lambda: len(webhook_receiver.received()) == 1, timeout=10, message="the first request")
+        signal.pthread_kill(main_thread, signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, soft_time_limit)
+    try:
+        threading.Thread(target=interrupt_once_the_request_hangs, args=(threading.get_ident(),), daemon=True).start()
+        with pytest.raises(SoftTimeLimitExceeded):
+            outbound_send_due()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+    # then the untried ones are due again at once; the one in flight keeps its lease (it may have arrived)
+    for message in (first, second, third):
+        message.refresh_from_db()
+    assert (first.status, first.attempts) == ("sending", 1)
+    assert first.lease_expires_at > timezone.now()
+    for untried in (second, third):
+        assert (untried.status, untried.attempts, untried.claim_token, untried.lease_expires_at) == ("pending", 0, None, None)
+    assert webhook_receiver.keys() == [str(first.id)]
+
+
+def test_a_failure_inside_a_sending_thread_is_retried_and_logged_under_the_tenant(configured_a, monkeypatch):
+    # given a bug in the request code, which runs on the run's sending threads
+    from django_tenants.log import TenantContextFilter
 
     from scheduler import services
 
-    def interrupted(**kwargs):
-        raise SoftTimeLimitExceeded()
+    def broken(**kwargs):
+        raise RuntimeError("boom")
 
-    monkeypatch.setattr(services, "_post", interrupted)
-    first, second = make_outbound_messages(2)
+    monkeypatch.setattr(services, "_post", broken)
+    [message] = make_outbound_messages(1)
+    seen = []
 
-    with pytest.raises(SoftTimeLimitExceeded):
-        outbound_send_due()
+    class Collect(logging.Handler):
+        def emit(self, record):
+            seen.append((record.getMessage(), record.schema_name))
 
-    # then the untried one is due again at once; the one in flight keeps its lease (it may have arrived)
-    first.refresh_from_db()
-    second.refresh_from_db()
-    assert (first.status, first.attempts) == ("sending", 1)
-    assert first.lease_expires_at > timezone.now()
-    assert (second.status, second.attempts, second.claim_token, second.lease_expires_at) == ("pending", 0, None, None)
+    handler = Collect()
+    handler.addFilter(TenantContextFilter())  # what the console handler uses: the emitting thread's schema
+    logging.getLogger("scheduler.services").addHandler(handler)
+    try:
+        summary = outbound_send_due()
+    finally:
+        logging.getLogger("scheduler.services").removeHandler(handler)
+
+    # then the run does not hang: the message is back for a retry, and the log line names tenant A
+    message.refresh_from_db()
+    assert summary.retrying == [message.id]
+    assert (message.status, message.attempts, message.last_error) == ("pending", 1, "RuntimeError: boom")
+    assert (f"outbound {message.id}: sending failed unexpectedly", "alpha") in seen
 
 
 def test_stopped_tenant_sends_nothing_while_another_keeps_sending(
@@ -270,13 +322,13 @@ def test_stopped_tenant_sends_nothing_while_another_keeps_sending(
 
     # then only B sent
     assert a_summary.skipped == "stopped"
-    assert webhook_receiver.keys() == [str(m.id) for m in b_messages]
+    assert sorted(webhook_receiver.keys()) == sorted(str(m.id) for m in b_messages)
     assert list(OutboundMessage.objects.values_list("status", flat=True)) == ["pending", "pending"]
 
     # and starting A again resumes it
     scheduler_start()
     outbound_send_due()
-    assert webhook_receiver.keys("/hook") == [str(m.id) for m in a_messages]
+    assert sorted(webhook_receiver.keys("/hook")) == sorted(str(m.id) for m in a_messages)
 
 
 def test_no_webhook_url_keeps_messages_pending(tenant_a, webhook_receiver):
@@ -340,6 +392,53 @@ def test_two_runs_started_at_the_same_moment_send_every_message_once(make_live_t
     with schema_context(tenant.schema_name):
         assert sorted(OutboundMessage.objects.values_list("status", "attempts")) == [("sent", 1)] * 7
         assert len(set(OutboundMessage.objects.values_list("message_id", flat=True))) == 7
+
+
+def test_many_runs_in_parallel_send_every_message_exactly_once(make_live_tenant, webhook_receiver, settings):
+    # given 150 committed messages, and six runs at once, each sending in waves of 4 parallel requests and
+    # running again as long as it finds something due (as overlapping beat runs on several workers would)
+    settings.OUTBOUND_SEND_CONCURRENCY = 4
+    tenant = make_live_tenant("many")
+    with schema_context(tenant.schema_name):
+        scheduler_update(webhook_url=webhook_receiver.url, batch_size=9)
+        messages = make_outbound_messages(150)
+    barrier = threading.Barrier(6)
+    sent, errors = [], []
+
+    def runs():
+        try:
+            with schema_context(tenant.schema_name):
+                barrier.wait(10)
+                while True:
+                    summary = outbound_send_due()
+                    sent.extend(summary.sent)
+                    if not (summary.sent or summary.retrying or summary.failed):
+                        break
+        except Exception as error:  # surfaced below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=runs) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    # then the receiver got each message exactly once, and each row and cache entry holds its own answer
+    assert errors == []
+    with schema_context(tenant.schema_name):
+        assert list(OutboundMessage.objects.exclude(last_error=None).values_list("last_error", flat=True)) == []
+    keys = webhook_receiver.keys()
+    assert len(keys) == len(set(keys)) == 150
+    assert set(keys) == {str(m.id) for m in messages}
+    assert sorted(sent) == sorted(m.id for m in messages)
+    answered = {request.headers["idempotency-key"]: f"msg-{number}" for number, request in enumerate(webhook_receiver.received(), 1)}
+    with schema_context(tenant.schema_name):
+        rows = list(OutboundMessage.objects.values_list("id", "status", "attempts", "message_id", "claim_token"))
+        assert sorted((status, attempts, token) for _, status, attempts, _, token in rows) == [("sent", 1, None)] * 150
+        assert {str(id): message_id for id, _, _, message_id, _ in rows} == answered
+        assert all(_cached(OutboundMessage(id=id))["messageId"] == message_id for id, _, _, message_id, _ in rows)
 
 
 def test_a_claim_skips_the_rows_another_claim_holds_instead_of_waiting(make_live_tenant):

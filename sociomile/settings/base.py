@@ -314,11 +314,13 @@ OUTBOUND_BATCH_SIZE = env_int("OUTBOUND_BATCH_SIZE", 2)
 OUTBOUND_WEBHOOK_URL = env_str("OUTBOUND_WEBHOOK_URL", "")
 OUTBOUND_AUTH_KEY = env_str("OUTBOUND_AUTH_KEY", "")
 OUTBOUND_CONTENT_MAX_LENGTH = env_int("OUTBOUND_CONTENT_MAX_LENGTH", 160)
-# A run sends its batch one request after another inside one task: batch max x timeout (20 x 10 s) stays
-# under CELERY_TASK_SOFT_TIME_LIMIT.
+# A run sends its batch in waves of OUTBOUND_SEND_CONCURRENCY parallel requests inside one task: the waves
+# (batch max / concurrency, rounded up) x timeout stay under CELERY_TASK_SOFT_TIME_LIMIT.
 OUTBOUND_BATCH_SIZE_MAX = env_int("OUTBOUND_BATCH_SIZE_MAX", 20)
 OUTBOUND_HTTP_TIMEOUT_SECONDS = env_int("OUTBOUND_HTTP_TIMEOUT_SECONDS", 10)
-# A message claimed by a run that then died is handed out again after this; renewed before each send, so it
+# Parallel requests of one run (threads of the task, one keep-alive connection each) to the tenant's webhook.
+OUTBOUND_SEND_CONCURRENCY = env_int("OUTBOUND_SEND_CONCURRENCY", 16)
+# A message claimed by a run that then died is handed out again after this; renewed before each wave, so it
 # only has to outlast one request (keep it well above the timeout).
 OUTBOUND_LEASE_SECONDS = env_int("OUTBOUND_LEASE_SECONDS", 120)
 OUTBOUND_MAX_ATTEMPTS = env_int("OUTBOUND_MAX_ATTEMPTS", 5)
