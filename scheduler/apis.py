@@ -5,6 +5,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.openapi import ERROR_RESPONSE
 from core.pagination import CursorPagination, paginate
 from core.permissions import IsTenantAdmin
 from scheduler.models import E164_PATTERN, MAX_INTERVAL_SECONDS, OutboundMessage
@@ -44,6 +45,11 @@ class SchedulerApi(APIView):
         batch_size = serializers.IntegerField(min_value=1, required=False)
         webhook_url = serializers.URLField(max_length=2000, required=False, allow_blank=True)
         auth_key = serializers.CharField(max_length=255, required=False, allow_blank=True, trim_whitespace=False)
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # For the OpenAPI schema only (made per request, so it follows the setting); enforced below.
+            self.fields["batch_size"].max_value = settings.OUTBOUND_BATCH_SIZE_MAX
 
         def validate_batch_size(self, value: int) -> int:
             if value > settings.OUTBOUND_BATCH_SIZE_MAX:
@@ -113,6 +119,12 @@ class OutboundMessageListCreateApi(APIView):
         # Not trimmed: the content is sent as written. Its length limit is a setting, checked below.
         content = serializers.CharField(trim_whitespace=False)
 
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # For the OpenAPI schema only (made per request, so it follows the setting); enforced below.
+            self.fields["content"].min_length = 1
+            self.fields["content"].max_length = settings.OUTBOUND_CONTENT_MAX_LENGTH
+
         def validate_content(self, value: str) -> str:
             max_length = settings.OUTBOUND_CONTENT_MAX_LENGTH
             if not value.strip():
@@ -171,7 +183,7 @@ class OutboundMessageRetryApi(APIView):
 
     permission_classes = [IsTenantAdmin]
 
-    @extend_schema(request=None, responses={200: OutboundMessageOutputSerializer})
+    @extend_schema(request=None, responses={200: OutboundMessageOutputSerializer, 409: ERROR_RESPONSE})
     def post(self, request, message_id):
         if outbound_message_get(message_id=message_id) is None:
             raise Http404("No outbound message with this id.")
