@@ -36,6 +36,8 @@ class LiveServer:
             sys.executable, "-m", "gunicorn", "sociomile.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
             "--workers", "1", "--worker-class", "gthread", "--threads", str(threads), "--timeout", "60",
             "--access-logfile", "-", "--error-logfile", "-", "--graceful-timeout", "5",
+            # Several servers (tests, bench, other checkouts) run at once: no shared control socket.
+            "--no-control-socket",
         ]  # fmt: skip
         self.process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self.log_file, stderr=subprocess.STDOUT)
         try:
