@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.validators import MaxLengthValidator, RegexValidator
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
@@ -116,22 +117,19 @@ class OutboundMessageListCreateApi(APIView):
         to = serializers.RegexField(E164_PATTERN, max_length=16, error_messages={
             "invalid": "Enter a phone number in E.164 format, e.g. +6281234567890."
         })  # fmt: skip
-        # Not trimmed: the content is sent as written. Its length limit is a setting, checked below.
-        content = serializers.CharField(trim_whitespace=False)
+        # Not trimmed: the content is sent as written; but not blank. Its length limit is a setting (below).
+        content = serializers.CharField(
+            trim_whitespace=False, validators=[RegexValidator(r"\S", message="This field may not be blank.")]
+        )
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            # For the OpenAPI schema only (made per request, so it follows the setting); enforced below.
-            self.fields["content"].min_length = 1
-            self.fields["content"].max_length = settings.OUTBOUND_CONTENT_MAX_LENGTH
-
-        def validate_content(self, value: str) -> str:
+            # Read per request (tests change the setting); the validator also puts maxLength in the schema.
             max_length = settings.OUTBOUND_CONTENT_MAX_LENGTH
-            if not value.strip():
-                raise serializers.ValidationError("This field may not be blank.")
-            if len(value) > max_length:
-                raise serializers.ValidationError(f"Ensure this field has no more than {max_length} characters.")
-            return value
+            self.fields["content"].validators.append(
+                MaxLengthValidator(max_length, message=f"Ensure this field has no more than {max_length} characters.")
+            )
+
 
     @extend_schema_serializer(component_name="OutboundMessageCreated")
     class CreatedOutputSerializer(serializers.Serializer):

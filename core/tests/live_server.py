@@ -34,7 +34,7 @@ class LiveServer:
         env = {**os.environ, "DATABASE_URL": _test_database_url(), "DJANGO_SETTINGS_MODULE": "sociomile.settings.test"}
         command = [
             sys.executable, "-m", "gunicorn", "sociomile.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
-            "--workers", "1", "--worker-class", "gthread", "--threads", str(threads), "--timeout", "60",
+            "--workers", "1", "--worker-class", "gthread", "--threads", str(threads), "--timeout", "150",
             "--access-logfile", "-", "--error-logfile", "-", "--graceful-timeout", "5",
             # Several servers (tests, bench, other checkouts) run at once: no shared control socket.
             "--no-control-socket",
