@@ -42,20 +42,21 @@ class AutoSchema(SpectacularAutoSchema):
 
     def _map_basic_serializer(self, serializer, direction):
         schema = super()._map_basic_serializer(serializer, direction)
-        if direction == "request" and getattr(serializer, "refuses_unknown_fields", False):
+        if direction != "request":
+            return schema
+        if getattr(serializer, "refuses_unknown_fields", False):
             schema["additionalProperties"] = False  # a client must know that unknown fields are a 400
-        if direction == "request":
-            for field in serializer.fields.values():
-                property_schema = schema.get("properties", {}).get(field.field_name, {})
-                if (
-                    isinstance(field, serializers.CharField)
-                    and field.trim_whitespace
-                    and not field.allow_blank
-                    and property_schema.get("type") == "string"
-                    and "pattern" not in property_schema
-                ):
-                    # DRF trims the value first, so "   " is "This field may not be blank.": say so.
-                    property_schema["pattern"] = r"\S"
+        for field in serializer.fields.values():
+            property_schema = schema.get("properties", {}).get(field.field_name, {})
+            if (
+                isinstance(field, serializers.CharField)
+                and field.trim_whitespace
+                and not field.allow_blank
+                and property_schema.get("type") == "string"
+                and "pattern" not in property_schema
+            ):
+                # DRF trims the value first, so "   " is "This field may not be blank.": say so.
+                property_schema["pattern"] = r"\S"
         return schema
 
     # --- error responses -----------------------------------------------------------------------------------
