@@ -27,6 +27,7 @@ from conversations.apis import ChatOutputSerializer
 from conversations.models import Chat
 from conversations.selectors import application_get, chat_get
 from core.models import User
+from core.openapi import ERROR_RESPONSE
 from core.pagination import CursorPagination, paginate
 from core.permissions import IsTenantAdmin, IsTenantStaff
 
@@ -46,6 +47,8 @@ class AgentOutputSerializer(serializers.Serializer):
 
 class StrictSerializer(serializers.Serializer):
     """Refuses fields it does not know (a typo must not be silently ignored)."""
+
+    refuses_unknown_fields = True  # core.openapi.AutoSchema: `additionalProperties: false` in the schema
 
     def validate(self, attrs):
         unknown = set(self.initial_data) - set(self.fields)
@@ -170,7 +173,7 @@ class ChatResolveApi(APIView):
 
     permission_classes = [IsTenantStaff]
 
-    @extend_schema(request=None, responses={200: ChatOutputSerializer})
+    @extend_schema(request=None, responses={200: ChatOutputSerializer, 409: ERROR_RESPONSE})
     def post(self, request, token: str, number: int):
         chat = chat_resolve(chat=_chat_or_404(token, number), by=request.user)
         return Response(ChatOutputSerializer(chat).data)
@@ -186,7 +189,7 @@ class ChatAssignApi(APIView):
     class InputSerializer(serializers.Serializer):
         agent_id = serializers.IntegerField()
 
-    @extend_schema(request=InputSerializer, responses={200: ChatOutputSerializer})
+    @extend_schema(request=InputSerializer, responses={200: ChatOutputSerializer, 409: ERROR_RESPONSE})
     def post(self, request, token: str, number: int):
         chat = _chat_or_404(token, number)
         serializer = self.InputSerializer(data=request.data)
@@ -248,6 +251,12 @@ class QiscusIntegrationApi(APIView):
         )
 
 
+ALLOCATION_ANSWER = inline_serializer(
+    "QiscusAllocationAccepted",
+    fields={"room_id": serializers.CharField(), "application": serializers.CharField(), "chat_number": serializers.IntegerField()},
+)
+
+
 class QiscusAgentAllocationApi(_QiscusWebhookApi):
     """Qiscus' Custom Agent Allocation webhook: the room joins the FIFO queue as a waiting chat.
 
@@ -262,16 +271,8 @@ class QiscusAgentAllocationApi(_QiscusWebhookApi):
 
     @extend_schema(
         request=InputSerializer,
-        responses={
-            (202, "application/json"): inline_serializer(
-                "QiscusAllocationAccepted",
-                fields={
-                    "room_id": serializers.CharField(),
-                    "application": serializers.CharField(),
-                    "chat_number": serializers.IntegerField(),
-                },
-            )
-        },
+        # 202: a chat was queued for the room; 200: the room already had an open chat.
+        responses={202: ALLOCATION_ANSWER, 200: ALLOCATION_ANSWER},
         auth=[],
     )
     def post(self, request):
@@ -288,29 +289,28 @@ class QiscusAgentAllocationApi(_QiscusWebhookApi):
         )
 
 
+@extend_schema_serializer(component_name="QiscusService")
+class QiscusServiceSerializer(serializers.Serializer):
+    room_id = serializers.CharField(max_length=255)
+
+
 class QiscusMarkAsResolvedApi(_QiscusWebhookApi):
     """Qiscus' Mark As Resolved webhook: resolves the room's chat and serves the next waiting one."""
-
-    @extend_schema_serializer(component_name="QiscusService")
-    class ServiceSerializer(serializers.Serializer):
-        room_id = serializers.CharField(max_length=255)
 
     @extend_schema_serializer(component_name="QiscusMarkAsResolved")
     class InputSerializer(serializers.Serializer):
         app_id = serializers.CharField(required=False, allow_null=True, allow_blank=True)
-        service = serializers.DictField()
+        # Nested, so the schema says that `service.room_id` is required (Qiscus sends more keys: ignored).
+        service = QiscusServiceSerializer()
         resolved_by = serializers.JSONField(required=False, allow_null=True)
 
-    @extend_schema(request=InputSerializer, responses={200: ChatOutputSerializer}, auth=[])
+    @extend_schema(request=InputSerializer, responses={200: ChatOutputSerializer, 404: ERROR_RESPONSE}, auth=[])
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        service = self.ServiceSerializer(data=serializer.validated_data["service"])
-        if not service.is_valid():
-            raise serializers.ValidationError({"service": service.errors})
         self._check_app(serializer.validated_data.get("app_id"))
         chat = qiscus_room_resolve(
-            room_id=service.validated_data["room_id"], resolved_by=serializer.validated_data.get("resolved_by")
+            room_id=serializer.validated_data["service"]["room_id"], resolved_by=serializer.validated_data.get("resolved_by")
         )
         if chat is None:
             raise Http404("No chat for this room.")

@@ -34,6 +34,7 @@ from conversations.services import (
     webhook_message_receive,
 )
 from core.models import User
+from core.openapi import ERROR_RESPONSE
 from core.pagination import CursorPagination, paginate
 from core.permissions import IsTenantAdmin, IsTenantStaff
 
@@ -90,6 +91,8 @@ class ApplicationNameSerializer(serializers.Serializer):
 
 
 class MessageBodySerializer(serializers.Serializer):
+    required_on_patch = True  # PUT and PATCH both replace the body (core.openapi.AutoSchema)
+
     body = serializers.CharField(min_length=1, max_length=settings.MESSAGE_MAX_LENGTH, trim_whitespace=False)
 
 
@@ -219,7 +222,8 @@ class MessageListCreateApi(APIView):
         responses={
             202: inline_serializer(
                 "MessageAccepted", fields={"chat_number": serializers.IntegerField(), "number": serializers.IntegerField()}
-            )
+            ),
+            403: ERROR_RESPONSE,  # an agent token on a chat that is not the agent's
         },
     )
     def post(self, request, token: str, number: int):
@@ -278,7 +282,14 @@ class MessageSearchApi(APIView):
         q = serializers.CharField(min_length=1, max_length=255, trim_whitespace=False)
 
     @extend_schema(
-        parameters=[OpenApiParameter("q", str, required=True, description="Substring to find, case-insensitive.")],
+        parameters=[
+            OpenApiParameter(
+                "q",
+                {"type": "string", "minLength": 1, "maxLength": 255},
+                required=True,
+                description="Substring to find, case-insensitive.",
+            )
+        ],
         responses={200: MessageOutputSerializer(many=True)},
     )
     def get(self, request, token: str, number: int):
@@ -337,7 +348,11 @@ class ChannelWebhookApi(APIView):
             202: inline_serializer(
                 "WebhookAccepted",
                 fields={"chat_number": serializers.IntegerField(), "message_number": serializers.IntegerField()},
-            )
+            ),
+            401: ERROR_RESPONSE,
+            409: ERROR_RESPONSE,
+            413: ERROR_RESPONSE,
+            429: ERROR_RESPONSE,
         },
         auth=[],
     )
@@ -404,7 +419,9 @@ class ChatInboxListApi(APIView):
     @extend_schema(
         parameters=[
             OpenApiParameter("status", enum=Chat.Status.values, required=False),
-            OpenApiParameter("agent", str, required=False, description='The assigned agent\'s user id, or "me".'),
+            OpenApiParameter(
+                "agent", str, required=False, pattern=r"^(me|[1-9][0-9]{0,17})$", description='The assigned agent\'s user id, or "me".'
+            ),
         ],
         responses={200: InboxChatOutputSerializer(many=True)},
     )
@@ -433,7 +450,7 @@ class ChatEscalateApi(APIView):
         description = serializers.CharField(max_length=settings.MESSAGE_MAX_LENGTH, required=False, allow_blank=True, default="")
         priority = serializers.ChoiceField(choices=Ticket.Priority.values, required=False, default=Ticket.Priority.MEDIUM)
 
-    @extend_schema(request=InputSerializer, responses={201: TicketOutputSerializer})
+    @extend_schema(request=InputSerializer, responses={201: TicketOutputSerializer, 409: ERROR_RESPONSE})
     def post(self, request, token: str, number: int):
         # The ticket points at the chat's row: a chat still queued for persistence is a 404 for a moment.
         chat = _chat_or_404(token, number)
@@ -485,6 +502,7 @@ class TicketDetailApi(APIView):
         class Meta:
             ref_name = "TicketStatusInput"  # a name of its own in the OpenAPI schema
 
+        required_on_patch = True  # the status is the PATCH's only field (core.openapi.AutoSchema)
         status = serializers.ChoiceField(choices=Ticket.Status.values)
 
     def get_permissions(self):

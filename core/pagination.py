@@ -22,6 +22,16 @@ class CursorPagination(pagination.CursorPagination):
         url = super().encode_cursor(cursor)
         return parse_qs(urlsplit(url).query)[self.cursor_query_param][0]
 
+    def get_page_size(self, request):
+        # DRF falls back to the default for a bad `limit` and clamps a big one: the caller would get a page
+        # of another size than asked, silently. Bad input is a 400 here, like any other.
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            raise ValidationError({self.page_size_query_param: [f"Must be an integer from 1 to {self.max_page_size}."]})
+        return int(raw)
+
     def decode_cursor(self, request):
         try:
             return super().decode_cursor(request)

@@ -1,10 +1,12 @@
 from django.conf import settings
+from django.core.validators import MaxLengthValidator, RegexValidator
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.openapi import ERROR_RESPONSE
 from core.outbound_urls import OutboundUrlRefused, outbound_url_check
 from core.pagination import CursorPagination, paginate
 from core.permissions import IsTenantAdmin
@@ -45,6 +47,11 @@ class SchedulerApi(APIView):
         batch_size = serializers.IntegerField(min_value=1, required=False)
         webhook_url = serializers.URLField(max_length=2000, required=False, allow_blank=True)
         auth_key = serializers.CharField(max_length=255, required=False, allow_blank=True, trim_whitespace=False)
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # For the OpenAPI schema only (made per request, so it follows the setting); enforced below.
+            self.fields["batch_size"].max_value = settings.OUTBOUND_BATCH_SIZE_MAX
 
         def validate_batch_size(self, value: int) -> int:
             if value > settings.OUTBOUND_BATCH_SIZE_MAX:
@@ -116,16 +123,19 @@ class OutboundMessageListCreateApi(APIView):
         to = serializers.RegexField(E164_PATTERN, max_length=16, error_messages={
             "invalid": "Enter a phone number in E.164 format, e.g. +6281234567890."
         })  # fmt: skip
-        # Not trimmed: the content is sent as written. Its length limit is a setting, checked below.
-        content = serializers.CharField(trim_whitespace=False)
+        # Not trimmed: the content is sent as written; but not blank. Its length limit is a setting (below).
+        content = serializers.CharField(
+            trim_whitespace=False, validators=[RegexValidator(r"\S", message="This field may not be blank.")]
+        )
 
-        def validate_content(self, value: str) -> str:
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # Read per request (tests change the setting); the validator also puts maxLength in the schema.
             max_length = settings.OUTBOUND_CONTENT_MAX_LENGTH
-            if not value.strip():
-                raise serializers.ValidationError("This field may not be blank.")
-            if len(value) > max_length:
-                raise serializers.ValidationError(f"Ensure this field has no more than {max_length} characters.")
-            return value
+            self.fields["content"].validators.append(
+                MaxLengthValidator(max_length, message=f"Ensure this field has no more than {max_length} characters.")
+            )
+
 
     @extend_schema_serializer(component_name="OutboundMessageCreated")
     class CreatedOutputSerializer(serializers.Serializer):
@@ -177,7 +187,7 @@ class OutboundMessageRetryApi(APIView):
 
     permission_classes = [IsTenantAdmin]
 
-    @extend_schema(request=None, responses={200: OutboundMessageOutputSerializer})
+    @extend_schema(request=None, responses={200: OutboundMessageOutputSerializer, 409: ERROR_RESPONSE})
     def post(self, request, message_id):
         if outbound_message_get(message_id=message_id) is None:
             raise Http404("No outbound message with this id.")

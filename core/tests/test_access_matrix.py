@@ -1,0 +1,283 @@
+"""Who may call what: every endpoint of both URL confs x every wrong credential is refused, and nothing is written.
+
+The endpoints are read from the URL confs themselves (`sociomile.urls_public`, `sociomile.urls_tenants`):
+each route and each HTTP method its view handles. Every one of them must be classified in ACCESS below,
+or `test_every_endpoint_is_classified` fails: a new URL cannot slip in without saying who may call it.
+
+Refusals, and why these statuses:
+- 401 for a missing token, another tenant's token, a platform token on a tenant host and a tenant token on
+  the platform host: tokens live in their host's schema, so a foreign token is simply unknown there.
+- 403 for a valid token of the wrong role (an agent on an admin endpoint, an admin on the agents-only
+  escalation).
+- 404 for another tenant's application token in a client path: the application does not exist here.
+- 401 for an unsigned channel webhook and for a missing or foreign Qiscus integration key.
+"""
+
+import hashlib
+import hmac
+import json
+import re
+import uuid
+
+import pytest
+from django.db import connection
+from django.urls import URLPattern, URLResolver, get_resolver
+from django_tenants.utils import get_public_schema_name, schema_context
+
+from agents.services import allocation_settings_get
+from conftest import api_client, make_user, token_for
+from conversations import inbound
+from conversations.services import application_create
+from core.models import User
+from core.redis import get_redis
+from tenants.models import Tenant
+
+PLATFORM, TENANT = "platform", "tenant"
+URLCONFS = {PLATFORM: "sociomile.urls_public", TENANT: "sociomile.urls_tenants"}
+METHODS = ("get", "post", "put", "patch", "delete")
+# The Django admin (session login, its own tests in core/tests/test_admin*.py) is not part of the API.
+NOT_API_PREFIXES = ("admin/",)
+
+# Who may call each endpoint: (host, "METHOD route") -> access class.
+PUBLIC = "public"  # anyone (health, sign-in, schema, docs)
+SIGNED_IN = "signed_in"  # any user of this host
+PLATFORM_ADMIN = "platform_admin"
+TENANT_STAFF = "tenant_staff"  # this tenant's admins and agents
+TENANT_ADMIN = "tenant_admin"
+TENANT_AGENT = "tenant_agent"  # agents only (escalation)
+CLIENT = "client"  # the application token in the path is the credential (device SDKs)
+WEBHOOK = "webhook"  # HMAC signature with the application's webhook secret
+QISCUS = "qiscus"  # the tenant's integration key in X-Sociomile-Integration-Key
+
+APP = "api/applications/<str:token>"
+CHAT = f"{APP}/chats/<int:number>"
+ACCESS = {
+    # --- every host
+    **{
+        (host, endpoint): access
+        for host in (PLATFORM, TENANT)
+        for endpoint, access in {
+            "GET health": PUBLIC,
+            "POST api/auth/token": PUBLIC,
+            "GET api/auth/me": SIGNED_IN,
+            "GET api/schema/": PUBLIC,
+            "GET docs/": PUBLIC,
+        }.items()
+    },
+    # --- platform host
+    (PLATFORM, "GET api/tenants"): PLATFORM_ADMIN,
+    (PLATFORM, "POST api/tenants"): PLATFORM_ADMIN,
+    (PLATFORM, "GET api/tenants/<int:tenant_id>"): PLATFORM_ADMIN,
+    (PLATFORM, "DELETE api/tenants/<int:tenant_id>"): PLATFORM_ADMIN,
+    (PLATFORM, "PUT api/tenants/<int:tenant_id>/config/concurrency"): PLATFORM_ADMIN,
+    (PLATFORM, "GET api/tenants/<int:tenant_id>/messages"): PLATFORM_ADMIN,
+    (PLATFORM, "POST api/tenants/<int:tenant_id>/messages"): PLATFORM_ADMIN,
+    (PLATFORM, "GET metrics"): PLATFORM_ADMIN,
+    # --- tenant host: applications
+    (TENANT, "GET api/applications"): TENANT_STAFF,
+    (TENANT, "POST api/applications"): TENANT_ADMIN,
+    (TENANT, f"GET {APP}"): TENANT_STAFF,
+    (TENANT, f"PUT {APP}"): TENANT_ADMIN,
+    (TENANT, f"PATCH {APP}"): TENANT_ADMIN,
+    # chats and messages: the client API
+    (TENANT, f"GET {APP}/chats"): CLIENT,
+    (TENANT, f"POST {APP}/chats"): CLIENT,
+    (TENANT, f"GET {CHAT}"): CLIENT,
+    (TENANT, f"GET {CHAT}/messages"): CLIENT,
+    (TENANT, f"POST {CHAT}/messages"): CLIENT,
+    (TENANT, f"GET {CHAT}/messages/search"): CLIENT,
+    (TENANT, f"GET {CHAT}/messages/<int:message_number>"): CLIENT,
+    (TENANT, f"PUT {CHAT}/messages/<int:message_number>"): CLIENT,
+    (TENANT, f"PATCH {CHAT}/messages/<int:message_number>"): CLIENT,
+    # the inbox, assignment, escalation, tickets
+    (TENANT, f"POST {CHAT}/resolve"): TENANT_STAFF,
+    (TENANT, f"POST {CHAT}/assign"): TENANT_ADMIN,
+    (TENANT, f"POST {CHAT}/escalate"): TENANT_AGENT,
+    (TENANT, "GET api/chats"): TENANT_STAFF,
+    (TENANT, "GET api/tickets"): TENANT_STAFF,
+    (TENANT, "GET api/tickets/<int:ticket_id>"): TENANT_STAFF,
+    (TENANT, "PATCH api/tickets/<int:ticket_id>"): TENANT_ADMIN,
+    (TENANT, "POST api/channels/<str:token>/webhook"): WEBHOOK,
+    # agents, the queue, Qiscus
+    (TENANT, "GET api/agents"): TENANT_STAFF,
+    (TENANT, "POST api/agents"): TENANT_ADMIN,
+    (TENANT, "GET api/agents/<int:agent_id>"): TENANT_STAFF,
+    # An agent may PATCH its own is_online (the view refuses anything else with a 403: agents/tests).
+    (TENANT, "PATCH api/agents/<int:agent_id>"): TENANT_STAFF,
+    (TENANT, "GET api/queue"): TENANT_STAFF,
+    (TENANT, "GET api/integrations/qiscus"): TENANT_ADMIN,
+    (TENANT, "POST api/integrations/qiscus/agent-allocation"): QISCUS,
+    (TENANT, "POST api/integrations/qiscus/mark-as-resolved"): QISCUS,
+    # the outbound scheduler
+    (TENANT, "GET api/scheduler"): TENANT_ADMIN,
+    (TENANT, "PATCH api/scheduler"): TENANT_ADMIN,
+    (TENANT, "POST api/scheduler/start"): TENANT_ADMIN,
+    (TENANT, "POST api/scheduler/stop"): TENANT_ADMIN,
+    (TENANT, "GET api/outbound-messages"): TENANT_ADMIN,
+    (TENANT, "POST api/outbound-messages"): TENANT_ADMIN,
+    (TENANT, "GET api/outbound-messages/<uuid:message_id>"): TENANT_ADMIN,
+    (TENANT, "POST api/outbound-messages/<uuid:message_id>/retry"): TENANT_ADMIN,
+}
+
+# The wrong credentials each access class must refuse, and with which status.
+# Credentials: none, a token of the other tenant, a platform admin's token on a tenant host, a tenant admin's
+# token on the platform host, an agent's / an admin's token of this tenant, the other tenant's application.
+REFUSALS = {
+    PUBLIC: {},
+    SIGNED_IN: {"none": 401, "other_tenant_token": 401, "platform_token": 401, "tenant_token": 401},
+    PLATFORM_ADMIN: {"none": 401, "tenant_token": 401},
+    TENANT_STAFF: {"none": 401, "other_tenant_token": 401, "platform_token": 401},
+    TENANT_ADMIN: {"none": 401, "other_tenant_token": 401, "platform_token": 401, "agent_token": 403},
+    TENANT_AGENT: {"none": 401, "other_tenant_token": 401, "platform_token": 401, "admin_token": 403},
+    CLIENT: {"other_tenant_token": 401, "platform_token": 401, "other_tenant_application": 404},
+    WEBHOOK: {"none": 401, "other_tenant_application": 404},
+    QISCUS: {"none": 401, "other_tenant_integration_key": 401},
+}
+
+# One body for every write: it would be valid input for most endpoints, so a missing check writes something.
+WRITE_BODY = {
+    "name": "Matrix", "slug": "matrix-slug", "admin_email": "matrix@example.test", "admin_password": "Matrix-pass-123",
+    "workers": 2, "payload": {"k": "v"}, "customer_id": "matrix-customer", "body": "matrix", "message": "matrix",
+    "title": "Matrix", "status": "closed", "agent_id": 1, "email": "matrix-agent@example.test",
+    "password": "Matrix-pass-123", "is_online": True, "to": "+6281234567890", "content": "matrix",
+    "interval_seconds": 5, "room_id": "matrix-room", "service": {"room_id": "matrix-room"},
+}  # fmt: skip
+
+
+def endpoints(host: str) -> list[tuple[str, str]]:
+    """(METHOD, route) of every API endpoint of the host's URL conf, walked from its resolver."""
+
+    def walk(patterns, prefix: str):
+        for pattern in patterns:
+            route = prefix + str(pattern.pattern)
+            if route.startswith(NOT_API_PREFIXES):
+                continue
+            if isinstance(pattern, URLResolver):
+                yield from walk(pattern.url_patterns, route)
+            elif isinstance(pattern, URLPattern):
+                view_class = getattr(pattern.callback, "view_class", None) or getattr(pattern.callback, "cls", None)
+                if view_class is None:  # a function view: GET
+                    yield "GET", route
+                else:
+                    yield from ((method.upper(), route) for method in METHODS if hasattr(view_class, method))
+
+    return sorted(set(walk(get_resolver(URLCONFS[host]).url_patterns, "")))
+
+
+def test_every_endpoint_is_classified():
+    found = {(host, f"{method} {route}") for host in URLCONFS for method, route in endpoints(host)}
+
+    assert sorted(found - ACCESS.keys()) == [], "new endpoints: classify them in ACCESS (docs/quality.md)"
+    assert sorted(ACCESS.keys() - found) == [], "ACCESS names endpoints that no longer exist"
+
+
+# --- the refusals ----------------------------------------------------------------------------------------------
+
+
+def _path(route: str, values: dict) -> str:
+    return "/" + re.sub(r"<(?:(\w+):)?(\w+)>", lambda match: str(values[match.group(2)]), route)
+
+
+def _table_counts() -> dict[str, int]:
+    schemas = [get_public_schema_name(), *Tenant.objects.exclude(schema_name=get_public_schema_name()).values_list("schema_name", flat=True)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_type = 'BASE TABLE' AND table_schema = ANY(%s) ORDER BY 1, 2",
+            [schemas],
+        )
+        tables = cursor.fetchall()
+        query = " UNION ALL ".join(f"SELECT '{schema}.{table}', count(*) FROM \"{schema}\".\"{table}\"" for schema, table in tables)
+        cursor.execute(query)
+        return dict(cursor.fetchall())
+
+
+def _redis_state(schemas: list[str]) -> dict[str, bytes]:
+    redis = get_redis()
+    state = {}
+    for schema in schemas:
+        for pattern in (f"sociomile:{schema}:*", f"tenant.{schema}*"):
+            for key in redis.scan_iter(pattern):
+                if b":slots" not in key:  # leases and limits belong to workers, not to requests
+                    state[key.decode()] = redis.dump(key)
+    return state
+
+
+@pytest.fixture
+def matrix(tenant_a, tenant_b, platform_token):
+    """Tenant A is the host under test; tenant B provides the foreign credentials."""
+    with schema_context(tenant_a.schema_name):
+        application = application_create(name="Matrix A")
+        allocation_settings_get()  # the lazily made settings row exists before the snapshot
+    with schema_context(tenant_b.schema_name):
+        foreign = application_create(name="Matrix B")
+        foreign_key = allocation_settings_get().qiscus_integration_key
+    admin = make_user(tenant=tenant_a, role=User.Role.ADMIN)
+    agent = make_user(tenant=tenant_a, role=User.Role.AGENT)
+    other_admin = make_user(tenant=tenant_b, role=User.Role.ADMIN)
+    return {
+        "tenant": tenant_a,
+        "other_tenant": tenant_b,
+        "values": {"token": application.token, "number": 1, "message_number": 1, "ticket_id": 1,
+                   "agent_id": agent.id, "message_id": uuid.uuid4(), "tenant_id": tenant_a.id},  # fmt: skip
+        "foreign_values": {"token": foreign.token},
+        "foreign_secret": foreign.webhook_secret,
+        "tokens": {
+            "admin_token": token_for(admin, tenant=tenant_a),
+            "agent_token": token_for(agent, tenant=tenant_a),
+            "other_tenant_token": token_for(other_admin, tenant=tenant_b),
+            "platform_token": platform_token,
+            "tenant_token": token_for(admin, tenant=tenant_a),
+        },
+        "foreign_integration_key": foreign_key,
+    }
+
+
+def _refused_request(matrix: dict, host: str, method: str, route: str, credential: str):
+    tenant = matrix["tenant"] if host == TENANT else None
+    values = dict(matrix["values"])
+    headers = {}
+    token = matrix["tokens"].get(credential)
+    body = json.dumps(WRITE_BODY).encode()
+    if credential == "other_tenant_application":
+        values.update(matrix["foreign_values"])
+        # Signed with its own secret: only the host (another tenant's) is wrong.
+        digest = hmac.new(matrix["foreign_secret"].encode(), body, hashlib.sha256).hexdigest()
+        headers[f"HTTP_{inbound.SIGNATURE_HEADER.upper().replace('-', '_')}"] = f"sha256={digest}"
+    if credential == "other_tenant_integration_key":
+        headers["HTTP_X_SOCIOMILE_INTEGRATION_KEY"] = matrix["foreign_integration_key"]
+    client = api_client(tenant=tenant, token=token)
+    send = getattr(client, method.lower())
+    if method == "GET":
+        return send(_path(route, values), **headers)
+    return send(_path(route, values), data=body, content_type="application/json", **headers)
+
+
+def test_every_endpoint_refuses_every_wrong_credential_and_writes_nothing(matrix):
+    schemas = [matrix["tenant"].schema_name, matrix["other_tenant"].schema_name]
+    cases = [
+        (host, method, route, credential, status)
+        for host in URLCONFS
+        for method, route in endpoints(host)
+        if (host, f"{method} {route}") in ACCESS  # the others fail test_every_endpoint_is_classified
+        for credential, status in REFUSALS[ACCESS[(host, f"{method} {route}")]].items()
+        if not (host == PLATFORM and credential in ("other_tenant_token", "platform_token"))
+        and not (host == TENANT and credential == "tenant_token")
+    ]
+    counts_before, redis_before = _table_counts(), _redis_state(schemas)
+
+    wrong = []
+    for host, method, route, credential, status in cases:
+        response = _refused_request(matrix, host, method, route, credential)
+        body = response.json() if response.get("Content-Type", "").startswith("application/json") else None
+        if response.status_code != status or not (isinstance(body, dict) and "detail" in body):
+            wrong.append(f"{host} {method} /{route} with {credential}: {response.status_code} {body!r}, expected {status}")
+    connection.set_schema_to_public()
+
+    counts_after, redis_after = _table_counts(), _redis_state(schemas)
+    written = {table: (counts_before.get(table), count) for table, count in counts_after.items() if counts_before.get(table) != count}
+    redis_written = sorted(key for key in redis_before.keys() | redis_after.keys() if redis_before.get(key) != redis_after.get(key))
+    assert len(cases) > 100  # the matrix is not silently empty
+    assert {"wrong answers": wrong, "rows written": written, "redis keys written": redis_written} == {
+        "wrong answers": [], "rows written": {}, "redis keys written": []
+    }  # fmt: skip
