@@ -4,7 +4,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import connection, models
 from django_tenants.clone import CloneSchema
 from django_tenants.models import DomainMixin, TenantMixin
-from django_tenants.utils import schema_exists
+from django_tenants.utils import quote_schema_name, schema_exists
 
 MAX_TENANT_CONCURRENCY = 64
 DEFAULT_TENANT_CONCURRENCY = 3
@@ -48,9 +48,30 @@ class Tenant(TenantMixin):
         if check_if_exists and schema_exists(self.schema_name):
             return False
         CloneSchema().clone_schema(template, self.schema_name, "DATA")
+        _column_statistics_copy(source=template, target=self.schema_name)
         call_command("migrate_schemas", tenant=True, schema_name=self.schema_name, interactive=False, verbosity=verbosity)
         connection.set_schema_to_public()
         return True
+
+
+def _column_statistics_copy(*, source: str, target: str) -> None:
+    """Gives the clone the per-column statistics targets the template has (`ALTER COLUMN ... SET STATISTICS`,
+    set by migrations such as conversations.0005): the clone copies tables, not those settings, and the
+    migrations that set them are already recorded as applied in the clone."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT c.relname, a.attname, a.attstattarget FROM pg_attribute a
+            JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND a.attstattarget > 0
+            """,
+            [source],
+        )
+        for table, column, target_value in cursor.fetchall():
+            cursor.execute(
+                f"ALTER TABLE {quote_schema_name(target)}.{connection.ops.quote_name(table)} "
+                f"ALTER COLUMN {connection.ops.quote_name(column)} SET STATISTICS %s" % int(target_value)
+            )
 
 
 class Domain(DomainMixin):
