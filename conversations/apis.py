@@ -218,7 +218,7 @@ class MessageListCreateApi(APIView):
 
     @extend_schema(responses={200: MessageOutputSerializer(many=True)})
     def get(self, request, token: str, number: int):
-        messages = message_list(chat=_chat_or_404(token, number)).select_related("chat")
+        messages = message_list(chat=_chat_or_404(token, number))
         return paginate(
             request=request, view=self, queryset=messages, serializer_class=MessageOutputSerializer, ordering=("number",)
         )
@@ -294,7 +294,7 @@ class MessageSearchApi(APIView):
         chat = _chat_or_404(token, number)
         serializer = self.InputSerializer(data={"q": request.query_params.get("q", "")})
         serializer.is_valid(raise_exception=True)
-        messages = message_search(chat=chat, query=serializer.validated_data["q"]).select_related("chat")
+        messages = message_search(chat=chat, query=serializer.validated_data["q"])
         return paginate(
             request=request, view=self, queryset=messages, serializer_class=MessageOutputSerializer, ordering=("number",)
         )

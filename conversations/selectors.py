@@ -62,7 +62,9 @@ def chat_open_for_customer_get(*, application: Application, customer_id: str) ->
 
 
 def message_list(*, chat: Chat) -> QuerySet[Message]:
-    return Message.objects.filter(chat=chat)
+    # Through the chat's related manager: each message's `.chat` is this very instance, so serializing
+    # `chat.number` needs neither a join nor one Chat built per row (half the ORM work of a page).
+    return chat.messages.all()
 
 
 def message_get(*, chat: Chat, number: int) -> Message | None:
@@ -71,7 +73,7 @@ def message_get(*, chat: Chat, number: int) -> Message | None:
 
 def message_search(*, chat: Chat, query: str) -> QuerySet[Message]:
     """Messages of this chat whose body contains `query`, ignoring case (ILIKE, served by the trigram index)."""
-    return Message.objects.filter(chat=chat, body__trigram_icontains=query)
+    return chat.messages.filter(body__trigram_icontains=query)  # `.chat` known, as in message_list
 
 
 def ticket_list(*, status: str | None = None, priority: str | None = None) -> QuerySet[Ticket]:
