@@ -8,4 +8,5 @@ RUN SECRET_KEY=build-only-secret-key-that-is-long-enough-xx python manage.py col
 RUN useradd --system --uid 1000 sociomile
 USER sociomile
 EXPOSE 8000
-CMD ["gunicorn", "sociomile.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--graceful-timeout", "30"]
+# Workers, threads and timeouts: gunicorn.conf.py (WEB_CONCURRENCY, WEB_THREADS).
+CMD ["gunicorn"]

@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 
 from core.models import User
 from core.redis import get_redis
+from core.routing import routing_caches_clear
 from core.services import user_create, user_token_get_or_create
 from tenants.models import Tenant
 from tenants.services import tenant_create, tenant_delete
@@ -119,6 +120,13 @@ def _back_to_public_schema():
     # A request or a service may leave the connection in a tenant's schema; the next test starts public.
     yield
     connection.set_schema_to_public()
+
+
+@pytest.fixture(autouse=True)
+def _forget_routing_cache():
+    # A rolled-back test transaction undoes rows without any save/delete hook: cached hosts and tokens must go.
+    yield
+    routing_caches_clear()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from conversations.models import Application, Chat, Message, Ticket
 from conversations.selectors import (
     application_get,
     application_list,
+    application_ref_get,
     chat_get,
     chat_inbox_list,
     chat_list,
@@ -103,8 +104,16 @@ def _application_or_404(token: str) -> Application:
     return application
 
 
+def _application_ref_or_404(token: str) -> Application:
+    # Only id and token loaded, from the routing cache: for the paths that need no more (see the selector).
+    application = application_ref_get(token=token)
+    if application is None:
+        raise Http404("No application with this token.")
+    return application
+
+
 def _chat_or_404(token: str, number: int) -> Chat:
-    chat = chat_get(application=_application_or_404(token), number=number)
+    chat = chat_get(application=_application_ref_or_404(token), number=number)
     if chat is None:
         raise Http404("No chat with this number.")
     return chat
@@ -191,7 +200,7 @@ class ChatListCreateApi(APIView):
         request=InputSerializer, responses={202: inline_serializer("ChatAccepted", fields={"number": serializers.IntegerField()})}
     )
     def post(self, request, token: str):
-        application = _application_or_404(token)
+        application = _application_ref_or_404(token)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         number = chat_create(application=application, customer_id=serializer.validated_data.get("customer_id"))
@@ -212,7 +221,7 @@ class MessageListCreateApi(APIView):
 
     @extend_schema(responses={200: MessageOutputSerializer(many=True)})
     def get(self, request, token: str, number: int):
-        messages = message_list(chat=_chat_or_404(token, number)).select_related("chat")
+        messages = message_list(chat=_chat_or_404(token, number))
         return paginate(
             request=request, view=self, queryset=messages, serializer_class=MessageOutputSerializer, ordering=("number",)
         )
@@ -227,7 +236,7 @@ class MessageListCreateApi(APIView):
         },
     )
     def post(self, request, token: str, number: int):
-        application = _application_or_404(token)
+        application = _application_ref_or_404(token)
         # A tenant user's token makes it an agent's reply; without one it is the customer writing.
         user = request.user if request.user is not None and getattr(request.user, "is_tenant_staff", False) else None
         if user is not None and not user.is_tenant_admin:
@@ -296,7 +305,7 @@ class MessageSearchApi(APIView):
         chat = _chat_or_404(token, number)
         serializer = self.InputSerializer(data={"q": request.query_params.get("q", "")})
         serializer.is_valid(raise_exception=True)
-        messages = message_search(chat=chat, query=serializer.validated_data["q"]).select_related("chat")
+        messages = message_search(chat=chat, query=serializer.validated_data["q"])
         return paginate(
             request=request, view=self, queryset=messages, serializer_class=MessageOutputSerializer, ordering=("number",)
         )

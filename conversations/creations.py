@@ -125,12 +125,25 @@ def lock_key() -> str:
     return _key("creations", "lock")
 
 
+_scripts: dict = {}
+
+
+def _script(source: str):
+    # EVALSHA with the script's digest (loaded again by redis-py if Redis forgot it): a create request sends
+    # a few bytes instead of the whole script, and Redis does not hash the script's text on every call.
+    client = get_redis()
+    script = _scripts.get(source)
+    if script is None or script.registered_client is not client:
+        script = _scripts[source] = client.register_script(source)
+    return script
+
+
 def _run(script: str, keys: list[str], args: list, seed: Callable[[], None]):
-    redis = get_redis()
-    result = redis.eval(script, len(keys), *keys, *args)
+    allocate = _script(script)
+    result = allocate(keys=keys, args=args)
     if result == NEEDS_SEED:
         seed()
-        result = redis.eval(script, len(keys), *keys, *args)
+        result = allocate(keys=keys, args=args)
     return result
 
 
@@ -239,4 +252,4 @@ def lock_renew(token: str) -> bool:
 
 
 def lock_release(token: str) -> None:
-    get_redis().eval(_LOCK_RELEASE, 1, lock_key(), token)
+    _script(_LOCK_RELEASE)(keys=[lock_key()], args=[token])

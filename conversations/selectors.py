@@ -1,6 +1,8 @@
+from django.db import connection
 from django.db.models import QuerySet
 
 from conversations.models import Application, Chat, InboundEvent, Message, Ticket
+from core.routing import RoutingCache
 
 
 def inbound_event_list() -> QuerySet[InboundEvent]:
@@ -13,6 +15,19 @@ def application_list() -> QuerySet[Application]:
 
 def application_get(*, token: str) -> Application | None:
     return Application.objects.filter(token=token).first()
+
+
+_applications_by_token = RoutingCache("application by schema and token")
+
+
+def application_ref_get(*, token: str) -> Application | None:
+    """The application with this token, with only `id` and `token` loaded, for the hot paths that need no
+    more (creating chats and messages, reading a chat's messages). Inside a request it comes from the
+    process-local routing cache (core.routing), keyed by schema: an application's id and token never change,
+    and its deletion invalidates the cache. Read anything else from `application_get`."""
+    return _applications_by_token.get_or_load(
+        (connection.schema_name, token), lambda: Application.objects.only("id", "token").filter(token=token).first()
+    )
 
 
 def chat_list(*, application: Application, status: str | None = None) -> QuerySet[Chat]:
@@ -47,7 +62,9 @@ def chat_open_for_customer_get(*, application: Application, customer_id: str) ->
 
 
 def message_list(*, chat: Chat) -> QuerySet[Message]:
-    return Message.objects.filter(chat=chat)
+    # Through the chat's related manager: each message's `.chat` is this very instance, so serializing
+    # `chat.number` needs neither a join nor one Chat built per row (half the ORM work of a page).
+    return chat.messages.all()
 
 
 def message_get(*, chat: Chat, number: int) -> Message | None:
@@ -56,7 +73,7 @@ def message_get(*, chat: Chat, number: int) -> Message | None:
 
 def message_search(*, chat: Chat, query: str) -> QuerySet[Message]:
     """Messages of this chat whose body contains `query`, ignoring case (ILIKE, served by the trigram index)."""
-    return Message.objects.filter(chat=chat, body__trigram_icontains=query)
+    return chat.messages.filter(body__trigram_icontains=query)  # `.chat` known, as in message_list
 
 
 def ticket_list(*, status: str | None = None, priority: str | None = None) -> QuerySet[Ticket]:

@@ -4,6 +4,7 @@ from django.http import JsonResponse
 from django.http.request import split_domain_port
 from django.urls import set_urlconf
 
+from core.routing import routing_listener_ensure
 from tenants.selectors import tenant_get_for_hostname
 
 
@@ -13,12 +14,16 @@ class TenantHostMiddleware:
     `<BASE_DOMAIN>` is the platform (public schema, platform URL conf); any domain in the tenants_domain
     table (`<slug>.<BASE_DOMAIN>` by default) is that tenant; every other host is 404 JSON, so nothing
     past this point ever runs without a known schema.
+
+    The host lookup is served from the process-local routing cache (core.routing), whose listener the
+    first request of each process starts.
     """
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
+        routing_listener_ensure()
         hostname, _port = split_domain_port(request.get_host())
         if hostname == settings.BASE_DOMAIN:
             connection.set_schema_to_public()
@@ -26,14 +31,18 @@ class TenantHostMiddleware:
             request.urlconf = settings.PUBLIC_SCHEMA_URLCONF
         else:
             # The domains table exists only in the public schema, which is on every search path, so the
-            # lookup needs no switch to public first; and set_tenant() issues no SET when this connection
-            # already serves that tenant. That saves two round trips on most requests.
+            # lookup needs no switch to public first.
             tenant = tenant_get_for_hostname(hostname=hostname)
             if tenant is None:
                 connection.set_schema_to_public()
                 return JsonResponse({"detail": f'No tenant is served at host "{hostname}".'}, status=404)
             request.tenant = tenant
-            connection.set_tenant(tenant)
+            if connection.schema_name == tenant.schema_name and connection.include_public_schema:
+                # Already on this tenant's path (the thread's previous request was for it). set_tenant() would
+                # forget the path it set and send `SET search_path` again before the next query.
+                connection.tenant = tenant
+            else:
+                connection.set_tenant(tenant)
             request.urlconf = settings.ROOT_URLCONF
         set_urlconf(request.urlconf)
         return self.get_response(request)

@@ -7,8 +7,17 @@ class TenantsConfig(AppConfig):
 
     def ready(self):
         from celery.signals import task_postrun, task_prerun
+        from django.db.models.signals import post_delete, post_save
 
+        from core.routing import routing_changed_receiver
         from tenants import metrics
+        from tenants.models import Domain, Tenant
+
+        # The routing cache (core.routing) must hear of every change to a tenant or a domain, whoever makes
+        # it (services, the admin and its inlines, a cascade): a model hook, not a call in each service.
+        for model in (Tenant, Domain):
+            post_save.connect(routing_changed_receiver, sender=model, dispatch_uid=f"routing_save_{model.__name__}")
+            post_delete.connect(routing_changed_receiver, sender=model, dispatch_uid=f"routing_delete_{model.__name__}")
 
         # Per-tenant task outcomes and durations, recorded in the worker process that ran the task.
         task_prerun.connect(metrics.on_task_prerun, dispatch_uid="tenants_metrics_prerun")

@@ -6,7 +6,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import connection, models
 from django_tenants.clone import CloneSchema
 from django_tenants.models import DomainMixin, TenantMixin
-from django_tenants.utils import schema_exists
+from django_tenants.utils import quote_schema_name, schema_exists
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class Tenant(TenantMixin):
             CloneSchema().clone_schema(template, self.schema_name, "DATA")
         else:
             schema_clone(source=template, target=self.schema_name)
+        _column_statistics_copy(source=template, target=self.schema_name)
         pending = schema_migrations_pending(schema=self.schema_name)
         if pending:
             logger.warning("template %s is behind the code (%d migrations, first %s.%s): migrating %s; "
@@ -70,6 +71,26 @@ class Tenant(TenantMixin):
             call_command("migrate_schemas", tenant=True, schema_name=self.schema_name, interactive=False, verbosity=verbosity)
             connection.set_schema_to_public()
         return True
+
+
+def _column_statistics_copy(*, source: str, target: str) -> None:
+    """Gives the clone the per-column statistics targets the template has (`ALTER COLUMN ... SET STATISTICS`,
+    set by migrations such as conversations.0005): the clone copies tables, not those settings, and the
+    migrations that set them are already recorded as applied in the clone."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT c.relname, a.attname, a.attstattarget FROM pg_attribute a
+            JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND a.attstattarget > 0
+            """,
+            [source],
+        )
+        for table, column, target_value in cursor.fetchall():
+            cursor.execute(
+                f"ALTER TABLE {quote_schema_name(target)}.{connection.ops.quote_name(table)} "
+                f"ALTER COLUMN {connection.ops.quote_name(column)} SET STATISTICS %s" % int(target_value)
+            )
 
 
 class Domain(DomainMixin):

@@ -3,6 +3,7 @@ import json
 from django.db.models import QuerySet
 
 from core.redis import get_redis, tenant_key
+from core.routing import RoutingCache
 
 from tenants.models import Domain, Tenant
 
@@ -15,10 +16,18 @@ def tenant_get(*, tenant_id: int) -> Tenant | None:
     return tenant_list().filter(id=tenant_id).first()
 
 
+_tenants_by_hostname = RoutingCache("tenant by hostname")
+
+
 def tenant_get_for_hostname(*, hostname: str) -> Tenant | None:
-    """The tenant served at this host, or None. Runs on every request: one indexed lookup."""
-    domain = Domain.objects.select_related("tenant").filter(domain=hostname).first()
-    return domain.tenant if domain is not None else None
+    """The tenant served at this host, or None. Runs on every request: inside one it is served from the
+    process-local routing cache (core.routing), else one indexed lookup."""
+
+    def load() -> Tenant | None:
+        domain = Domain.objects.select_related("tenant").filter(domain=hostname).first()
+        return domain.tenant if domain is not None else None
+
+    return _tenants_by_hostname.get_or_load(hostname, load)
 
 
 def tenant_primary_domain(*, tenant: Tenant) -> str | None:
