@@ -7,7 +7,7 @@ from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from agents.models import Agent, Assignment
-from agents.services import assignment_run, chat_assign
+from agents.services import assignment_run, chat_assign, chat_resolve
 from agents.tasks import assignment_run_task
 from conftest import api_client, make_user, token_for
 from conversations.models import Chat, Message
@@ -222,7 +222,7 @@ def test_a_chat_without_a_reply_in_time_goes_back_to_the_head_of_the_queue_for_a
         Chat.objects.filter(status="assigned").update(assigned_at=timezone.now() - timedelta(minutes=2))
         Message.objects.filter(number=1).update(created_at=timezone.now() - timedelta(minutes=1))
         # the second one resolves chat 2, so both have room again
-        Chat.objects.filter(number=2).update(status="resolved")
+        chat_resolve(chat=Chat.objects.get(number=2))
 
         # when a run happens
         assert assignment_run() == 2
