@@ -44,7 +44,7 @@ class Agent(models.Model):
 
     The primary key *is* the user's id, so `id` in /api/agents and `assigned_agent` in chat output are the
     same number. `active_chats` is the number of its chats with status `assigned`, kept by the services in
-    the same transaction as every change to those chats (see agents.services, "Active chats").
+    the same transaction as every change to those chats (docs/architecture.md, "Active chats").
     """
 
     # Deleted with its user by the database (ON DELETE CASCADE, set in migration 0002), not by Django's
