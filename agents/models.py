@@ -43,8 +43,8 @@ class Agent(models.Model):
     """A tenant user (admin or agent) who can be given chats.
 
     The primary key *is* the user's id, so `id` in /api/agents and `assigned_agent` in chat output are the
-    same number. Active chats are never stored: they are the chats with status `assigned` and this agent,
-    counted when needed, so there is no counter to drift.
+    same number. `active_chats` is the number of its chats with status `assigned`, kept by the services in
+    the same transaction as every change to those chats (docs/architecture.md, "Active chats").
     """
 
     # Deleted with its user by the database (ON DELETE CASCADE, set in migration 0002), not by Django's
@@ -55,6 +55,10 @@ class Agent(models.Model):
     )
     is_online = models.BooleanField(default=False)
     max_customers = models.PositiveIntegerField(default=_default_max_customers)
+    # Exact, not an estimate: changed in the same transaction as the chats it counts, by every service that
+    # assigns, resolves, transfers or requeues one, and recounted by the beat sweep (`agent_active_chats_reconcile`).
+    # The assignment engine reads it instead of counting the open chats of every agent on each run.
+    active_chats = models.PositiveIntegerField(default=0, db_default=0, editable=False)
     last_assigned_at = models.DateTimeField(null=True, blank=True, help_text="Tie-break: longest since then wins.")
     # The agent's id in Qiscus Omnichannel, for the assign_agent call; learnt from Qiscus' payloads by email.
     qiscus_agent_id = models.CharField(max_length=64, blank=True, default="")

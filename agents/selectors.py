@@ -1,5 +1,4 @@
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Q, QuerySet
 
 from agents.models import Agent
 from conversations.models import Chat
@@ -9,21 +8,8 @@ QUEUE_ORDERING = ("created_at", "application_id", "number")
 
 
 def agent_list() -> QuerySet[Agent]:
-    """Agents with their user and `active_chats` (assigned, unresolved chats) annotated: one query a page.
-
-    A correlated count on the (assigned_agent, status) index, not a join: a join would drag every chat the
-    agent ever resolved into the aggregate.
-    """
-    active = (
-        Chat.objects.filter(assigned_agent_id=OuterRef("pk"), status=Chat.Status.ASSIGNED)
-        .order_by()
-        .values("assigned_agent_id")
-        .annotate(total=Count("id"))
-        .values("total")
-    )
-    return Agent.objects.select_related("user").annotate(
-        active_chats=Coalesce(Subquery(active, output_field=IntegerField()), Value(0))
-    )
+    """Agents with their user; `active_chats` (assigned, unresolved chats) is a column the services keep."""
+    return Agent.objects.select_related("user")
 
 
 def agent_get(*, agent_id: int) -> Agent | None:

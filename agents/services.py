@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
@@ -197,17 +198,22 @@ def _advisory_xact_lock(cursor, name: str) -> None:
 
 
 # Assigned chats whose agent is gone: its user deleted (the chat's agent set to null) or deactivated (it
-# can no longer sign in to answer). Two lookups in the (assigned_agent, status) index, so that a run costs
-# the same with 100 or 100,000 assigned chats (an OR of the two made PostgreSQL read every assigned chat).
+# can no longer sign in to answer). Two lookups in indexes on the agent, so that a run costs the same with
+# 100 or 100,000 assigned chats (an OR of the two made PostgreSQL read every assigned chat). Returns each
+# chat's agent, whose active chats go down; the status is re-checked on the row, so a chat resolved
+# meanwhile is left alone.
 _REQUEUE_ORPHANS = """
-UPDATE conversations_chat SET status = 'waiting', assigned_agent_id = NULL, assigned_at = NULL, updated_at = %s
-WHERE id IN (
-    SELECT id FROM conversations_chat WHERE assigned_agent_id IS NULL AND status = 'assigned'
+UPDATE conversations_chat AS chat
+SET status = 'waiting', assigned_agent_id = NULL, assigned_at = NULL, updated_at = %s
+FROM (
+    SELECT id, assigned_agent_id FROM conversations_chat WHERE assigned_agent_id IS NULL AND status = 'assigned'
     UNION ALL
-    SELECT chat.id FROM core_user AS u JOIN conversations_chat AS chat ON chat.assigned_agent_id = u.id
+    SELECT chat.id, chat.assigned_agent_id
+    FROM core_user AS u JOIN conversations_chat AS chat ON chat.assigned_agent_id = u.id
     WHERE NOT u.is_active AND chat.status = 'assigned'
-)
-RETURNING id
+) AS gone
+WHERE chat.id = gone.id AND chat.status = 'assigned'
+RETURNING chat.id, gone.assigned_agent_id
 """
 
 # Assigned chats whose agent has not written since it got them. The status is re-checked by the UPDATE
@@ -215,12 +221,14 @@ RETURNING id
 _REQUEUE_TIMED_OUT = """
 UPDATE conversations_chat AS chat
 SET status = 'waiting', assigned_agent_id = NULL, assigned_at = NULL, updated_at = %(now)s
-WHERE chat.status = 'assigned' AND chat.assigned_at < %(cutoff)s
+FROM conversations_chat AS before
+WHERE before.id = chat.id
+  AND chat.status = 'assigned' AND chat.assigned_at < %(cutoff)s
   AND NOT EXISTS (
       SELECT 1 FROM conversations_message AS m
       WHERE m.chat_id = chat.id AND m.sender = 'agent' AND m.created_at >= chat.assigned_at
   )
-RETURNING chat.id
+RETURNING chat.id, before.assigned_agent_id
 """
 
 _CLOSE_STINTS = """
@@ -229,18 +237,14 @@ UPDATE agents_assignment SET ended_at = %s, end_reason = %s WHERE chat_id = ANY(
 
 # Locked so that an agent going offline (or losing capacity) either commits before this run reads it, or
 # waits until the run has committed: never assigned a chat after its offline switch was acknowledged.
+# The lock also holds every agent's `active_chats` still until this run commits: a resolve decrements it
+# after this run, never under it.
 _ELIGIBLE_AGENTS = """
-SELECT agent.user_id, agent.max_customers, agent.last_assigned_at
+SELECT agent.user_id, agent.max_customers, agent.last_assigned_at, agent.active_chats
 FROM agents_agent AS agent JOIN core_user AS u ON u.id = agent.user_id
 WHERE agent.is_online AND u.is_active AND agent.max_customers > 0
 ORDER BY agent.user_id
 FOR NO KEY UPDATE OF agent
-"""
-
-_ACTIVE_COUNTS = """
-SELECT assigned_agent_id, count(*) FROM conversations_chat
-WHERE status = 'assigned' AND assigned_agent_id = ANY(%s)
-GROUP BY assigned_agent_id
 """
 
 # The head of the queue. Locked so that a concurrent resolve of a waiting chat waits for this run.
@@ -268,8 +272,16 @@ WHERE chat.id = d.id
 """
 
 _TOUCH_AGENTS = """
-UPDATE agents_agent AS agent SET last_assigned_at = d.at
-FROM unnest(%s::bigint[], %s::timestamptz[]) AS d(id, at)
+UPDATE agents_agent AS agent SET last_assigned_at = d.at, active_chats = agent.active_chats + d.added
+FROM unnest(%s::bigint[], %s::timestamptz[], %s::integer[]) AS d(id, at, added)
+WHERE agent.user_id = d.id
+"""
+
+# Agents' active chats changed by `delta` (negative when chats leave them). Rows in id order, the order the
+# engine locks them in.
+_ACTIVE_CHATS_ADD = """
+UPDATE agents_agent AS agent SET active_chats = agent.active_chats + d.delta
+FROM (SELECT * FROM unnest(%s::bigint[], %s::integer[]) AS u(id, delta) ORDER BY id) AS d
 WHERE agent.user_id = d.id
 """
 
@@ -285,17 +297,29 @@ def _requeue(cursor, *, now: datetime) -> None:
     """Puts back at the head of the queue the chats whose agent is gone, and (if the reply timeout is on)
     those whose agent has not replied in time. They keep their arrival time, hence their place."""
     cursor.execute(_REQUEUE_ORPHANS, [now])
-    orphans = [row[0] for row in cursor.fetchall()]
+    orphans = cursor.fetchall()
     if orphans:
-        cursor.execute(_CLOSE_STINTS, [now, Assignment.EndReason.REQUEUED, orphans])
+        cursor.execute(_CLOSE_STINTS, [now, Assignment.EndReason.REQUEUED, [chat_id for chat_id, _ in orphans]])
+        _active_chats_add(cursor, agent_ids=[agent_id for _, agent_id in orphans], delta=-1)
         logger.warning("requeued %s chats whose agent was deleted or deactivated", len(orphans))
     timeout = settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS
     if timeout > 0:
         cursor.execute(_REQUEUE_TIMED_OUT, {"now": now, "cutoff": now - timedelta(seconds=timeout)})
-        timed_out = [row[0] for row in cursor.fetchall()]
+        timed_out = cursor.fetchall()
         if timed_out:
-            cursor.execute(_CLOSE_STINTS, [now, Assignment.EndReason.TIMED_OUT, timed_out])
+            cursor.execute(_CLOSE_STINTS, [now, Assignment.EndReason.TIMED_OUT, [chat_id for chat_id, _ in timed_out]])
+            _active_chats_add(cursor, agent_ids=[agent_id for _, agent_id in timed_out], delta=-1)
             logger.info("requeued %s chats whose agent did not reply within %ss", len(timed_out), timeout)
+
+
+def _active_chats_add(cursor, *, agent_ids: list[int | None], delta: int) -> None:
+    """Adds `delta` to each listed agent's active chats, once per time it is listed (None: a deleted agent)."""
+    totals: dict[int, int] = {}
+    for agent_id in agent_ids:
+        if agent_id is not None:
+            totals[agent_id] = totals.get(agent_id, 0) + delta
+    if totals:
+        cursor.execute(_ACTIVE_CHATS_ADD, [list(totals), list(totals.values())])
 
 
 def _pick(heap: list, *, avoid: int | None) -> tuple | None:
@@ -330,12 +354,9 @@ def assignment_run(*, batch_size: int | None = None) -> int:
         agents = cursor.fetchall()
         if not agents:
             return 0
-        cursor.execute(_ACTIVE_COUNTS, [[agent_id for agent_id, _, _ in agents]])
-        active = dict(cursor.fetchall())
         # Heap entries: (active chats, last assigned at (never first), agent id, free slots).
         heap = []
-        for agent_id, max_customers, last_assigned_at in agents:
-            count = active.get(agent_id, 0)
+        for agent_id, max_customers, last_assigned_at, count in agents:
             if count < max_customers:
                 heap.append((count, last_assigned_at or _NEVER, agent_id, max_customers - count))
         heapq.heapify(heap)
@@ -362,6 +383,7 @@ def assignment_run(*, batch_size: int | None = None) -> int:
                 avoid = dict(cursor.fetchall())
             chat_ids, agent_ids, times = [], [], []
             last_touch: dict[int, datetime] = {}
+            added: dict[int, int] = {}
             for chat_id, application_id, created_at in head:
                 entry = _pick(heap, avoid=avoid.get(chat_id))
                 if entry is None:
@@ -372,6 +394,7 @@ def assignment_run(*, batch_size: int | None = None) -> int:
                 agent_ids.append(agent_id)
                 times.append(at)
                 last_touch[agent_id] = at
+                added[agent_id] = added.get(agent_id, 0) + 1
                 if free > 1:
                     heapq.heappush(heap, (count + 1, at, agent_id, free - 1))
                 if application_id == qiscus_application_id:
@@ -379,7 +402,7 @@ def assignment_run(*, batch_size: int | None = None) -> int:
             if not chat_ids:
                 break
             cursor.execute(_ASSIGN_CHATS, [chat_ids, agent_ids, times])
-            cursor.execute(_TOUCH_AGENTS, [list(last_touch), list(last_touch.values())])
+            cursor.execute(_TOUCH_AGENTS, [list(last_touch), list(last_touch.values()), [added[a] for a in last_touch]])
             cursor.execute(_LOG_STINTS, [Assignment.Reason.QUEUE, chat_ids, agent_ids, times])
             assigned += len(chat_ids)
             if len(head) < requested:
@@ -418,6 +441,9 @@ def chat_resolve(*, chat: Chat, by: User | None = None) -> Chat:
             ended_at=now, end_reason=Assignment.EndReason.RESOLVED
         )
         if held_capacity:
+            # After the chat's row lock, as every path takes them (chat, then agent): waits for a running
+            # assignment to commit, never deadlocks with it.
+            Agent.objects.filter(pk=chat.assigned_agent_id).update(active_chats=F("active_chats") - 1)
             assignment_schedule()
     return chat
 
@@ -439,10 +465,12 @@ def chat_assign(*, chat: Chat, agent: Agent) -> Chat:
         agent = Agent.objects.select_for_update(no_key=True).select_related("user").get(pk=agent.pk)
         if not agent.is_online or not agent.user.is_active:
             raise ConflictError("The agent is offline.")
-        if agent_active_chats(agent=agent) >= agent.max_customers:
+        if agent.active_chats >= agent.max_customers:
             raise ConflictError("The agent is at its max_customers.")
         now = timezone.now()  # after the count, as in assignment_run
         transferred = chat.status == Chat.Status.ASSIGNED
+        if transferred and chat.assigned_agent_id is not None:
+            Agent.objects.filter(pk=chat.assigned_agent_id).update(active_chats=F("active_chats") - 1)
         Assignment.objects.filter(chat=chat, ended_at__isnull=True).update(
             ended_at=now, end_reason=Assignment.EndReason.TRANSFERRED
         )
@@ -451,7 +479,8 @@ def chat_assign(*, chat: Chat, agent: Agent) -> Chat:
         chat.assigned_at = now
         chat.save(update_fields=["status", "assigned_agent", "assigned_at", "updated_at"])
         agent.last_assigned_at = now
-        agent.save(update_fields=["last_assigned_at"])
+        agent.active_chats += 1  # its row is locked above: no lost update
+        agent.save(update_fields=["last_assigned_at", "active_chats"])
         Assignment.objects.create(chat=chat, agent=agent, reason=Assignment.Reason.MANUAL, assigned_at=now)
         if transferred:
             assignment_schedule()
@@ -461,13 +490,51 @@ def chat_assign(*, chat: Chat, agent: Agent) -> Chat:
 
 
 def agent_active_chats(*, agent: Agent) -> int:
+    """The agent's active chats counted from the chats themselves (the truth `Agent.active_chats` keeps)."""
     return Chat.objects.filter(assigned_agent_id=agent.pk, status=Chat.Status.ASSIGNED).count()
 
 
+# Every agent row locked first, in id order (as the engine locks them), and only then counted, in a statement
+# of its own and so with a fresh snapshot. A transaction that changed a chat and already its agent's count
+# holds that agent's row: the lock waits for it to commit and the count then sees its chat. One that changed
+# a chat but not yet the count is not seen by the count, and applies its delta after this commits. Either
+# way the result is exact.
+_ACTIVE_CHATS_LOCK = "SELECT user_id FROM agents_agent ORDER BY user_id FOR NO KEY UPDATE"
+_ACTIVE_CHATS_RECOUNT = """
+UPDATE agents_agent AS agent SET active_chats = counted.total
+FROM (
+    SELECT a.user_id, (
+        SELECT count(*) FROM conversations_chat AS chat
+        WHERE chat.assigned_agent_id = a.user_id AND chat.status = 'assigned'
+    ) AS total
+    FROM agents_agent AS a
+) AS counted
+WHERE agent.user_id = counted.user_id AND agent.active_chats <> counted.total
+RETURNING agent.user_id
+"""
+
+
+def agent_active_chats_reconcile() -> list[int]:
+    """Recounts every agent's active chats from the chats and fixes the stored count where it differs.
+
+    The services keep the count exact; a difference means a chat changed by a path that bypasses them
+    (a raw SQL edit, the chat's change form in the Django admin), and is logged. Returns the agents fixed.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        _lock_tenant_assignment(cursor)
+        cursor.execute(_ACTIVE_CHATS_LOCK)
+        cursor.execute(_ACTIVE_CHATS_RECOUNT)
+        fixed = [row[0] for row in cursor.fetchall()]
+    if fixed:
+        logger.error("active chats recounted for agents %s: a path changed chats without the services", fixed)
+    return fixed
+
+
 def assignment_sweep() -> int:
-    """The safety net run by beat for every tenant: Agent rows for every staff user, then a run (which also
-    requeues chats past the reply timeout). Returns the chats assigned."""
+    """The safety net run by beat for every tenant: Agent rows for every staff user, active chats recounted,
+    then a run (which also requeues chats past the reply timeout). Returns the chats assigned."""
     agents_ensure()
+    agent_active_chats_reconcile()
     return assignment_run()
 
 

@@ -5,7 +5,7 @@ from django.test import Client
 from django_tenants.utils import schema_context
 
 from agents.models import Agent
-from agents.services import assignment_run
+from agents.services import assignment_run, chat_resolve
 from conftest import PASSWORD, host_of
 from conversations.models import Chat
 
@@ -69,7 +69,7 @@ def test_the_queue_shows_positions_and_its_actions_assign_and_resolve(
     resolved = admin_client.post("/admin/agents/queuedchat/", {"action": "resolve_chats", "_selected_action": [waiting[5]]})
     assert resolved.status_code == 302
     with schema_context(tenant_a.schema_name):
-        Chat.objects.filter(number=1).update(status="resolved")  # the first agent has room again
+        chat_resolve(chat=Chat.objects.get(number=1))  # the first agent has room again
     assigned = admin_client.post(
         "/admin/agents/queuedchat/", {"action": f"assign_to_{agent.pk}", "_selected_action": [waiting[4]]}
     )

@@ -7,7 +7,7 @@ from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from agents.models import Agent, Assignment
-from agents.services import assignment_run, chat_assign
+from agents.services import agent_active_chats_reconcile, assignment_run, chat_assign, chat_resolve
 from agents.tasks import assignment_run_task
 from conftest import api_client, make_user, token_for
 from conversations.models import Chat, Message
@@ -222,7 +222,7 @@ def test_a_chat_without_a_reply_in_time_goes_back_to_the_head_of_the_queue_for_a
         Chat.objects.filter(status="assigned").update(assigned_at=timezone.now() - timedelta(minutes=2))
         Message.objects.filter(number=1).update(created_at=timezone.now() - timedelta(minutes=1))
         # the second one resolves chat 2, so both have room again
-        Chat.objects.filter(number=2).update(status="resolved")
+        chat_resolve(chat=Chat.objects.get(number=2))
 
         # when a run happens
         assert assignment_run() == 2
@@ -354,3 +354,22 @@ def test_a_chat_is_never_assigned_before_it_was_created_and_times_follow_the_ser
         stints = list(Assignment.objects.order_by("id").values_list("assigned_at", flat=True))
         assert stints == [assigned_at for _, assigned_at in rows]
         assert Agent.objects.get(pk=agent.pk).last_assigned_at == ahead
+
+
+def test_the_sweep_recounts_active_chats_changed_behind_the_services_back(tenant_a, application_a, make_agent, chats):
+    # given an agent holding two chats, and a third chat given to it by a raw UPDATE (no service)
+    agent = make_agent(max_customers=5)
+    chats(tenant_a, application_a, 3)
+    with schema_context(tenant_a.schema_name):
+        Agent.objects.filter(pk=agent.pk).update(max_customers=2)
+        assert assignment_run() == 2
+        Chat.objects.filter(number=3).update(status="assigned", assigned_agent=agent.user)
+        assert Agent.objects.get(pk=agent.pk).active_chats == 2
+
+        # when the sweep's recount runs
+        fixed = agent_active_chats_reconcile()
+
+        # then it fixed that agent's count, and a second recount has nothing to fix
+        assert fixed == [agent.pk]
+        assert Agent.objects.get(pk=agent.pk).active_chats == 3
+        assert agent_active_chats_reconcile() == []

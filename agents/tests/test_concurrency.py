@@ -7,14 +7,25 @@ from collections import defaultdict
 
 import pytest
 from django.db import connections
+from django.db.models import F
+from django.test import override_settings
 from django_tenants.utils import schema_context
 
-from agents.models import Assignment
-from agents.services import agent_create, assignment_run, chat_resolve
+from agents.models import Agent, Assignment
+from agents.services import (
+    agent_active_chats,
+    agent_active_chats_reconcile,
+    agent_create,
+    assignment_run,
+    chat_assign,
+    chat_resolve,
+)
 from conftest import PASSWORD, api_client, token_for, wait_for
+from conversations import services as conversation_services
 from conversations.models import Application, Chat
 from conversations.services import application_create, chat_create
 from core.exceptions import ConflictError
+from core.models import User
 
 
 @pytest.mark.worker
@@ -167,3 +178,86 @@ def test_under_concurrency_no_agent_ever_exceeds_its_limit_and_chats_are_served_
     assert all(peak[agent_id] <= capacity[agent_id] for agent_id in peak), (peak, capacity)
     # the limits were actually reached: the test did contend for capacity
     assert peak == capacity
+    # and every agent's stored active chats is its real number of assigned chats
+    with schema_context(tenant.schema_name):
+        assert {agent.pk: agent.active_chats for agent in Agent.objects.all()} == {
+            agent.pk: agent_active_chats(agent=agent) for agent in Agent.objects.all()
+        }
+
+
+def test_active_chats_stay_exact_under_concurrent_assigns_resolves_transfers_and_requeues(
+    make_live_tenant, monkeypatch
+):
+    # given four online agents with room for 2-5 chats each and 40 waiting chats (the queue runs dry halfway, so
+    # transfers find room), with a 1 s reply timeout
+    # (runs requeue chats nobody answered)
+    monkeypatch.setattr(conversation_services, "_schedule_drain", lambda: None)
+    tenant = make_live_tenant("counts")
+    schema = tenant.schema_name
+    with schema_context(schema):
+        application = application_create(name="Counts")
+        agents = [
+            agent_create(email=f"agent{i}@example.test", password=PASSWORD, max_customers=limit, is_online=True)
+            for i, limit in enumerate((2, 3, 4, 5))
+        ]
+        for i in range(40):
+            chat_create(application=application, customer_id=f"customer-{i}")
+        conversation_services.creations_persist(batch_size=1000)
+    errors: list[BaseException] = []
+
+    def worker(work, k: int) -> None:
+        rng = random.Random(k)
+        try:
+            with schema_context(schema):
+                for _ in range(40):
+                    try:
+                        work(rng)
+                    except ConflictError:
+                        pass  # another thread resolved or filled it first
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    def assign(rng) -> None:
+        assignment_run()
+
+    def resolve(rng) -> None:
+        chat = Chat.objects.filter(status=Chat.Status.ASSIGNED).order_by("?").first()
+        if chat is not None:
+            chat_resolve(chat=chat)
+
+    def transfer(rng) -> None:
+        # an assigned chat to an agent that has room right now (a resolve just freed it), or a waiting one
+        chat = Chat.objects.filter(status__in=[Chat.Status.ASSIGNED, Chat.Status.WAITING]).order_by("?").first()
+        agent = Agent.objects.filter(active_chats__lt=F("max_customers")).order_by("?").first()
+        if chat is not None and agent is not None:
+            chat_assign(chat=chat, agent=agent)
+
+    def deactivate(rng) -> None:
+        # the agent's chats go back to the queue at the next run, and it gets new ones once active again
+        user = rng.choice(agents).user
+        User.objects.filter(pk=user.pk).update(is_active=False)
+        assignment_run()
+        User.objects.filter(pk=user.pk).update(is_active=True)
+
+    # when threads assign, resolve, transfer and requeue at once
+    kinds = (assign, assign, resolve, resolve, transfer, transfer, deactivate)
+    with override_settings(ASSIGNMENT_REPLY_TIMEOUT_SECONDS=1):
+        threads = [threading.Thread(target=worker, args=(kind, k)) for k, kind in enumerate(kinds)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    assert errors == []
+
+    # then every agent's stored count is its real number of assigned chats, and the sweep's recount agrees
+    with schema_context(schema):
+        stored = dict(Agent.objects.values_list("pk", "active_chats"))
+        real = {agent.pk: agent_active_chats(agent=agent) for agent in Agent.objects.all()}
+        assert stored == real
+        assert agent_active_chats_reconcile() == []
+        # and the run did contend: chats were resolved, transferred and requeued
+        reasons = set(Assignment.objects.values_list("end_reason", flat=True))
+        assert {"resolved", "transferred", "requeued"} <= reasons
+        assert all(stored[agent.pk] <= agent.max_customers for agent in agents)
