@@ -4,7 +4,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("agents", "0003_agents_for_existing_staff"),
-        ("conversations", "0005_chat_assignment_partial_indexes"),
+        ("conversations", "0006_chat_assignment_partial_indexes"),
     ]
 
     operations = [

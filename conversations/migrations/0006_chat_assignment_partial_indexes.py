@@ -4,7 +4,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("conversations", "0004_inbound_event_status"),
+        ("conversations", "0005_message_body_statistics"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
