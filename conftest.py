@@ -199,40 +199,26 @@ def _test_database_url() -> str:
     return f"postgres://{credentials}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-class WorkerProcess:
-    """A real `celery worker` subprocess on the test database and Redis."""
+class ChildProcess:
+    """A subprocess of the test run on the test database and Redis; its output goes to test-output/<log_name>.log."""
 
-    def __init__(self, *, name: str, concurrency: int = 2, extra_env: dict | None = None, wait: bool = True):
-        self.name = name
+    def __init__(self, *, log_name: str, command: list[str], extra_env: dict | None = None):
         TEST_OUTPUT.mkdir(exist_ok=True)
-        self.log_path = TEST_OUTPUT / f"worker-{name}.log"
+        self.log_path = TEST_OUTPUT / f"{log_name}.log"
         env = {
             **os.environ,
             "DATABASE_URL": _test_database_url(),
             "DJANGO_SETTINGS_MODULE": "sociomile.settings.test",
             **(extra_env or {}),
         }
-        command = [
-            sys.executable, "-m", "celery", "-A", "sociomile", "worker", "-Q", "platform",
-            "--pool", "prefork", "--concurrency", str(concurrency), "--hostname", f"{name}@%h",
-            "--without-mingle", "--without-gossip", "--loglevel", "INFO",
-        ]  # fmt: skip
-        self.log_file = open(self.log_path, "w")
+        self.log_file = open(self.log_path, "w")  # noqa: SIM115 (open while the process runs; stop() closes it)
         self.process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self.log_file, stderr=subprocess.STDOUT)
-        if wait:
-            self.wait_ready()
-
-    def wait_ready(self) -> None:
-        """Waits until the worker consumes (start several with wait=False, then wait: they boot in parallel)."""
-        wait_for(lambda: "ready." in self.log_path.read_text() or self.process.poll() is not None,
-                 timeout=60, message=f"worker {self.name} to start")  # fmt: skip
-        if self.process.poll() is not None:
-            pytest.fail(f"worker {self.name} exited at start:\n{self.log_path.read_text()}")
 
     def log(self) -> str:
         return self.log_path.read_text()
 
     def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, then SIGKILL if it has not exited after `timeout` seconds; returns its exit code."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -242,6 +228,28 @@ class WorkerProcess:
                 self.process.wait()
         self.log_file.close()
         return self.process.returncode
+
+
+class WorkerProcess(ChildProcess):
+    """A real `celery worker` subprocess on the test database and Redis."""
+
+    def __init__(self, *, name: str, concurrency: int = 2, extra_env: dict | None = None, wait: bool = True):
+        self.name = name
+        command = [
+            sys.executable, "-m", "celery", "-A", "sociomile", "worker", "-Q", "platform",
+            "--pool", "prefork", "--concurrency", str(concurrency), "--hostname", f"{name}@%h",
+            "--without-mingle", "--without-gossip", "--loglevel", "INFO",
+        ]  # fmt: skip
+        super().__init__(log_name=f"worker-{name}", command=command, extra_env=extra_env)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Waits until the worker consumes (start several with wait=False, then wait: they boot in parallel)."""
+        wait_for(lambda: "ready." in self.log_path.read_text() or self.process.poll() is not None,
+                 timeout=60, message=f"worker {self.name} to start")  # fmt: skip
+        if self.process.poll() is not None:
+            pytest.fail(f"worker {self.name} exited at start:\n{self.log_path.read_text()}")
 
 
 @pytest.fixture(scope="session")

@@ -5,15 +5,13 @@ that would delete the session tenants every other test uses. A gunicorn subproce
 test database has no such side effect, and it is the server production runs.
 """
 
-import os
 import socket
-import subprocess
 import sys
 
 import requests
 from django.conf import settings
 
-from conftest import ROOT, TEST_OUTPUT, _test_database_url, wait_for
+from conftest import ChildProcess, wait_for
 
 
 def _free_port() -> int:
@@ -22,16 +20,12 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-class LiveServer:
+class LiveServer(ChildProcess):
     """`gunicorn sociomile.wsgi` on 127.0.0.1:<free port>; hosts are chosen with the Host header."""
 
     def __init__(self, *, name: str, threads: int = 4):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        TEST_OUTPUT.mkdir(exist_ok=True)
-        self.log_path = TEST_OUTPUT / f"gunicorn-{name}.log"
-        self.log_file = open(self.log_path, "w")
-        env = {**os.environ, "DATABASE_URL": _test_database_url(), "DJANGO_SETTINGS_MODULE": "sociomile.settings.test"}
         command = [
             sys.executable, "-m", "gunicorn", "sociomile.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
             "--workers", "1", "--worker-class", "gthread", "--threads", str(threads), "--timeout", "150",
@@ -39,7 +33,7 @@ class LiveServer:
             # Several servers (tests, bench, other checkouts) run at once: no shared control socket.
             "--no-control-socket",
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self.log_file, stderr=subprocess.STDOUT)
+        super().__init__(log_name=f"gunicorn-{name}", command=command)
         try:
             wait_for(self._answers, timeout=90, interval=0.2, message="gunicorn to answer /health")
         except BaseException:
@@ -54,16 +48,3 @@ class LiveServer:
             return requests.get(f"{self.url}/health", headers={"Host": settings.BASE_DOMAIN}, timeout=30).ok
         except (requests.ConnectionError, requests.Timeout):
             return False
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log_file.close()

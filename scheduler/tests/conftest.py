@@ -1,8 +1,6 @@
 """A real HTTP receiver standing in for the delivery provider, and a real `celery beat` process."""
 
 import json
-import os
-import subprocess
 import sys
 import threading
 import uuid
@@ -11,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import ROOT, TEST_OUTPUT, _test_database_url, wait_for
+from conftest import TEST_OUTPUT, ChildProcess, wait_for
 
 
 @dataclass
@@ -100,39 +98,26 @@ def webhook_receiver():
     server.server_close()
 
 
-class BeatProcess:
+class BeatProcess(ChildProcess):
     """A real `celery beat` subprocess with django-celery-beat's DatabaseScheduler on the test database."""
 
     def __init__(self, *, max_interval: int = 1):
         TEST_OUTPUT.mkdir(exist_ok=True)
         name = uuid.uuid4().hex[:6]
-        self.log_path = TEST_OUTPUT / f"beat-{name}.log"
-        env = {**os.environ, "DATABASE_URL": _test_database_url(), "DJANGO_SETTINGS_MODULE": "sociomile.settings.test"}
         command = [
             sys.executable, "-m", "celery", "-A", "sociomile", "beat", "--loglevel", "INFO",
             # How often beat wakes up at most, and so how fast it sees a schedule changed in the database.
             "--max-interval", str(max_interval),
             "--pidfile", "", "--schedule", str(TEST_OUTPUT / f"beat-{name}.schedule"),
         ]  # fmt: skip
-        self.log_file = open(self.log_path, "w")
-        self.process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self.log_file, stderr=subprocess.STDOUT)
+        super().__init__(log_name=f"beat-{name}", command=command)
         wait_for(lambda: "beat: Starting" in self.log() or self.process.poll() is not None,
                  timeout=30, message="beat to start")  # fmt: skip
         if self.process.poll() is not None:
             pytest.fail(f"beat exited at start:\n{self.log()}")
 
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log_file.close()
+    def stop(self, timeout: float = 15) -> int:
+        return super().stop(timeout)
 
 
 @pytest.fixture
