@@ -86,7 +86,8 @@ def _as_postgres(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (a Celery worker's pool, gunicorn's workers), from /proc."""
     children = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -328,7 +329,7 @@ class LiveStack:
     def worker_kill(self, index: int) -> None:
         """SIGKILL to the worker's main process and every pool process, as when its machine is lost."""
         process = self.processes[self.worker_name(index)]
-        for pid in [process.pid, *_children(process.pid)]:
+        for pid in [process.pid, *child_pids(process.pid)]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -18,8 +18,13 @@ from django_tenants.utils import schema_context, schema_exists
 from conftest import WorkerProcess, _test_database_url, wait_for
 from conversations.models import InboundEvent
 from core.redis import get_redis, tenant_keys_delete
+from live_stack import child_pids
 from sociomile.celery import app
-from tenants.concurrency import tenant_slot_acquire, tenant_slot_release, tenant_slots_in_use
+from tenants.concurrency import (
+    tenant_slot_acquire,
+    tenant_slot_release,
+    tenant_slots_in_use,
+)
 from tenants.metrics import tenant_metrics_read
 from tenants.models import Tenant
 from tenants.queues import tenant_queue_depth
@@ -42,22 +47,9 @@ def _redis_now() -> float:
     return seconds + microseconds / 1_000_000
 
 
-def _children(pid: int) -> list[int]:
-    children = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        children.append(int(entry))
-            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-                continue
-    return children
-
-
 def _kill_outright(worker: WorkerProcess) -> None:
     """SIGKILL to the worker's main process and its pool processes, as when a machine is lost."""
-    for pid in [worker.process.pid, *_children(worker.process.pid)]:
+    for pid in [worker.process.pid, *child_pids(worker.process.pid)]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
