@@ -9,11 +9,10 @@ from django.utils.dateparse import parse_datetime
 from django_celery_beat.models import PeriodicTask
 from django_tenants.utils import schema_context
 
-from conftest import api_client, make_user, token_for
+from conftest import Reply, api_client, make_user, token_for
 from core.models import User
 from scheduler.models import OutboundMessage, SchedulerSetting
 from scheduler.services import outbound_send_due
-from scheduler.tests.conftest import Reply
 from scheduler.tests.factories import make_outbound_messages
 
 STATE_FIELDS = {"running", "interval_seconds", "batch_size", "webhook_url", "last_run_at", "next_run_at"}

@@ -11,7 +11,7 @@ from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from conftest import wait_for
+from conftest import Reply, wait_for
 from core.redis import get_redis
 from scheduler.models import OutboundMessage
 from scheduler.services import (
@@ -22,7 +22,6 @@ from scheduler.services import (
     scheduler_stop,
     scheduler_update,
 )
-from scheduler.tests.conftest import Reply
 from scheduler.tests.factories import make_outbound_messages
 
 

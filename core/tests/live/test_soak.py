@@ -18,7 +18,6 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -30,41 +29,6 @@ pytestmark = [pytest.mark.soak]
 CLIENTS = 64
 AGENTS = 8
 MAX_CUSTOMERS = 2
-
-
-class Receiver:
-    """The outbound delivery webhook: answers 202 with a messageId and counts each Idempotency-Key."""
-
-    def __init__(self):
-        self.hits: Counter = Counter()
-        lock = threading.Lock()
-        hits = self.hits
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                key = self.headers.get("Idempotency-Key", "")
-                with lock:
-                    hits[key] += 1
-                body = json.dumps({"messageId": f"provider-{key}"}).encode()
-                self.send_response(202)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/deliver"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
 
 
 @dataclass
@@ -199,34 +163,31 @@ def _max_open_chats_per_agent(stack, schema: str) -> dict[int, int]:
     return peaks
 
 
-def test_soak_mixed_traffic_keeps_every_invariant(live_stack, request):
+def test_soak_mixed_traffic_keeps_every_invariant(live_stack, webhook_receiver, request):
     stack, seconds = live_stack, request.config.getoption("--soak-seconds")
     tenant = stack.bootstrap(slug="soak", agents=AGENTS, max_customers=MAX_CUSTOMERS)
-    receiver = Receiver()
+    receiver = webhook_receiver
     admin = stack.session()
-    try:
-        response = stack.request(admin, "PATCH", "/api/scheduler", host=tenant.host, token=tenant.admin_token,
-                                 json_body={"webhook_url": receiver.url, "interval_seconds": 1, "batch_size": 20})  # fmt: skip
-        assert response.status_code == 200, response.text
-        assert stack.request(admin, "POST", "/api/scheduler/start", host=tenant.host, token=tenant.admin_token).status_code == 200
+    response = stack.request(admin, "PATCH", "/api/scheduler", host=tenant.host, token=tenant.admin_token,
+                             json_body={"webhook_url": receiver.url, "interval_seconds": 1, "batch_size": 20})  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert stack.request(admin, "POST", "/api/scheduler/start", host=tenant.host, token=tenant.admin_token).status_code == 200
 
-        # when 64 clients run mixed traffic for the soak's duration
-        outcomes = Outcomes()
-        until = time.monotonic() + seconds
-        clients = [threading.Thread(target=_client, args=(stack, tenant, index, until, outcomes)) for index in range(CLIENTS)]
-        for client in clients:
-            client.start()
-        for client in clients:
-            client.join()
+    # when 64 clients run mixed traffic for the soak's duration
+    outcomes = Outcomes()
+    until = time.monotonic() + seconds
+    clients = [threading.Thread(target=_client, args=(stack, tenant, index, until, outcomes)) for index in range(CLIENTS)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
 
-        # then, once the queue has drained and the scheduler has sent everything
-        wait_until(lambda: drained(stack, tenant), timeout=60, interval=0.2, what="the creations queue to drain")
-        schema = tenant.slug
-        wait_until(lambda: stack.sql(f'SELECT count(*) FROM "{schema}".scheduler_outboundmessage WHERE status = %s',
-                                     ["sent"])[0][0] == len(outcomes.outbound),
-                   timeout=60, interval=0.5, what="every outbound message to be sent")  # fmt: skip
-    finally:
-        receiver.close()
+    # then, once the queue has drained and the scheduler has sent everything
+    wait_until(lambda: drained(stack, tenant), timeout=60, interval=0.2, what="the creations queue to drain")
+    schema = tenant.slug
+    wait_until(lambda: stack.sql(f'SELECT count(*) FROM "{schema}".scheduler_outboundmessage WHERE status = %s',
+                                 ["sent"])[0][0] == len(outcomes.outbound),
+               timeout=60, interval=0.5, what="every outbound message to be sent")  # fmt: skip
 
     print(f"soak {seconds:.0f}s, {CLIENTS} clients: {dict(outcomes.counts)}; resolved {len(outcomes.resolved)}, "
           f"webhook repeats {len(outcomes.repeats)}, outbound {len(outcomes.outbound)}")  # fmt: skip
@@ -244,4 +205,4 @@ def test_soak_mixed_traffic_keeps_every_invariant(live_stack, request):
                                             "AND application_id = %s", ["resolved", tenant.app_id])}  # fmt: skip
     assert set(outcomes.resolved) <= resolved
     # each outbound message reached the receiver exactly once, and nothing else did
-    assert receiver.hits == Counter({message_id: 1 for message_id in outcomes.outbound})
+    assert Counter(receiver.keys()) == Counter({message_id: 1 for message_id in outcomes.outbound})
