@@ -168,6 +168,37 @@ def test_connection_refused_is_retried(configured_a, webhook_receiver):
     assert message.last_error.startswith("ConnectionError: ")
 
 
+def test_a_redirect_is_not_followed_and_fails(configured_a, webhook_receiver):
+    # A redirected POST may turn into a GET or go to another host: a 3xx is a misconfiguration, not a delivery.
+    [message] = make_outbound_messages(1)
+    webhook_receiver.script(Reply(status=307, body={"moved": True}, headers={"Location": "/elsewhere"}))
+
+    summary = outbound_send_due()
+
+    message.refresh_from_db()
+    assert summary.failed == [message.id]
+    assert (message.status, message.attempts, message.last_error) == ("failed", 1, 'HTTP 307: {"moved": true}')
+    assert [request.path for request in webhook_receiver.received()] == ["/hook"]
+
+
+def test_the_proxy_named_by_the_environment_carries_the_request(configured_a, webhook_receiver, monkeypatch):
+    # given HTTP_PROXY pointing at the receiver, which thus plays the proxy of a provider's host
+    for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", webhook_receiver.url.removesuffix("/hook"))
+    scheduler_update(webhook_url="http://provider.invalid/hook")
+    [message] = make_outbound_messages(1)
+
+    # when a run goes
+    summary = outbound_send_due()
+
+    # then the proxy got the request in absolute form, for the provider's host, and the message is sent
+    [received] = webhook_receiver.received()
+    assert (received.path, received.headers["host"]) == ("http://provider.invalid/hook", "provider.invalid")
+    assert received.headers["idempotency-key"] == str(message.id)
+    assert summary.sent == [message.id]
+
+
 def test_exhausted_attempts_mark_the_message_failed(configured_a, webhook_receiver, settings):
     settings.OUTBOUND_MAX_ATTEMPTS = 3
     [message] = make_outbound_messages(1)
