@@ -650,30 +650,29 @@ def scenario_outbound(args, processes: Processes) -> dict:
         return hits
 
     def bare_posts(count: int) -> float:
-        """POSTs/s of the same requests with no database or Redis at all: what the machine allows right now."""
+        """POSTs/s of the same requests through the product's own HTTP code (`_post` on the run's pool), from the
+        same number of threads, with no database or Redis at all: what the machine allows right now."""
         from concurrent.futures import ThreadPoolExecutor
 
-        import requests
-        import requests.adapters
+        from scheduler.services import _http_target, _post
 
-        session = requests.Session()
-        session.trust_env = False
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=settings.OUTBOUND_SEND_CONCURRENCY, max_retries=0)
-        session.mount("http://", adapter)
+        concurrency = settings.OUTBOUND_SEND_CONCURRENCY
+        target = _http_target(concurrency=concurrency, url=webhook_url)
+        setting = SchedulerSetting(webhook_url=webhook_url, auth_key="")  # never saved
 
         def post(index: int) -> None:
-            session.post(webhook_url, json={"to": "+628120000000", "content": f"bare {index}"},
-                         headers={"x-ins-auth-key": "", "Idempotency-Key": f"bare-{index}"}, timeout=10)  # fmt: skip
+            message = OutboundMessage(id=f"00000000-0000-0000-0000-{index:012d}", to="+628120000000", content=f"bare {index}")
+            assert _post(target=target, setting=setting, message=message).status == "sent"
 
         paths = receivers_start("bare")
         cpu = cpu_now()
         started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=settings.OUTBOUND_SEND_CONCURRENCY) as pool:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
             list(pool.map(post, range(count)))
         seconds = time.perf_counter() - started
         bare_cpu.append(cpu_since(cpu))
         receivers_stop(paths)
-        session.close()
+        target.manager.clear()
         return round(count / seconds)
 
     bench_tenant()
@@ -861,8 +860,9 @@ def markdown(results: dict) -> str:
               f"**{x['sends_per_second']}** | {', '.join(str(b) for b in x.get('bare_posts_per_second_around', []))} | "
               f"{x.get('ratio_to_bare_posts', '')} | {x['receiver_hits']} | {x['duplicates']} | {x['never_received']} |" for x in r["runs"].values()],
             "", f"Targets: >= 500 sends/s, 0 duplicates. The receiver: {next(iter(r['runs'].values())).get('receiver_processes', 1)} "
-            "processes of `bench/receiver.py` on one port (SO_REUSEPORT), 202 + messageId, keep-alive. Bare POSTs: the same "
-            "requests from the same number of threads with no database or Redis, just before and after each round "
+            "processes of `bench/receiver.py` (asyncio) on one port (SO_REUSEPORT), 202 + messageId, keep-alive. Bare POSTs: the "
+            "same requests through the product's HTTP code (`_post` on the run's urllib3 pool) from the same number of threads "
+            "with no database or Redis, just before and after each round "
             "(the ceiling this machine allowed at that moment); ratio = sends/s over their median.", "",
             "CPU milliseconds per message, by process (sender = the process running `outbound_send_due`; PostgreSQL and "
             "Redis: this benchmark's own servers), in each round and in the bare-POST round just before it:", "",
