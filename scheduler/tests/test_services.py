@@ -7,6 +7,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import schema_context
@@ -71,6 +72,8 @@ def test_one_run_sends_exactly_batch_size_oldest_pending_messages(configured_a, 
     assert first.sent_at is not None and first.claim_token is None and first.lease_expires_at is None
     assert _cached(first) == {"messageId": first.message_id, "sent_at": first.sent_at.isoformat()}
     assert _cached(second) == {"messageId": second.message_id, "sent_at": second.sent_at.isoformat()}
+    ttl = get_redis().ttl(outbound_cache_key(schema_name=connection.schema_name, message_id=first.id))
+    assert django_settings.OUTBOUND_CACHE_TTL_SECONDS - 60 < ttl <= django_settings.OUTBOUND_CACHE_TTL_SECONDS
     assert outbound_cache_key(schema_name="alpha", message_id=first.id) == f"sociomile:alpha:outbound:{first.id}"
 
     # and the rest is untouched
