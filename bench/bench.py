@@ -18,8 +18,10 @@ Scenarios (more are added as capabilities land; see `--only`):
   creation made on the way (to see growth); at each level also the schema copy alone, django-tenants'
   `clone_schema` (the copy used before) and the admin's password hash, for where the time goes.
 - `outbound`: `outbound_send_due` with a large batch against a local receiver in processes of its own
-  (bench/receiver.py, 202 + messageId), one run and N concurrent runs: sends/s, duplicates per
-  Idempotency-Key, and a cProfile of one run.
+  (bench/receiver.py: asyncio, 202 + messageId), one run and N concurrent runs: sends/s, duplicates per
+  Idempotency-Key, the ratio to bare POSTs (the product's `_post` alone, no database or Redis, just before
+  and after each round), CPU milliseconds per message of each process (the sender, the receivers, this
+  run's PostgreSQL and Redis: read from /proc), and a cProfile of one run.
 """
 
 import argparse
