@@ -446,6 +446,8 @@ def _post(*, target: _HttpTarget, setting: SchedulerSetting, message: OutboundMe
                 return _Outcome("retry", error=f"{name}: {error}")
         # An invalid URL and the like: retrying cannot help.
         return _Outcome("failed", error=f"{error.__class__.__name__}: {error}")
+    except ValueError as error:  # http.client refuses the request line or a header value: the same
+        return _Outcome("failed", error=f"{error.__class__.__name__}: {error}")
 
     status = response.status
     data = response.data
@@ -588,7 +590,6 @@ def outbound_send_due(*, now: datetime | None = None) -> OutboundRunSummary:
     written: dict[uuid.UUID, str] = {}
     schema_name = _tenant_schema_name()
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"outbound-{schema_name}")
-    target = _http_target(concurrency=concurrency, url=setting.webhook_url)
 
     def send(message: OutboundMessage) -> None:
         # The thread's own (never opened) connection names the tenant too: log lines from here carry it.

@@ -184,6 +184,20 @@ def test_a_redirect_is_not_followed_and_fails(configured_a, webhook_receiver):
     assert [request.path for request in webhook_receiver.received()] == ["/hook"]
 
 
+def test_an_auth_key_that_cannot_be_a_header_fails_without_a_request(configured_a, webhook_receiver):
+    # A line break in a header value would split the request: http.client refuses it, and so do we, for good.
+    [message] = make_outbound_messages(1)
+    scheduler_update(auth_key="secret\r\nX-Injected: 1")
+
+    summary = outbound_send_due()
+
+    message.refresh_from_db()
+    assert summary.failed == [message.id]
+    assert (message.status, message.attempts) == ("failed", 1)
+    assert message.last_error.startswith("ValueError: Invalid header value")
+    assert webhook_receiver.received() == []
+
+
 def test_the_proxy_named_by_the_environment_carries_the_request(configured_a, webhook_receiver, monkeypatch):
     # given HTTP_PROXY pointing at the receiver, which thus plays the proxy of a provider's host
     for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
