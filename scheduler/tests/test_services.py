@@ -2,7 +2,10 @@
 
 import json
 import logging
+import shutil
 import signal
+import ssl
+import subprocess
 import threading
 from datetime import timedelta
 
@@ -12,7 +15,7 @@ from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from conftest import Reply, wait_for
+from conftest import Reply, WebhookReceiver, _handler, _Server, wait_for
 from core.redis import get_redis
 from scheduler.models import OutboundMessage
 from scheduler.services import (
@@ -214,6 +217,53 @@ def test_the_proxy_named_by_the_environment_carries_the_request(configured_a, we
     assert (received.path, received.headers["host"]) == ("http://provider.invalid/hook", "provider.invalid")
     assert received.headers["idempotency-key"] == str(message.id)
     assert summary.sent == [message.id]
+
+
+@pytest.fixture
+def https_receiver(tmp_path):
+    """The webhook receiver behind TLS, with a self-signed certificate for 127.0.0.1 (in `receiver.ca_file`)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make the test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    receiver = WebhookReceiver()
+    server = _Server(("127.0.0.1", 0), _handler(receiver))
+    server.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    receiver.url = f"https://127.0.0.1:{server.server_address[1]}/hook"
+    receiver.ca_file = str(cert)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield receiver
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_trusts_the_ca_bundle_of_the_environment_and_nothing_else(configured_a, https_receiver, monkeypatch):
+    # given an HTTPS webhook whose certificate no default bundle trusts
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    scheduler_update(webhook_url=https_receiver.url)
+    [message] = make_outbound_messages(1)
+
+    # when a run goes: the certificate is refused, nothing is delivered, and the message is retried later
+    outbound_send_due()
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == ("pending", 1)
+    assert message.last_error.startswith("ConnectionError: ") and "CERTIFICATE_VERIFY_FAILED" in message.last_error
+    assert https_receiver.received() == []
+
+    # and once REQUESTS_CA_BUNDLE names the certificate, the retry is sent over TLS
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", https_receiver.ca_file)
+    outbound_send_due(now=_later(31))
+    message.refresh_from_db()
+    assert (message.status, message.attempts, message.message_id) == ("sent", 2, "msg-1")
+    assert https_receiver.keys() == [str(message.id)]
 
 
 def test_exhausted_attempts_mark_the_message_failed(configured_a, webhook_receiver, settings):
