@@ -18,8 +18,10 @@ Scenarios (more are added as capabilities land; see `--only`):
   creation made on the way (to see growth); at each level also the schema copy alone, django-tenants'
   `clone_schema` (the copy used before) and the admin's password hash, for where the time goes.
 - `outbound`: `outbound_send_due` with a large batch against a local receiver in processes of its own
-  (bench/receiver.py, 202 + messageId), one run and N concurrent runs: sends/s, duplicates per
-  Idempotency-Key, and a cProfile of one run.
+  (bench/receiver.py: asyncio, 202 + messageId), one run and N concurrent runs: sends/s, duplicates per
+  Idempotency-Key, the ratio to bare POSTs (the product's `_post` alone, no database or Redis, just before
+  and after each round), CPU milliseconds per message of each process (the sender, the receivers, this
+  run's PostgreSQL and Redis: read from /proc), and a cProfile of one run.
 """
 
 import argparse
@@ -572,6 +574,35 @@ def scenario_provisioning(args, processes: Processes) -> dict:
     }
 
 
+def _cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """utime + stime of a process (its threads included); with `children`, also of its reaped children."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _outbound_cpu(*, receivers: list[int], postmaster: int, redis: int) -> dict[str, float]:
+    """CPU seconds so far of each party of the outbound scenario: this process (the sender), the receiver
+    processes, our PostgreSQL cluster (the postmaster, its live backends and the ones that exited: reaped
+    children count in the postmaster's cutime) and our Redis. Other helpers' processes are not counted."""
+    return {
+        "sender": _cpu_seconds(os.getpid()),
+        "receiver": sum(_cpu_seconds(pid) for pid in receivers),
+        "postgres": _cpu_seconds(postmaster, children=True) + sum(_cpu_seconds(pid) for pid in _children_of(postmaster)),
+        "redis": _cpu_seconds(redis),
+    }
+
+
 def scenario_outbound(args, processes: Processes) -> dict:
     import threading
     from collections import Counter
@@ -580,6 +611,7 @@ def scenario_outbound(args, processes: Processes) -> dict:
     from django.db import connection
     from django_tenants.utils import schema_context
 
+    from core.redis import get_redis
     from scheduler.models import OutboundMessage, SchedulerSetting
     from scheduler.services import outbound_send_due, scheduler_ensure
 
@@ -597,6 +629,20 @@ def scenario_outbound(args, processes: Processes) -> dict:
         wait_until(lambda: all(Path(str(path) + ".tmp").exists() for path in paths), 30, "the receivers")
         return paths
 
+    def receiver_pids() -> list[int]:
+        return [processes.running[f"receiver-{index}"].pid for index in range(receivers)]
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")  # our backend's parent is our cluster's postmaster
+        postmaster = int(Path(f"/proc/{cursor.fetchone()[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    redis_pid = int(get_redis().info("server")["process_id"])
+
+    def cpu_now() -> dict[str, float]:
+        return _outbound_cpu(receivers=receiver_pids(), postmaster=postmaster, redis=redis_pid)
+
+    def cpu_since(before: dict[str, float]) -> dict[str, float]:
+        return {party: round(seconds - before[party], 2) for party, seconds in cpu_now().items()}
+
     def receivers_stop(paths: list[Path]) -> Counter:
         for index in range(receivers):
             processes.stop(f"receiver-{index}")
@@ -606,33 +652,35 @@ def scenario_outbound(args, processes: Processes) -> dict:
         return hits
 
     def bare_posts(count: int) -> float:
-        """POSTs/s of the same requests with no database or Redis at all: what the machine allows right now."""
+        """POSTs/s of the same requests through the product's own HTTP code (`_post` on the run's pool), from the
+        same number of threads, with no database or Redis at all: what the machine allows right now."""
         from concurrent.futures import ThreadPoolExecutor
 
-        import requests
-        import requests.adapters
+        from scheduler.services import _http_target, _post
 
-        session = requests.Session()
-        session.trust_env = False
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=settings.OUTBOUND_SEND_CONCURRENCY, max_retries=0)
-        session.mount("http://", adapter)
+        concurrency = settings.OUTBOUND_SEND_CONCURRENCY
+        target = _http_target(concurrency=concurrency, url=webhook_url)
+        setting = SchedulerSetting(webhook_url=webhook_url, auth_key="")  # never saved
 
         def post(index: int) -> None:
-            session.post(webhook_url, json={"to": "+628120000000", "content": f"bare {index}"},
-                         headers={"x-ins-auth-key": "", "Idempotency-Key": f"bare-{index}"}, timeout=10)  # fmt: skip
+            message = OutboundMessage(id=f"00000000-0000-0000-0000-{index:012d}", to="+628120000000", content=f"bare {index}")
+            assert _post(target=target, setting=setting, message=message).status == "sent"
 
         paths = receivers_start("bare")
+        cpu = cpu_now()
         started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=settings.OUTBOUND_SEND_CONCURRENCY) as pool:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
             list(pool.map(post, range(count)))
         seconds = time.perf_counter() - started
+        bare_cpu.append(cpu_since(cpu))
         receivers_stop(paths)
-        session.close()
+        target.manager.clear()
         return round(count / seconds)
 
     bench_tenant()
     results = {}
     baseline = []
+    bare_cpu = []  # CPU seconds of each party during each bare-POST round
     try:
         baseline.append(bare_posts(args.outbound_messages))
         for runs in args.outbound_runs:
@@ -659,12 +707,14 @@ def scenario_outbound(args, processes: Processes) -> dict:
                         connection.close()
 
             threads = [threading.Thread(target=one_run) for _ in range(runs)]
+            cpu = cpu_now()
             started = time.perf_counter()
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
             seconds = time.perf_counter() - started
+            cpu = cpu_since(cpu)
             hits = receivers_stop(paths)
             with schema_context(SLUG):
                 sent = OutboundMessage.objects.filter(status=OutboundMessage.Status.SENT).count()
@@ -683,6 +733,8 @@ def scenario_outbound(args, processes: Processes) -> dict:
                 "duplicates": sum(count - 1 for count in hits.values() if count > 1),
                 "unknown_keys": len(set(hits) - ids),
                 "never_received": len(ids - set(hits)),
+                "cpu_seconds": cpu,
+                "cpu_ms_per_send": {party: round(1000 * seconds / max(sent, 1), 3) for party, seconds in cpu.items()},
             }
         # Where a single run spends its time: one more run of a few hundred messages under cProfile.
         import cProfile
@@ -711,6 +763,9 @@ def scenario_outbound(args, processes: Processes) -> dict:
         # figure that survives a busy machine.
         result["bare_posts_per_second_around"] = baseline[index : index + 2]
         result["ratio_to_bare_posts"] = round(result["sends_per_second"] / _median(baseline[index : index + 2]), 2)
+        result["bare_cpu_ms_per_post_before"] = {
+            party: round(1000 * seconds / args.outbound_messages, 3) for party, seconds in bare_cpu[index].items()
+        }
     return {"runs": results, "bare_posts_per_second": baseline, "profile_single_run_300_by_cumulative": profile,
             "targets": {"sends_per_second": ">= 500", "duplicates": "0"}}  # fmt: skip
 
@@ -807,9 +862,18 @@ def markdown(results: dict) -> str:
               f"**{x['sends_per_second']}** | {', '.join(str(b) for b in x.get('bare_posts_per_second_around', []))} | "
               f"{x.get('ratio_to_bare_posts', '')} | {x['receiver_hits']} | {x['duplicates']} | {x['never_received']} |" for x in r["runs"].values()],
             "", f"Targets: >= 500 sends/s, 0 duplicates. The receiver: {next(iter(r['runs'].values())).get('receiver_processes', 1)} "
-            "processes of `bench/receiver.py` on one port (SO_REUSEPORT), 202 + messageId, keep-alive. Bare POSTs: the same "
-            "requests from the same number of threads with no database or Redis, just before and after each round "
+            "processes of `bench/receiver.py` (asyncio) on one port (SO_REUSEPORT), 202 + messageId, keep-alive. Bare POSTs: the "
+            "same requests through the product's HTTP code (`_post` on the run's urllib3 pool) from the same number of threads "
+            "with no database or Redis, just before and after each round "
             "(the ceiling this machine allowed at that moment); ratio = sends/s over their median.", "",
+            "CPU milliseconds per message, by process (sender = the process running `outbound_send_due`; PostgreSQL and "
+            "Redis: this benchmark's own servers), in each round and in the bare-POST round just before it:", "",
+            "| concurrent runs | sender | receiver | postgres | redis | bare: sender | bare: receiver |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            *[f"| {x['concurrent_runs']} | {x['cpu_ms_per_send']['sender']} | {x['cpu_ms_per_send']['receiver']} | "
+              f"{x['cpu_ms_per_send']['postgres']} | {x['cpu_ms_per_send']['redis']} | "
+              f"{x['bare_cpu_ms_per_post_before']['sender']} | {x['bare_cpu_ms_per_post_before']['receiver']} |"
+              for x in r["runs"].values() if "cpu_ms_per_send" in x], "",
         ]  # fmt: skip
     return "\n".join(lines)
 

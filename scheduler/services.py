@@ -18,9 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import requests
-import requests.adapters
 import requests.utils
+import urllib3
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
@@ -367,43 +366,111 @@ def _webhook_url_refusal(*, url: str) -> _Outcome | None:
     return None
 
 
-def _post(*, session: requests.Session, setting: SchedulerSetting, message: OutboundMessage) -> _Outcome:
-    timeout = settings.OUTBOUND_HTTP_TIMEOUT_SECONDS
+@dataclass(frozen=True)
+class _HttpTarget:
+    """Where one run's requests go: a keep-alive connection pool to the webhook's host (or to the proxy the
+    environment names for it), and what goes on the request line."""
+
+    manager: urllib3.PoolManager  # owns the pool; cleared at the end of the run
+    pool: urllib3.HTTPConnectionPool
+    request_target: str  # the path and query; the absolute URL through a plain-HTTP proxy
+    headers: dict[str, str]  # those of every request, without the per-message ones
+
+
+def _http_target(*, concurrency: int, url: str) -> _HttpTarget:
+    """One pool of up to `concurrency` keep-alive connections for the run (one per sending thread).
+
+    urllib3 directly, not requests (built on it): a requests Session costs about as much CPU per request
+    again (environment and cookie merging, hooks, header and URL preparation) as the HTTP itself, and the
+    sending threads share one GIL with the run. What requests did for us is kept: proxies from the
+    environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY: read once per run), the CA bundle (REQUESTS_CA_BUNDLE,
+    CURL_CA_BUNDLE, else certifi's, as requests), no retries below ours (a retry is a new attempt with its
+    backoff, counted in the row), redirects never followed.
+    """
+    options = {
+        "num_pools": 1,
+        "maxsize": concurrency,
+        "block": True,  # never more connections than sending threads
+        "retries": False,
+        "timeout": urllib3.Timeout(connect=settings.OUTBOUND_HTTP_TIMEOUT_SECONDS, read=settings.OUTBOUND_HTTP_TIMEOUT_SECONDS),
+    }
+    if url.lower().startswith("https:"):
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or requests.utils.DEFAULT_CA_BUNDLE_PATH
+        options["cert_reqs"] = "CERT_REQUIRED"
+        options["ca_cert_dir" if os.path.isdir(bundle) else "ca_certs"] = bundle
+    proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+    manager = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+    parts = urllib3.util.parse_url(url)
+    # A plain-HTTP request through a proxy names the whole URL; HTTPS goes through a CONNECT tunnel.
+    request_target = parts._replace(fragment=None).url if proxy and parts.scheme == "http" else parts.request_uri
+    return _HttpTarget(
+        manager=manager,
+        pool=manager.connection_from_url(url),
+        request_target=request_target,
+        headers={"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "sociomile-outbound"},
+    )
+
+
+# urllib3's errors (no retries: raised as they happen) that a later attempt may not meet, named as requests
+# named them (`last_error` starts with the name). A new connection that failed is a NewConnectionError, which
+# urllib3 also makes a ConnectTimeoutError: it is tested first.
+_TRANSIENT_ERRORS = (
+    (urllib3.exceptions.ReadTimeoutError, "ReadTimeout"),
+    (urllib3.exceptions.NewConnectionError, "ConnectionError"),
+    (urllib3.exceptions.ConnectTimeoutError, "ConnectTimeout"),
+    (urllib3.exceptions.TimeoutError, "Timeout"),
+    # A connection reset or closed mid-exchange, TLS and proxy failures.
+    ((urllib3.exceptions.ProtocolError, urllib3.exceptions.SSLError, urllib3.exceptions.ProxyError), "ConnectionError"),
+)
+
+
+def _post(*, target: _HttpTarget, setting: SchedulerSetting, message: OutboundMessage) -> _Outcome:
     refusal = _webhook_url_refusal(url=setting.webhook_url)
     if refusal is not None:
         return refusal
+    body = json.dumps({"to": message.to, "content": message.content}).encode()
     try:
-        response = session.post(
-            setting.webhook_url,
-            json={"to": message.to, "content": message.content},
-            headers={"x-ins-auth-key": setting.auth_key, "Idempotency-Key": str(message.id)},
-            timeout=(timeout, timeout),
-            # A redirected POST may turn into a GET or go elsewhere: treat a 3xx as a misconfiguration.
-            allow_redirects=False,
+        response = target.pool.urlopen(
+            "POST",
+            target.request_target,
+            body=body,
+            headers={**target.headers, "x-ins-auth-key": setting.auth_key, "Idempotency-Key": str(message.id)},
+            # A redirected POST may turn into a GET or go elsewhere: a 3xx is answered as it is (a failure).
+            redirect=False,
+            retries=False,
+            assert_same_host=False,
         )
-    except (requests.Timeout, requests.ConnectionError) as error:
-        return _Outcome("retry", error=f"{error.__class__.__name__}: {error}")
-    except requests.RequestException as error:  # an invalid URL and the like: retrying cannot help
+    except urllib3.exceptions.HTTPError as error:
+        for kinds, name in _TRANSIENT_ERRORS:
+            if isinstance(error, kinds):
+                return _Outcome("retry", error=f"{name}: {error}")
+        # An invalid URL and the like: retrying cannot help.
+        return _Outcome("failed", error=f"{error.__class__.__name__}: {error}")
+    except ValueError as error:  # http.client refuses the request line or a header value: the same
         return _Outcome("failed", error=f"{error.__class__.__name__}: {error}")
 
-    status = response.status_code
-    body = response.text[:300]
+    status = response.status
+    data = response.data
     if 200 <= status < 300:
         try:
-            payload = response.json()
+            payload = json.loads(data)
         except ValueError:
             payload = None
         provider_id = payload.get("messageId") if isinstance(payload, dict) else None
         if provider_id in (None, "") or isinstance(provider_id, (dict, list, bool)):
             # Accepted, maybe delivered, but unrecorded: never resend it on our own (an operator may retry).
-            return _Outcome("failed", error=f"HTTP {status} without a messageId in a JSON body: {body}")
+            return _Outcome("failed", error=f"HTTP {status} without a messageId in a JSON body: {_body_start(data)}")
         return _Outcome("sent", message_id=str(provider_id)[:255])
     if status == 429 or status >= 500:
-        return _Outcome("retry", error=f"HTTP {status}: {body}", retry_after=_retry_after_seconds(response))
-    return _Outcome("failed", error=f"HTTP {status}: {body}")
+        return _Outcome("retry", error=f"HTTP {status}: {_body_start(data)}", retry_after=_retry_after_seconds(response))
+    return _Outcome("failed", error=f"HTTP {status}: {_body_start(data)}")
 
 
-def _retry_after_seconds(response: requests.Response) -> float | None:
+def _body_start(data: bytes) -> str:
+    return data[:1200].decode("utf-8", errors="replace")[:300]
+
+
+def _retry_after_seconds(response: urllib3.BaseHTTPResponse) -> float | None:
     try:
         return max(0.0, float(response.headers.get("Retry-After", "")))
     except ValueError:  # absent, or an HTTP date: the backoff alone decides
@@ -449,22 +516,32 @@ def _outcomes_record(
     return {message_id: rows[message_id][:2] for message_id in written}
 
 
+# A wave's cache entries in one command, whatever its size. A pipeline of SETs is one round trip too, but the
+# run's thread packs a command and parses a reply per message: about four times the CPU of this script, on
+# the thread the sending threads share a GIL with. (All keys in one script: a single Redis, not a Cluster.)
+_CACHE_SET_SCRIPT = """
+for index, key in ipairs(KEYS) do
+    redis.call('SET', key, ARGV[index + 1], 'EX', ARGV[1])
+end
+return #KEYS
+"""
+
+
 def _cache_sent(*, sent: dict[uuid.UUID, str], sent_at: datetime) -> None:
     # The row is the record; the cache is a convenience for readers, so a Redis outage only logs.
-    # One pipeline for the wave: one round trip whatever its size.
     if not sent:
         return
     schema_name = _tenant_schema_name()
-    value = {"sent_at": sent_at.isoformat()}
+    sent_at_text = sent_at.isoformat()
     try:
-        pipeline = get_redis().pipeline(transaction=False)
-        for message_id, provider_id in sent.items():
-            pipeline.set(
-                outbound_cache_key(schema_name=schema_name, message_id=message_id),
-                json.dumps({"messageId": provider_id, **value}),
-                ex=settings.OUTBOUND_CACHE_TTL_SECONDS,
-            )
-        pipeline.execute()
+        client = get_redis()
+        client.register_script(_CACHE_SET_SCRIPT)(
+            keys=[outbound_cache_key(schema_name=schema_name, message_id=message_id) for message_id in sent],
+            args=[
+                settings.OUTBOUND_CACHE_TTL_SECONDS,
+                *(json.dumps({"messageId": provider_id, "sent_at": sent_at_text}) for provider_id in sent.values()),
+            ],
+        )
     except Exception:
         logger.warning("outbound: %d sent, but caching their messageId in Redis failed", len(sent), exc_info=True)
 
@@ -472,23 +549,6 @@ def _cache_sent(*, sent: dict[uuid.UUID, str], sent_at: datetime) -> None:
 def _claim_renew(*, claim_token: uuid.UUID) -> None:
     with connection.cursor() as cursor:
         cursor.execute(_CLAIM_RENEW, {"claim_token": claim_token, "lease_expires_at": _lease_expires_at()})
-
-
-def _http_session(*, concurrency: int, url: str) -> requests.Session:
-    session = requests.Session()
-    # One keep-alive connection per sending thread (requests' default pool keeps 10 and drops the rest);
-    # no retries below ours: a retry is a new attempt with its backoff, counted in the row.
-    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=concurrency, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    # The environment (proxy variables, CA bundle) is read once per run: requests would read it, and look
-    # for ~/.netrc, on every request, file-system calls that every sending thread queued for. ~/.netrc is
-    # not used: the webhook's credential is the x-ins-auth-key header.
-    session.trust_env = False
-    session.proxies = requests.utils.get_environ_proxies(url)
-    if url.lower().startswith("https:"):
-        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-    return session
 
 
 def outbound_send_due(*, now: datetime | None = None) -> OutboundRunSummary:
@@ -515,11 +575,13 @@ def outbound_send_due(*, now: datetime | None = None) -> OutboundRunSummary:
         summary.skipped = "no webhook_url"
         return summary
 
+    concurrency = max(1, min(settings.OUTBOUND_SEND_CONCURRENCY, setting.batch_size))
+    # Before the claim: a pool that cannot be made (an unusable proxy setting) leaves every message pending.
+    target = _http_target(concurrency=concurrency, url=setting.webhook_url)
     claim_token = uuid.uuid4()
     claimed = outbound_claim_due(batch_size=setting.batch_size, claim_token=claim_token, now=now)
     if not claimed:
         return summary
-    concurrency = max(1, min(settings.OUTBOUND_SEND_CONCURRENCY, len(claimed)))
     # The claim's leases are renewed while the run goes on, so they only have to outlast one request and
     # this interval, however long the batch takes.
     renew_every = settings.OUTBOUND_LEASE_SECONDS / 4
@@ -528,13 +590,12 @@ def outbound_send_due(*, now: datetime | None = None) -> OutboundRunSummary:
     written: dict[uuid.UUID, str] = {}
     schema_name = _tenant_schema_name()
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"outbound-{schema_name}")
-    session = _http_session(concurrency=concurrency, url=setting.webhook_url)
 
     def send(message: OutboundMessage) -> None:
         # The thread's own (never opened) connection names the tenant too: log lines from here carry it.
         with schema_context(schema_name):
             try:
-                outcome = _post(session=session, setting=setting, message=message)
+                outcome = _post(target=target, setting=setting, message=message)
             except Exception as error:  # a bug here must not leave the run waiting for an answer forever
                 logger.exception("outbound %s: sending failed unexpectedly", message.id)
                 outcome = _Outcome("retry", error=f"{error.__class__.__name__}: {error}")
@@ -568,7 +629,7 @@ def outbound_send_due(*, now: datetime | None = None) -> OutboundRunSummary:
         # Interrupted (soft time limit, shutdown): requests in flight finish or time out on their own and
         # keep their lease (they may have arrived); what never started is handed back at once.
         pool.shutdown(wait=False, cancel_futures=True)
-        session.close()
+        target.manager.clear()
         untried = [message.id for message in claimed if message.id not in futures or futures[message.id].cancelled()]
         if untried:
             with connection.cursor() as cursor:

@@ -2,16 +2,20 @@
 
 import json
 import logging
+import shutil
 import signal
+import ssl
+import subprocess
 import threading
 from datetime import timedelta
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from conftest import Reply, wait_for
+from conftest import Reply, WebhookReceiver, _handler, _Server, wait_for
 from core.redis import get_redis
 from scheduler.models import OutboundMessage
 from scheduler.services import (
@@ -71,6 +75,8 @@ def test_one_run_sends_exactly_batch_size_oldest_pending_messages(configured_a, 
     assert first.sent_at is not None and first.claim_token is None and first.lease_expires_at is None
     assert _cached(first) == {"messageId": first.message_id, "sent_at": first.sent_at.isoformat()}
     assert _cached(second) == {"messageId": second.message_id, "sent_at": second.sent_at.isoformat()}
+    ttl = get_redis().ttl(outbound_cache_key(schema_name=connection.schema_name, message_id=first.id))
+    assert django_settings.OUTBOUND_CACHE_TTL_SECONDS - 60 < ttl <= django_settings.OUTBOUND_CACHE_TTL_SECONDS
     assert outbound_cache_key(schema_name="alpha", message_id=first.id) == f"sociomile:alpha:outbound:{first.id}"
 
     # and the rest is untouched
@@ -166,6 +172,98 @@ def test_connection_refused_is_retried(configured_a, webhook_receiver):
     message.refresh_from_db()
     assert (message.status, message.attempts) == ("pending", 1)
     assert message.last_error.startswith("ConnectionError: ")
+
+
+def test_a_redirect_is_not_followed_and_fails(configured_a, webhook_receiver):
+    # A redirected POST may turn into a GET or go to another host: a 3xx is a misconfiguration, not a delivery.
+    [message] = make_outbound_messages(1)
+    webhook_receiver.script(Reply(status=307, body={"moved": True}, headers={"Location": "/elsewhere"}))
+
+    summary = outbound_send_due()
+
+    message.refresh_from_db()
+    assert summary.failed == [message.id]
+    assert (message.status, message.attempts, message.last_error) == ("failed", 1, 'HTTP 307: {"moved": true}')
+    assert [request.path for request in webhook_receiver.received()] == ["/hook"]
+
+
+def test_an_auth_key_that_cannot_be_a_header_fails_without_a_request(configured_a, webhook_receiver):
+    # A line break in a header value would split the request: http.client refuses it, and so do we, for good.
+    [message] = make_outbound_messages(1)
+    scheduler_update(auth_key="secret\r\nX-Injected: 1")
+
+    summary = outbound_send_due()
+
+    message.refresh_from_db()
+    assert summary.failed == [message.id]
+    assert (message.status, message.attempts) == ("failed", 1)
+    assert message.last_error.startswith("ValueError: Invalid header value")
+    assert webhook_receiver.received() == []
+
+
+def test_the_proxy_named_by_the_environment_carries_the_request(configured_a, webhook_receiver, monkeypatch):
+    # given HTTP_PROXY pointing at the receiver, which thus plays the proxy of a provider's host
+    for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", webhook_receiver.url.removesuffix("/hook"))
+    scheduler_update(webhook_url="http://provider.invalid/hook")
+    [message] = make_outbound_messages(1)
+
+    # when a run goes
+    summary = outbound_send_due()
+
+    # then the proxy got the request in absolute form, for the provider's host, and the message is sent
+    [received] = webhook_receiver.received()
+    assert (received.path, received.headers["host"]) == ("http://provider.invalid/hook", "provider.invalid")
+    assert received.headers["idempotency-key"] == str(message.id)
+    assert summary.sent == [message.id]
+
+
+@pytest.fixture
+def https_receiver(tmp_path):
+    """The webhook receiver behind TLS, with a self-signed certificate for 127.0.0.1 (in `receiver.ca_file`)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make the test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    receiver = WebhookReceiver()
+    server = _Server(("127.0.0.1", 0), _handler(receiver))
+    server.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    receiver.url = f"https://127.0.0.1:{server.server_address[1]}/hook"
+    receiver.ca_file = str(cert)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield receiver
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_trusts_the_ca_bundle_of_the_environment_and_nothing_else(configured_a, https_receiver, monkeypatch):
+    # given an HTTPS webhook whose certificate no default bundle trusts
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    scheduler_update(webhook_url=https_receiver.url)
+    [message] = make_outbound_messages(1)
+
+    # when a run goes: the certificate is refused, nothing is delivered, and the message is retried later
+    outbound_send_due()
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == ("pending", 1)
+    assert message.last_error.startswith("ConnectionError: ") and "CERTIFICATE_VERIFY_FAILED" in message.last_error
+    assert https_receiver.received() == []
+
+    # and once REQUESTS_CA_BUNDLE names the certificate, the retry is sent over TLS
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", https_receiver.ca_file)
+    outbound_send_due(now=_later(31))
+    message.refresh_from_db()
+    assert (message.status, message.attempts, message.message_id) == ("sent", 2, "msg-1")
+    assert https_receiver.keys() == [str(message.id)]
 
 
 def test_exhausted_attempts_mark_the_message_failed(configured_a, webhook_receiver, settings):
