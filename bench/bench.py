@@ -5,7 +5,9 @@ ratio: these machines are shared and small, so absolute numbers move from run to
 
 Scenarios (more are added as capabilities land; see `--only`):
 - `create_api`: POST .../messages (202) against the same server's cheapest endpoint, with wrk at 64
-  connections: throughput ratio and p50/p99 latency.
+  connections, alternating for `--rounds` rounds: throughput ratio and p50/p99 latency (medians), and the CPU
+  each costs per request in the web, worker, PostgreSQL and Redis processes (steadier than req/s when the
+  machine is shared).
 - `drain`: time for the workers to persist N queued message creations, against single-row committed
   INSERTs of the same rows from one psycopg connection.
 - `assignment`: one tenant, K online agents with room to spare. Bulk: one `assignment_run` over N waiting
@@ -133,6 +135,7 @@ def wrk(*, url: str, host: str, seconds: int, connections: int, method: str = "G
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return {
         "requests_per_second": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", output).group(1)),
         "p50_ms": latency["p50"],
         "p99_ms": latency["p99"],
         "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
@@ -160,25 +163,110 @@ def bench_tenant():
     return tenant, application
 
 
+def _process_trees_cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process and all its descendants, ended ones included (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals = {}
+    for name, root in roots.items():
+        total, stack = 0, [root]
+        while stack:
+            pid = stack.pop()
+            stack += children.get(pid, [])
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            # user + system, and that of its children that ended (PostgreSQL's backends, restarted workers)
+            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+        totals[name] = total / ticks
+    return totals
+
+
+def _service_pids() -> dict[str, int]:
+    """PostgreSQL's postmaster and redis-server of this run, found by the ports in DATABASE_URL / REDIS_URL."""
+    from urllib.parse import urlsplit
+
+    ports = {"postgres": str(urlsplit(os.environ["DATABASE_URL"]).port), "redis": str(urlsplit(os.environ["REDIS_URL"]).port)}
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        # redis-server rewrites its title into one string: "redis-server 127.0.0.1:<port>"
+        words = " ".join(word.decode(errors="replace") for word in command).split()
+        if words and words[0].endswith("redis-server") and any(word.endswith(f":{ports['redis']}") for word in words):
+            found["redis"] = int(entry)
+        elif words and words[0].endswith("/postgres") and "-p" in words and words[words.index("-p") + 1] == ports["postgres"]:
+            found["postgres"] = int(entry)
+    return found
+
+
 def scenario_create_api(args, processes: Processes) -> dict:
+    """Ping and create alternate for `--rounds` rounds (a load spike on a shared machine then hits one round,
+    not one whole endpoint); req/s and latencies are medians over the rounds. Also the CPU each endpoint costs
+    per request in every process of the stack (web, worker, PostgreSQL, Redis), which moves much less with
+    the machine's load than throughput does."""
     _, application = bench_tenant()
     url = start_web(processes, workers=args.web_workers, threads=args.web_threads)
     host = f"{SLUG}.localhost"
     start_worker(processes, concurrency=2, log_dir=processes.log_dir)
+    roots = {"web": processes.running["web"].pid, "worker": processes.running["worker"].pid, **_service_pids()}
+    endpoints = {
+        "trivial_endpoint": {"url": f"{url}/bench/ping"},
+        "message_create": {"url": f"{url}/api/applications/{application.token}/chats/1/messages", "method": "POST",
+                           "body": '{"body": "hello from wrk"}'},
+    }  # fmt: skip
     # warm-up: connections, caches, imports in every gunicorn worker
-    wrk(url=f"{url}/bench/ping", host=host, seconds=2, connections=args.connections)
-    trivial = wrk(url=f"{url}/bench/ping", host=host, seconds=args.seconds, connections=args.connections)
-    create = wrk(
-        url=f"{url}/api/applications/{application.token}/chats/1/messages",
-        host=host, seconds=args.seconds, connections=args.connections, method="POST", body='{"body": "hello from wrk"}',
-    )  # fmt: skip
+    for endpoint in endpoints.values():
+        wrk(host=host, seconds=2, connections=args.connections, **endpoint)
+    runs = {key: [] for key in endpoints}
+    cpu = {key: dict.fromkeys(roots, 0.0) for key in endpoints}
+    for _ in range(args.rounds):
+        for key, endpoint in endpoints.items():
+            before = _process_trees_cpu_seconds(roots)
+            run = wrk(host=host, seconds=args.seconds, connections=args.connections, **endpoint)
+            after = _process_trees_cpu_seconds(roots)
+            runs[key].append(run)
+            for name in roots:
+                cpu[key][name] += after[name] - before[name]
     processes.stop("web")
     processes.stop("worker")
+    summary = {key: _wrk_median(key_runs) for key, key_runs in runs.items()}
+    cpu_ms = {}
+    for key, key_runs in runs.items():
+        requests = sum(run["requests"] for run in key_runs)
+        cpu_ms[key] = {name: round(1000 * seconds / requests, 3) for name, seconds in cpu[key].items()}
+        cpu_ms[key]["all"] = round(sum(cpu_ms[key].values()), 3)
     return {
-        "trivial_endpoint": trivial,
-        "message_create": create,
-        "throughput_ratio": round(create["requests_per_second"] / trivial["requests_per_second"], 3),
+        **summary,
+        "throughput_ratio": round(summary["message_create"]["requests_per_second"] / summary["trivial_endpoint"]["requests_per_second"], 3),
+        "round_ratios": [round(c["requests_per_second"] / t["requests_per_second"], 3)
+                         for t, c in zip(runs["trivial_endpoint"], runs["message_create"])],
+        "rounds": runs,
+        "cpu_ms_per_request": cpu_ms,
+        "cpu_ratio": round(cpu_ms["trivial_endpoint"]["all"] / cpu_ms["message_create"]["all"], 3),
         "targets": {"throughput_ratio": ">= 0.6", "message_create.p99_ms": "<= 50"},
+    }  # fmt: skip
+
+
+def _wrk_median(runs: list[dict]) -> dict:
+    return {
+        **{key: _median([run[key] for run in runs]) for key in ("requests_per_second", "p50_ms", "p99_ms")},
+        "non_2xx": sum(run["non_2xx"] for run in runs),
+        "connections": runs[0]["connections"],
+        "seconds": runs[0]["seconds"],
+        "rounds": len(runs),
     }
 
 
@@ -791,6 +879,17 @@ def markdown(results: dict) -> str:
               for name, key in (("GET /bench/ping", "trivial_endpoint"), ("POST .../messages", "message_create"))],
             "", f"Throughput ratio: **{r['throughput_ratio']}** (target >= 0.6); p99 target <= 50 ms.", "",
         ]  # fmt: skip
+        if "cpu_ms_per_request" in r:
+            cpu = r["cpu_ms_per_request"]
+            lines += [
+                f"Medians of {r['trivial_endpoint']['rounds']} alternating rounds; ratio per round: "
+                f"{', '.join(str(ratio) for ratio in r['round_ratios'])}.", "",
+                "| CPU ms per request | " + " | ".join(cpu["trivial_endpoint"]) + " |",
+                "| --- | " + " | ".join("---:" for _ in cpu["trivial_endpoint"]) + " |",
+                *[f"| {name} | " + " | ".join(str(value) for value in cpu[key].values()) + " |"
+                  for name, key in (("GET /bench/ping", "trivial_endpoint"), ("POST .../messages", "message_create"))],
+                "", f"CPU ratio (ping / create, whole stack): **{r['cpu_ratio']}**.", "",
+            ]  # fmt: skip
     if "drain" in results["scenarios"]:
         r = results["scenarios"]["drain"]
         lines += [
@@ -883,6 +982,7 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(SCENARIOS), action="append", help="run only these scenarios")
     parser.add_argument("--seconds", type=int, default=15, help="wrk duration per endpoint")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="create_api: alternating ping/create rounds")
     parser.add_argument("--web-workers", type=int, default=4)
     parser.add_argument("--web-threads", type=int, default=4)
     parser.add_argument("--messages", type=int, default=50_000, help="queued creations to drain")

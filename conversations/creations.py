@@ -10,7 +10,9 @@ Keys, all under the tenant's schema name (core.redis.tenant_key):
 - `app:<id>:chats`                 last chat number allocated in the application
 - `app:<id>:chat:<n>:messages`     last message number allocated in chat n
 - `creations`                      the pending list (JSON records)
-- `creations:scheduled`            set while a drain task is queued and has not started yet
+- `creations:scheduled`            set while a drain task is queued or running: a request that finds it set
+                                   sends no task. The running drain keeps it set (renewed with its lease)
+                                   and deletes it only in the same step as it finds the list empty
 - `creations:lock`                 held by the one drain running for the tenant (a lease renewed each batch)
 - `creations:dead`                 creations PostgreSQL refused, with the error (never dropped silently)
 
@@ -83,9 +85,23 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Renews the drain's lease and keeps `scheduled` set for as long: while a drain runs, requests send no task
+# (it will see their records). If the drain's worker dies, both expire together and requests schedule again.
 _LOCK_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2])) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+redis.call('SET', KEYS[2], 1, 'EX', tonumber(ARGV[2]))
+return 1
+"""
+
+# The drain's way out: `scheduled` is deleted only if the list is empty, in the same step, so a record queued
+# a moment later finds it unset and its request sends a new drain. 1: done; 0: records are waiting (drain
+# them); -1: the lease is no longer ours (the drain holding it now is responsible).
+_FINISH_IF_EMPTY = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('LLEN', KEYS[2]) > 0 then return 0 end
+redis.call('DEL', KEYS[3])
+return 1
 """
 
 # Trims the committed records only while the drain still holds the lock, in one step. A drain whose lease
@@ -225,7 +241,7 @@ def pending_peek(limit: int) -> list[dict]:
 def pending_remove(*, count: int, token: str) -> bool:
     """Drops the first `count` records once they are committed, if the drain still holds the lock (`token`).
     False: the lease ran out and another drain owns the list now; stop draining."""
-    return bool(get_redis().eval(_PENDING_REMOVE_IF_HOLDER, 2, lock_key(), pending_key(), token, count))
+    return bool(_script(_PENDING_REMOVE_IF_HOLDER)(keys=[lock_key(), pending_key()], args=[token, count]))
 
 
 def pending_count() -> int:
@@ -237,8 +253,12 @@ def dead_push(*, record: dict, error: str) -> None:
     get_redis().rpush(_key("creations", "dead"), json.dumps({"record": record, "error": error}))
 
 
-def scheduled_clear() -> None:
-    get_redis().delete(scheduled_key())
+FINISHED, RECORDS_WAITING, LEASE_LOST = 1, 0, -1
+
+
+def finish_if_empty(token: str) -> int:
+    """Unsets `scheduled` if the list is empty, atomically: FINISHED, RECORDS_WAITING or LEASE_LOST."""
+    return int(_script(_FINISH_IF_EMPTY)(keys=[lock_key(), pending_key(), scheduled_key()], args=[token]))
 
 
 def lock_acquire() -> str | None:
@@ -247,8 +267,10 @@ def lock_acquire() -> str | None:
 
 
 def lock_renew(token: str) -> bool:
-    """Extends the drain's lease for one more batch; False if it ran out and another drain took the lock."""
-    return bool(get_redis().eval(_LOCK_RENEW, 1, lock_key(), token, settings.CREATIONS_LOCK_LEASE_SECONDS))
+    """Extends the drain's lease for one more batch, and `scheduled` with it (requests need not send another
+    drain); False if the lease ran out and another drain took the lock."""
+    lease = settings.CREATIONS_LOCK_LEASE_SECONDS
+    return bool(_script(_LOCK_RENEW)(keys=[lock_key(), scheduled_key()], args=[token, lease]))
 
 
 def lock_release(token: str) -> None:

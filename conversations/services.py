@@ -402,31 +402,56 @@ def _persist_records(records: list[dict]) -> None:
             creations.dead_push(record=record, error=str(error))
 
 
-def creations_persist(*, batch_size: int) -> int:
+def creations_persist(*, batch_size: int, linger_seconds: float = 0.0, max_seconds: float | None = None) -> int:
     """Drains the tenant's queued creations into PostgreSQL, FIFO, `batch_size` per transaction.
 
     One drain per tenant at a time (a Redis lease): records are read, committed, and only then trimmed
-    from the list, so a drain that dies loses nothing and the next one re-inserts idempotently. The lock
-    is released before the final emptiness check, so a creation queued while this drain finished is either
-    seen here or drained by the task its request scheduled. Returns the number of records handled.
+    from the list, so a drain that dies loses nothing and the next one re-inserts idempotently.
+
+    While it runs, the drain keeps `creations:scheduled` set, so requests send no other drain task; it
+    unsets it only in the same atomic step as it finds the list empty (creations.finish_if_empty). Under
+    steady load one drain therefore persists batch after batch instead of a task being sent, received and
+    run for every few records. `linger_seconds`: when a batch is not full, wait this long once for more
+    records before persisting it (bigger batches, at the cost of rows appearing up to that much later).
+    `max_seconds`: after that long, hand over to a new drain task (a task never runs for ever, and the
+    tenant's other tasks get its concurrency slot between the two). Returns the number of records handled.
     """
-    creations.scheduled_clear()
     handled = 0
+    started = time.monotonic()
     while True:
         token = creations.lock_acquire()
         if token is None:
-            return handled  # the running drain will see our records (it re-checks after releasing)
+            # The drain holding the lock sees our records: it re-checks the list after releasing it (and
+            # one whose worker died lets its lease and `scheduled` expire together, so requests schedule again).
+            return handled
+        hand_over = False
         try:
-            # The lease is renewed before each batch (a drain under steady load runs as long as records keep
-            # coming), and records are trimmed only while it is still ours: see creations.pending_remove.
-            while creations.lock_renew(token) and (records := creations.pending_peek(batch_size)):
+            # The lease is renewed before each batch, and records are trimmed only while it is still ours:
+            # see creations.pending_remove.
+            while creations.lock_renew(token):
+                records = creations.pending_peek(batch_size)
+                if len(records) < batch_size and linger_seconds > 0:
+                    time.sleep(linger_seconds)
+                    records = creations.pending_peek(batch_size)
+                if not records:
+                    outcome = creations.finish_if_empty(token)
+                    if outcome == creations.RECORDS_WAITING:
+                        continue
+                    break
                 _persist_records(records)
                 if not creations.pending_remove(count=len(records), token=token):
                     logger.warning("drain lease ran out during a batch; the drain holding it now takes over")
                     return handled
                 handled += len(records)
+                if max_seconds is not None and time.monotonic() - started > max_seconds:
+                    hand_over = creations.finish_if_empty(token) == creations.RECORDS_WAITING
+                    break
         finally:
             creations.lock_release(token)
+        if hand_over:
+            # `scheduled` stays set: the new task is the drain requests count on.
+            _schedule_drain()
+            return handled
         if creations.pending_count() == 0:
             return handled
 
@@ -464,6 +489,9 @@ def counts_reconcile() -> int:
             repaired += cursor.rowcount
     finally:
         creations.lock_release(token)
+    if creations.pending_count():
+        # A drain that found the lock held by this recount returned, trusting the holder to look again.
+        _schedule_drain()
     if repaired:
         logger.warning("repaired %s drifted counts", repaired)
     return repaired

@@ -69,7 +69,11 @@ _DRAIN_TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.ConnectionErr
 @app.task(autoretry_for=_DRAIN_TRANSIENT_ERRORS, max_retries=8, retry_backoff=1, retry_backoff_max=10, retry_jitter=True)
 def creations_persist_task() -> None:
     """Drains the tenant's queued chat and message creations into PostgreSQL, in batches (idempotent)."""
-    creations_persist(batch_size=settings.CREATIONS_BATCH_SIZE)
+    creations_persist(
+        batch_size=settings.CREATIONS_BATCH_SIZE,
+        linger_seconds=settings.CREATIONS_DRAIN_LINGER_MS / 1000,
+        max_seconds=settings.CREATIONS_DRAIN_MAX_SECONDS,
+    )
 
 
 @app.task

@@ -1,10 +1,13 @@
 """Chats and messages through the client API: numbers allocated at once (202), rows persisted by a drain."""
 
+import json
+
 import pytest
 from django.conf import settings
 from django_tenants.utils import schema_context
 
 from conftest import api_client
+from conversations.apis import MessageBodySerializer
 from conversations import creations, services
 from conversations.models import Application, Chat, Message
 from core.redis import get_redis
@@ -147,6 +150,37 @@ def test_bad_message_body_is_400_and_queues_nothing(tenant_a, application_a, cli
     assert response.status_code == 400
     assert list(response.json()) == ["body"]
     assert _pending(tenant_a) == pending_before
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ['{}', '{"body": ""}', '{"body": null}', '{"body": "nul\\u0000byte"}', '{"body": "lone \\ud800 surrogate"}',
+     '{"body": ["x"]}', '{"body": true}', '[]', '"body"', json.dumps({"body": "x" * (settings.MESSAGE_MAX_LENGTH + 1)})],
+)  # fmt: skip
+def test_a_refused_message_body_gets_the_serializers_own_400(tenant_a, application_a, client_a, drain, raw):
+    # The create checks a plain string body without building a serializer; anything it does not take must
+    # get exactly the serializer's answer.
+    client_a.post(_chats_url(application_a), {})
+    pending_before = _pending(tenant_a)
+    serializer = MessageBodySerializer(data=json.loads(raw))
+    assert not serializer.is_valid()
+
+    response = client_a.post(f"{_chats_url(application_a)}/1/messages", raw, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == json.loads(json.dumps(serializer.errors))
+    assert _pending(tenant_a) == pending_before
+
+
+@pytest.mark.parametrize(("raw", "stored"), [('{"body": "  "}', "  "), ('{"body": 5}', "5"), ('{"body": "caf\\u00e9 \\ud83d\\ude00"}', "café 😀")])
+def test_an_accepted_message_body_is_stored_as_the_serializer_reads_it(tenant_a, application_a, client_a, drain, raw, stored):
+    client_a.post(_chats_url(application_a), {})
+
+    response = client_a.post(f"{_chats_url(application_a)}/1/messages", raw, content_type="application/json")
+    drain(tenant_a)
+
+    assert response.status_code == 202
+    assert client_a.get(f"{_chats_url(application_a)}/1/messages/1").json()["body"] == stored
 
 
 def test_longest_body_allowed_is_accepted(tenant_a, application_a, client_a, drain):

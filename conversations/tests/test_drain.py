@@ -1,0 +1,166 @@
+"""The drain's scheduling: one drain keeps going while records come, and nothing is ever left undrained.
+
+`creations:scheduled` is set while a drain is queued or running; a request that finds it set sends no task.
+The running drain unsets it only in the same atomic step as it finds the list empty.
+"""
+
+from django_tenants.utils import schema_context
+
+from conversations import creations, services
+from conversations.models import Application, Chat
+from core.redis import get_redis
+
+
+def _chats_url(application: Application) -> str:
+    return f"/api/applications/{application.token}/chats"
+
+
+def _scheduled(tenant) -> bool:
+    with schema_context(tenant.schema_name):
+        return bool(get_redis().exists(creations.scheduled_key()))
+
+
+def _chat_numbers(tenant) -> list[int]:
+    with schema_context(tenant.schema_name):
+        return sorted(Chat.objects.values_list("number", flat=True))
+
+
+def test_a_request_during_a_drain_sends_no_task_and_the_running_drain_persists_it(
+    tenant_a, application_a, client_a, drain, monkeypatch
+):
+    # given one queued chat (its request scheduled the drain), and a second chat created while that drain
+    # commits its first batch
+    client_a.post(_chats_url(application_a), {})
+    persist_batch = services._persist_batch
+    batches = []
+
+    def batch_then_a_request(records):
+        batches.append([record["number"] for record in records])
+        added = persist_batch(records)
+        if len(batches) == 1:
+            assert client_a.post(_chats_url(application_a), {}).status_code == 202
+        return added
+
+    monkeypatch.setattr(services, "_persist_batch", batch_then_a_request)
+
+    # when the drain runs
+    handled = drain(tenant_a)
+
+    # then that request sent no task (the drain was running), the same drain persisted its chat, and the
+    # drain unset `scheduled` when it found the list empty
+    assert drain.scheduled == 1
+    assert handled == 2
+    assert batches == [[1], [2]]
+    assert _chat_numbers(tenant_a) == [1, 2]
+    assert not _scheduled(tenant_a)
+
+    # and the next request, with no drain running, schedules one again
+    client_a.post(_chats_url(application_a), {})
+    assert drain.scheduled == 2
+    assert _scheduled(tenant_a)
+
+
+def test_a_record_queued_as_the_drain_finds_the_list_empty_is_not_stranded(
+    tenant_a, application_a, client_a, drain, monkeypatch
+):
+    # given a drain that has just read an empty list, and a chat queued before it unsets `scheduled`
+    client_a.post(_chats_url(application_a), {})
+    finish_if_empty = creations.finish_if_empty
+    outcomes = []
+
+    def a_request_then_finish(token):
+        if not outcomes:
+            client_a.post(_chats_url(application_a), {})
+        outcomes.append(finish_if_empty(token))
+        return outcomes[-1]
+
+    monkeypatch.setattr(creations, "finish_if_empty", a_request_then_finish)
+
+    # when the drain goes on
+    handled = drain(tenant_a)
+
+    # then the emptiness check saw the record (the request found `scheduled` set and sent nothing), and the
+    # drain persisted it before finishing
+    assert outcomes == [creations.RECORDS_WAITING, creations.FINISHED]
+    assert drain.scheduled == 1
+    assert handled == 2
+    assert _chat_numbers(tenant_a) == [1, 2]
+    assert not _scheduled(tenant_a)
+
+
+def test_a_drain_lingers_once_for_a_batch_to_fill(tenant_a, application_a, client_a, drain, monkeypatch):
+    # given one queued chat, and another arriving while the drain waits for its batch to fill
+    client_a.post(_chats_url(application_a), {})
+    waits = []
+
+    def a_request_arrives(seconds):
+        waits.append(seconds)
+        if len(waits) == 1:
+            client_a.post(_chats_url(application_a), {})
+
+    monkeypatch.setattr(services.time, "sleep", a_request_arrives)
+    persist_batch = services._persist_batch
+    batches = []
+    monkeypatch.setattr(services, "_persist_batch", lambda records: batches.append(len(records)) or persist_batch(records))
+
+    # when drained with a linger
+    with schema_context(tenant_a.schema_name):
+        handled = services.creations_persist(batch_size=10, linger_seconds=0.05)
+
+    # then both chats went in one batch; it waited once for that batch and once more before finishing
+    assert handled == 2
+    assert batches == [2]
+    assert waits == [0.05, 0.05]
+    assert _chat_numbers(tenant_a) == [1, 2]
+    assert not _scheduled(tenant_a)
+
+
+def test_a_drain_past_its_time_hands_over_to_a_new_task(tenant_a, application_a, client_a, drain):
+    # given three queued chats
+    for _ in range(3):
+        client_a.post(_chats_url(application_a), {})
+    assert drain.scheduled == 1
+
+    # when a drain with no time left persists one batch of two
+    with schema_context(tenant_a.schema_name):
+        handled = services.creations_persist(batch_size=2, max_seconds=0)
+
+    # then it sent the next drain and left `scheduled` set for it, and released its lock
+    assert handled == 2
+    assert drain.scheduled == 2
+    assert _scheduled(tenant_a)
+    with schema_context(tenant_a.schema_name):
+        assert creations.pending_count() == 1
+        assert not get_redis().exists(creations.lock_key())
+
+    # and that drain persists the rest
+    assert drain(tenant_a) == 1
+    assert _chat_numbers(tenant_a) == [1, 2, 3]
+    assert not _scheduled(tenant_a)
+
+
+def test_a_drain_that_finds_the_lock_taken_leaves_its_records_to_the_holder(tenant_a, application_a, client_a, drain):
+    # given a queued chat and the drain lock held (another drain's)
+    client_a.post(_chats_url(application_a), {})
+    with schema_context(tenant_a.schema_name):
+        get_redis().set(creations.lock_key(), "another-drain")
+
+    # when a drain runs, it persists nothing and leaves `scheduled` set: the holder re-checks the list
+    assert drain(tenant_a) == 0
+    assert _scheduled(tenant_a)
+    assert _chat_numbers(tenant_a) == []
+
+
+def test_the_recount_sends_a_drain_for_records_queued_while_it_held_the_lock(tenant_a, application_a, client_a, drain):
+    # given a queued chat: the recount holds the drain lock, so a drain finding it taken would rely on it
+    client_a.post(_chats_url(application_a), {})
+    assert drain.scheduled == 1
+
+    # when the recount runs
+    with schema_context(tenant_a.schema_name):
+        services.counts_reconcile()
+
+    # then, the list not empty after it released the lock, it sent a drain
+    assert drain.scheduled == 2
+    drain(tenant_a)
+    assert _chat_numbers(tenant_a) == [1]
