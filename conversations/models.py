@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import F
 from django.db.models.expressions import RawSQL
 
-from conversations.lookups import TrigramIContains
+from conversations.lookups import TrigramIContains, TrigramIContainsUnestimated
 from core.models import TimestampedModel
 
 
@@ -207,5 +207,7 @@ class Ticket(TimestampedModel):
         return f"#{self.pk} {self.title}"
 
 
-# Message search (conversations.selectors.message_search) filters `body__trigram_icontains`.
+# Message search (conversations.selectors.message_search_page) filters `body__trigram_icontains`, and
+# `body__trigram_icontains_unestimated` beside the search index's bucket keys.
 Message._meta.get_field("body").register_lookup(TrigramIContains)
+Message._meta.get_field("body").register_lookup(TrigramIContainsUnestimated)

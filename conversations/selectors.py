@@ -173,7 +173,7 @@ def _search_window(*, chat: Chat, query: str, after: int, buckets: range, count:
     )
     messages = list(
         Message.objects.alias(number_plain=F("number") + 0)
-        .filter(in_buckets, number_plain__gt=after, body__trigram_icontains=query)
+        .filter(in_buckets, number_plain__gt=after, body__trigram_icontains_unestimated=query)
         .order_by("number")[:count]
     )
     for message in messages:  # `.chat` known, as in message_list: serializing chat.number needs no query
