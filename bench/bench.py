@@ -11,10 +11,10 @@ Scenarios (more are added as capabilities land; see `--only`):
 - `assignment`: one tenant, K online agents with room to spare. Bulk: one `assignment_run` over N waiting
   chats (assignments/s). Arrivals: chats inserted at a steady rate while an assigner loops
   `assignment_run`; p50/p99 from each chat's created_at to the commit of the run that assigned it.
-- `read_path`: one chat filled by SQL to each size (10k, 1M), a checkpoint once autovacuum is done, then wrk
-  on list-messages (first page and a cursor 90% deep) and on search (first and deep page) through gunicorn,
-  each run `--read-rounds` times interleaved: the median run's p99 per size and the ratio, with EXPLAIN
-  ANALYZE of every query of a search page.
+- `read_path`: a tenant per size (10k, 1M messages) holding one chat filled by SQL, a checkpoint once
+  autovacuum is done, then wrk on list-messages (first page and a cursor 90% deep) and on search (first and
+  deep page) through gunicorn, in `--read-rounds` rounds running each endpoint at every size back to back:
+  the median run's p99 per size and the ratio, with EXPLAIN ANALYZE of every query of a search page.
 - `provisioning`: `tenant_create` timed (median of a few) once 10 and once 200 tenants exist, and every
   creation made on the way (to see growth); at each level also the schema copy alone, django-tenants'
   `clone_schema` (the copy used before) and the admin's password hash, for where the time goes.
@@ -460,71 +460,88 @@ def _search_plans(chat, *, after: int) -> list[str]:
     return plans
 
 
-def scenario_read_path(args, processes: Processes) -> dict:
+def _read_tenant(size: int):
+    """A tenant of its own for one size of the read path, holding one new chat of `size` messages: the issue's
+    figure is 10k vs 1M messages in a tenant."""
     from django.db import connection
     from django_tenants.utils import schema_context
 
     from conversations.models import Chat
     from conversations.services import application_create, chat_create, creations_persist
+    from tenants.models import Tenant
+    from tenants.services import tenant_create
 
-    bench_tenant()
-    with schema_context(SLUG):
-        application = application_create(name=f"read-{time.time_ns()}")
+    slug = f"read{size}"
+    if not Tenant.objects.filter(schema_name=slug).exists():
+        tenant_create(name=slug, slug=slug, admin_email=f"admin@{slug}.test", admin_password="bench-password-123")
+    with schema_context(slug):
+        application = application_create(name="read-path")
         chat_create(application=application)
         creations_persist(batch_size=1000)
-        chat_id = application.chats.get(number=1).id
-    base = f"/api/applications/{application.token}/chats/1/messages"
-    host = f"{SLUG}.localhost"
-    levels = {}
-    url = None
-    for size in args.read_sizes:
+        chat = Chat.objects.get(application=application, number=1)
+        with connection.cursor() as cursor:
+            fill_seconds = _messages_fill(cursor, chat_id=chat.id, upto=size)
+    return slug, application, chat, fill_seconds
+
+
+def scenario_read_path(args, processes: Processes) -> dict:
+    from django.db import connection
+    from django_tenants.utils import schema_context
+
+    tenants = {size: _read_tenant(size) for size in args.read_sizes}
+    levels, endpoints = {}, {}
+    for size, (slug, application, chat, fill_seconds) in tenants.items():
         deep = int(size * 0.9)  # a page 90% of the way into the chat
-        with schema_context(SLUG), connection.cursor() as cursor:
-            fill_seconds = _messages_fill(cursor, chat_id=chat_id, upto=size)
+        with schema_context(slug), connection.cursor() as cursor:
             # The plans of the search API's own queries (first and deep page), beside the one query the API made
             # before windowed search (the whole chat after the cursor, `body ILIKE`, ordered and limited).
-            chat = Chat.objects.get(id=chat_id)
             search_plan = _search_plans(chat, after=0)
             search_deep_plan = _search_plans(chat, after=deep)
             cursor.execute(
                 "EXPLAIN ANALYZE SELECT * FROM conversations_message WHERE chat_id = %s AND body ILIKE %s "
                 "ORDER BY number LIMIT 51",
-                [chat_id, "%refund%"],
+                [chat.id, "%refund%"],
             )
             ilike_plan = [row[0] for row in cursor.fetchall()]
-        connection.close()
-        if url is None:
-            url = start_web(processes, workers=args.web_workers, threads=args.web_threads)
-        endpoints = {
+        base = f"/api/applications/{application.token}/chats/1/messages"
+        endpoints[size] = {
             "list_first_page": f"{base}",
             "list_deep_page": f"{base}?cursor={_cursor_at(deep)}",
             "search": f"{base}/search?q=refund",
             "search_deep_page": f"{base}/search?q=refund&cursor={_cursor_at(deep)}",
         }
-        # Warm-up: connections, caches, imports in every gunicorn worker, and the pages each request reads.
-        for path in endpoints.values():
-            wrk(url=url + path, host=host, seconds=args.read_warmup_seconds, connections=args.read_connections)
-        level = {
+        levels[str(size)] = {
+            "tenant": slug,
             "fill_seconds": round(fill_seconds, 1),
             "search_plan": search_plan,
             "search_deep_plan": search_deep_plan,
             "ilike_plan": ilike_plan,
         }
-        # The same wrk run per endpoint, repeated in rounds (endpoints interleaved, so a slow moment of the shared
-        # machine hits each of them rather than one); the figure is each endpoint's run with the median p99.
-        runs = {name: [] for name in endpoints}
-        for _ in range(args.read_rounds):
-            for name, path in endpoints.items():
-                runs[name].append(wrk(url=url + path, host=host, seconds=args.seconds, connections=args.read_connections))
-        for name, results in runs.items():
-            level[name] = {**_median_run(results), "p99_ms_of_each_run": [result["p99_ms"] for result in results]}
-        levels[str(size)] = level
+    connection.close()
+    _database_settle()  # the last fill's checkpoint happened before the other tenants' plans: once more
+    url = start_web(processes, workers=args.web_workers, threads=args.web_threads)
+
+    def run(size: int, name: str, seconds: int) -> dict:
+        host = f"{tenants[size][0]}.localhost"
+        return wrk(url=url + endpoints[size][name], host=host, seconds=seconds, connections=args.read_connections)
+
+    names = ("list_first_page", "list_deep_page", "search", "search_deep_page")
+    for size in args.read_sizes:  # warm-up: connections, caches, imports in every gunicorn worker, the pages read
+        for name in names:
+            run(size, name, args.read_warmup_seconds)
+    # The sizes side by side: each round runs every endpoint at each size back to back, so that a busy moment of
+    # the shared machine weighs on both sides of a ratio rather than on one; the figure is each endpoint's run
+    # with the median p99 over the rounds.
+    runs = {(size, name): [] for size in args.read_sizes for name in names}
+    for _ in range(args.read_rounds):
+        for name in names:
+            for size in args.read_sizes:
+                runs[size, name].append(run(size, name, args.seconds))
+    for (size, name), results in runs.items():
+        levels[str(size)][name] = {**_median_run(results), "p99_ms_of_each_run": [result["p99_ms"] for result in results]}
     processes.stop("web")
     small, large = (levels[str(size)] for size in (min(args.read_sizes), max(args.read_sizes)))
-    ratios = {
-        name: round(large[name]["p99_ms"] / small[name]["p99_ms"], 2)
-        for name in ("list_first_page", "list_deep_page", "search", "search_deep_page")
-    }
+    ratios = {name: round(large[name]["p99_ms"] / small[name]["p99_ms"], 2) for name in names}
     return {
         "sizes": args.read_sizes,
         "rounds": args.read_rounds,
@@ -837,8 +854,8 @@ def markdown(results: dict) -> str:
               + " | ".join(", ".join(str(p) for p in r['levels'][size][name].get('p99_ms_of_each_run', [])) for size in sizes) + " |"
               for name in names],
             "", "Deep pages start 90% of the way into the chat; search is `q=refund` (1% of messages). Each endpoint ran "
-            f"{r.get('rounds', 1)} times, endpoints interleaved, after a checkpoint and a warm-up; a cell is the run with the "
-            "median p99.", "",
+            f"{r.get('rounds', 1)} times, each round running it at every size back to back (each size is a tenant of its own), "
+            "after a checkpoint and a warm-up; a cell is the run with the median p99.", "",
             *[part for size in sizes for part in (
                 f"Search plans with {size} messages: each query of the first page, then of the deep page, then the query "
                 "the API made before windowed search (the whole chat after the cursor, by `body ILIKE`):", "", "```",

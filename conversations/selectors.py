@@ -112,7 +112,7 @@ def message_search_page(*, chat: Chat, query: str, after: int, limit: int) -> Me
     (ILIKE, with `%`, `_` and `\\` taken literally), by number, reading a bounded window of the chat.
 
     Matches are looked up window by window from the cursor, a window being a run of buckets (SEARCH_BUCKET_SIZE
-    consecutive numbers each): the first is one bucket, the next ones are sized from the matches found so far
+    consecutive numbers each): the first is about one bucket, the next ones are sized from the matches found so far
     (a word in 1% of messages fills a page of 50 in two queries), each at most four times what was read before,
     until the page is full, the chat ends, or SEARCH_MAX_BUCKETS_PER_PAGE buckets were read. A window is one scan
     of the search index (its buckets' keys and the query's trigrams), so its cost follows the window, not the
@@ -132,7 +132,9 @@ def message_search_page(*, chat: Chat, query: str, after: int, limit: int) -> Me
     else:
         first_bucket = (start + 1) // SEARCH_BUCKET_SIZE
         final_bucket = min(first_bucket + SEARCH_MAX_BUCKETS_PER_PAGE, last // SEARCH_BUCKET_SIZE + 1)  # excluded
-        window_start, span = first_bucket, 1
+        # The first window is about one bucket of numbers: the cursor's bucket, and the next one too when the
+        # cursor is past the middle of its own (a deep cursor rarely falls on a bucket's start).
+        window_start, span = first_bucket, 1 if (start + 1) % SEARCH_BUCKET_SIZE < SEARCH_BUCKET_SIZE // 2 else 2
         while True:
             window_end = min(window_start + span, final_bucket)
             found += _search_window(
@@ -144,8 +146,11 @@ def message_search_page(*, chat: Chat, query: str, after: int, limit: int) -> Me
             read_buckets, window_start = window_end - first_bucket, window_end
             # Enough buckets for the matches still wanted at the density seen so far, plus a quarter for luck;
             # never more than four times what was read (a word can be dense here and rare further on).
-            needed = (wanted - len(found)) * (read_to - start) / len(found) * 1.25 / SEARCH_BUCKET_SIZE if found else 0
-            span = max(1, min(math.ceil(needed), 4 * read_buckets)) if found else 4 * read_buckets
+            if found:
+                needed = (wanted - len(found)) * (read_to - start) / len(found) * 1.25 / SEARCH_BUCKET_SIZE
+                span = max(1, min(math.ceil(needed), 4 * read_buckets))
+            else:
+                span = 4 * read_buckets
     if len(found) > limit:
         return MessageSearchPage(messages=found[:limit], next_after=found[limit - 1].number)
     return MessageSearchPage(messages=found, next_after=None if read_to >= last else read_to)
