@@ -460,6 +460,46 @@ def _search_plans(chat, *, after: int) -> list[str]:
     return plans
 
 
+def _process_cpu_seconds(pid: int, *, with_reaped_children: bool = False) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if with_reaped_children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _child_pids(parent: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    children.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                pass
+    return children
+
+
+def _server_cpu_seconds(*, web_pid: int, postmaster_pid: int) -> float:
+    """CPU seconds used so far by the web server (gunicorn and its workers) and PostgreSQL (the postmaster, its
+    live children and, through the postmaster's counters, the ones that ended). A difference of two readings is
+    the CPU a run cost the server: unlike latency, hardly moved by other work on the machine."""
+    total = _process_cpu_seconds(postmaster_pid, with_reaped_children=True)
+    total += sum(_process_cpu_seconds(pid) for pid in _child_pids(postmaster_pid))
+    return total + sum(_process_cpu_seconds(pid) for pid in [web_pid, *_child_pids(web_pid)])
+
+
+def _postmaster_pid() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    connection.close()
+    return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def _read_tenant(size: int):
     """A tenant of its own for one size of the read path, holding one new chat of `size` messages: the issue's
     figure is 10k vs 1M messages in a tenant."""
@@ -517,13 +557,18 @@ def scenario_read_path(args, processes: Processes) -> dict:
             "search_deep_plan": search_deep_plan,
             "ilike_plan": ilike_plan,
         }
-    connection.close()
+    postmaster = _postmaster_pid()
     _database_settle()  # the last fill's checkpoint happened before the other tenants' plans: once more
     url = start_web(processes, workers=args.web_workers, threads=args.web_threads)
+    web = processes.running["web"].pid
 
     def run(size: int, name: str, seconds: int) -> dict:
         host = f"{tenants[size][0]}.localhost"
-        return wrk(url=url + endpoints[size][name], host=host, seconds=seconds, connections=args.read_connections)
+        cpu_before = _server_cpu_seconds(web_pid=web, postmaster_pid=postmaster)
+        result = wrk(url=url + endpoints[size][name], host=host, seconds=seconds, connections=args.read_connections)
+        cpu = _server_cpu_seconds(web_pid=web, postmaster_pid=postmaster) - cpu_before
+        requests = result["requests_per_second"] * result["seconds"]
+        return {**result, "server_cpu_ms_per_request": round(1000 * cpu / requests, 2) if requests else None}
 
     names = ("list_first_page", "list_deep_page", "search", "search_deep_page")
     for size in args.read_sizes:  # warm-up: connections, caches, imports in every gunicorn worker, the pages read
@@ -538,15 +583,24 @@ def scenario_read_path(args, processes: Processes) -> dict:
             for size in args.read_sizes:
                 runs[size, name].append(run(size, name, args.seconds))
     for (size, name), results in runs.items():
-        levels[str(size)][name] = {**_median_run(results), "p99_ms_of_each_run": [result["p99_ms"] for result in results]}
+        levels[str(size)][name] = {
+            **_median_run(results),
+            "p99_ms_of_each_run": [result["p99_ms"] for result in results],
+            "median_server_cpu_ms_per_request": _median([result["server_cpu_ms_per_request"] for result in results]),
+        }
     processes.stop("web")
     small, large = (levels[str(size)] for size in (min(args.read_sizes), max(args.read_sizes)))
     ratios = {name: round(large[name]["p99_ms"] / small[name]["p99_ms"], 2) for name in names}
+    cpu_ratios = {
+        name: round(large[name]["median_server_cpu_ms_per_request"] / small[name]["median_server_cpu_ms_per_request"], 2)
+        for name in names
+    }
     return {
         "sizes": args.read_sizes,
         "rounds": args.read_rounds,
         "levels": levels,
         "p99_ratio_largest_to_smallest": ratios,
+        "server_cpu_per_request_ratio_largest_to_smallest": cpu_ratios,
         "targets": {"p99_ratio_largest_to_smallest": "<= 1.5"},
     }
 
@@ -853,6 +907,12 @@ def markdown(results: dict) -> str:
               + f" | **{r['p99_ratio_largest_to_smallest'][name]}** | <= 1.5 | "
               + " | ".join(", ".join(str(p) for p in r['levels'][size][name].get('p99_ms_of_each_run', [])) for size in sizes) + " |"
               for name in names],
+            "", "Server CPU per request (gunicorn and PostgreSQL processes, median over the runs; what a request costs, "
+            "whatever else the machine is doing):", "",
+            "| request | " + " | ".join(f"{size} msgs CPU ms" for size in sizes) + " | ratio |",
+            "| --- | " + " | ".join("---:" for _ in sizes) + " | ---: |",
+            *[f"| {name} | " + " | ".join(str(r['levels'][size][name].get('median_server_cpu_ms_per_request')) for size in sizes)
+              + f" | **{r.get('server_cpu_per_request_ratio_largest_to_smallest', {}).get(name)}** |" for name in names],
             "", "Deep pages start 90% of the way into the chat; search is `q=refund` (1% of messages). Each endpoint ran "
             f"{r.get('rounds', 1)} times, each round running it at every size back to back (each size is a tenant of its own), "
             "after a checkpoint and a warm-up; a cell is the run with the median p99.", "",

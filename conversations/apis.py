@@ -300,6 +300,11 @@ class MessageSearchApi(APIView):
             )
         ],
         responses={200: MessageOutputSerializer(many=True)},
+        description=(
+            "Messages of the chat whose body contains `q`, by number. A page reads a bounded share of the chat: "
+            "it may hold fewer than `limit` messages, or none, and still have a `next_cursor`; the results end "
+            "when `next_cursor` is null."
+        ),
     )
     def get(self, request, token: str, number: int):
         chat = _chat_or_404(token, number)

@@ -2,12 +2,13 @@ import secrets
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 from django.db.models import F
 from django.db.models.expressions import RawSQL
 
-from conversations.lookups import TrigramIContains, TrigramIContainsUnestimated
+from conversations.lookups import TrigramIContains
 from core.models import TimestampedModel
 
 
@@ -127,12 +128,13 @@ class Chat(TimestampedModel):
 
 # A message's search bucket: its chat and which run of SEARCH_BUCKET_SIZE consecutive numbers of that chat it falls
 # in, as one bigint (chat_id * 2**22 + number // 1024; numbers are below 2**31, so number // 1024 < 2**22 and no two
-# chats share a bucket). Written out as SQL once, here, because PostgreSQL serves a query from an expression index
-# only when the query's expression is the index's, operator for operator: a constant typed int8 instead of int4
-# would make it another expression. Search queries (conversations/selectors.py) use this very text.
+# chats share a bucket), in a one-item array so that GIN's built-in array operator class indexes it and a window of
+# buckets is one `&&` (overlap) condition. Written out as SQL once, here, because PostgreSQL serves a query from an
+# expression index only when the query's expression is the index's, operator for operator. Search queries
+# (conversations/selectors.py) use this very text.
 SEARCH_BUCKET_SIZE = 1024
 SEARCH_BUCKET_CHAT_STRIDE = 4194304  # 2**22
-SEARCH_BUCKET_SQL = f"(chat_id * {SEARCH_BUCKET_CHAT_STRIDE} + number / {SEARCH_BUCKET_SIZE})"
+SEARCH_BUCKET_SQL = f"ARRAY[chat_id * {SEARCH_BUCKET_CHAT_STRIDE} + number / {SEARCH_BUCKET_SIZE}]"
 
 
 class Message(TimestampedModel):
@@ -154,12 +156,12 @@ class Message(TimestampedModel):
         constraints = [models.UniqueConstraint(fields=["chat", "number"], name="message_number_unique_in_chat")]
         indexes = [
             # Case-insensitive partial match (ILIKE "%q%") on bodies, a window of one chat at a time: a GIN index on
-            # the message's search bucket (btree_gin) and the trigrams of its body (pg_trgm), so that one scan
-            # intersects "these buckets of this chat" with "bodies holding these trigrams" without reading every
-            # match in the tenant (docs/architecture.md, "Search"). Opclasses schema-qualified because tenant
-            # migrations run with the tenant schema alone on the search path, and the extensions live in public.
+            # the message's search bucket and the trigrams of its body (pg_trgm), so that one scan intersects
+            # "these buckets of this chat" with "bodies holding these trigrams" without reading every match in the
+            # tenant (docs/architecture.md, "Search"). The trigram opclass schema-qualified because tenant
+            # migrations run with the tenant schema alone on the search path, and pg_trgm lives in public.
             GinIndex(
-                OpClass(RawSQL(SEARCH_BUCKET_SQL, (), output_field=models.BigIntegerField()), name="public.int8_ops"),
+                RawSQL(SEARCH_BUCKET_SQL, (), output_field=ArrayField(models.BigIntegerField())),
                 OpClass(F("body"), name="public.gin_trgm_ops"),
                 name="message_search_idx",
             ),
@@ -207,7 +209,5 @@ class Ticket(TimestampedModel):
         return f"#{self.pk} {self.title}"
 
 
-# Message search (conversations.selectors.message_search_page) filters `body__trigram_icontains`, and
-# `body__trigram_icontains_unestimated` beside the search index's bucket keys.
+# Message search (conversations.selectors.message_search_page) filters `body__trigram_icontains`.
 Message._meta.get_field("body").register_lookup(TrigramIContains)
-Message._meta.get_field("body").register_lookup(TrigramIContainsUnestimated)

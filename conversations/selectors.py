@@ -167,18 +167,19 @@ def _has_trigram(query: str) -> bool:
 
 
 def _search_window(*, chat: Chat, query: str, after: int, buckets: range, count: int) -> list[Message]:
-    # The index keys of these buckets of this chat. Neither `chat_id = ...` nor a plain condition on `number`: the
-    # bucket keys name the chat already, and either would let the planner pick the (chat, number) unique index
-    # for the window and read all its rows from the heap; `number + 0` filters without being an index condition.
-    # `= ANY(...::bigint[])`, not Django's `IN (...)`: a one-item IN becomes `= <int4>`, an int8 = int4 comparison
-    # that the index's int8 operator class cannot serve.
+    # The index keys of these buckets of this chat, as one `&&` (array overlap) condition: GIN serves it in the
+    # same scan as the trigrams. Not `bucket = ANY(...)` or IN: GIN runs those as one scan per bucket, and the
+    # planner may then prefer the trigrams alone, reading every match in the tenant. Neither `chat_id = ...` nor a
+    # plain condition on `number`: the bucket keys name the chat already, and either would let the planner pick
+    # the (chat, number) unique index for the window and read all its rows; `number + 0` filters without being
+    # an index condition.
     base = chat.id * SEARCH_BUCKET_CHAT_STRIDE
     in_buckets = RawSQL(
-        f"{SEARCH_BUCKET_SQL} = ANY(%s::bigint[])", ([base + bucket for bucket in buckets],), output_field=BooleanField()
+        f"{SEARCH_BUCKET_SQL} && %s::bigint[]", ([base + bucket for bucket in buckets],), output_field=BooleanField()
     )
     messages = list(
         Message.objects.alias(number_plain=F("number") + 0)
-        .filter(in_buckets, number_plain__gt=after, body__trigram_icontains_unestimated=query)
+        .filter(in_buckets, number_plain__gt=after, body__trigram_icontains=query)
         .order_by("number")[:count]
     )
     for message in messages:  # `.chat` known, as in message_list: serializing chat.number needs no query
