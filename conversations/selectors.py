@@ -84,15 +84,10 @@ def message_get(*, chat: Chat, number: int) -> Message | None:
     return Message.objects.filter(chat=chat, number=number).first()
 
 
-def message_search(*, chat: Chat, query: str) -> QuerySet[Message]:
-    """Every message of this chat whose body contains `query`, ignoring case (ILIKE), unordered and unbounded: for
-    callers that need them all. The search API reads pages through `message_search_page`."""
-    return chat.messages.filter(body__trigram_icontains=query)  # `.chat` known, as in message_list
-
-
 # How much of a chat one search page may read (docs/architecture.md, "Search"). A page stops at `limit` matches
 # or after this many buckets of numbers past its cursor, whichever comes first: a rare word then costs a few short
-# pages instead of one request reading the whole chat. ~15 ms of PostgreSQL on the slow bench machine at most.
+# pages instead of one request reading the whole chat (64 buckets: ~1.5 ms of PostgreSQL for a rare word on the
+# slow bench machine, ~8 ms if they held 640 matches).
 SEARCH_MAX_BUCKETS_PER_PAGE = 64
 # A query with no run of 3 letters or digits has no trigram to look up: those pages walk the (chat, number)
 # index and filter each row instead (~2 us a row there), over fewer numbers.
