@@ -13,9 +13,10 @@ Scenarios (more are added as capabilities land; see `--only`):
 - `assignment`: one tenant, K online agents with room to spare. Bulk: one `assignment_run` over N waiting
   chats (assignments/s). Arrivals: chats inserted at a steady rate while an assigner loops
   `assignment_run`; p50/p99 from each chat's created_at to the commit of the run that assigned it.
-- `read_path`: one chat filled by SQL to each size (10k, 1M), then wrk on list-messages (first page and a
-  cursor 90% deep) and on search (first and deep page) through gunicorn: p99 per size and the ratio, with
-  EXPLAIN ANALYZE of the search query.
+- `read_path`: a tenant per size (10k, 1M messages) holding one chat filled by SQL, a checkpoint once
+  autovacuum is done, then wrk on list-messages (first page and a cursor 90% deep) and on search (first and
+  deep page) through gunicorn, in `--read-rounds` rounds running each endpoint at every size back to back:
+  the median run's p99 per size and the ratio, with EXPLAIN ANALYZE of every query of a search page.
 - `provisioning`: `tenant_create` timed (median of a few) once 10 and once 200 tenants exist, and every
   creation made on the way (to see growth); at each level also the schema copy alone, django-tenants'
   `clone_schema` (the copy used before) and the admin's password hash, for where the time goes.
@@ -504,68 +505,199 @@ def _messages_fill(cursor, *, chat_id: int, upto: int) -> float:
     cursor.execute("UPDATE conversations_chat SET messages_count = %s WHERE id = %s", [upto, chat_id])
     cursor.execute("VACUUM ANALYZE conversations_message")
     cursor.execute("VACUUM ANALYZE conversations_chat")
+    _database_settle()
     return time.perf_counter() - started
+
+
+def _database_settle(timeout: float = 300) -> None:
+    """Lets PostgreSQL finish what a bulk fill leaves behind before anything is measured: autovacuum workers
+    still at work on the new rows, and the fill's dirty buffers (a checkpoint writes them now; otherwise the
+    checkpointer flushes a million rows' pages during the measured runs). CHECKPOINT needs a superuser: the
+    bench's own cluster (bench/run) trusts `postgres` on loopback."""
+    import psycopg
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    with psycopg.connect(host=db["HOST"], port=db["PORT"], dbname=db["NAME"], user="postgres", autocommit=True) as admin:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            busy = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")
+            if busy.fetchone()[0] == 0:
+                break
+            time.sleep(1)
+        admin.execute("CHECKPOINT")
+
+
+def _search_plans(chat, *, after: int) -> list[str]:
+    """EXPLAIN ANALYZE of every query one search page makes (the API's selector, as it runs), one text each."""
+    from django.db import connection
+
+    from conversations.selectors import message_search_page
+
+    queries = []
+
+    def capture(execute, sql, params, many, context):
+        queries.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        message_search_page(chat=chat, query="refund", after=after, limit=50)
+    plans = []
+    with connection.cursor() as cursor:
+        for sql, params in queries:
+            cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", params)
+            plans.append("\n".join(row[0] for row in cursor.fetchall()))
+    return plans
+
+
+def _process_cpu_seconds(pid: int, *, with_reaped_children: bool = False) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if with_reaped_children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _child_pids(parent: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    children.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                pass
+    return children
+
+
+def _server_cpu_seconds(*, web_pid: int, postmaster_pid: int) -> float:
+    """CPU seconds used so far by the web server (gunicorn and its workers) and PostgreSQL (the postmaster, its
+    live children and, through the postmaster's counters, the ones that ended). A difference of two readings is
+    the CPU a run cost the server: unlike latency, hardly moved by other work on the machine."""
+    total = _process_cpu_seconds(postmaster_pid, with_reaped_children=True)
+    total += sum(_process_cpu_seconds(pid) for pid in _child_pids(postmaster_pid))
+    return total + sum(_process_cpu_seconds(pid) for pid in [web_pid, *_child_pids(web_pid)])
+
+
+def _postmaster_pid() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    connection.close()
+    return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _read_tenant(size: int):
+    """A tenant of its own for one size of the read path, holding one new chat of `size` messages: the issue's
+    figure is 10k vs 1M messages in a tenant."""
+    from django.db import connection
+    from django_tenants.utils import schema_context
+
+    from conversations.models import Chat
+    from conversations.services import application_create, chat_create, creations_persist
+    from tenants.models import Tenant
+    from tenants.services import tenant_create
+
+    slug = f"read{size}"
+    if not Tenant.objects.filter(schema_name=slug).exists():
+        tenant_create(name=slug, slug=slug, admin_email=f"admin@{slug}.test", admin_password="bench-password-123")
+    with schema_context(slug):
+        application = application_create(name="read-path")
+        chat_create(application=application)
+        creations_persist(batch_size=1000)
+        chat = Chat.objects.get(application=application, number=1)
+        with connection.cursor() as cursor:
+            fill_seconds = _messages_fill(cursor, chat_id=chat.id, upto=size)
+    return slug, application, chat, fill_seconds
 
 
 def scenario_read_path(args, processes: Processes) -> dict:
     from django.db import connection
     from django_tenants.utils import schema_context
 
-    from conversations.models import Chat
-    from conversations.selectors import message_search
-    from conversations.services import application_create, chat_create, creations_persist
-
-    bench_tenant()
-    with schema_context(SLUG):
-        application = application_create(name=f"read-{time.time_ns()}")
-        chat_create(application=application)
-        creations_persist(batch_size=1000)
-        chat_id = application.chats.get(number=1).id
-    base = f"/api/applications/{application.token}/chats/1/messages"
-    host = f"{SLUG}.localhost"
-    levels = {}
-    url = None
-    for size in args.read_sizes:
-        with schema_context(SLUG), connection.cursor() as cursor:
-            fill_seconds = _messages_fill(cursor, chat_id=chat_id, upto=size)
-            # The plan of the search API's own query (the selector, ordered and limited as the paginator does),
-            # beside the same filter written as `body ILIKE`, which the trigram index on body can serve.
-            chat = Chat.objects.get(id=chat_id)
-            search_plan = message_search(chat=chat, query="refund").order_by("number")[:51].explain(analyze=True)
+    tenants = {size: _read_tenant(size) for size in args.read_sizes}
+    levels, endpoints = {}, {}
+    for size, (slug, application, chat, fill_seconds) in tenants.items():
+        deep = int(size * 0.9)  # a page 90% of the way into the chat
+        with schema_context(slug), connection.cursor() as cursor:
+            # The plans of the search API's own queries (first and deep page), beside the one query the API made
+            # before windowed search (the whole chat after the cursor, `body ILIKE`, ordered and limited).
+            search_plan = _search_plans(chat, after=0)
+            search_deep_plan = _search_plans(chat, after=deep)
             cursor.execute(
                 "EXPLAIN ANALYZE SELECT * FROM conversations_message WHERE chat_id = %s AND body ILIKE %s "
                 "ORDER BY number LIMIT 51",
-                [chat_id, "%refund%"],
+                [chat.id, "%refund%"],
             )
             ilike_plan = [row[0] for row in cursor.fetchall()]
-        connection.close()
-        if url is None:
-            url = start_web(processes, workers=args.web_workers, threads=args.web_threads)
-        deep = int(size * 0.9)  # a page 90% of the way into the chat
-        endpoints = {
+        base = f"/api/applications/{application.token}/chats/1/messages"
+        endpoints[size] = {
             "list_first_page": f"{base}",
             "list_deep_page": f"{base}?cursor={_cursor_at(deep)}",
             "search": f"{base}/search?q=refund",
             "search_deep_page": f"{base}/search?q=refund&cursor={_cursor_at(deep)}",
         }
-        for path in endpoints.values():  # warm-up: connections, caches, imports in every gunicorn worker
-            wrk(url=url + path, host=host, seconds=1, connections=args.read_connections)
-        level = {"fill_seconds": round(fill_seconds, 1), "search_plan": search_plan.splitlines(), "ilike_plan": ilike_plan}
-        for name, path in endpoints.items():
-            level[name] = wrk(url=url + path, host=host, seconds=args.seconds, connections=args.read_connections)
-        levels[str(size)] = level
+        levels[str(size)] = {
+            "tenant": slug,
+            "fill_seconds": round(fill_seconds, 1),
+            "search_plan": search_plan,
+            "search_deep_plan": search_deep_plan,
+            "ilike_plan": ilike_plan,
+        }
+    postmaster = _postmaster_pid()
+    _database_settle()  # the last fill's checkpoint happened before the other tenants' plans: once more
+    url = start_web(processes, workers=args.web_workers, threads=args.web_threads)
+    web = processes.running["web"].pid
+
+    def run(size: int, name: str, seconds: int) -> dict:
+        host = f"{tenants[size][0]}.localhost"
+        cpu_before = _server_cpu_seconds(web_pid=web, postmaster_pid=postmaster)
+        result = wrk(url=url + endpoints[size][name], host=host, seconds=seconds, connections=args.read_connections)
+        cpu = _server_cpu_seconds(web_pid=web, postmaster_pid=postmaster) - cpu_before
+        requests = result["requests_per_second"] * result["seconds"]
+        return {**result, "server_cpu_ms_per_request": round(1000 * cpu / requests, 2) if requests else None}
+
+    names = ("list_first_page", "list_deep_page", "search", "search_deep_page")
+    for size in args.read_sizes:  # warm-up: connections, caches, imports in every gunicorn worker, the pages read
+        for name in names:
+            run(size, name, args.read_warmup_seconds)
+    # The sizes side by side: each round runs every endpoint at each size back to back, so that a busy moment of
+    # the shared machine weighs on both sides of a ratio rather than on one; the figure is each endpoint's run
+    # with the median p99 over the rounds.
+    runs = {(size, name): [] for size in args.read_sizes for name in names}
+    for _ in range(args.read_rounds):
+        for name in names:
+            for size in args.read_sizes:
+                runs[size, name].append(run(size, name, args.seconds))
+    for (size, name), results in runs.items():
+        levels[str(size)][name] = {
+            **_median_run(results),
+            "p99_ms_of_each_run": [result["p99_ms"] for result in results],
+            "median_server_cpu_ms_per_request": _median([result["server_cpu_ms_per_request"] for result in results]),
+        }
     processes.stop("web")
     small, large = (levels[str(size)] for size in (min(args.read_sizes), max(args.read_sizes)))
-    ratios = {
-        name: round(large[name]["p99_ms"] / small[name]["p99_ms"], 2)
-        for name in ("list_first_page", "list_deep_page", "search", "search_deep_page")
+    ratios = {name: round(large[name]["p99_ms"] / small[name]["p99_ms"], 2) for name in names}
+    cpu_ratios = {
+        name: round(large[name]["median_server_cpu_ms_per_request"] / small[name]["median_server_cpu_ms_per_request"], 2)
+        for name in names
     }
     return {
         "sizes": args.read_sizes,
+        "rounds": args.read_rounds,
         "levels": levels,
         "p99_ratio_largest_to_smallest": ratios,
+        "server_cpu_per_request_ratio_largest_to_smallest": cpu_ratios,
         "targets": {"p99_ratio_largest_to_smallest": "<= 1.5"},
     }
+
+
+def _median_run(results: list[dict]) -> dict:
+    """The run whose p99 is the median of the runs' (the lower middle one for an even count)."""
+    return sorted(results, key=lambda result: result["p99_ms"])[(len(results) - 1) // 2]
 
 
 def scenario_provisioning(args, processes: Processes) -> dict:
@@ -922,15 +1054,30 @@ def markdown(results: dict) -> str:
         sizes = [str(size) for size in r["sizes"]]
         lines += [
             f"## Read path: p99 ms by messages in the chat (wrk, {r['levels'][sizes[0]]['list_first_page']['connections']} connections)", "",
-            "| request | " + " | ".join(f"{size} msgs p99 (req/s)" for size in sizes) + " | ratio | target |",
-            "| --- | " + " | ".join("---:" for _ in sizes) + " | ---: | ---: |",
+            "| request | " + " | ".join(f"{size} msgs p99 (req/s)" for size in sizes) + " | ratio | target | "
+            + " | ".join(f"{size}: p99 of each run" for size in sizes) + " |",
+            "| --- | " + " | ".join("---:" for _ in sizes) + " | ---: | ---: | " + " | ".join("---" for _ in sizes) + " |",
             *[f"| {name} | " + " | ".join(f"{r['levels'][size][name]['p99_ms']} ({r['levels'][size][name]['requests_per_second']:.0f})" for size in sizes)
-              + f" | **{r['p99_ratio_largest_to_smallest'][name]}** | <= 1.5 |" for name in names],
-            "", "Deep pages start 90% of the way into the chat; search is `q=refund` (1% of messages).", "",
-            "Search plans at the largest size (the API's query, then the same filter as `body ILIKE`):", "", "```",
-            *[line for line in r["levels"][sizes[-1]]["search_plan"] if any(k in line for k in ("Scan", "Filter:", "Index Cond", "Execution"))],
-            *[line for line in r["levels"][sizes[-1]]["ilike_plan"] if any(k in line for k in ("Scan", "Filter:", "Index Cond", "Execution"))],
-            "```", "",
+              + f" | **{r['p99_ratio_largest_to_smallest'][name]}** | <= 1.5 | "
+              + " | ".join(", ".join(str(p) for p in r['levels'][size][name].get('p99_ms_of_each_run', [])) for size in sizes) + " |"
+              for name in names],
+            "", "Server CPU per request (gunicorn and PostgreSQL processes, median over the runs; what a request costs, "
+            "whatever else the machine is doing):", "",
+            "| request | " + " | ".join(f"{size} msgs CPU ms" for size in sizes) + " | ratio |",
+            "| --- | " + " | ".join("---:" for _ in sizes) + " | ---: |",
+            *[f"| {name} | " + " | ".join(str(r['levels'][size][name].get('median_server_cpu_ms_per_request')) for size in sizes)
+              + f" | **{r.get('server_cpu_per_request_ratio_largest_to_smallest', {}).get(name)}** |" for name in names],
+            "", "Deep pages start 90% of the way into the chat; search is `q=refund` (1% of messages). Each endpoint ran "
+            f"{r.get('rounds', 1)} times, each round running it at every size back to back (each size is a tenant of its own), "
+            "after a checkpoint and a warm-up; a cell is the run with the median p99.", "",
+            *[part for size in sizes for part in (
+                f"Search plans with {size} messages: each query of the first page, then of the deep page, then the query "
+                "the API made before windowed search (the whole chat after the cursor, by `body ILIKE`):", "", "```",
+                *[line for plan in r["levels"][size].get("search_plan", []) + r["levels"][size].get("search_deep_plan", [])
+                  for line in plan.splitlines()
+                  if any(k in line for k in ("Scan", "Filter:", "Index Cond", "Execution", "Planning Time"))],
+                *[line for line in r["levels"][size]["ilike_plan"] if any(k in line for k in ("Scan", "Filter:", "Index Cond", "Execution"))],
+                "```", "")],
         ]  # fmt: skip
     if "provisioning" in results["scenarios"]:
         r = results["scenarios"]["provisioning"]
@@ -994,6 +1141,8 @@ def main() -> None:
     parser.add_argument("--assign-rate", type=int, default=1000, help="arrival rate, chats/s")
     parser.add_argument("--read-sizes", type=int, nargs="+", default=[10_000, 1_000_000], help="messages in the chat")
     parser.add_argument("--read-connections", type=int, default=4, help="wrk connections for the read path")
+    parser.add_argument("--read-rounds", type=int, default=3, help="wrk runs per read-path endpoint (median p99)")
+    parser.add_argument("--read-warmup-seconds", type=int, default=3, help="wrk warm-up per read-path endpoint")
     parser.add_argument("--tenant-levels", type=int, nargs="+", default=[10, 200], help="tenants existing before")
     parser.add_argument("--tenant-samples", type=int, default=3, help="timed creations at each level")
     parser.add_argument("--outbound-messages", type=int, default=5000, help="queued outbound messages")

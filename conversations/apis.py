@@ -21,7 +21,7 @@ from conversations.selectors import (
     chat_list,
     message_get,
     message_list,
-    message_search,
+    message_search_page,
     ticket_get,
     ticket_list,
 )
@@ -319,14 +319,22 @@ class MessageSearchApi(APIView):
             )
         ],
         responses={200: MessageOutputSerializer(many=True)},
+        description=(
+            "Messages of the chat whose body contains `q`, by number. A page reads a bounded share of the chat: "
+            "it may hold fewer than `limit` messages, or none, and still have a `next_cursor`; the results end "
+            "when `next_cursor` is null."
+        ),
     )
     def get(self, request, token: str, number: int):
         chat = _chat_or_404(token, number)
         serializer = self.InputSerializer(data={"q": request.query_params.get("q", "")})
         serializer.is_valid(raise_exception=True)
-        messages = message_search(chat=chat, query=serializer.validated_data["q"])
-        return paginate(
-            request=request, view=self, queryset=messages, serializer_class=MessageOutputSerializer, ordering=("number",)
+        paginator = self.pagination_class()
+        limit = paginator.get_page_size(request)
+        after = paginator.position_after(request)
+        page = message_search_page(chat=chat, query=serializer.validated_data["q"], after=after or 0, limit=limit)
+        return paginator.position_response(
+            data=MessageOutputSerializer(page.messages, many=True).data, next_after=page.next_after
         )
 
 

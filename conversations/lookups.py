@@ -14,3 +14,4 @@ class TrigramIContains(IContains):
         lhs_sql, lhs_params = self.process_lhs(compiler, connection)
         rhs_sql, rhs_params = self.process_rhs(compiler, connection)
         return f"{lhs_sql} ILIKE {rhs_sql}", (*lhs_params, *rhs_params)
+

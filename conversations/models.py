@@ -2,8 +2,11 @@ import secrets
 import uuid
 
 from django.conf import settings
-from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
+from django.db.models import F
+from django.db.models.expressions import RawSQL
 
 from conversations.lookups import TrigramIContains
 from core.models import TimestampedModel
@@ -123,6 +126,17 @@ class Chat(TimestampedModel):
         return f"{self.application_id}#{self.number}"
 
 
+# A message's search bucket: its chat and which run of SEARCH_BUCKET_SIZE consecutive numbers of that chat it falls
+# in, as one bigint (chat_id * 2**22 + number // 1024; numbers are below 2**31, so number // 1024 < 2**22 and no two
+# chats share a bucket), in a one-item array so that GIN's built-in array operator class indexes it and a window of
+# buckets is one `&&` (overlap) condition. Written out as SQL once, here, because PostgreSQL serves a query from an
+# expression index only when the query's expression is the index's, operator for operator. Search queries
+# (conversations/selectors.py) use this very text.
+SEARCH_BUCKET_SIZE = 1024
+SEARCH_BUCKET_CHAT_STRIDE = 4194304  # 2**22
+SEARCH_BUCKET_SQL = f"ARRAY[chat_id * {SEARCH_BUCKET_CHAT_STRIDE} + number / {SEARCH_BUCKET_SIZE}]"
+
+
 class Message(TimestampedModel):
     class Sender(models.TextChoices):
         CUSTOMER = "customer", "Customer"
@@ -141,9 +155,16 @@ class Message(TimestampedModel):
         ordering = ["chat_id", "number"]
         constraints = [models.UniqueConstraint(fields=["chat", "number"], name="message_number_unique_in_chat")]
         indexes = [
-            # Case-insensitive partial match (ILIKE "%q%") on bodies: a trigram GIN index. Schema-qualified because
-            # tenant migrations run with the tenant schema alone on the search path, and pg_trgm lives in public.
-            GinIndex(fields=["body"], opclasses=["public.gin_trgm_ops"], name="message_body_trgm_idx"),
+            # Case-insensitive partial match (ILIKE "%q%") on bodies, a window of one chat at a time: a GIN index on
+            # the message's search bucket and the trigrams of its body (pg_trgm), so that one scan intersects
+            # "these buckets of this chat" with "bodies holding these trigrams" without reading every match in the
+            # tenant (docs/architecture.md, "Search"). The trigram opclass schema-qualified because tenant
+            # migrations run with the tenant schema alone on the search path, and pg_trgm lives in public.
+            GinIndex(
+                RawSQL(SEARCH_BUCKET_SQL, (), output_field=ArrayField(models.BigIntegerField())),
+                OpClass(F("body"), name="public.gin_trgm_ops"),
+                name="message_search_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -188,5 +209,5 @@ class Ticket(TimestampedModel):
         return f"#{self.pk} {self.title}"
 
 
-# Message search (conversations.selectors.message_search) filters `body__trigram_icontains`.
+# Message search (conversations.selectors.message_search_page) filters `body__trigram_icontains`.
 Message._meta.get_field("body").register_lookup(TrigramIContains)

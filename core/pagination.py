@@ -38,6 +38,26 @@ class CursorPagination(pagination.CursorPagination):
         except NotFound as error:  # a malformed cursor is bad input, not a missing resource
             raise ValidationError({"cursor": ["Invalid cursor."]}) from error
 
+    # For lists read by a selector of their own (message search), by an integer position, in the cursors this
+    # paginator hands out for an ordering on that field: `p=<n>` means "after n".
+    def position_after(self, request) -> int | None:
+        """The position `?cursor=` points after (None without one); a cursor that is not a forward one on an
+        integer position is a 400, like a malformed one."""
+        cursor = self.decode_cursor(request)
+        if cursor is None:
+            return None
+        position = cursor.position or "0"
+        if cursor.reverse or not (position.isascii() and position.isdigit()):
+            raise ValidationError({"cursor": ["Invalid cursor."]})
+        return int(position)
+
+    def position_response(self, *, data, next_after: int | None) -> Response:
+        next_cursor = None
+        if next_after is not None:
+            self.base_url = "/"  # encode_cursor builds a URL, of which only the cursor is kept
+            next_cursor = self.encode_cursor(pagination.Cursor(offset=0, reverse=False, position=str(next_after)))
+        return Response({"data": data, "next_cursor": next_cursor})
+
     def get_paginated_response(self, data):
         return Response({"data": data, "next_cursor": self.get_next_link()})
 

@@ -140,12 +140,12 @@ def test_a_copy_has_the_catalog_of_a_migrated_schema(schemas, db, part):
 def test_the_copy_has_what_the_checks_care_about(schemas, db):
     catalog = _catalog(CLONED)
 
-    # the trigram index of message search, with its operator class from the public schema (pg_trgm lives there)
-    assert _rows("""SELECT x.relname, a.amname, o.opcname, o.opcnamespace::regnamespace::text
+    # the index of message search: buckets with the built-in array class, trigrams with pg_trgm's from public
+    assert _rows("""SELECT x.relname, a.amname, o.opcname, o.opcnamespace::regnamespace::text, t.opcname
                       FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid JOIN pg_am a ON a.oid = x.relam
-                      JOIN pg_opclass o ON o.oid = i.indclass[0]
+                      JOIN pg_opclass o ON o.oid = i.indclass[0] JOIN pg_opclass t ON t.oid = i.indclass[1]
                      WHERE i.indrelid = %s::regclass AND a.amname = 'gin'""",
-                 [f"{CLONED}.conversations_message"]) == [("message_body_trgm_idx", "gin", "gin_trgm_ops", "public")]  # fmt: skip
+                 [f"{CLONED}.conversations_message"]) == [("message_search_idx", "gin", "array_ops", "pg_catalog", "gin_trgm_ops")]  # fmt: skip
     # deferred foreign keys that point at the copy's own tables, never at the template's
     assert ("conversations_message", "FOREIGN KEY (chat_id) REFERENCES <schema>.conversations_chat(id) DEFERRABLE INITIALLY DEFERRED") in [
         (constraint[0], constraint[3]) for constraint in catalog["constraints"]
