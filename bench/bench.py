@@ -15,7 +15,7 @@ Scenarios (more are added as capabilities land; see `--only`):
   `assignment_run`; p50/p99 from each chat's created_at to the commit of the run that assigned it.
 - `read_path`: a tenant per size (10k, 1M messages) holding one chat filled by SQL, a checkpoint once
   autovacuum is done, then wrk on list-messages (first page and a cursor 90% deep) and on search (first and
-  deep page) through gunicorn, in `--read-rounds` rounds running each endpoint at every size back to back:
+  deep page, and a deep page that still holds 50 matches at every size) through gunicorn, in `--read-rounds` rounds running each endpoint at every size back to back:
   the median run's p99 per size and the ratio, with EXPLAIN ANALYZE of every query of a search page.
 - `provisioning`: `tenant_create` timed (median of a few) once 10 and once 200 tenants exist, and every
   creation made on the way (to see growth); at each level also the schema copy alone, django-tenants'
@@ -622,6 +622,9 @@ def scenario_read_path(args, processes: Processes) -> dict:
     levels, endpoints = {}, {}
     for size, (slug, application, chat, fill_seconds) in tenants.items():
         deep = int(size * 0.9)  # a page 90% of the way into the chat
+        # 90% into 10,000 messages only 10 matches of `refund` remain, against a full page at 1M: this cursor leaves
+        # 6,000 numbers (about 60 matches) at every size, so both sides of its ratio serve a page of 50.
+        deep_full = max(0, size - 6_000)
         with schema_context(slug), connection.cursor() as cursor:
             # The plans of the search API's own queries (first and deep page), beside the one query the API made
             # before windowed search (the whole chat after the cursor, `body ILIKE`, ordered and limited).
@@ -639,6 +642,7 @@ def scenario_read_path(args, processes: Processes) -> dict:
             "list_deep_page": f"{base}?cursor={_cursor_at(deep)}",
             "search": f"{base}/search?q=refund",
             "search_deep_page": f"{base}/search?q=refund&cursor={_cursor_at(deep)}",
+            "search_deep_full_page": f"{base}/search?q=refund&cursor={_cursor_at(deep_full)}",
         }
         levels[str(size)] = {
             "tenant": slug,
@@ -660,7 +664,7 @@ def scenario_read_path(args, processes: Processes) -> dict:
         requests = result["requests_per_second"] * result["seconds"]
         return {**result, "server_cpu_ms_per_request": round(1000 * cpu / requests, 2) if requests else None}
 
-    names = ("list_first_page", "list_deep_page", "search", "search_deep_page")
+    names = ("list_first_page", "list_deep_page", "search", "search_deep_page", "search_deep_full_page")
     for size in args.read_sizes:  # warm-up: connections, caches, imports in every gunicorn worker, the pages read
         for name in names:
             run(size, name, args.read_warmup_seconds)
@@ -1050,7 +1054,7 @@ def markdown(results: dict) -> str:
         ]  # fmt: skip
     if "read_path" in results["scenarios"]:
         r = results["scenarios"]["read_path"]
-        names = ("list_first_page", "list_deep_page", "search", "search_deep_page")
+        names = ("list_first_page", "list_deep_page", "search", "search_deep_page", "search_deep_full_page")
         sizes = [str(size) for size in r["sizes"]]
         lines += [
             f"## Read path: p99 ms by messages in the chat (wrk, {r['levels'][sizes[0]]['list_first_page']['connections']} connections)", "",
@@ -1067,7 +1071,9 @@ def markdown(results: dict) -> str:
             "| --- | " + " | ".join("---:" for _ in sizes) + " | ---: |",
             *[f"| {name} | " + " | ".join(str(r['levels'][size][name].get('median_server_cpu_ms_per_request')) for size in sizes)
               + f" | **{r.get('server_cpu_per_request_ratio_largest_to_smallest', {}).get(name)}** |" for name in names],
-            "", "Deep pages start 90% of the way into the chat; search is `q=refund` (1% of messages). Each endpoint ran "
+            "", "Deep pages start 90% of the way into the chat (10 matches of the search remain there at 10k, a full page "
+            "at 1M); `search_deep_full_page` starts 6,000 messages before the chat's end, a page of 50 at every size. "
+            "Search is `q=refund` (1% of messages). Each endpoint ran "
             f"{r.get('rounds', 1)} times, each round running it at every size back to back (each size is a tenant of its own), "
             "after a checkpoint and a warm-up; a cell is the run with the median p99.", "",
             *[part for size in sizes for part in (
