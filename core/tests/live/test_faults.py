@@ -169,8 +169,10 @@ def test_worker_killed_mid_batch_is_redelivered_not_duplicated(live_stack, tenan
     with CreationLoad(stack, tenant, threads=8) as load:
         wait_until(lambda: load.accepted() >= 100, timeout=30, what="load to get going")
         # given a backlog of thousands of creations: the test holds the drain lock for a while, as a slow
-        # drain would, so the next drain takes one big batch
-        wait_until(lambda: client.set(lock, "test-holds-it", nx=True, ex=90), timeout=10, what="the drain lock")
+        # drain would, so the next drain takes one big batch. Under steady load one drain keeps the lock and hands
+        # it to a new task every CREATIONS_DRAIN_MAX_SECONDS: the test takes it in the moment between the two.
+        wait_until(lambda: client.set(lock, "test-holds-it", nx=True, ex=90), timeout=30, interval=0.002,
+                   what="the drain lock")  # fmt: skip
         wait_until(lambda: client.llen(f"sociomile:{tenant.slug}:creations") >= 600, timeout=80, what="a backlog")
         # when the worker running that batch is SIGKILLed inside its transaction
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
