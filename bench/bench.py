@@ -222,7 +222,10 @@ def scenario_create_api(args, processes: Processes) -> dict:
     url = start_web(processes, workers=args.web_workers, threads=args.web_threads)
     host = f"{SLUG}.localhost"
     start_worker(processes, concurrency=2, log_dir=processes.log_dir)
-    roots = {"web": processes.running["web"].pid, "worker": processes.running["worker"].pid, **_service_pids()}
+    # The postmaster as PostgreSQL itself names it (the parent of our backend): the command line it shows
+    # need not carry the port.
+    services = {**_service_pids(), "postgres": _postmaster_pid()}
+    roots = {"web": processes.running["web"].pid, "worker": processes.running["worker"].pid, **services}
     endpoints = {
         "trivial_endpoint": {"url": f"{url}/bench/ping"},
         "message_create": {"url": f"{url}/api/applications/{application.token}/chats/1/messages", "method": "POST",
