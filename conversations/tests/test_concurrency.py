@@ -104,7 +104,9 @@ def test_the_async_path_end_to_end(celery_worker, make_live_tenant):
     )
     assert (message["body"], message["sender"]) == ("through the worker", "customer")
     assert client.get(f"{chats_url}/1").json()["messages_count"] == 1
-    assert f"[{tenant.schema_name}] celery.app.trace: Task conversations.tasks.creations_persist_task" in celery_worker.log()
+    # The drain's task logs when it ends, a moment after its commit (it lingers for more records first).
+    drain_line = f"[{tenant.schema_name}] celery.app.trace: Task conversations.tasks.creations_persist_task"
+    wait_for(lambda: drain_line in celery_worker.log(), message="the drain task's log line, in the tenant's schema")
 
 
 @pytest.mark.worker

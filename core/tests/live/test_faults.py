@@ -76,6 +76,15 @@ def tenant(live_stack):
     return live_stack.bootstrap(slug="faults", agents=0)
 
 
+def _drain_lock_take(client, tenant, *, seconds: int) -> None:
+    """Takes the tenant's drain lock for `seconds`, as a slow drain would hold it. Under steady load one drain
+    keeps the lock and hands it to a new task every CREATIONS_DRAIN_MAX_SECONDS: this takes it in the moment
+    between the two, so it polls often and for longer than one hand-over."""
+    lock = f"sociomile:{tenant.slug}:creations:lock"
+    wait_until(lambda: client.set(lock, "test-holds-it", nx=True, ex=seconds), timeout=30, interval=0.002,
+               what="the drain lock")  # fmt: skip
+
+
 def test_redis_killed_under_load_loses_nothing_and_recovers(live_stack, tenant):
     stack = live_stack
     with HealthPoller(stack) as poller, CreationLoad(stack, tenant, threads=6) as load:
@@ -83,8 +92,7 @@ def test_redis_killed_under_load_loses_nothing_and_recovers(live_stack, tenant):
         # given accepted creations queued in Redis and not in PostgreSQL yet: the test holds the drain lock
         # for a few seconds, as a slow drain would (it expires by itself after the restart)
         client = stack.redis()
-        wait_until(lambda: client.set(f"sociomile:{tenant.slug}:creations:lock", "test", nx=True, ex=5), timeout=10,
-                   what="the drain lock")  # fmt: skip
+        _drain_lock_take(client, tenant, seconds=5)
         wait_until(lambda: client.llen(f"sociomile:{tenant.slug}:creations") >= 50, timeout=30, what="a backlog")
         # when Redis is SIGKILLed
         down_at = time.monotonic()
@@ -169,10 +177,8 @@ def test_worker_killed_mid_batch_is_redelivered_not_duplicated(live_stack, tenan
     with CreationLoad(stack, tenant, threads=8) as load:
         wait_until(lambda: load.accepted() >= 100, timeout=30, what="load to get going")
         # given a backlog of thousands of creations: the test holds the drain lock for a while, as a slow
-        # drain would, so the next drain takes one big batch. Under steady load one drain keeps the lock and hands
-        # it to a new task every CREATIONS_DRAIN_MAX_SECONDS: the test takes it in the moment between the two.
-        wait_until(lambda: client.set(lock, "test-holds-it", nx=True, ex=90), timeout=30, interval=0.002,
-                   what="the drain lock")  # fmt: skip
+        # drain would, so the next drain takes one big batch
+        _drain_lock_take(client, tenant, seconds=90)
         wait_until(lambda: client.llen(f"sociomile:{tenant.slug}:creations") >= 600, timeout=80, what="a backlog")
         # when the worker running that batch is SIGKILLed inside its transaction
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
