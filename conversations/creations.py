@@ -27,7 +27,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import connection
 
-from core.redis import get_redis, tenant_key
+from core.redis import get_redis, redis_script, tenant_key
 
 NEEDS_SEED = -1
 NOT_FOUND = 0
@@ -141,21 +141,8 @@ def lock_key() -> str:
     return _key("creations", "lock")
 
 
-_scripts: dict = {}
-
-
-def _script(source: str):
-    # EVALSHA with the script's digest (loaded again by redis-py if Redis forgot it): a create request sends
-    # a few bytes instead of the whole script, and Redis does not hash the script's text on every call.
-    client = get_redis()
-    script = _scripts.get(source)
-    if script is None or script.registered_client is not client:
-        script = _scripts[source] = client.register_script(source)
-    return script
-
-
 def _run(script: str, keys: list[str], args: list, seed: Callable[[], None]):
-    allocate = _script(script)
+    allocate = redis_script(script)
     result = allocate(keys=keys, args=args)
     if result == NEEDS_SEED:
         seed()
@@ -241,7 +228,7 @@ def pending_peek(limit: int) -> list[dict]:
 def pending_remove(*, count: int, token: str) -> bool:
     """Drops the first `count` records once they are committed, if the drain still holds the lock (`token`).
     False: the lease ran out and another drain owns the list now; stop draining."""
-    return bool(_script(_PENDING_REMOVE_IF_HOLDER)(keys=[lock_key(), pending_key()], args=[token, count]))
+    return bool(redis_script(_PENDING_REMOVE_IF_HOLDER)(keys=[lock_key(), pending_key()], args=[token, count]))
 
 
 def pending_count() -> int:
@@ -258,7 +245,7 @@ FINISHED, RECORDS_WAITING, LEASE_LOST = 1, 0, -1
 
 def finish_if_empty(token: str) -> int:
     """Unsets `scheduled` if the list is empty, atomically: FINISHED, RECORDS_WAITING or LEASE_LOST."""
-    return int(_script(_FINISH_IF_EMPTY)(keys=[lock_key(), pending_key(), scheduled_key()], args=[token]))
+    return int(redis_script(_FINISH_IF_EMPTY)(keys=[lock_key(), pending_key(), scheduled_key()], args=[token]))
 
 
 def lock_acquire() -> str | None:
@@ -270,8 +257,8 @@ def lock_renew(token: str) -> bool:
     """Extends the drain's lease for one more batch, and `scheduled` with it (requests need not send another
     drain); False if the lease ran out and another drain took the lock."""
     lease = settings.CREATIONS_LOCK_LEASE_SECONDS
-    return bool(_script(_LOCK_RENEW)(keys=[lock_key(), scheduled_key()], args=[token, lease]))
+    return bool(redis_script(_LOCK_RENEW)(keys=[lock_key(), scheduled_key()], args=[token, lease]))
 
 
 def lock_release(token: str) -> None:
-    _script(_LOCK_RELEASE)(keys=[lock_key()], args=[token])
+    redis_script(_LOCK_RELEASE)(keys=[lock_key()], args=[token])

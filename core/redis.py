@@ -11,6 +11,20 @@ def get_redis() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30)
 
 
+_scripts: dict = {}
+
+
+def redis_script(source: str):
+    """The Lua script `source` on the process's client, called with EVALSHA (redis-py loads it again if Redis
+    forgot it): a call sends the digest, not the script, and Redis does not hash the text on every call.
+    Made once per process and client (a forked worker gets its own client and registers again)."""
+    client = get_redis()
+    script = _scripts.get(source)
+    if script is None or script.registered_client is not client:
+        script = _scripts[source] = client.register_script(source)
+    return script
+
+
 def tenant_key(schema_name: str, *parts: object) -> str:
     """`sociomile:<schema>:<part>:<part>...`: every key that holds tenant data names its tenant."""
     return ":".join(["sociomile", schema_name, *(str(part) for part in parts)])

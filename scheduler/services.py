@@ -29,7 +29,7 @@ from django_tenants.utils import get_public_schema_name, schema_context
 
 from core.exceptions import ConflictError
 from core.outbound_urls import OutboundUrlRefused, OutboundUrlUnresolved, outbound_url_check
-from core.redis import get_redis, tenant_key
+from core.redis import redis_script, tenant_key
 from scheduler.models import OutboundMessage, SchedulerSetting, validate_e164
 
 logger = logging.getLogger(__name__)
@@ -534,8 +534,7 @@ def _cache_sent(*, sent: dict[uuid.UUID, str], sent_at: datetime) -> None:
     schema_name = _tenant_schema_name()
     sent_at_text = sent_at.isoformat()
     try:
-        client = get_redis()
-        client.register_script(_CACHE_SET_SCRIPT)(
+        redis_script(_CACHE_SET_SCRIPT)(
             keys=[outbound_cache_key(schema_name=schema_name, message_id=message_id) for message_id in sent],
             args=[
                 settings.OUTBOUND_CACHE_TTL_SECONDS,
