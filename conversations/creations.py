@@ -37,6 +37,9 @@ CLAIM_LOST = -2
 class DeliveryClaimLost(Exception):
     """The inbound delivery's idempotency claim expired and was taken over; nothing was queued."""
 
+# ARGV[1] of both allocation scripts is the record, a JSON object without its number: the script appends the
+# number to the text (cheaper than decoding and encoding it in Lua, about half the script's time in Redis).
+
 # Returns {number, scheduled, created}, or -1 when the counter is missing (re-seed, then call again).
 # With KEYS[4] (the inbound webhook's "open chat of this customer" record): if it holds a chat number, that
 # number is returned and nothing is allocated (created = 0); otherwise the new chat's number is recorded
@@ -48,9 +51,7 @@ if KEYS[4] then
   if open then return {tonumber(open), 0, 0} end
 end
 local number = redis.call('INCR', KEYS[1])
-local record = cjson.decode(ARGV[1])
-record['number'] = number
-redis.call('RPUSH', KEYS[2], cjson.encode(record))
+redis.call('RPUSH', KEYS[2], string.sub(ARGV[1], 1, -2) .. ',"number":' .. number .. '}')
 -- a new chat's message counter starts at 0, so its first message needs no database read
 redis.call('SET', ARGV[2] .. number .. ARGV[3], 0, 'NX')
 local scheduled = redis.call('SET', KEYS[3], 1, 'NX', 'EX', tonumber(ARGV[4]))
@@ -69,9 +70,7 @@ if tonumber(ARGV[2]) > tonumber(chats) then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
 if KEYS[5] and redis.call('GET', KEYS[5]) ~= ARGV[4] then return -2 end
 local number = redis.call('INCR', KEYS[2])
-local record = cjson.decode(ARGV[1])
-record['number'] = number
-redis.call('RPUSH', KEYS[3], cjson.encode(record))
+redis.call('RPUSH', KEYS[3], string.sub(ARGV[1], 1, -2) .. ',"number":' .. number .. '}')
 local scheduled = redis.call('SET', KEYS[4], 1, 'NX', 'EX', tonumber(ARGV[3]))
 if KEYS[5] then
   local answer = cjson.encode({chat_number = tonumber(ARGV[2]), message_number = number})

@@ -1,7 +1,12 @@
+import hashlib
+import os
+import threading
+from collections.abc import Sequence
 from functools import cache
 
 import redis
 from django.conf import settings
+from redis.exceptions import NoScriptError
 
 
 @cache
@@ -11,18 +16,55 @@ def get_redis() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30)
 
 
-_scripts: dict = {}
+class RedisScript:
+    """A Lua script, run with EVALSHA on the calling thread's own connection (see `redis_script`)."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def __call__(self, *, keys: Sequence = (), args: Sequence = ()):
+        connection = _thread_connection()
+        try:
+            connection.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            return connection.read_response()
+        except NoScriptError:
+            # Redis does not know the script (restarted, or SCRIPT FLUSH), so it ran nothing: load it and run once.
+            connection.send_command("SCRIPT", "LOAD", self.source)
+            connection.read_response()
+            connection.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            return connection.read_response()
 
 
-def redis_script(source: str):
-    """The Lua script `source` on the process's client, called with EVALSHA (redis-py loads it again if Redis
-    forgot it): a call sends the digest, not the script, and Redis does not hash the text on every call.
-    Made once per process and client (a forked worker gets its own client and registers again)."""
-    client = get_redis()
+_scripts: dict[str, RedisScript] = {}
+_threads = threading.local()
+
+
+def redis_script(source: str) -> RedisScript:
+    """The Lua script `source`, called as `script(keys=[...], args=[...])` with EVALSHA.
+
+    A call runs on a connection of the calling thread's own, outside the client's pool: on the message-create
+    path the pool's checkout (a lock, a readiness poll, its bookkeeping) and the client's command layers were
+    half of the CPU the Redis call cost. Our scripts allocate numbers and queue or trim records, so none may
+    run twice: a script is sent once and never again once sent, whatever retries a client is configured with.
+    A lost reply reaches the caller as redis.ConnectionError or redis.TimeoutError (the API answers 503; a task
+    retries at its own level, where each step is idempotent) and drops the connection; the next call opens a
+    new one. Only NOSCRIPT, which means nothing ran, makes it load the script and send it again."""
     script = _scripts.get(source)
-    if script is None or script.registered_client is not client:
-        script = _scripts[source] = client.register_script(source)
+    if script is None:
+        script = _scripts[source] = RedisScript(source)
     return script
+
+
+def _thread_connection() -> redis.Connection:
+    """This thread's connection, made with the settings of the process's client (a forked child, or a new
+    client after `get_redis.cache_clear()`, makes a new one)."""
+    pool = get_redis().connection_pool
+    connection = getattr(_threads, "connection", None)
+    if connection is None or _threads.owner != (os.getpid(), pool):
+        connection = pool.connection_class(**pool.connection_kwargs)
+        _threads.connection, _threads.owner = connection, (os.getpid(), pool)
+    return connection
 
 
 def tenant_key(schema_name: str, *parts: object) -> str:

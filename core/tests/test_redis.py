@@ -1,0 +1,127 @@
+import select
+import socket
+import threading
+import time
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+
+from core.redis import get_redis, redis_script, tenant_key
+
+# Appends ARGV[1] to a list and returns its length: a script that must not run twice for one call.
+_APPEND = "return redis.call('RPUSH', KEYS[1], ARGV[1])"
+
+
+@pytest.fixture
+def list_key():
+    key = tenant_key("redis-tests", "script", time.time_ns())
+    yield key
+    get_redis().delete(key)
+
+
+def test_a_script_runs_again_after_redis_forgot_it(list_key):
+    # given the script has run once, then Redis dropped every script (a restart does the same)
+    script = redis_script(_APPEND)
+    assert script(keys=[list_key], args=["first"]) == 1
+    get_redis().script_flush()
+
+    # when it is called again
+    length = script(keys=[list_key], args=["second"])
+
+    # then it was loaded and ran exactly once more
+    assert length == 2
+    assert get_redis().lrange(list_key, 0, -1) == [b"first", b"second"]
+
+
+class _ReplyDroppingProxy:
+    """A TCP proxy to Redis that relays everything, except that after it forwards the first command containing
+    `EVALSHA` it closes the client's connection instead of relaying Redis's reply: a script that ran, whose
+    reply was lost on the way back."""
+
+    def __init__(self, host: str, port: int):
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.dropped = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket):
+        with client, socket.create_connection(self.target) as server:
+            drop_next_reply = False
+            while True:
+                readable, _, _ = select.select([client, server], [], [])
+                if client in readable:
+                    data = client.recv(65536)
+                    if not data:
+                        return
+                    if b"EVALSHA" in data and not self.dropped.is_set():
+                        drop_next_reply = True
+                    server.sendall(data)
+                if server in readable:
+                    data = server.recv(65536)
+                    if not data:
+                        return
+                    if drop_next_reply:
+                        self.dropped.set()
+                        return  # closes the client's connection with the reply unsent
+                    client.sendall(data)
+
+    def close(self):
+        self.listener.close()
+
+
+def test_a_script_whose_connection_drops_before_the_reply_is_not_sent_again(list_key, settings):
+    # given a connection to Redis that breaks after the script was sent and ran, before its reply arrives
+    url = urlsplit(settings.REDIS_URL)
+    proxy = _ReplyDroppingProxy(url.hostname, url.port)
+    settings.REDIS_URL = f"redis://127.0.0.1:{proxy.port}{url.path}"
+    get_redis.cache_clear()
+    try:
+        # when the script is called
+        with pytest.raises(redis.ConnectionError):
+            redis_script(_APPEND)(keys=[list_key], args=["once"])
+        # then it ran once (a client that retried on a ConnectionError would have run it again)
+        assert proxy.dropped.is_set()
+        assert get_redis().llen(list_key) == 1
+        # and the next call opens a new connection and runs normally
+        assert redis_script(_APPEND)(keys=[list_key], args=["next"]) == 2
+    finally:
+        get_redis().delete(list_key)
+        proxy.close()
+        get_redis.cache_clear()
+
+
+def test_threads_running_scripts_at_once_each_get_their_own_replies(list_key):
+    # given eight threads, each running the script 200 times at once
+    lengths: list[int] = []
+    errors = []
+
+    def append(thread: int):
+        try:
+            for index in range(200):
+                lengths.append(redis_script(_APPEND)(keys=[list_key], args=[f"{thread}:{index}"]))
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=append, args=(thread,)) for thread in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # then every call ran once and got its own reply (the list's length just after its push): a reply read by
+    # the wrong thread would show as a length seen twice
+    assert errors == []
+    assert sorted(lengths) == list(range(1, 1601))
+    items = [item.decode() for item in get_redis().lrange(list_key, 0, -1)]
+    for thread in range(8):
+        assert [item for item in items if item.startswith(f"{thread}:")] == [f"{thread}:{index}" for index in range(200)]
