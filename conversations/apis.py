@@ -1,13 +1,16 @@
+import datetime
 import json
 import re
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.response import Response
+from rest_framework.settings import ISO_8601, api_settings
 from rest_framework.views import APIView
 
 from conversations import inbound
@@ -86,6 +89,33 @@ class MessageOutputSerializer(serializers.Serializer):
     sender = serializers.ChoiceField(choices=Message.Sender.choices)
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
+
+    def to_representation(self, message):
+        """What DRF makes of the fields above, built directly: a page serializes up to 200 messages, and DRF's
+        walk over the fields (a datetime field alone re-reads the time zone and checks its format per value)
+        was about a third of a list or search request's CPU. tests/test_serializers.py holds it equal to DRF's."""
+        created_at, updated_at = message.created_at, message.updated_at
+        if api_settings.DATETIME_FORMAT != ISO_8601 or not (_is_aware(created_at) and _is_aware(updated_at)):
+            return super().to_representation(message)
+        zone = timezone.get_current_timezone()
+        return {
+            "chat_number": int(message.chat.number),
+            "number": int(message.number),
+            "body": str(message.body),
+            "sender": str(message.sender),
+            "created_at": _iso_datetime(created_at.astimezone(zone)),
+            "updated_at": _iso_datetime(updated_at.astimezone(zone)),
+        }
+
+
+def _is_aware(value) -> bool:
+    return isinstance(value, datetime.datetime) and value.utcoffset() is not None
+
+
+def _iso_datetime(value: datetime.datetime) -> str:
+    # as serializers.DateTimeField writes ISO 8601: UTC as "Z"
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 class ApplicationNameSerializer(serializers.Serializer):

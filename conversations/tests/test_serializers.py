@@ -1,0 +1,72 @@
+import datetime
+import zoneinfo
+
+import pytest
+from django.utils import timezone
+from rest_framework import serializers
+
+from conversations.apis import MessageOutputSerializer
+from conversations.models import Chat, Message
+
+UTC = datetime.timezone.utc
+
+
+def _message(**fields) -> Message:
+    values = {
+        "chat": Chat(number=3),
+        "number": 7,
+        "body": "Halo, pesanan saya belum sampai 📦",
+        "sender": Message.Sender.CUSTOMER,
+        "created_at": datetime.datetime(2026, 11, 22, 8, 30, 1, 123456, tzinfo=UTC),
+        "updated_at": datetime.datetime(2026, 11, 22, 8, 30, 1, tzinfo=UTC),
+    }
+    return Message(**{**values, **fields})
+
+
+def _drf_representation(message: Message) -> dict:
+    # DRF's own walk over the declared fields, which MessageOutputSerializer.to_representation replaces
+    return serializers.Serializer.to_representation(MessageOutputSerializer(), message)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"sender": Message.Sender.AGENT},
+        {"sender": "system"},  # as loaded from the database: a plain string, not the enum
+        {"body": ""},
+        {"created_at": datetime.datetime(2026, 1, 1, tzinfo=zoneinfo.ZoneInfo("Asia/Jakarta"))},
+        # naive datetimes: the fast path steps aside and DRF makes them aware
+        {"created_at": datetime.datetime(2026, 1, 1, 12, 0), "updated_at": datetime.datetime(2026, 1, 1, 12, 0, 5)},
+    ],
+)
+@pytest.mark.parametrize("zone", [None, "Asia/Jakarta", "America/St_Johns"])
+def test_message_output_is_what_drf_makes_of_the_declared_fields(fields, zone):
+    message = _message(**fields)
+
+    with timezone.override(zone) if zone else timezone.override(timezone.get_default_timezone()):
+        fast = MessageOutputSerializer(message).data
+        drf = _drf_representation(message)
+
+    assert fast == drf
+    assert list(fast) == ["chat_number", "number", "body", "sender", "created_at", "updated_at"]
+    assert all(type(value) in (int, str) for value in fast.values())
+
+
+def test_message_output_writes_utc_with_a_z():
+    assert MessageOutputSerializer(_message()).data == {
+        "chat_number": 3,
+        "number": 7,
+        "body": "Halo, pesanan saya belum sampai 📦",
+        "sender": "customer",
+        "created_at": "2026-11-22T08:30:01.123456Z",
+        "updated_at": "2026-11-22T08:30:01Z",
+    }
+
+
+def test_a_page_of_messages_is_serialized_the_same_way():
+    messages = [_message(number=number, sender=Message.Sender.AGENT if number % 2 else "customer") for number in range(1, 6)]
+
+    fast = MessageOutputSerializer(messages, many=True).data
+
+    assert fast == [_drf_representation(message) for message in messages]
