@@ -5,7 +5,8 @@ ratio: these machines are shared and small, so absolute numbers move from run to
 
 Scenarios (more are added as capabilities land; see `--only`):
 - `create_api`: POST .../messages (202) against the same server's cheapest endpoint, with wrk at 64
-  connections, alternating for `--rounds` rounds: throughput ratio and p50/p99 latency (medians), and the CPU
+  connections, alternating for `--rounds` rounds with a DRF view shaped like the create that does nothing (the
+  DRF floor: the best ratio any DRF create could have): throughput ratio and p50/p99 latency (medians), and the CPU
   each costs per request in the web, worker, PostgreSQL and Redis processes (steadier than req/s when the
   machine is shared).
 - `drain`: time for the workers to persist N queued message creations, against single-row committed
@@ -228,6 +229,8 @@ def scenario_create_api(args, processes: Processes) -> dict:
     roots = {"web": processes.running["web"].pid, "worker": processes.running["worker"].pid, **services}
     endpoints = {
         "trivial_endpoint": {"url": f"{url}/bench/ping"},
+        # A DRF view shaped like the create with nothing to do: how much of the ratio DRF alone takes.
+        "drf_floor": {"url": f"{url}/bench/drf-floor", "method": "POST", "body": '{"body": "hello from wrk"}'},
         "message_create": {"url": f"{url}/api/applications/{application.token}/chats/1/messages", "method": "POST",
                            "body": '{"body": "hello from wrk"}'},
     }  # fmt: skip
@@ -257,9 +260,12 @@ def scenario_create_api(args, processes: Processes) -> dict:
         "throughput_ratio": round(summary["message_create"]["requests_per_second"] / summary["trivial_endpoint"]["requests_per_second"], 3),
         "round_ratios": [round(c["requests_per_second"] / t["requests_per_second"], 3)
                          for t, c in zip(runs["trivial_endpoint"], runs["message_create"])],
+        "drf_floor_ratio": round(summary["drf_floor"]["requests_per_second"] / summary["trivial_endpoint"]["requests_per_second"], 3),
+        "ratio_to_drf_floor": round(summary["message_create"]["requests_per_second"] / summary["drf_floor"]["requests_per_second"], 3),
         "rounds": runs,
         "cpu_ms_per_request": cpu_ms,
         "cpu_ratio": round(cpu_ms["trivial_endpoint"]["all"] / cpu_ms["message_create"]["all"], 3),
+        "drf_floor_cpu_ratio": round(cpu_ms["trivial_endpoint"]["all"] / cpu_ms["drf_floor"]["all"], 3),
         "targets": {"throughput_ratio": ">= 0.6", "message_create.p99_ms": "<= 50"},
     }  # fmt: skip
 
@@ -589,8 +595,10 @@ def _postmaster_pid() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         backend = cursor.fetchone()[0]
+        # Read while the backend lives: once the connection closes, it exits.
+        postmaster = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
     connection.close()
-    return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return postmaster
 
 
 def _read_tenant(size: int):
@@ -1007,6 +1015,13 @@ SCENARIOS = {
 }
 
 
+CREATE_API_ROWS = (
+    ("GET /bench/ping", "trivial_endpoint"),
+    ("POST /bench/drf-floor", "drf_floor"),
+    ("POST .../messages", "message_create"),
+)
+
+
 def markdown(results: dict) -> str:
     lines = [f"# Benchmark {results['started_at']}", "", f"`{results['command']}` on {results['machine']}", ""]
     if "create_api" in results["scenarios"]:
@@ -1015,9 +1030,15 @@ def markdown(results: dict) -> str:
             "## Message-create API vs the trivial endpoint (wrk, 64 connections)", "",
             "| endpoint | req/s | p50 ms | p99 ms | non-2xx |", "| --- | ---: | ---: | ---: | ---: |",
             *[f"| {name} | {r[key]['requests_per_second']:.0f} | {r[key]['p50_ms']} | {r[key]['p99_ms']} | {r[key]['non_2xx']} |"
-              for name, key in (("GET /bench/ping", "trivial_endpoint"), ("POST .../messages", "message_create"))],
+              for name, key in CREATE_API_ROWS if key in r],
             "", f"Throughput ratio: **{r['throughput_ratio']}** (target >= 0.6); p99 target <= 50 ms.", "",
         ]  # fmt: skip
+        if "drf_floor" in r:
+            lines += [
+                f"DRF floor (`POST /bench/drf-floor`: a DRF view shaped like the create that does nothing) to ping: "
+                f"**{r['drf_floor_ratio']}**; create to the DRF floor: **{r['ratio_to_drf_floor']}**. "
+                "No DRF create can beat the first ratio on this server.", "",
+            ]
         if "cpu_ms_per_request" in r:
             cpu = r["cpu_ms_per_request"]
             lines += [
@@ -1026,8 +1047,9 @@ def markdown(results: dict) -> str:
                 "| CPU ms per request | " + " | ".join(cpu["trivial_endpoint"]) + " |",
                 "| --- | " + " | ".join("---:" for _ in cpu["trivial_endpoint"]) + " |",
                 *[f"| {name} | " + " | ".join(str(value) for value in cpu[key].values()) + " |"
-                  for name, key in (("GET /bench/ping", "trivial_endpoint"), ("POST .../messages", "message_create"))],
-                "", f"CPU ratio (ping / create, whole stack): **{r['cpu_ratio']}**.", "",
+                  for name, key in CREATE_API_ROWS if key in cpu],
+                "", f"CPU ratio (ping / create, whole stack): **{r['cpu_ratio']}**"
+                + (f"; ping / DRF floor: **{r['drf_floor_cpu_ratio']}**" if "drf_floor_cpu_ratio" in r else "") + ".", "",
             ]  # fmt: skip
     if "drain" in results["scenarios"]:
         r = results["scenarios"]["drain"]
