@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from django.db import connection
 
-from core.redis import get_redis, tenant_key
+from core.redis import get_redis, tenant_key, window_count
 
 SIGNATURE_HEADER = "X-Sociomile-Signature"
 SIGNATURE_PREFIX = "sha256="
@@ -31,12 +31,6 @@ OPEN_CHAT_TTL_SECONDS = 7 * 24 * 3600
 _CLAIM_PREFIX = "claim:"
 
 # INCR, and start the window's clock on its first delivery. Returns {count, seconds left in the window}.
-_RATE_COUNT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1])) end
-return {count, redis.call('TTL', KEYS[1])}
-"""
-
 _DELETE_IF_EQUAL = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -66,10 +60,8 @@ def rate_limit_hit(*, application_id: int, limit: int, window_seconds: int) -> i
     """Counts one delivery in the application's fixed window; None if within `limit`, else the seconds until
     the window ends (the Retry-After). The window starts with its first delivery and the count lives in
     Redis, so it holds across web processes."""
-    count, seconds_left = get_redis().eval(_RATE_COUNT, 1, _key("app", application_id, "webhook", "rate"), window_seconds)
-    if count <= limit:
-        return None
-    return max(int(seconds_left), 1)
+    count, seconds_left = window_count(_key("app", application_id, "webhook", "rate"), window_seconds=window_seconds)
+    return None if count <= limit else seconds_left
 
 
 # --- idempotency --------------------------------------------------------------------------------------------

@@ -1,11 +1,32 @@
 import rest_framework.authtoken.admin  # noqa: F401  registers TokenProxy now, so that it can be unregistered
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.core.exceptions import ValidationError
 from rest_framework.authtoken.models import TokenProxy
 
+from core.exceptions import SignInThrottled
 from core.models import User
-from core.services import user_delete
+from core.services import user_delete, user_sign_in
+
+
+class SignInLimitedAuthenticationForm(AdminAuthenticationForm):
+    """The admin's login form, with the API's sign-in limits (`core.services.user_sign_in`): a password
+    guessed at through the admin counts against the same email and address as one guessed at through
+    POST /api/auth/token."""
+
+    def clean(self):
+        email, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
+        if email is not None and password:
+            try:
+                self.user_cache = user_sign_in(request=self.request, email=email, password=password)
+            except SignInThrottled as error:
+                raise ValidationError(str(error.detail), code="sign_in_throttled") from error
+            if self.user_cache is None:
+                raise self.get_invalid_login_error()
+            self.confirm_login_allowed(self.user_cache)
+        return self.cleaned_data
 
 
 class TenantAdminSite(admin.AdminSite):
@@ -15,6 +36,7 @@ class TenantAdminSite(admin.AdminSite):
     those live in the public schema, and a tenant's supervisor must never see them.
     """
 
+    login_form = SignInLimitedAuthenticationForm
     site_header = "Sociomile: tenant admin"
     site_title = "Sociomile tenant admin"
     index_title = "Operations"
@@ -25,6 +47,7 @@ class TenantAdminSite(admin.AdminSite):
 
 
 tenant_admin_site = TenantAdminSite(name="tenant_admin")
+admin.site.login_form = SignInLimitedAuthenticationForm
 admin.site.site_header = "Sociomile: platform admin"
 admin.site.site_title = "Sociomile platform admin"
 

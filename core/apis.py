@@ -1,7 +1,6 @@
 import sys
 
 import redis
-from django.contrib.auth import authenticate
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError as DatabaseInterfaceError
 from django.db import OperationalError as DatabaseOperationalError
@@ -14,9 +13,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.exceptions import RequestBodyTooLarge
-from core.models import User, normalize_email
+from core.models import User
+from core.openapi import ERROR_RESPONSE
 from core.redis import get_redis
-from core.services import user_token_get_or_create
+from core.services import user_sign_in, user_token_get_or_create
 
 
 class AuthTokenApi(APIView):
@@ -33,14 +33,14 @@ class AuthTokenApi(APIView):
         token = serializers.CharField()
         role = serializers.ChoiceField(choices=User.Role.choices)
 
-    @extend_schema(request=InputSerializer, responses={200: OutputSerializer}, auth=[])
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer, 429: ERROR_RESPONSE}, auth=[])
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         # Users are looked up in this host's schema: a tenant account cannot sign in on another host.
-        user = authenticate(
-            request,
-            username=normalize_email(serializer.validated_data["email"]),
+        user = user_sign_in(
+            request=request,
+            email=serializer.validated_data["email"],
             password=serializer.validated_data["password"],
         )
         if user is None:

@@ -17,6 +17,16 @@ class RequestBodyTooLarge(exceptions.APIException):
     default_code = "body_too_large"
 
 
+class SignInThrottled(exceptions.Throttled):
+    """Too many sign-in attempts for this email, or from this address, in the current window (429 with
+    Retry-After). Raised before the password is checked."""
+
+    default_detail = "Too many sign-in attempts."
+    extra_detail_singular = "Try again in {wait} second."
+    extra_detail_plural = "Try again in {wait} seconds."
+    default_code = "sign_in_throttled"
+
+
 def exception_handler(exc, context):
     """DRF's handler, plus Django's ValidationError from services answered as a 400 with field errors,
     and an oversized body (Django's RequestDataTooBig, raised when DRF reads request.body) as a 413."""

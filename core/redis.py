@@ -67,6 +67,33 @@ def _thread_connection() -> redis.Connection:
     return connection
 
 
+_WINDOW_COUNT = """
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < 0 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1])); ttl = tonumber(ARGV[1]) end
+return {count, ttl}
+"""
+
+_WINDOW_UNCOUNT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
+
+def window_count(key: str, *, window_seconds: int) -> tuple[int, int]:
+    """Counts one event in the fixed window kept at `key` (tenant-scoped: build it with `tenant_key`); returns
+    the count so far in the window and the seconds until it ends. The window starts with its first event and
+    the count lives in Redis, so it holds across processes. One script: the count and its expiry are set
+    together, so a key never outlives its window."""
+    count, seconds_left = redis_script(_WINDOW_COUNT)(keys=[key], args=[window_seconds])
+    return int(count), max(int(seconds_left), 1)
+
+
+def window_uncount(key: str) -> None:
+    """Takes back one event counted by `window_count`, if its window is still open (never a key with no expiry)."""
+    redis_script(_WINDOW_UNCOUNT)(keys=[key])
+
+
 def tenant_key(schema_name: str, *parts: object) -> str:
     """`sociomile:<schema>:<part>:<part>...`: every key that holds tenant data names its tenant."""
     return ":".join(["sociomile", schema_name, *(str(part) for part in parts)])

@@ -1,11 +1,18 @@
+import hashlib
+
+from django.conf import settings
 from django.contrib.admin.models import LogEntry
+from django.contrib.auth import authenticate
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django_tenants.utils import get_public_schema_name
 from rest_framework.authtoken.models import Token
+from rest_framework.throttling import BaseThrottle
 
+from core.exceptions import SignInThrottled
 from core.models import User, normalize_email
+from core.redis import get_redis, tenant_key, window_count, window_uncount
 
 
 def user_create(*, email: str, password: str, role: str, name: str = "", password_hash: str | None = None) -> User:
@@ -32,6 +39,47 @@ def user_create(*, email: str, password: str, role: str, name: str = "", passwor
         user.password = password_hash
     user.save()
     return user
+
+
+def user_sign_in(*, request, email: str, password: str) -> User | None:
+    """The active user of this host's schema with this email and password, or None; raises SignInThrottled
+    when the email, or the client's address, has used up its attempts in the current window.
+
+    Every attempt is counted before its password is checked, under the email and under the client's address
+    (`SIGN_IN_ATTEMPTS_PER_EMAIL`, `SIGN_IN_ATTEMPTS_PER_ADDRESS` per `SIGN_IN_WINDOW_SECONDS`): counted first,
+    concurrent guesses cannot slip past the limit together, and a refused attempt costs no password hash. A
+    success takes its attempt back from the address and clears the email's count, so the limits hold failures
+    only. The counts are per host (tenant-scoped keys): a lockout on one tenant touches no other."""
+    email = normalize_email(email)
+    address = client_address(request)
+    email_key = _sign_in_key("email", hashlib.sha256(email.encode()).hexdigest()[:32])
+    address_key = _sign_in_key("address", address)
+    waits = []
+    for key, limit in (
+        (email_key, settings.SIGN_IN_ATTEMPTS_PER_EMAIL),
+        (address_key, settings.SIGN_IN_ATTEMPTS_PER_ADDRESS),
+    ):
+        count, seconds_left = window_count(key, window_seconds=settings.SIGN_IN_WINDOW_SECONDS)
+        if count > limit:
+            waits.append(seconds_left)
+    if waits:
+        raise SignInThrottled(wait=max(waits))
+    user = authenticate(request, username=email, password=password)
+    if user is not None:
+        get_redis().delete(email_key)
+        window_uncount(address_key)
+    return user
+
+
+def client_address(request) -> str:
+    """The client's IP address as DRF's throttles see it: REMOTE_ADDR, or with `NUM_PROXIES` (a setting of
+    REST_FRAMEWORK) set, the address that many entries from the end of X-Forwarded-For."""
+    return BaseThrottle().get_ident(request) or "unknown"
+
+
+def _sign_in_key(*parts: str) -> str:
+    # The email goes in hashed: no address book in Redis's key space, and a key of bounded length.
+    return tenant_key(connection.schema_name, "sign-in", *parts)
 
 
 def user_token_get_or_create(*, user: User) -> Token:

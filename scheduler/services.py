@@ -28,7 +28,14 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_tenants.utils import get_public_schema_name, schema_context
 
 from core.exceptions import ConflictError
-from core.outbound_urls import OutboundUrlRefused, OutboundUrlUnresolved, outbound_url_check
+from core.outbound_urls import (
+    OutboundAddressRefused,
+    OutboundUrlRefused,
+    OutboundUrlUnresolved,
+    PublicAddressHTTPConnection,
+    PublicAddressHTTPSConnection,
+    outbound_url_check,
+)
 from core.redis import redis_script, tenant_key
 from scheduler.models import OutboundMessage, SchedulerSetting, validate_e164
 
@@ -403,9 +410,14 @@ def _http_target(*, concurrency: int, url: str) -> _HttpTarget:
     parts = urllib3.util.parse_url(url)
     # A plain-HTTP request through a proxy names the whole URL; HTTPS goes through a CONNECT tunnel.
     request_target = parts._replace(fragment=None).url if proxy and parts.scheme == "http" else parts.request_uri
+    pool = manager.connection_from_url(url)
+    if not proxy:
+        # Connections check the addresses they connect to (SSRF: a name rebound to an internal address between
+        # the check before each request and the connection). Through a proxy, the proxy resolves the name.
+        pool.ConnectionCls = PublicAddressHTTPSConnection if parts.scheme == "https" else PublicAddressHTTPConnection
     return _HttpTarget(
         manager=manager,
-        pool=manager.connection_from_url(url),
+        pool=pool,
         request_target=request_target,
         headers={"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "sociomile-outbound"},
     )
@@ -440,6 +452,8 @@ def _post(*, target: _HttpTarget, setting: SchedulerSetting, message: OutboundMe
             retries=False,
             assert_same_host=False,
         )
+    except OutboundAddressRefused as error:
+        return _Outcome("failed", error=f"Not sent: {error}")
     except urllib3.exceptions.HTTPError as error:
         for kinds, name in _TRANSIENT_ERRORS:
             if isinstance(error, kinds):

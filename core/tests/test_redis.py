@@ -125,3 +125,21 @@ def test_threads_running_scripts_at_once_each_get_their_own_replies(list_key):
     items = [item.decode() for item in get_redis().lrange(list_key, 0, -1)]
     for thread in range(8):
         assert [item for item in items if item.startswith(f"{thread}:")] == [f"{thread}:{index}" for index in range(200)]
+
+
+def test_a_window_count_expires_with_its_window_and_an_uncount_never_makes_a_key():
+    from core.redis import window_count, window_uncount
+
+    redis = get_redis()
+    key = tenant_key("redis-test", "window")
+    redis.delete(key)
+
+    assert window_count(key, window_seconds=60) == (1, 60)
+    count, seconds_left = window_count(key, window_seconds=60)
+    assert count == 2 and 59 <= seconds_left <= 60
+    window_uncount(key)
+    assert int(redis.get(key)) == 1 and 0 < redis.ttl(key) <= 60
+
+    redis.delete(key)
+    window_uncount(key)  # its window is over: nothing to take back, and no key left without an expiry
+    assert redis.exists(key) == 0

@@ -4,6 +4,7 @@ import json
 import logging
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import threading
@@ -219,15 +220,13 @@ def test_the_proxy_named_by_the_environment_carries_the_request(configured_a, we
     assert summary.sent == [message.id]
 
 
-@pytest.fixture
-def https_receiver(tmp_path):
-    """The webhook receiver behind TLS, with a self-signed certificate for 127.0.0.1 (in `receiver.ca_file`)."""
+def _https_receiver_started(tmp_path, *, name: str, alt_name: str):
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make the test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+         "-subj", f"/CN={name}", "-addext", f"subjectAltName={alt_name}", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip
     receiver = WebhookReceiver()
@@ -236,9 +235,25 @@ def https_receiver(tmp_path):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    receiver.url = f"https://127.0.0.1:{server.server_address[1]}/hook"
+    receiver.url = f"https://{name}:{server.server_address[1]}/hook"
     receiver.ca_file = str(cert)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return receiver, server
+
+
+@pytest.fixture
+def https_receiver(tmp_path):
+    """The webhook receiver behind TLS, with a self-signed certificate for 127.0.0.1 (in `receiver.ca_file`)."""
+    receiver, server = _https_receiver_started(tmp_path, name="127.0.0.1", alt_name="IP:127.0.0.1")
+    yield receiver
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def https_named_receiver(tmp_path):
+    """The same on loopback, with a certificate for the name hook.example only."""
+    receiver, server = _https_receiver_started(tmp_path, name="hook.example", alt_name="DNS:hook.example")
     yield receiver
     server.shutdown()
     server.server_close()
@@ -264,6 +279,31 @@ def test_https_trusts_the_ca_bundle_of_the_environment_and_nothing_else(configur
     message.refresh_from_db()
     assert (message.status, message.attempts, message.message_id) == ("sent", 2, "msg-1")
     assert https_receiver.keys() == [str(message.id)]
+
+
+def test_https_to_a_checked_address_still_verifies_the_certificate_for_the_name(
+    configured_a, https_named_receiver, monkeypatch, settings
+):
+    # given the SSRF guard on, hook.example resolving to the receiver (loopback taken for public here), and the
+    # receiver's certificate trusted: the connection goes to the address it checked, by number
+    settings.OUTBOUND_WEBHOOK_ALLOW_PRIVATE = False
+    real_resolve = socket.getaddrinfo
+    monkeypatch.setattr(
+        socket, "getaddrinfo", lambda host, *args, **kwargs: real_resolve("127.0.0.1" if host == "hook.example" else host, *args, **kwargs)
+    )
+    monkeypatch.setattr("core.outbound_urls._address_is_public", lambda address: str(address) == "127.0.0.1")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", https_named_receiver.ca_file)
+    scheduler_update(webhook_url=https_named_receiver.url)
+    [message] = make_outbound_messages(1)
+
+    # when a run goes
+    outbound_send_due()
+
+    # then TLS named hook.example (SNI, and the certificate, which names nothing else, was accepted)
+    message.refresh_from_db()
+    assert (message.status, message.attempts, message.message_id) == ("sent", 1, "msg-1")
+    [received] = https_named_receiver.received()
+    assert received.headers["host"] == f"hook.example:{https_named_receiver.url.split(':')[2].split('/')[0]}"
 
 
 def test_exhausted_attempts_mark_the_message_failed(configured_a, webhook_receiver, settings):

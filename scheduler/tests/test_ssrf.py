@@ -126,6 +126,63 @@ def test_a_send_to_a_host_that_now_resolves_privately_is_refused(tenant_a, webho
     assert message.last_error == "Not sent: " + NOT_PUBLIC.format(host="127.0.0.1")
 
 
+def rebinding_resolver(monkeypatch, name, answers):
+    """socket.getaddrinfo answering `name` with the next address of `answers` per lookup (the last one once
+    they run out), other hosts as usual."""
+    real, answers = socket.getaddrinfo, list(answers)
+    lookups = []
+
+    def resolve(host, port, *args, **kwargs):
+        if host != name:
+            return real(host, port, *args, **kwargs)
+        address = answers.pop(0) if len(answers) > 1 else answers[0]
+        lookups.append(address)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    return lookups
+
+
+def test_a_name_rebound_between_the_check_and_the_connection_is_not_connected_to(
+    tenant_a, webhook_receiver, guarded, monkeypatch
+):
+    # given a name that is public when checked before the request and the loopback receiver's a moment later
+    port = webhook_receiver.url.split(":")[2].split("/")[0]
+    lookups = rebinding_resolver(monkeypatch, "rebind.example", ["93.184.215.14", "127.0.0.1"])
+    with schema_context(tenant_a.schema_name):
+        SchedulerSetting.objects.update(webhook_url=f"http://rebind.example:{port}/hook")
+        (message,) = make_outbound_messages(1)
+
+        # when the job runs
+        summary = outbound_send_due()
+
+        # then the connection checked its own lookup and connected nowhere
+        message.refresh_from_db()
+    assert lookups == ["93.184.215.14", "127.0.0.1"]
+    assert webhook_receiver.received() == []
+    assert summary.failed == [message.id]
+    assert (message.status, message.attempts) == (OutboundMessage.Status.FAILED, 1)
+    assert message.last_error == "Not sent: " + NOT_PUBLIC.format(host="rebind.example")
+
+
+def test_a_connection_goes_to_the_address_it_checked_and_names_the_host(tenant_a, webhook_receiver, guarded, monkeypatch):
+    # given a name whose address passes the check (loopback taken for public here, to reach the receiver)
+    port = webhook_receiver.url.split(":")[2].split("/")[0]
+    lookups = rebinding_resolver(monkeypatch, "hook.example", ["127.0.0.1"])
+    monkeypatch.setattr("core.outbound_urls._address_is_public", lambda address: str(address) == "127.0.0.1")
+    with schema_context(tenant_a.schema_name):
+        SchedulerSetting.objects.update(webhook_url=f"http://hook.example:{port}/hook")
+        messages = make_outbound_messages(2)
+
+        summary = outbound_send_due()
+
+    # then both went out with the name in the Host header; the name was looked up before each request and
+    # once per connection made (one or two: the run's sending threads may each open one)
+    assert sorted(summary.sent) == sorted(message.id for message in messages)
+    assert [request.headers["host"] for request in webhook_receiver.received()] == [f"hook.example:{port}"] * 2
+    assert set(lookups) == {"127.0.0.1"} and len(lookups) in (3, 4)
+
+
 def test_a_send_to_a_host_that_does_not_resolve_is_retried_later(tenant_a, guarded):
     with schema_context(tenant_a.schema_name):
         SchedulerSetting.objects.update(webhook_url="https://nowhere.invalid/send")

@@ -162,6 +162,12 @@ CREATIONS_DRAIN_MAX_SECONDS = env_int("CREATIONS_DRAIN_MAX_SECONDS", 5)
 # the one over the limit is answered 429 with Retry-After.
 WEBHOOK_RATE_LIMIT = env_int("WEBHOOK_RATE_LIMIT", 600)
 WEBHOOK_RATE_WINDOW_SECONDS = env_int("WEBHOOK_RATE_WINDOW_SECONDS", 60)
+# Sign-in (POST /api/auth/token and the admin's login form), per host: attempts counted in a fixed window per
+# email and per client address; past either limit, 429 with Retry-After, and the password is not checked.
+# A success clears the email's count and takes its attempt back from the address's: the limits count failures.
+SIGN_IN_ATTEMPTS_PER_EMAIL = env_int("SIGN_IN_ATTEMPTS_PER_EMAIL", 10)
+SIGN_IN_ATTEMPTS_PER_ADDRESS = env_int("SIGN_IN_ATTEMPTS_PER_ADDRESS", 100)
+SIGN_IN_WINDOW_SECONDS = env_int("SIGN_IN_WINDOW_SECONDS", 15 * 60)
 # How long the answer to a delivery with an external_id is kept: a repeat within it gets the same answer.
 WEBHOOK_IDEMPOTENCY_TTL_SECONDS = env_int("WEBHOOK_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)
 
@@ -186,6 +192,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "core.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.exceptions.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # Reverse proxies of ours in front of the web server, each appending the address it saw to
+    # X-Forwarded-For: the client's address is that many entries from the header's end. 0: REMOTE_ADDR, and
+    # the header (which a client may write itself) is ignored. Used by the sign-in limit.
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Sociomile API",
