@@ -47,7 +47,12 @@ class ChatAdmin(ChatActionsMixin, admin.ModelAdmin):
     search_fields = ("customer_id",)
     search_help_text = "Customer id (exact), or words of a message."
     ordering = ("-created_at", "-id")
-    readonly_fields = ("application", "number", "messages_count", "created_at", "updated_at", "assigned_at", "resolved_at")
+    # Status and agent change only through the actions (chat_resolve, chat_assign): a plain form save would skip
+    # the agent's active_chats count and its capacity check, and serve no waiting chat after a resolve.
+    readonly_fields = (
+        "application", "number", "status", "assigned_agent", "messages_count",
+        "created_at", "updated_at", "assigned_at", "resolved_at",
+    )  # fmt: skip
     inlines = [MessageInline]
     actions = ["resolve_chats", "assign_chats"]
     list_per_page = 50

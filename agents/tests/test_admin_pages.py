@@ -121,3 +121,36 @@ def test_assign_to_agent_asks_for_an_online_agent_with_room_then_assigns(
     assert resolved.status_code == 302
     with schema_context(tenant_a.schema_name):
         assert set(Chat.objects.filter(pk__in=waiting).values_list("status", flat=True)) == {"resolved"}
+
+
+def test_the_chat_form_cannot_change_status_or_agent_behind_the_services(
+    tenant_a, admin_client, application_a, make_agent, chats, runs  # noqa: F811
+):
+    # given a chat assigned to an agent with room for one
+    agent = make_agent(max_customers=1, is_online=True, email=f"one-{uuid.uuid4().hex[:6]}@example.test")
+    other = make_agent(max_customers=1, is_online=True, email=f"two-{uuid.uuid4().hex[:6]}@example.test")
+    chats(tenant_a, application_a, 1)
+    with schema_context(tenant_a.schema_name):
+        from agents.services import chat_assign
+
+        chat = Chat.objects.get(number=1)
+        chat_assign(chat=chat, agent=agent)
+
+    # when its change form is posted with another status and another agent
+    page = admin_client.get(f"/admin/conversations/chat/{chat.pk}/change/")
+    saved = admin_client.post(
+        f"/admin/conversations/chat/{chat.pk}/change/",
+        {"customer_id": "renamed", "status": "resolved", "assigned_agent": other.pk,
+         "messages-TOTAL_FORMS": 0, "messages-INITIAL_FORMS": 0, "messages-MIN_NUM_FORMS": 0, "messages-MAX_NUM_FORMS": 1000},
+    )  # fmt: skip
+
+    # then neither is a field of the form, the save keeps both, and the agents' counts are still true
+    assert page.status_code == 200
+    assert {"status", "assigned_agent"}.isdisjoint(page.context["adminform"].form.fields)
+    assert saved.status_code == 302
+    with schema_context(tenant_a.schema_name):
+        chat.refresh_from_db()
+        agent.refresh_from_db()
+        other.refresh_from_db()
+        assert (chat.customer_id, chat.status, chat.assigned_agent_id) == ("renamed", "assigned", agent.pk)
+        assert (agent.active_chats, other.active_chats) == (1, 0)
