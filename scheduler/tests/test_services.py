@@ -1,5 +1,6 @@
 """One run of the outbound job against a real HTTP receiver, real PostgreSQL and real Redis."""
 
+import contextlib
 import json
 import logging
 import shutil
@@ -220,7 +221,10 @@ def test_the_proxy_named_by_the_environment_carries_the_request(configured_a, we
     assert summary.sent == [message.id]
 
 
-def _https_receiver_started(tmp_path, *, name: str, alt_name: str):
+@contextlib.contextmanager
+def _https_receiver(tmp_path, *, name: str, alt_name: str):
+    """The webhook receiver behind TLS on loopback, with a self-signed certificate (in `receiver.ca_file`)
+    for `alt_name`, its URL naming `name`."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make the test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
@@ -238,25 +242,24 @@ def _https_receiver_started(tmp_path, *, name: str, alt_name: str):
     receiver.url = f"https://{name}:{server.server_address[1]}/hook"
     receiver.ca_file = str(cert)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    return receiver, server
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
 def https_receiver(tmp_path):
-    """The webhook receiver behind TLS, with a self-signed certificate for 127.0.0.1 (in `receiver.ca_file`)."""
-    receiver, server = _https_receiver_started(tmp_path, name="127.0.0.1", alt_name="IP:127.0.0.1")
-    yield receiver
-    server.shutdown()
-    server.server_close()
+    with _https_receiver(tmp_path, name="127.0.0.1", alt_name="IP:127.0.0.1") as receiver:
+        yield receiver
 
 
 @pytest.fixture
 def https_named_receiver(tmp_path):
-    """The same on loopback, with a certificate for the name hook.example only."""
-    receiver, server = _https_receiver_started(tmp_path, name="hook.example", alt_name="DNS:hook.example")
-    yield receiver
-    server.shutdown()
-    server.server_close()
+    """A certificate for the name hook.example only."""
+    with _https_receiver(tmp_path, name="hook.example", alt_name="DNS:hook.example") as receiver:
+        yield receiver
 
 
 def test_https_trusts_the_ca_bundle_of_the_environment_and_nothing_else(configured_a, https_receiver, monkeypatch):
