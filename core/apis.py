@@ -8,7 +8,7 @@ from django.db import connection
 from django.http import JsonResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -16,14 +16,23 @@ from core.exceptions import RequestBodyTooLarge
 from core.models import User
 from core.openapi import ERROR_RESPONSE
 from core.redis import get_redis
-from core.services import user_sign_in, user_token_get_or_create
+from core.services import user_sign_in, user_token_get_or_create, user_token_revoke
 
 
 class AuthTokenApi(APIView):
-    """Exchanges an email and password for an API token valid on this host only."""
+    """Exchanges an email and password for an API token valid on this host only (POST), and revokes the token
+    a request carries (DELETE: signing out)."""
 
-    authentication_classes: list = []
-    permission_classes = [AllowAny]
+    def _signing_out(self) -> bool:
+        # No request yet while drf-spectacular builds its mock one for the schema.
+        return getattr(self.request, "method", None) == "DELETE"
+
+    def get_authenticators(self):
+        # Signing in takes no credentials; signing out takes the token it revokes.
+        return super().get_authenticators() if self._signing_out() else []
+
+    def get_permissions(self):
+        return [IsAuthenticated()] if self._signing_out() else [AllowAny()]
 
     class InputSerializer(serializers.Serializer):
         email = serializers.EmailField()
@@ -33,7 +42,13 @@ class AuthTokenApi(APIView):
         token = serializers.CharField()
         role = serializers.ChoiceField(choices=User.Role.choices)
 
-    @extend_schema(request=InputSerializer, responses={200: OutputSerializer, 429: ERROR_RESPONSE}, auth=[])
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: OutputSerializer, 429: ERROR_RESPONSE},
+        auth=[],
+        description="Exchanges an email and password for an API token valid on this host only. Failed attempts "
+        "are limited per email and per client address: past a limit, 429 with Retry-After.",
+    )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -50,6 +65,17 @@ class AuthTokenApi(APIView):
             )
         token = user_token_get_or_create(user=user)
         return Response(self.OutputSerializer({"token": token.key, "role": user.role}).data)
+
+    @extend_schema(
+        request=None,
+        responses={204: None},
+        description="Signs out: revokes the token this request carries, for every client using it on this host.",
+    )
+    def delete(self, request):
+        # The user's one token on this host: every client signed in with it is signed out. The next sign-in
+        # makes a new one.
+        user_token_revoke(user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class AuthMeApi(APIView):

@@ -88,6 +88,12 @@ def user_token_get_or_create(*, user: User) -> Token:
     return token
 
 
+def user_token_revoke(*, user: User) -> None:
+    """Deletes the user's API token in the current schema (signing out everywhere on this host); the next
+    sign-in makes a new one. Tokens of the same email on other hosts are other users' and stay."""
+    Token.objects.filter(user=user).delete()
+
+
 def user_delete(*, user: User) -> None:
     """Deletes a user of the current schema.
 

@@ -59,6 +59,7 @@ ACCESS = {
         for endpoint, access in {
             "GET health": PUBLIC,
             "POST api/auth/token": PUBLIC,
+            "DELETE api/auth/token": SIGNED_IN,  # signing out
             "GET api/auth/me": SIGNED_IN,
             "GET api/schema/": PUBLIC,
             "GET docs/": PUBLIC,

@@ -77,3 +77,40 @@ def test_requests_without_a_token_are_401(tenant_a):
 
     assert response.status_code == 401
     assert response.json() == {"detail": "Authentication credentials were not provided."}
+
+
+def test_signing_out_revokes_the_token_and_the_next_sign_in_makes_a_new_one(tenant_a):
+    # given an agent signed in
+    agent = make_user(tenant=tenant_a, role=User.Role.AGENT)
+    token = token_for(agent, tenant=tenant_a)
+
+    # when it signs out
+    response = api_client(tenant=tenant_a, token=token).delete("/api/auth/token")
+
+    # then the token is refused from then on, and signing in again gives a new one that works
+    assert response.status_code == 204
+    assert response.content == b""
+    assert api_client(tenant=tenant_a, token=token).get("/api/auth/me").status_code == 401
+    signed_in = api_client(tenant=tenant_a).post("/api/auth/token", {"email": agent.email, "password": PASSWORD})
+    assert signed_in.status_code == 200
+    assert signed_in.json()["token"] != token
+    assert api_client(tenant=tenant_a, token=signed_in.json()["token"]).get("/api/auth/me").status_code == 200
+
+
+def test_signing_out_needs_a_token_of_this_host_and_touches_no_other_host(tenant_a, tenant_b):
+    # given the same email signed in on tenant A, on tenant B and on the platform host
+    email = "same.person@example.test"
+    token_a = token_for(make_user(tenant=tenant_a, role=User.Role.ADMIN, email=email), tenant=tenant_a)
+    token_b = token_for(make_user(tenant=tenant_b, role=User.Role.ADMIN, email=email), tenant=tenant_b)
+    platform = token_for(make_user(tenant=None, role=User.Role.PLATFORM_ADMIN, email=email), tenant=None)
+
+    # when B's token or no token at all tries to sign out on A
+    assert api_client(tenant=tenant_a).delete("/api/auth/token").status_code == 401
+    assert api_client(tenant=tenant_a, token=token_b).delete("/api/auth/token").status_code == 401
+
+    # then nothing was revoked; and signing out on A leaves B and the platform host signed in
+    assert api_client(tenant=tenant_a, token=token_a).get("/api/auth/me").status_code == 200
+    assert api_client(tenant=tenant_a, token=token_a).delete("/api/auth/token").status_code == 204
+    assert api_client(tenant=tenant_a, token=token_a).get("/api/auth/me").status_code == 401
+    assert api_client(tenant=tenant_b, token=token_b).get("/api/auth/me").status_code == 200
+    assert api_client(token=platform).get("/api/auth/me").status_code == 200

@@ -29,6 +29,7 @@ from django.db import connection
 from django_tenants.utils import get_public_schema_name, schema_context
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
+from rest_framework.authtoken.models import Token
 from schemathesis.core.result import Ok
 from schemathesis.pytest.lazy import get_all_tests
 
@@ -224,7 +225,23 @@ def _signature_headers(case, secret: str) -> dict:
     return {SIGNATURE_HEADER: "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()}
 
 
-def _fuzz(schema: schemathesis.BaseSchema, *, webhook_secret: str = "") -> None:
+def _token_keeper(django_db_blocker, *, schema_name: str, key: str):
+    """What puts the fuzzing user's token back after the fuzzer signs it out (DELETE /api/auth/token revokes
+    the very token the run sends with every request)."""
+    with django_db_blocker.unblock(), schema_context(schema_name):
+        user_id = Token.objects.get(key=key).user_id
+
+    def restore() -> None:
+        with django_db_blocker.unblock(), schema_context(schema_name):
+            Token.objects.get_or_create(key=key, defaults={"user_id": user_id})
+
+    return restore
+
+
+SIGN_OUT = "DELETE /api/auth/token"
+
+
+def _fuzz(schema: schemathesis.BaseSchema, *, restore_token, webhook_secret: str = "") -> None:
     """Runs schemathesis' test of every operation (its phases and checks) and reports all failures at once.
 
     schemathesis' own `from_fixture(...).parametrize()` cannot be used: with pytest 9 it fails on a
@@ -233,7 +250,11 @@ def _fuzz(schema: schemathesis.BaseSchema, *, webhook_secret: str = "") -> None:
     """
 
     def test(case):
-        case.call_and_validate(headers=_signature_headers(case, webhook_secret) or None)
+        try:
+            case.call_and_validate(headers=_signature_headers(case, webhook_secret) or None)
+        finally:
+            if case.operation.label == SIGN_OUT:
+                restore_token()
 
     failures = []
     operations = 0
@@ -252,13 +273,16 @@ def _fuzz(schema: schemathesis.BaseSchema, *, webhook_secret: str = "") -> None:
     assert not failures, "\n\n".join(failures)
 
 
-def test_platform_api_as_platform_admin(platform_schema):
-    _fuzz(platform_schema)
+def test_platform_api_as_platform_admin(platform_schema, fuzz_stack, django_db_blocker):
+    restore = _token_keeper(django_db_blocker, schema_name=get_public_schema_name(), key=fuzz_stack.platform_token)
+    _fuzz(platform_schema, restore_token=restore)
 
 
-def test_tenant_api_as_tenant_admin(tenant_admin_schema, fuzz_stack):
-    _fuzz(tenant_admin_schema, webhook_secret=fuzz_stack.webhook_secret)
+def test_tenant_api_as_tenant_admin(tenant_admin_schema, fuzz_stack, django_db_blocker):
+    restore = _token_keeper(django_db_blocker, schema_name=fuzz_stack.tenant.schema_name, key=fuzz_stack.admin_token)
+    _fuzz(tenant_admin_schema, restore_token=restore, webhook_secret=fuzz_stack.webhook_secret)
 
 
-def test_tenant_api_as_agent(tenant_agent_schema, fuzz_stack):
-    _fuzz(tenant_agent_schema, webhook_secret=fuzz_stack.webhook_secret)
+def test_tenant_api_as_agent(tenant_agent_schema, fuzz_stack, django_db_blocker):
+    restore = _token_keeper(django_db_blocker, schema_name=fuzz_stack.tenant.schema_name, key=fuzz_stack.agent_token)
+    _fuzz(tenant_agent_schema, restore_token=restore, webhook_secret=fuzz_stack.webhook_secret)
