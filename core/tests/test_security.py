@@ -237,7 +237,7 @@ def test_a_server_error_answers_generic_json(tenant_a, tenant_a_admin, monkeypat
 
 @pytest.mark.parametrize(
     "method, path, status",
-    [("get", "/no/such/page", 404), ("delete", "/api/auth/token", 405), ("get", "/api/tenants", 401),
+    [("get", "/no/such/page", 404), ("put", "/api/auth/token", 405), ("get", "/api/tenants", 401),
      ("get", "/api/agents", 401)],
 )
 def test_error_pages_are_json_and_name_no_setting(tenant_a, method, path, status):
