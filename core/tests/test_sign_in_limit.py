@@ -202,3 +202,21 @@ def test_the_window_ends(tenant_a, limits):
     for key in keys:  # what the window's end does, without sleeping through it
         get_redis().delete(key)
     assert sign_in(tenant_a, "admin@alpha.test", PASSWORD).status_code == 200
+
+
+def test_with_redis_unreachable_sign_in_fails_closed(tenant_a, limits, monkeypatch):
+    import redis
+
+    def unreachable(*args, **kwargs):
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr("core.services.window_count", unreachable)
+    client = api_client(tenant=tenant_a)
+    client.raise_request_exception = False  # as in production: Django's handler500 answers
+
+    response = client.post("/api/auth/token", {"email": "admin@alpha.test", "password": PASSWORD})
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert response.json() == {"detail": "Service temporarily unavailable (redis); retry shortly."}
+    assert tokens_in(tenant_a) == 0
