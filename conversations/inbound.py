@@ -30,7 +30,6 @@ OPEN_CHAT_TTL_SECONDS = 7 * 24 * 3600
 
 _CLAIM_PREFIX = "claim:"
 
-# INCR, and start the window's clock on its first delivery. Returns {count, seconds left in the window}.
 _DELETE_IF_EQUAL = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
