@@ -8,7 +8,7 @@ from rest_framework.authtoken.models import TokenProxy
 
 from core.exceptions import SignInThrottled
 from core.models import User
-from core.services import user_delete, user_sign_in
+from core.services import user_delete, user_sign_in, user_sign_in_unlock
 
 
 class SignInLimitedAuthenticationForm(AdminAuthenticationForm):
@@ -91,6 +91,16 @@ class UserAdmin(BaseUserAdmin):
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "name", "role", "password1", "password2")}),)
     filter_horizontal = ()
     readonly_fields = ("last_login", "date_joined")
+
+    actions = ["unlock_sign_in"]
+
+    @admin.action(description="Lift the sign-in lockout of selected users")
+    def unlock_sign_in(self, request, queryset):
+        unlocked = [user.email for user in queryset if user_sign_in_unlock(email=user.email)]
+        self.message_user(
+            request,
+            f"Sign-in lockout lifted for {', '.join(unlocked)}." if unlocked else "None of them had failed sign-ins.",
+        )
 
     def delete_model(self, request, obj):
         user_delete(user=obj)

@@ -52,7 +52,7 @@ def user_sign_in(*, request, email: str, password: str) -> User | None:
     only. The counts are per host (tenant-scoped keys): a lockout on one tenant touches no other."""
     email = normalize_email(email)
     address = client_address(request)
-    email_key = _sign_in_key("email", hashlib.sha256(email.encode()).hexdigest()[:32])
+    email_key = _sign_in_email_key(email)
     address_key = _sign_in_key("address", address)
     waits = []
     for key, limit in (
@@ -71,6 +71,12 @@ def user_sign_in(*, request, email: str, password: str) -> User | None:
     return user
 
 
+def user_sign_in_unlock(*, email: str) -> bool:
+    """Clears the failed sign-ins counted against this email on this host (an operator lifting a lockout
+    before its window ends); True if there were any. The client address's count is left alone."""
+    return bool(get_redis().delete(_sign_in_email_key(normalize_email(email))))
+
+
 def client_address(request) -> str:
     """The client's IP address as DRF's throttles see it: REMOTE_ADDR, or with `NUM_PROXIES` (a setting of
     REST_FRAMEWORK) set, the address that many entries from the end of X-Forwarded-For."""
@@ -78,8 +84,12 @@ def client_address(request) -> str:
 
 
 def _sign_in_key(*parts: str) -> str:
-    # The email goes in hashed: no address book in Redis's key space, and a key of bounded length.
     return tenant_key(connection.schema_name, "sign-in", *parts)
+
+
+def _sign_in_email_key(email: str) -> str:
+    # The email goes in hashed: no address book in Redis's key space, and a key of bounded length.
+    return _sign_in_key("email", hashlib.sha256(email.encode()).hexdigest()[:32])
 
 
 def user_token_get_or_create(*, user: User) -> Token:

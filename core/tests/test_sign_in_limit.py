@@ -220,3 +220,24 @@ def test_with_redis_unreachable_sign_in_fails_closed(tenant_a, limits, monkeypat
     assert response["Retry-After"] == "1"
     assert response.json() == {"detail": "Service temporarily unavailable (redis); retry shortly."}
     assert tokens_in(tenant_a) == 0
+
+
+def test_an_admin_lifts_a_lockout_from_the_user_list(tenant_a, limits):
+    # given an agent locked out by failed sign-ins, and another user who never failed
+    agent = make_user(tenant=tenant_a, role=User.Role.AGENT)
+    bystander = make_user(tenant=tenant_a, role=User.Role.AGENT)
+    for _ in range(3):
+        sign_in(tenant_a, agent.email, "wrong-password", REMOTE_ADDR="203.0.113.9")
+    assert sign_in(tenant_a, agent.email, PASSWORD, REMOTE_ADDR="203.0.113.10").status_code == 429
+
+    # when the tenant's admin runs the action on both in its admin
+    client = Client(HTTP_HOST=host_of(tenant_a))
+    assert client.post("/admin/login/", {"username": "admin@alpha.test", "password": PASSWORD}).status_code == 302
+    page = client.post(
+        "/admin/core/user/", {"action": "unlock_sign_in", "_selected_action": [agent.pk, bystander.pk]}, follow=True
+    )
+
+    # then the agent signs in again at once, and the page says whom it unlocked
+    assert page.status_code == 200
+    assert f"Sign-in lockout lifted for {agent.email}.".encode() in page.content
+    assert sign_in(tenant_a, agent.email, PASSWORD, REMOTE_ADDR="203.0.113.10").status_code == 200
