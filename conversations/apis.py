@@ -83,7 +83,9 @@ class TicketOutputSerializer(serializers.Serializer):
 
 
 class MessageOutputSerializer(serializers.Serializer):
-    chat_number = serializers.IntegerField(source="chat.number")
+    """A Message, or a page's row of it (selectors.MESSAGE_ROW): the same attributes."""
+
+    chat_number = serializers.IntegerField()
     number = serializers.IntegerField()
     body = serializers.CharField()
     sender = serializers.ChoiceField(choices=Message.Sender.choices)
@@ -97,9 +99,13 @@ class MessageOutputSerializer(serializers.Serializer):
         created_at, updated_at = message.created_at, message.updated_at
         if api_settings.DATETIME_FORMAT != ISO_8601 or not (_is_aware(created_at) and _is_aware(updated_at)):
             return super().to_representation(message)
-        zone = timezone.get_current_timezone()
+        # Read once per serializer: a page's rows all go through this one (its list's child), in one request's
+        # time zone, and the lookup (a context-local read) was a tenth of what a row cost here.
+        zone = self.__dict__.get("_zone")
+        if zone is None:
+            zone = self._zone = timezone.get_current_timezone()
         return {
-            "chat_number": int(message.chat.number),
+            "chat_number": int(message.chat_number),
             "number": int(message.number),
             "body": str(message.body),
             "sender": str(message.sender),

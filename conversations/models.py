@@ -170,6 +170,11 @@ class Message(TimestampedModel):
     def __str__(self) -> str:
         return f"{self.chat_id}.{self.number}"
 
+    @property
+    def chat_number(self) -> int:
+        """The number of its chat, as the API names it (a page's rows carry it as a column: selectors.MESSAGE_ROW)."""
+        return self.chat.number
+
 
 class Ticket(TimestampedModel):
     """A chat escalated for follow-up. One per chat: the one-to-one's unique index decides between two

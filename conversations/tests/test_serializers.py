@@ -70,3 +70,26 @@ def test_a_page_of_messages_is_serialized_the_same_way():
     fast = MessageOutputSerializer(messages, many=True).data
 
     assert fast == [_drf_representation(message) for message in messages]
+
+
+def test_a_page_row_is_serialized_as_its_message(tenant_a, application_a, drain):
+    # given messages persisted, read back as a page reads them (named rows) and as models
+    from django_tenants.utils import schema_context
+
+    from conversations import selectors, services
+
+    with schema_context(tenant_a.schema_name):
+        number = services.chat_create(application=application_a)
+        for body in ("first", "second 📦", "refund please"):
+            services.message_create(application=application_a, chat_number=number, body=body)
+        drain(tenant_a)
+        chat = Chat.objects.get(application=application_a, number=number)
+        rows = list(selectors.message_list(chat=chat).order_by("number"))
+        models = list(Message.objects.filter(chat=chat).select_related("chat").order_by("number"))
+        searched = selectors.message_search_page(chat=chat, query="REFUND", after=0, limit=10).messages
+
+    # then each row serializes exactly as its model does, through the fast path and through DRF's walk
+    assert [tuple(row) for row in rows][0][:2] == (number, 1)
+    assert MessageOutputSerializer(rows, many=True).data == MessageOutputSerializer(models, many=True).data
+    assert [_drf_representation(row) for row in rows] == [_drf_representation(model) for model in models]
+    assert MessageOutputSerializer(searched, many=True).data == [MessageOutputSerializer(models[2]).data]
