@@ -231,6 +231,9 @@ def scenario_create_api(args, processes: Processes) -> dict:
         "trivial_endpoint": {"url": f"{url}/bench/ping"},
         # A DRF view shaped like the create with nothing to do: how much of the ratio DRF alone takes.
         "drf_floor": {"url": f"{url}/bench/drf-floor", "method": "POST", "body": '{"body": "hello from wrk"}'},
+        # The create's own work in a plain Django view: how much of the ratio the create's work alone takes.
+        "plain_create": {"url": f"{url}/bench/plain-create/{application.token}/1", "method": "POST",
+                         "body": '{"body": "hello from wrk"}'},
         "message_create": {"url": f"{url}/api/applications/{application.token}/chats/1/messages", "method": "POST",
                            "body": '{"body": "hello from wrk"}'},
     }  # fmt: skip
@@ -262,10 +265,12 @@ def scenario_create_api(args, processes: Processes) -> dict:
                          for t, c in zip(runs["trivial_endpoint"], runs["message_create"])],
         "drf_floor_ratio": round(summary["drf_floor"]["requests_per_second"] / summary["trivial_endpoint"]["requests_per_second"], 3),
         "ratio_to_drf_floor": round(summary["message_create"]["requests_per_second"] / summary["drf_floor"]["requests_per_second"], 3),
+        "plain_create_ratio": round(summary["plain_create"]["requests_per_second"] / summary["trivial_endpoint"]["requests_per_second"], 3),
         "rounds": runs,
         "cpu_ms_per_request": cpu_ms,
         "cpu_ratio": round(cpu_ms["trivial_endpoint"]["all"] / cpu_ms["message_create"]["all"], 3),
         "drf_floor_cpu_ratio": round(cpu_ms["trivial_endpoint"]["all"] / cpu_ms["drf_floor"]["all"], 3),
+        "plain_create_cpu_ratio": round(cpu_ms["trivial_endpoint"]["all"] / cpu_ms["plain_create"]["all"], 3),
         "targets": {"throughput_ratio": ">= 0.6", "message_create.p99_ms": "<= 50"},
     }  # fmt: skip
 
@@ -1018,6 +1023,7 @@ SCENARIOS = {
 CREATE_API_ROWS = (
     ("GET /bench/ping", "trivial_endpoint"),
     ("POST /bench/drf-floor", "drf_floor"),
+    ("POST /bench/plain-create/...", "plain_create"),
     ("POST .../messages", "message_create"),
 )
 
@@ -1038,6 +1044,12 @@ def markdown(results: dict) -> str:
                 f"DRF floor (`POST /bench/drf-floor`: a DRF view shaped like the create that does nothing) to ping: "
                 f"**{r['drf_floor_ratio']}**; create to the DRF floor: **{r['ratio_to_drf_floor']}**. "
                 "No DRF create can beat the first ratio on this server.", "",
+            ]
+        if "plain_create" in r:
+            lines += [
+                f"Plain create (`POST /bench/plain-create/...`: the create's own work in a plain Django view, no DRF) to "
+                f"ping: **{r['plain_create_ratio']}** (CPU ratio {r['plain_create_cpu_ratio']}): where the create would stand "
+                "without DRF's request handling.", "",
             ]
         if "cpu_ms_per_request" in r:
             cpu = r["cpu_ms_per_request"]
