@@ -197,6 +197,10 @@ def message_number_allocate(
     `delivery` is an inbound delivery's (idempotency key, claim, answer TTL): the answer replaces the claim
     in the same atomic step, or DeliveryClaimLost is raised and nothing is queued.
     """
+    if chat_number < 1:
+        # Chats are numbered from 1. The script's check (no more than the chats allocated) would let 0 through:
+        # its message would be queued, then refused by the drain, which finds no such chat.
+        return None
     chats = chats_counter_key(application_id)
     messages = messages_counter_key(application_id, chat_number)
 

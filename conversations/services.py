@@ -387,13 +387,12 @@ def _persist_records(records: list[dict]) -> None:
     """A batch, or, if the batch is refused for its data, each record alone: a record PostgreSQL refuses
     (its application deleted meanwhile, say) is parked in the dead list with the error instead of
     blocking every creation queued behind it. Connection errors propagate: the task is retried."""
-    try:
-        _persist_batch(records)
-        return
-    except (DataError, IntegrityError):
-        if len(records) == 1:
-            raise
-        logger.warning("a batch of %s creations was refused; persisting them one by one", len(records))
+    if len(records) > 1:
+        try:
+            _persist_batch(records)
+            return
+        except (DataError, IntegrityError):
+            logger.warning("a batch of %s creations was refused; persisting them one by one", len(records))
     for record in records:
         try:
             _persist_batch([record])

@@ -111,6 +111,21 @@ def test_message_for_a_chat_number_never_allocated_is_404_and_queues_nothing(ten
     assert _pending(tenant_a) == pending_before
 
 
+def test_a_message_to_chat_number_0_is_404_and_queues_nothing(tenant_a, application_a, client_a, drain):
+    # Chats are numbered from 1; the route's <int:number> matches 0 too.
+    client_a.post(_chats_url(application_a), {})
+    drain(tenant_a)
+
+    response = client_a.post(f"{_chats_url(application_a)}/0/messages", {"body": "anyone?"})
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "No chat with this number."}
+    assert _pending(tenant_a) == 0
+    with schema_context(tenant_a.schema_name):
+        assert not get_redis().exists(creations.messages_counter_key(application_a.id, 0))
+        assert Message.objects.count() == 0
+
+
 def test_a_message_to_an_allocated_chat_is_accepted_before_the_chat_is_persisted(tenant_a, application_a, client_a, drain):
     client_a.post(_chats_url(application_a), {})
 
@@ -349,6 +364,24 @@ def test_a_creation_postgres_refuses_is_parked_and_does_not_block_the_rest(tenan
     # then the live chat is persisted, the refused one parked with its error, and nothing is pending
     with schema_context(tenant_a.schema_name):
         assert list(Chat.objects.values_list("application_id", "number")) == [(application_a.id, 1)]
+        parked = get_redis().lrange(creations.pending_key() + ":dead", 0, -1)
+    assert len(parked) == 1 and b"conversations_chat_application_id" in parked[0]
+    assert _pending(tenant_a) == 0
+
+
+def test_a_refused_creation_alone_in_its_batch_is_parked_too(tenant_a, client_a, drain):
+    # The usual batch at low traffic is a single record: it must be parked like one refused within a batch,
+    # not fail the drain and stay at the head of the list.
+    with schema_context(tenant_a.schema_name):
+        doomed = services.application_create(name="Doomed")
+    client_a.post(_chats_url(doomed), {})
+    with schema_context(tenant_a.schema_name):
+        Application.objects.filter(id=doomed.id).delete()
+
+    drain(tenant_a)
+
+    with schema_context(tenant_a.schema_name):
+        assert Chat.objects.count() == 0
         parked = get_redis().lrange(creations.pending_key() + ":dead", 0, -1)
     assert len(parked) == 1 and b"conversations_chat_application_id" in parked[0]
     assert _pending(tenant_a) == 0
