@@ -1,5 +1,6 @@
 from urllib.parse import parse_qs, urlsplit
 
+from django.core.exceptions import FieldDoesNotExist, ValidationError as DjangoValidationError
 from rest_framework import pagination
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
@@ -32,11 +33,26 @@ class CursorPagination(pagination.CursorPagination):
             raise ValidationError({self.page_size_query_param: [f"Must be an integer from 1 to {self.max_page_size}."]})
         return int(raw)
 
+    def paginate_queryset(self, queryset, request, view=None):
+        self._model = queryset.model  # for decode_cursor, which DRF calls without the queryset
+        return super().paginate_queryset(queryset, request, view=view)
+
     def decode_cursor(self, request):
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except NotFound as error:  # a malformed cursor is bad input, not a missing resource
             raise ValidationError({"cursor": ["Invalid cursor."]}) from error
+        model = getattr(self, "_model", None)
+        if cursor is not None and cursor.position is not None and model is not None:
+            # DRF filters on the position as it comes: a forged one that is not a value of the ordering's field
+            # (p=x on an integer) would fail in the ORM, a 500.
+            try:
+                model._meta.get_field(self.ordering[0].lstrip("-")).to_python(cursor.position)
+            except FieldDoesNotExist:
+                pass  # ordered by an annotation: nothing to check it against
+            except DjangoValidationError as error:
+                raise ValidationError({"cursor": ["Invalid cursor."]}) from error
+        return cursor
 
     # For lists read by a selector of their own (message search), by an integer position, in the cursors this
     # paginator hands out for an ordering on that field: `p=<n>` means "after n".
