@@ -1,5 +1,4 @@
 import datetime
-import json
 import re
 
 from django.conf import settings
@@ -41,6 +40,7 @@ from conversations.services import (
 from core.models import User
 from core.openapi import ERROR_RESPONSE
 from core.pagination import CursorPagination, paginate
+from core.parsers import json_decode
 from core.permissions import IsTenantAdmin, IsTenantStaff
 
 # --- serializers shared by several endpoints -----------------------------------------------------------------
@@ -447,11 +447,7 @@ class ChannelWebhookApi(APIView):
         )
         if retry_after is not None:
             raise exceptions.Throttled(wait=retry_after)  # DRF answers 429 with Retry-After
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise exceptions.ParseError("The body is not valid JSON.") from error
-        serializer = self.InputSerializer(data=data)
+        serializer = self.InputSerializer(data=json_decode(body))
         serializer.is_valid(raise_exception=True)
         answer = webhook_message_receive(
             application=application,

@@ -23,12 +23,18 @@ class JSONParser(parsers.JSONParser):
         raw = stream.read(limit + 1) if limit is not None else stream.read()
         if limit is not None and len(raw) > limit:
             raise RequestBodyTooLarge()
-        encoding = parsers.get_encoding(parser_context or {})
-        try:
-            text = raw.decode(encoding)  # get_encoding() allows text codecs only
-            parse_constant = drf_json.strict_constant if self.strict else None
-            return json.loads(text, parse_constant=parse_constant)
-        except RecursionError as error:
-            raise ParseError("JSON parse error - nested too deeply.") from error
-        except ValueError as error:  # includes UnicodeDecodeError
-            raise ParseError(f"JSON parse error - {error}") from error
+        # get_encoding() allows text codecs only
+        return json_decode(raw, encoding=parsers.get_encoding(parser_context or {}), strict=self.strict)
+
+
+def json_decode(raw: bytes, *, encoding: str = "utf-8", strict: bool = True):
+    """A JSON body as the API's parser reads it, for the views that must read the raw bytes themselves (a
+    signed webhook checks the signature of exactly those bytes): every bad body is a ParseError (400), deep
+    nesting included. `strict` refuses NaN and Infinity, as DRF's parser does."""
+    try:
+        text = raw.decode(encoding)
+        return json.loads(text, parse_constant=drf_json.strict_constant if strict else None)
+    except RecursionError as error:
+        raise ParseError("JSON parse error - nested too deeply.") from error
+    except ValueError as error:  # includes UnicodeDecodeError
+        raise ParseError(f"JSON parse error - {error}") from error

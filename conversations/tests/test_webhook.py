@@ -188,11 +188,22 @@ def test_bad_bodies_are_400_with_field_errors_and_write_nothing(tenant_a, applic
     assert _pending(tenant_a) == []
 
 
-def test_a_signed_body_that_is_not_json_is_400(tenant_a, application_a, client_a, drain):
-    response = webhook_deliver(client_a, application_a, b"customer_id=c&message=x")
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"customer_id=c&message=x",
+        b"\xff\xfe{}",
+        b"[" * 100_000 + b"]" * 100_000,  # deeper than Python's decoder recurses: RecursionError, not ValueError
+        b'{"customer_id": "c", "message": NaN}',
+    ],
+    ids=["form", "not-utf-8", "nested-too-deep", "nan"],
+)
+def test_a_signed_body_that_is_not_json_is_400(tenant_a, application_a, client_a, drain, body):
+    # The webhook reads its raw bytes (the signature covers them) with the API parser's rules.
+    response = webhook_deliver(client_a, application_a, body)
 
     assert response.status_code == 400
-    assert response.json() == {"detail": "The body is not valid JSON."}
+    assert response.json()["detail"].startswith("JSON parse error - ")
     assert _pending(tenant_a) == []
 
 
