@@ -6,8 +6,9 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-# E.164: a plus, a country code not starting with 0, at most 15 digits in all.
-E164_PATTERN = r"^\+[1-9]\d{1,14}$"
+# E.164: a plus, a country code not starting with 0, at most 15 digits in all. [0-9], not \d: in Python \d is
+# any Unicode digit (Arabic-Indic, full-width), which no provider dials.
+E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
 validate_e164 = RegexValidator(E164_PATTERN, "Enter a phone number in E.164 format, e.g. +6281234567890.")
 validate_webhook_url = URLValidator(schemes=["http", "https"])
 MAX_INTERVAL_SECONDS = 24 * 3600

@@ -73,7 +73,12 @@ def _periodic_task_sync(*, schema_name: str, setting: SchedulerSetting, restart:
     `restart` clears beat's last run, so the next run comes one full interval after now (beat counts from
     the task's `date_changed` when `last_run_at` is empty).
     """
-    interval, _ = IntervalSchedule.objects.get_or_create(every=setting.interval_seconds, period=IntervalSchedule.SECONDS)
+    # Not get_or_create: django-celery-beat puts no unique constraint on intervals, so two rows of one interval
+    # exist sooner or later (two tenants provisioned at once, each in its own transaction; an operator in the
+    # admin), and get_or_create then raises MultipleObjectsReturned on every start, stop and provisioning.
+    interval = IntervalSchedule.objects.filter(every=setting.interval_seconds, period=IntervalSchedule.SECONDS).order_by(
+        "id"
+    ).first() or IntervalSchedule.objects.create(every=setting.interval_seconds, period=IntervalSchedule.SECONDS)
     name = outbound_periodic_task_name(schema_name=schema_name)
     task = PeriodicTask.objects.select_for_update().filter(name=name).first() or PeriodicTask(name=name)
     task.task = SEND_TASK_NAME
@@ -180,7 +185,9 @@ def scheduler_update(
         changed = [name for name, value in changes.items() if value is not None and getattr(setting, name) != value]
         for name in changed:
             setattr(setting, name, changes[name])
-        setting.full_clean()
+        # Only what this call changes: a stored value the validators now refuse (a webhook_url set from
+        # OUTBOUND_WEBHOOK_URL on a host with no dot, say) must not block a change of the batch size.
+        setting.full_clean(exclude=[name for name in changes if name not in changed])
         if "interval_seconds" in changed:
             setting.schedule_anchor_at = timezone.now()
             changed.append("schedule_anchor_at")

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils.dateparse import parse_datetime
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_tenants.utils import schema_context
 
 from conftest import Reply, api_client, make_user, token_for
@@ -78,6 +78,42 @@ def test_stop_and_start_are_idempotent_and_drive_the_beat_entry(tenant_a, tenant
     assert parse_datetime(started.json()["next_run_at"]) == setting.schedule_anchor_at + timedelta(seconds=120)
     task = _periodic_task(tenant_a)
     assert (task.enabled, task.last_run_at) == (True, None)  # beat counts the interval from the start
+
+
+def test_start_stop_and_patch_work_when_beat_holds_two_rows_of_one_interval(tenant_a, tenant_a_admin_api):
+    # django-celery-beat's intervals have no unique constraint: two tenants provisioned at once, or an operator,
+    # leave two rows of one interval. The oldest is used; nothing answers 500.
+    def intervals(every: int) -> list[int]:
+        return list(IntervalSchedule.objects.filter(every=every, period=IntervalSchedule.SECONDS).order_by("id").values_list("id", flat=True))
+
+    IntervalSchedule.objects.create(every=120, period=IntervalSchedule.SECONDS)
+    IntervalSchedule.objects.bulk_create([IntervalSchedule(every=45, period=IntervalSchedule.SECONDS) for _ in range(2)])
+
+    stopped = tenant_a_admin_api.post("/api/scheduler/stop")
+    started = tenant_a_admin_api.post("/api/scheduler/start")
+    started_on = _periodic_task(tenant_a).interval_id
+    patched = tenant_a_admin_api.patch("/api/scheduler", {"interval_seconds": 45})
+
+    assert [stopped.status_code, started.status_code, patched.status_code] == [200, 200, 200]
+    assert len(intervals(120)) >= 2 and started_on == intervals(120)[0]
+    assert patched.json()["interval_seconds"] == 45
+    assert _periodic_task(tenant_a).interval_id == intervals(45)[0] and len(intervals(45)) == 2
+
+
+def test_patch_validates_only_what_it_changes(tenant_a, tenant_a_admin_api):
+    # given a stored webhook_url the URL validator refuses (a host without a dot, as OUTBOUND_WEBHOOK_URL may name
+    # a service of the operator's network)
+    with schema_context(tenant_a.schema_name):
+        SchedulerSetting.objects.update(webhook_url="http://webhook-mock:9000/send")
+
+    batch = tenant_a_admin_api.patch("/api/scheduler", {"batch_size": 3})
+    url = tenant_a_admin_api.patch("/api/scheduler", {"webhook_url": "http://another-mock:9000/send"})
+
+    assert (batch.status_code, batch.json()["batch_size"], batch.json()["webhook_url"]) == (
+        200, 3, "http://webhook-mock:9000/send"
+    )  # fmt: skip
+    assert (url.status_code, list(url.json())) == (400, ["webhook_url"])
+    assert _setting(tenant_a).webhook_url == "http://webhook-mock:9000/send"
 
 
 def test_stopping_one_tenant_leaves_the_other_running(tenant_a, tenant_b, tenant_a_admin_api, tenant_b_admin_api):
@@ -193,6 +229,8 @@ def test_content_of_exactly_the_limit_is_accepted(tenant_a, tenant_a_admin_api):
         ({"to": "+0812345678", "content": "hi"}, "to"),
         ({"to": "+1234567890123456", "content": "hi"}, "to"),
         ({"to": "+62 812 3456 7890", "content": "hi"}, "to"),
+        ({"to": "+62\u0668\u0661\u0662\u0663\u0664", "content": "hi"}, "to"),  # Arabic-Indic digits
+        ({"to": "+62\uff18\uff11\uff12\uff13", "content": "hi"}, "to"),  # full-width digits
         ({"content": "hi"}, "to"),
     ],
 )
