@@ -26,7 +26,7 @@ from agents.services import (
 from conversations.apis import ChatOutputSerializer
 from conversations.models import Chat
 from conversations.selectors import application_get, chat_get
-from core.models import User
+from core.models import EMAIL_MAX_LENGTH, User
 from core.openapi import ERROR_RESPONSE
 from core.pagination import CursorPagination, paginate
 from core.permissions import IsTenantAdmin, IsTenantStaff
@@ -85,7 +85,7 @@ class AgentListCreateApi(APIView):
     # Named components: every API's nested "InputSerializer" would otherwise be one "Input" in the schema.
     @extend_schema_serializer(component_name="AgentCreate")
     class InputSerializer(StrictSerializer):
-        email = serializers.EmailField()
+        email = serializers.EmailField(max_length=EMAIL_MAX_LENGTH)
         name = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
         password = serializers.CharField(trim_whitespace=False, write_only=True, style={"input_type": "password"})
         role = serializers.ChoiceField(choices=STAFF_ROLES, required=False, default=User.Role.AGENT)

@@ -26,6 +26,11 @@ class UserManager(BaseUserManager):
         return self.create_user(email, password, **fields)
 
 
+# The column's length (EmailField's default, RFC 5321's limit for a path). Django's EmailValidator passes up to
+# 320 characters, so every input that writes an email states this limit, or a long one would fail the insert.
+EMAIL_MAX_LENGTH = 254
+
+
 def normalize_email(email: str) -> str:
     # Emails are compared case-insensitively everywhere: store them lower-cased.
     return (email or "").strip().lower()
@@ -40,7 +45,7 @@ class User(AbstractBaseUser, PermissionsMixin):
         ADMIN = "admin", "Admin"
         AGENT = "agent", "Agent"
 
-    email = models.EmailField(unique=True)
+    email = models.EmailField(max_length=EMAIL_MAX_LENGTH, unique=True)
     name = models.CharField(max_length=255, blank=True)
     role = models.CharField(max_length=20, choices=Role.choices)
     is_active = models.BooleanField(default=True)

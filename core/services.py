@@ -5,7 +5,7 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth import authenticate
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django_tenants.utils import get_public_schema_name
 from rest_framework.authtoken.models import Token
 from rest_framework.throttling import BaseThrottle
@@ -37,7 +37,13 @@ def user_create(*, email: str, password: str, role: str, name: str = "", passwor
         user.set_password(password)
     else:
         user.password = password_hash
-    user.save()
+    try:
+        with transaction.atomic():  # a savepoint: the caller's transaction stays usable for its rollback
+            user.save()
+    except IntegrityError as error:
+        # Taken meanwhile: the check above and this insert are apart by the password's hashing (~0.1 s), so a
+        # second request for the same email can pass the check; the unique constraint decides.
+        raise ValidationError({"email": ["A user with this email already exists."]}) from error
     return user
 
 

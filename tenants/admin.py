@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 
+from core.models import EMAIL_MAX_LENGTH
 from tenants.models import MAX_TENANT_CONCURRENCY, Domain, Tenant
 from tenants.queues import tenant_queue_depths
 from tenants.services import tenant_concurrency_set, tenant_create, tenant_delete
@@ -21,7 +22,9 @@ class TenantCreationForm(forms.ModelForm):
     """
 
     slug = forms.SlugField(max_length=40, help_text="Schema name and host: <slug>.<base domain>.")
-    admin_email = forms.EmailField(label="Admin email", help_text="The tenant's first admin (its supervisor).")
+    admin_email = forms.EmailField(
+        max_length=EMAIL_MAX_LENGTH, label="Admin email", help_text="The tenant's first admin (its supervisor)."
+    )
     admin_password = forms.CharField(label="Admin password", widget=forms.PasswordInput(render_value=True))
     concurrency = forms.IntegerField(min_value=1, max_value=MAX_TENANT_CONCURRENCY, initial=3)
 

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from conversations.selectors import inbound_event_list
-from core.models import User
+from core.models import EMAIL_MAX_LENGTH, User
 from core.pagination import CursorPagination, paginate
 from core.permissions import IsPlatformAdmin
 from tenants.metrics import TenantMetricsCollector
@@ -47,7 +47,7 @@ class TenantListCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=255)
         slug = serializers.CharField(max_length=40)
-        admin_email = serializers.EmailField()
+        admin_email = serializers.EmailField(max_length=EMAIL_MAX_LENGTH)
         admin_password = serializers.CharField(trim_whitespace=False, max_length=128)
         concurrency = serializers.IntegerField(min_value=1, max_value=MAX_TENANT_CONCURRENCY, default=3)
 

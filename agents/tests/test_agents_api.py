@@ -1,6 +1,9 @@
 """/api/agents: admins create and edit, agents switch themselves on- and offline, tenants stay apart."""
 
+import threading
+
 import pytest
+from django.db import connections
 from django_tenants.utils import schema_context
 
 from agents.models import Agent
@@ -58,6 +61,8 @@ def test_max_customers_defaults_to_the_tenant_setting(tenant_a, tenant_a_admin_a
         ({"email": "x@x.test", "password": PASSWORD, "max_customers": -1}, {"max_customers"}),
         ({"email": "x@x.test", "password": PASSWORD, "max_customers": "many"}, {"max_customers"}),
         ({"email": "x@x.test", "password": PASSWORD, "nickname": "x"}, {"nickname"}),
+        # valid for Django's EmailValidator (up to 320), too long for the column (254)
+        ({"email": "a" * 243 + "@example.test", "password": PASSWORD}, {"email"}),
     ],
 )
 def test_invalid_agents_are_refused_and_nothing_is_written(tenant_a, tenant_a_admin_api, payload, errors):
@@ -75,6 +80,36 @@ def test_a_taken_email_is_refused(tenant_a, tenant_a_admin, tenant_a_admin_api):
     response = tenant_a_admin_api.post("/api/agents", {"email": tenant_a_admin.email.upper(), "password": PASSWORD})
     assert (response.status_code, list(response.json())) == (400, ["email"])
     assert _counts(tenant_a) == before
+
+
+def test_one_email_created_by_many_admins_at_once_is_one_agent_and_400s(make_live_tenant):
+    # The service checks the email, hashes the password (~0.1 s), then inserts: the check alone lets every
+    # request of a simultaneous burst through, and the unique constraint must answer for them as a 400.
+    tenant = make_live_tenant("same-email")
+    with schema_context(tenant.schema_name):
+        admin_token = token_for(User.objects.get(role=User.Role.ADMIN), tenant=tenant)
+    start = threading.Barrier(6)
+    answers = []
+
+    def create():
+        client = api_client(tenant=tenant, token=admin_token)
+        start.wait()
+        try:
+            response = client.post("/api/agents", {"email": "twin@example.test", "password": PASSWORD})
+            answers.append((response.status_code, response.json()))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(status for status, _ in answers) == [201, 400, 400, 400, 400, 400]
+    assert [body for status, body in answers if status == 400] == [{"email": ["A user with this email already exists."]}] * 5
+    with schema_context(tenant.schema_name):
+        assert User.objects.filter(email="twin@example.test").count() == Agent.objects.filter(user__email="twin@example.test").count() == 1
 
 
 def test_agents_cannot_create_or_edit_others_or_their_own_capacity(tenant_a, tenant_a_admin_api, make_agent):
