@@ -578,6 +578,8 @@ def qiscus_agent_learn(*, qiscus_agent: dict | None) -> None:
     email, agent_id = qiscus_agent.get("email"), qiscus_agent.get("id")
     if not email or agent_id in (None, ""):
         return
+    if len(str(agent_id)) > Agent._meta.get_field("qiscus_agent_id").max_length:
+        return  # no id Qiscus hands out (they are numbers); the allocation or resolve goes on without it
     Agent.objects.filter(user__email=str(email).strip().lower()).exclude(qiscus_agent_id=str(agent_id)).update(
         qiscus_agent_id=str(agent_id)
     )

@@ -216,6 +216,29 @@ def test_bad_payloads_are_400(integration):
         }
 
 
+def test_an_agent_id_too_long_to_remember_is_ignored_and_the_webhooks_still_work(tenant_a, tenant_a_admin_api, integration):
+    # given an agent whose email is the Qiscus agent's, and payloads whose agent id does not fit the column
+    agent_id = tenant_a_admin_api.post(
+        "/api/agents", {"email": QISCUS_AGENT_EMAIL, "password": PASSWORD, "max_customers": 1, "is_online": False}
+    ).json()["id"]
+    allocation = custom_agent_allocation_payload()
+    allocation["candidate_agent"]["id"] = "9" * 65
+    resolved = mark_as_resolved_payload()
+    resolved["resolved_by"]["id"] = "9" * 65
+
+    # when Qiscus asks for an agent, the chat is persisted, and Qiscus marks the room resolved
+    allocated = integration.post(ALLOCATION_URL, allocation)
+    with schema_context(tenant_a.schema_name):
+        creations_persist(batch_size=100)
+    resolved_answer = integration.post(RESOLVED_URL, resolved)
+
+    # then both are served, the chat is resolved, and no id was learnt
+    assert (allocated.status_code, resolved_answer.status_code) == (202, 200)
+    with schema_context(tenant_a.schema_name):
+        assert list(Chat.objects.values_list("customer_id", "status")) == [("1905692", "resolved")]
+        assert Agent.objects.get(pk=agent_id).qiscus_agent_id == ""
+
+
 def test_allocation_assignment_in_qiscus_and_mark_as_resolved(
     tenant_a, tenant_a_admin_api, integration, fake_qiscus, monkeypatch, django_capture_on_commit_callbacks
 ):
