@@ -76,9 +76,8 @@ def _periodic_task_sync(*, schema_name: str, setting: SchedulerSetting, restart:
     # Not get_or_create: django-celery-beat puts no unique constraint on intervals, so two rows of one interval
     # exist sooner or later (two tenants provisioned at once, each in its own transaction; an operator in the
     # admin), and get_or_create then raises MultipleObjectsReturned on every start, stop and provisioning.
-    interval = IntervalSchedule.objects.filter(every=setting.interval_seconds, period=IntervalSchedule.SECONDS).order_by(
-        "id"
-    ).first() or IntervalSchedule.objects.create(every=setting.interval_seconds, period=IntervalSchedule.SECONDS)
+    schedule = {"every": setting.interval_seconds, "period": IntervalSchedule.SECONDS}
+    interval = IntervalSchedule.objects.filter(**schedule).order_by("id").first() or IntervalSchedule.objects.create(**schedule)
     name = outbound_periodic_task_name(schema_name=schema_name)
     task = PeriodicTask.objects.select_for_update().filter(name=name).first() or PeriodicTask(name=name)
     task.task = SEND_TASK_NAME
