@@ -24,6 +24,7 @@ from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from agents.models import Agent, AllocationSettings, Assignment
+from conversations.access import chat_access_check
 from conversations.models import Application, Chat
 from core.exceptions import ConflictError
 from core.models import User
@@ -76,6 +77,15 @@ def agents_ensure() -> int:
             [default, list(STAFF_ROLES)],
         )
         return cursor.rowcount
+
+
+def agent_access_check(*, agent: Agent, user: User, fields: set[str]) -> None:
+    """Who may change an agent: an admin any field, an agent only its own `is_online` (PermissionDenied).
+    Used by the agents API and by the tenant admin's agent pages and actions."""
+    if user.is_tenant_admin:
+        return
+    if agent.pk != user.id or set(fields) - {"is_online"}:
+        raise PermissionDenied("Agents may only set their own is_online.")
 
 
 def agent_create(
@@ -428,8 +438,8 @@ def chat_resolve(*, chat: Chat, by: User | None = None) -> Chat:
     """
     with transaction.atomic():
         chat = Chat.objects.select_for_update().get(id=chat.id)
-        if by is not None and not by.is_tenant_admin and chat.assigned_agent_id != by.id:
-            raise PermissionDenied("Only the chat's assigned agent or an admin may resolve it.")
+        # Checked on the locked row: an assignee changed since the view read the chat is seen here.
+        chat_access_check(chat=chat, user=by, action="resolve it")
         if chat.status == Chat.Status.RESOLVED:
             raise ConflictError("The chat is already resolved.")
         held_capacity = chat.status == Chat.Status.ASSIGNED

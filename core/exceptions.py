@@ -36,7 +36,7 @@ def exception_handler(exc, context):
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or None)
     elif isinstance(exc, DjangoPermissionDenied):
-        exc = exceptions.PermissionDenied()
+        exc = exceptions.PermissionDenied(str(exc) or None)  # the access check says who may
     elif isinstance(exc, RequestDataTooBig):
         exc = RequestBodyTooLarge()
     # Imported here: rest_framework.views loads the parser classes, and core.parsers imports this module.
