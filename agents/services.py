@@ -29,7 +29,7 @@ from conversations.models import Application, Chat
 from core.exceptions import ConflictError
 from core.models import User
 from core.redis import get_redis, tenant_key
-from core.services import user_create
+from core.services import user_create, user_last_admin_check
 
 logger = logging.getLogger(__name__)
 
@@ -120,10 +120,14 @@ def agent_update(
     max_customers: int | None = None,
     is_online: bool | None = None,
 ) -> Agent:
-    """Edits an agent; going online or gaining capacity schedules an assignment run."""
+    """Edits an agent; going online or gaining capacity schedules an assignment run. Demoting the tenant's
+    last active admin is refused (ConflictError, 409)."""
     if role is not None and role not in STAFF_ROLES:
         raise ValidationError({"role": [f"Must be one of: {', '.join(STAFF_ROLES)}."]})
     with transaction.atomic():
+        if role is not None:
+            # Before the agent's row (admins' user rows, then the agent: one order for every caller).
+            user_last_admin_check(user_id=agent.pk, remains_admin=role == User.Role.ADMIN)
         # Locked: a concurrent edit or assignment run sees this change whole or not at all.
         agent = Agent.objects.select_for_update(no_key=True).select_related("user").get(pk=agent.pk)
         will_be_online = agent.is_online if is_online is None else is_online

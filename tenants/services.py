@@ -15,7 +15,7 @@ from django_tenants.utils import quote_schema_name, schema_context
 
 from core.models import User, normalize_email
 from core.redis import get_redis, tenant_key, tenant_keys_delete
-from core.services import user_create
+from core.services import user_create, user_sign_in_unlock, user_token_revoke
 from scheduler.services import scheduler_ensure, scheduler_remove
 from tenants import concurrency as tenant_concurrency
 from tenants import metrics as tenant_metrics
@@ -120,6 +120,37 @@ def _tenant_queue_and_slots_forget(*, schema_name: str) -> None:
     tenant_concurrency.tenant_slots_forget(schema_name=schema_name)
     tenant_metrics.tenant_metrics_forget(schema_name=schema_name)
     tenant_keys_delete(schema_name)  # everything else it kept in Redis: counters, caches, webhook state
+
+
+def tenant_admin_reset(*, tenant: Tenant, email: str, password: str) -> tuple[User, bool]:
+    """The platform admin's way back into a tenant whose admins are gone or locked out: makes `email` an
+    active admin of the tenant with `password`, creating the user if the tenant has none with that email.
+
+    An existing user is promoted, re-activated and given the new password; its API token is revoked (whoever
+    held it is signed out) and its sign-in lockout lifted. The password must pass the validators
+    (ValidationError, nothing written). Returns (user, created).
+    """
+    email = normalize_email(email)
+    with schema_context(tenant.schema_name):
+        with transaction.atomic():
+            user = User.objects.select_for_update().filter(email=email).first()
+            if user is None:
+                user = user_create(email=email, password=password, role=User.Role.ADMIN, name="Administrator")
+                created = True
+            else:
+                try:
+                    validate_password(password, user=user)
+                except ValidationError as error:
+                    raise ValidationError({"password": error.messages}) from error
+                user.role, user.is_active = User.Role.ADMIN, True
+                user.is_staff = user.is_superuser = True  # tenant admins use their host's Django admin
+                user.set_password(password)
+                user.save(update_fields=["role", "is_active", "is_staff", "is_superuser", "password"])
+                user_token_revoke(user=user)
+                created = False
+        user_sign_in_unlock(email=email)
+    logger.info("tenant %s: admin %s reset by the platform (user id %s)", tenant.schema_name, "created" if created else "restored", user.id)
+    return user, created
 
 
 def tenant_concurrency_set(*, tenant: Tenant, workers: int) -> Tenant:

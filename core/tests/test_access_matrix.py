@@ -75,6 +75,7 @@ ACCESS = {
     (PLATFORM, "PUT api/tenants/<int:tenant_id>/config/concurrency"): PLATFORM_ADMIN,
     (PLATFORM, "GET api/tenants/<int:tenant_id>/messages"): PLATFORM_ADMIN,
     (PLATFORM, "POST api/tenants/<int:tenant_id>/messages"): PLATFORM_ADMIN,
+    (PLATFORM, "POST api/tenants/<int:tenant_id>/admin-reset"): PLATFORM_ADMIN,
     (PLATFORM, "GET metrics"): PLATFORM_ADMIN,
     # --- tenant host: applications
     (TENANT, "GET api/applications"): TENANT_STAFF,
