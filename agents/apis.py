@@ -302,7 +302,8 @@ class QiscusMarkAsResolvedApi(_QiscusWebhookApi):
         service = QiscusServiceSerializer()
         resolved_by = serializers.JSONField(required=False, allow_null=True)
 
-    @extend_schema(request=InputSerializer, responses={200: ChatOutputSerializer, 404: ERROR_RESPONSE}, auth=[])
+    # 409 with Retry-After: the room's chat was still being created; it is resolved as soon as it exists.
+    @extend_schema(request=InputSerializer, responses={200: ChatOutputSerializer, 404: ERROR_RESPONSE, 409: ERROR_RESPONSE}, auth=[])
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -14,6 +14,7 @@ runs it too, only as a safety net.
 
 import heapq
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -635,20 +636,75 @@ def qiscus_room_allocate(*, room_id: str, candidate_agent: dict | None = None) -
     return application, number, True
 
 
+# How long a mark-as-resolved waits for its room's chat, allocated but still queued, to be persisted before
+# answering 409 (the resolve then completes in a task). The drain normally persists within milliseconds.
+QISCUS_RESOLVE_WAIT_SECONDS = 2.0
+
+
+class QiscusChatNotPersisted(Exception):
+    """The room's chat is allocated but not persisted yet: the resolve task retries."""
+
+
 def qiscus_room_resolve(*, room_id: str, resolved_by: dict | None = None) -> Chat | None:
     """Qiscus marked the room resolved: resolves its open chat (or answers its latest, already resolved)
-    and serves the next waiting chat. None when no chat of this room exists."""
+    and serves the next waiting chat. None when no chat of this room exists.
+
+    Qiscus often resolves a room right after asking for its allocation, while the room's chat is still
+    queued for persistence (its number allocated, its row not written). Left alone, that chat would be
+    persisted as waiting and later take an agent's slot. So the resolve waits up to
+    QISCUS_RESOLVE_WAIT_SECONDS for the row; if it is still not there, it schedules
+    `qiscus_room_resolve_task` (which resolves the chat once its row exists, retrying until then) and raises
+    ConflictError with a Retry-After: the chat ends resolved either way.
+    """
     application = qiscus_application_get()
     qiscus_agent_learn(qiscus_agent=resolved_by)
     chat = Chat.objects.filter(application=application, customer_id=room_id).order_by("-number").first()
+    queued = get_redis().get(_qiscus_room_key(room_id))
+    if queued is not None and (chat is None or chat.number < int(queued)):
+        chat = _qiscus_chat_wait(application=application, number=int(queued))
+        if chat is None:
+            qiscus_room_resolve_schedule(room_id=room_id, chat_number=int(queued))
+            error = ConflictError("The room's chat is still being created; it will be resolved as soon as it exists.")
+            error.wait = 1  # Retry-After (DRF's exception handler): a repeat then finds it resolved
+            raise error
     if chat is None:
         return None
+    return _qiscus_chat_resolve(chat)
+
+
+def _qiscus_chat_wait(*, application: Application, number: int) -> Chat | None:
+    deadline = time.monotonic() + QISCUS_RESOLVE_WAIT_SECONDS
+    while True:
+        chat = Chat.objects.filter(application=application, number=number).first()
+        if chat is not None or time.monotonic() >= deadline:
+            return chat
+        time.sleep(0.05)
+
+
+def _qiscus_chat_resolve(chat: Chat) -> Chat:
     if chat.status == Chat.Status.RESOLVED:
         return chat  # Qiscus may deliver a webhook twice: nothing more to do
     try:
         return chat_resolve(chat=chat)
     except ConflictError:
         return Chat.objects.get(id=chat.id)
+
+
+def qiscus_room_resolve_schedule(*, room_id: str, chat_number: int) -> None:
+    """Sends `qiscus_room_resolve_task` for the room's queued chat, in this tenant's context."""
+    from agents.tasks import qiscus_room_resolve_task
+
+    qiscus_room_resolve_task.delay(room_id, chat_number)
+
+
+def qiscus_queued_chat_resolve(*, room_id: str, chat_number: int) -> Chat:
+    """Resolves the room's chat `chat_number` once it is persisted (QiscusChatNotPersisted until then).
+    Idempotent: an already resolved chat is returned as it is."""
+    application = qiscus_application_get()
+    chat = Chat.objects.filter(application=application, number=chat_number, customer_id=room_id).first()
+    if chat is None:
+        raise QiscusChatNotPersisted(f"chat {chat_number} of Qiscus room {room_id} is not persisted yet")
+    return _qiscus_chat_resolve(chat)
 
 
 class QiscusTransientError(Exception):
