@@ -376,3 +376,24 @@ def test_the_owners_side_may_do_what_the_others_may_not(ownership):
     with schema_context(ownership["tenant"].schema_name):
         assert list(Message.objects.order_by("number").values_list("body", flat=True)) == ["customer fixed a typo", "admin fixed it"]
         assert Ticket.objects.get().created_by_id == ownership["owner"].id
+
+
+def test_the_tenant_admin_edits_an_agents_reply_but_not_a_customers_message(ownership):
+    # given an admin signed in to the tenant's Django admin, on the chat's page
+    from django.test import Client
+
+    from conftest import PASSWORD, host_of
+
+    tenant = ownership["tenant"]
+    with schema_context(tenant.schema_name):
+        admin = User.objects.filter(role=User.Role.ADMIN).order_by("-id").first()
+        chat_id = Chat.objects.get().id
+    client = Client(HTTP_HOST=host_of(tenant))
+    assert client.post("/admin/login/", {"username": admin.email, "password": PASSWORD, "next": "/admin/"}).status_code == 302
+
+    page = client.get(f"/admin/conversations/chat/{chat_id}/change/")
+
+    # then the customer's message body is shown disabled (a posted value is ignored), the agent's reply is editable
+    forms = {form.instance.number: form for form in page.context["inline_admin_formsets"][0].formset.forms}
+    assert forms[1].fields["body"].disabled is True
+    assert forms[2].fields["body"].disabled is False
