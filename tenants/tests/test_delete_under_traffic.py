@@ -138,3 +138,31 @@ def test_a_request_already_past_the_host_lookup_when_the_schema_is_dropped_gets_
     assert {name: (response.status_code, response.json()) for name, response in answers.items()} == {
         name: (404, {"detail": f'No tenant is served at host "{host}".'}) for name in answers
     }
+
+
+def test_a_deletion_in_progress_is_not_started_again_but_one_that_died_is_taken_over(make_live_tenant):
+    from datetime import timedelta
+
+    import pytest
+    from django.core.management import CommandError, call_command
+    from django.utils import timezone
+
+    from tenants.services import TenantNotFound, tenant_delete
+
+    # given a tenant whose deletion started a moment ago (another request, still draining its tasks)
+    tenant = make_live_tenant("claimed")
+    Tenant.objects.filter(id=tenant.id).update(deleting_since=timezone.now())
+
+    # then another deletion finds it gone, through the service and the command, and it is not served any more
+    with pytest.raises(TenantNotFound):
+        tenant_delete(tenant=tenant)
+    with pytest.raises(CommandError, match="already being deleted"):
+        call_command("tenant_delete", tenant.schema_name)
+    assert _client(f"{tenant.schema_name}.{settings.BASE_DOMAIN}").get("/health").status_code == 404
+    assert Tenant.objects.filter(id=tenant.id).exists()
+
+    # when that deletion died long ago, the next one takes it over and finishes
+    long_ago = timezone.now() - timedelta(seconds=settings.TENANT_DELETE_DRAIN_SECONDS + 301)
+    Tenant.objects.filter(id=tenant.id).update(deleting_since=long_ago)
+    tenant_delete(tenant=tenant)
+    assert not Tenant.objects.filter(id=tenant.id).exists()
