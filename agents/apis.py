@@ -303,7 +303,9 @@ class QiscusMarkAsResolvedApi(_QiscusWebhookApi):
         resolved_by = serializers.JSONField(required=False, allow_null=True)
 
     # 409 with Retry-After: the room's chat was still being created; it is resolved as soon as it exists.
-    @extend_schema(request=InputSerializer, responses={200: ChatOutputSerializer, 404: ERROR_RESPONSE, 409: ERROR_RESPONSE}, auth=[])
+    @extend_schema(
+        request=InputSerializer, responses={200: ChatOutputSerializer, 404: ERROR_RESPONSE, 409: ERROR_RESPONSE}, auth=[]
+    )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

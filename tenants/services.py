@@ -189,7 +189,8 @@ def tenant_admin_reset(*, tenant: Tenant, email: str, password: str) -> tuple[Us
                 user_token_revoke(user=user)
                 created = False
         user_sign_in_unlock(email=email)
-    logger.info("tenant %s: admin %s reset by the platform (user id %s)", tenant.schema_name, "created" if created else "restored", user.id)
+    logger.info("tenant %s: admin %s by the platform's reset (user id %s)",
+                tenant.schema_name, "created" if created else "restored", user.id)  # fmt: skip
     return user, created
 
 

@@ -146,7 +146,10 @@ def test_two_admins_demoting_each_other_at_once_leave_one(make_live_tenant):
             finally:
                 connections.close_all()
 
-        threads = [threading.Thread(target=demote, args=(first.id, second.id)), threading.Thread(target=demote, args=(second.id, first.id))]
+        threads = [
+            threading.Thread(target=demote, args=(first.id, second.id)),
+            threading.Thread(target=demote, args=(second.id, first.id)),
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
