@@ -5,7 +5,7 @@ from django.db.models.functions import RowNumber
 from agents.admin_actions import ChatActionsMixin, chats_assign
 from agents.models import Agent, AllocationSettings, Assignment, QueuedChat
 from agents.selectors import QUEUE_ORDERING, agent_list
-from agents.services import agent_set_online, agent_update, agents_ensure, assignment_run
+from agents.services import agent_access_check, agent_set_online, agent_update, agents_ensure, assignment_run
 from conversations.models import Chat
 from core.admin import secret_hint, tenant_admin_site
 from core.paginator import CappedCountPaginator
@@ -43,6 +43,7 @@ class AgentAdmin(admin.ModelAdmin):
         return agent.active_chats
 
     def save_model(self, request, obj, form, change):
+        agent_access_check(agent=obj, user=request.user, fields=set(form.changed_data))
         # Through the service: going online or gaining capacity must trigger an assignment run.
         agent_update(agent=obj, is_online=obj.is_online, max_customers=obj.max_customers)
         if "qiscus_agent_id" in form.changed_data:
@@ -51,12 +52,14 @@ class AgentAdmin(admin.ModelAdmin):
     @admin.action(description="Set selected agents online")
     def set_online(self, request, queryset):
         for agent in queryset:
+            agent_access_check(agent=agent, user=request.user, fields={"is_online"})
             agent_set_online(agent=agent, is_online=True)
         self.message_user(request, f"{queryset.count()} agent(s) online.")
 
     @admin.action(description="Set selected agents offline")
     def set_offline(self, request, queryset):
         for agent in queryset:
+            agent_access_check(agent=agent, user=request.user, fields={"is_online"})
             agent_set_online(agent=agent, is_online=False)
         self.message_user(request, f"{queryset.count()} agent(s) offline.")
 

@@ -49,7 +49,7 @@ class ChatActionsMixin:
         done = skipped = 0
         for chat in queryset:
             try:
-                chat_resolve(chat=chat)
+                chat_resolve(chat=chat, by=request.user)
                 done += 1
             except ConflictError:
                 skipped += 1

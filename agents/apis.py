@@ -13,6 +13,7 @@ from agents.models import Agent
 from agents.selectors import QUEUE_ORDERING, agent_get, agent_list, queue_list, queue_position
 from agents.services import (
     STAFF_ROLES,
+    agent_access_check,
     agent_create,
     agent_for_user,
     agent_update,
@@ -130,10 +131,7 @@ class AgentDetailApi(APIView):
         agent = _agent_or_404(agent_id)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        if not request.user.is_tenant_admin:
-            # An agent may only switch itself on- or offline.
-            if agent.pk != request.user.id or set(serializer.validated_data) - {"is_online"}:
-                raise exceptions.PermissionDenied("Agents may only set their own is_online.")
+        agent_access_check(agent=agent, user=request.user, fields=set(serializer.validated_data))
         agent_update(agent=agent, **serializer.validated_data)
         return Response(AgentOutputSerializer(agent_get(agent_id=agent.pk)).data)
 
@@ -304,7 +302,10 @@ class QiscusMarkAsResolvedApi(_QiscusWebhookApi):
         service = QiscusServiceSerializer()
         resolved_by = serializers.JSONField(required=False, allow_null=True)
 
-    @extend_schema(request=InputSerializer, responses={200: ChatOutputSerializer, 404: ERROR_RESPONSE}, auth=[])
+    # 409 with Retry-After: the room's chat was still being created; it is resolved as soon as it exists.
+    @extend_schema(
+        request=InputSerializer, responses={200: ChatOutputSerializer, 404: ERROR_RESPONSE, 409: ERROR_RESPONSE}, auth=[]
+    )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -14,6 +14,7 @@ runs it too, only as a safety net.
 
 import heapq
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -24,11 +25,12 @@ from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from agents.models import Agent, AllocationSettings, Assignment
+from conversations.access import chat_access_check
 from conversations.models import Application, Chat
 from core.exceptions import ConflictError
 from core.models import User
 from core.redis import get_redis, tenant_key
-from core.services import user_create
+from core.services import user_create, user_last_admin_check
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,15 @@ def agents_ensure() -> int:
         return cursor.rowcount
 
 
+def agent_access_check(*, agent: Agent, user: User, fields: set[str]) -> None:
+    """Who may change an agent: an admin any field, an agent only its own `is_online` (PermissionDenied).
+    Used by the agents API and by the tenant admin's agent pages and actions."""
+    if user.is_tenant_admin:
+        return
+    if agent.pk != user.id or set(fields) - {"is_online"}:
+        raise PermissionDenied("Agents may only set their own is_online.")
+
+
 def agent_create(
     *,
     email: str,
@@ -110,10 +121,14 @@ def agent_update(
     max_customers: int | None = None,
     is_online: bool | None = None,
 ) -> Agent:
-    """Edits an agent; going online or gaining capacity schedules an assignment run."""
+    """Edits an agent; going online or gaining capacity schedules an assignment run. Demoting the tenant's
+    last active admin is refused (ConflictError, 409)."""
     if role is not None and role not in STAFF_ROLES:
         raise ValidationError({"role": [f"Must be one of: {', '.join(STAFF_ROLES)}."]})
     with transaction.atomic():
+        if role is not None:
+            # Before the agent's row (admins' user rows, then the agent: one order for every caller).
+            user_last_admin_check(user_id=agent.pk, remains_admin=role == User.Role.ADMIN)
         # Locked: a concurrent edit or assignment run sees this change whole or not at all.
         agent = Agent.objects.select_for_update(no_key=True).select_related("user").get(pk=agent.pk)
         will_be_online = agent.is_online if is_online is None else is_online
@@ -428,8 +443,8 @@ def chat_resolve(*, chat: Chat, by: User | None = None) -> Chat:
     """
     with transaction.atomic():
         chat = Chat.objects.select_for_update().get(id=chat.id)
-        if by is not None and not by.is_tenant_admin and chat.assigned_agent_id != by.id:
-            raise PermissionDenied("Only the chat's assigned agent or an admin may resolve it.")
+        # Checked on the locked row: an assignee changed since the view read the chat is seen here.
+        chat_access_check(chat=chat, user=by, action="resolve it")
         if chat.status == Chat.Status.RESOLVED:
             raise ConflictError("The chat is already resolved.")
         held_capacity = chat.status == Chat.Status.ASSIGNED
@@ -621,20 +636,75 @@ def qiscus_room_allocate(*, room_id: str, candidate_agent: dict | None = None) -
     return application, number, True
 
 
+# How long a mark-as-resolved waits for its room's chat, allocated but still queued, to be persisted before
+# answering 409 (the resolve then completes in a task). The drain normally persists within milliseconds.
+QISCUS_RESOLVE_WAIT_SECONDS = 2.0
+
+
+class QiscusChatNotPersisted(Exception):
+    """The room's chat is allocated but not persisted yet: the resolve task retries."""
+
+
 def qiscus_room_resolve(*, room_id: str, resolved_by: dict | None = None) -> Chat | None:
     """Qiscus marked the room resolved: resolves its open chat (or answers its latest, already resolved)
-    and serves the next waiting chat. None when no chat of this room exists."""
+    and serves the next waiting chat. None when no chat of this room exists.
+
+    Qiscus often resolves a room right after asking for its allocation, while the room's chat is still
+    queued for persistence (its number allocated, its row not written). Left alone, that chat would be
+    persisted as waiting and later take an agent's slot. So the resolve waits up to
+    QISCUS_RESOLVE_WAIT_SECONDS for the row; if it is still not there, it schedules
+    `qiscus_room_resolve_task` (which resolves the chat once its row exists, retrying until then) and raises
+    ConflictError with a Retry-After: the chat ends resolved either way.
+    """
     application = qiscus_application_get()
     qiscus_agent_learn(qiscus_agent=resolved_by)
     chat = Chat.objects.filter(application=application, customer_id=room_id).order_by("-number").first()
+    queued = get_redis().get(_qiscus_room_key(room_id))
+    if queued is not None and (chat is None or chat.number < int(queued)):
+        chat = _qiscus_chat_wait(application=application, number=int(queued))
+        if chat is None:
+            qiscus_room_resolve_schedule(room_id=room_id, chat_number=int(queued))
+            error = ConflictError("The room's chat is still being created; it will be resolved as soon as it exists.")
+            error.wait = 1  # Retry-After (DRF's exception handler): a repeat then finds it resolved
+            raise error
     if chat is None:
         return None
+    return _qiscus_chat_resolve(chat)
+
+
+def _qiscus_chat_wait(*, application: Application, number: int) -> Chat | None:
+    deadline = time.monotonic() + QISCUS_RESOLVE_WAIT_SECONDS
+    while True:
+        chat = Chat.objects.filter(application=application, number=number).first()
+        if chat is not None or time.monotonic() >= deadline:
+            return chat
+        time.sleep(0.05)
+
+
+def _qiscus_chat_resolve(chat: Chat) -> Chat:
     if chat.status == Chat.Status.RESOLVED:
         return chat  # Qiscus may deliver a webhook twice: nothing more to do
     try:
         return chat_resolve(chat=chat)
     except ConflictError:
         return Chat.objects.get(id=chat.id)
+
+
+def qiscus_room_resolve_schedule(*, room_id: str, chat_number: int) -> None:
+    """Sends `qiscus_room_resolve_task` for the room's queued chat, in this tenant's context."""
+    from agents.tasks import qiscus_room_resolve_task
+
+    qiscus_room_resolve_task.delay(room_id, chat_number)
+
+
+def qiscus_queued_chat_resolve(*, room_id: str, chat_number: int) -> Chat:
+    """Resolves the room's chat `chat_number` once it is persisted (QiscusChatNotPersisted until then).
+    Idempotent: an already resolved chat is returned as it is."""
+    application = qiscus_application_get()
+    chat = Chat.objects.filter(application=application, number=chat_number, customer_id=room_id).first()
+    if chat is None:
+        raise QiscusChatNotPersisted(f"chat {chat_number} of Qiscus room {room_id} is not persisted yet")
+    return _qiscus_chat_resolve(chat)
 
 
 class QiscusTransientError(Exception):

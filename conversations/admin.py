@@ -1,8 +1,9 @@
 from django.contrib import admin
-
+from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q
 
 from agents.admin_actions import ChatActionsMixin
+from conversations.access import message_access_check, ticket_access_check
 from conversations.models import Application, Chat, InboundEvent, Message, Ticket
 from conversations.services import ticket_status_set
 from core.admin import secret_hint, tenant_admin_site
@@ -34,6 +35,24 @@ class MessageInline(admin.TabularInline):
     def has_add_permission(self, request, obj=None):
         # Messages are created through the API, which numbers them.
         return False
+
+    def get_formset(self, request, obj=None, **kwargs):
+        # A body is editable only where the API would let this user edit it (conversations.access): an agent's
+        # message, not a customer's. A disabled field ignores whatever a forged POST sends for it.
+        formset = super().get_formset(request, obj, **kwargs)
+        user = request.user
+
+        class MessageForm(formset.form):
+            def __init__(self, *args, **form_kwargs):
+                super().__init__(*args, **form_kwargs)
+                if "body" in self.fields and self.instance.pk:
+                    try:
+                        message_access_check(message=self.instance, user=user)
+                    except PermissionDenied:
+                        self.fields["body"].disabled = True
+
+        formset.form = MessageForm
+        return formset
 
 
 @admin.register(Chat, site=tenant_admin_site)
@@ -100,6 +119,7 @@ class InboundEventAdmin(admin.ModelAdmin):
 def _ticket_status_action(status: str, label: str):
     def action(modeladmin, request, queryset):
         for ticket in queryset:
+            ticket_access_check(ticket=ticket, user=request.user)
             ticket_status_set(ticket=ticket, status=status)
         modeladmin.message_user(request, f"{len(queryset)} ticket(s) marked {label.lower()}.")
 
@@ -125,3 +145,7 @@ class TicketAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         # Tickets are opened by escalating a chat (POST .../escalate), which ties them to it.
         return False
+
+    def save_model(self, request, obj, form, change):
+        ticket_access_check(ticket=obj, user=request.user)
+        super().save_model(request, obj, form, change)

@@ -13,6 +13,7 @@ from rest_framework.settings import ISO_8601, api_settings
 from rest_framework.views import APIView
 
 from conversations import inbound
+from conversations.access import chat_access_check, message_access_check, ticket_access_check
 from conversations.models import Application, Chat, Message, Ticket
 from conversations.selectors import (
     application_get,
@@ -176,6 +177,12 @@ def _chat_or_404(token: str, number: int) -> Chat:
     return chat
 
 
+def _staff_user(request) -> User | None:
+    """The tenant staff user behind the request's token; None for the client (no staff token)."""
+    user = request.user
+    return user if user is not None and getattr(user, "is_tenant_staff", False) else None
+
+
 def _message_or_404(token: str, chat_number: int, number: int) -> Message:
     message = message_get(chat=_chat_or_404(token, chat_number), number=number)
     if message is None:
@@ -295,13 +302,11 @@ class MessageListCreateApi(APIView):
     def post(self, request, token: str, number: int):
         application = _application_ref_or_404(token)
         # A tenant user's token makes it an agent's reply; without one it is the customer writing.
-        user = request.user if request.user is not None and getattr(request.user, "is_tenant_staff", False) else None
+        user = _staff_user(request)
         if user is not None and not user.is_tenant_admin:
             # Only the chat's assigned agent (or an admin) replies. That needs the chat's row: while the
             # chat is queued but not persisted, or nobody is assigned, only admins may reply.
-            chat = chat_get(application=application, number=number)
-            if chat is None or chat.assigned_agent_id != user.id:
-                raise exceptions.PermissionDenied("Only the chat's assigned agent or an admin may reply.")
+            chat_access_check(chat=chat_get(application=application, number=number), user=user, action="reply")
         message_number = message_create(
             application=application,
             chat_number=number,
@@ -321,16 +326,18 @@ class MessageDetailApi(APIView):
     def get(self, request, token: str, number: int, message_number: int):
         return Response(MessageOutputSerializer(_message_or_404(token, number, message_number)).data)
 
-    @extend_schema(request=MessageBodySerializer, responses={200: MessageOutputSerializer})
+    @extend_schema(request=MessageBodySerializer, responses={200: MessageOutputSerializer, 403: ERROR_RESPONSE})
     def put(self, request, token: str, number: int, message_number: int):
         return self._update(request, token, number, message_number)
 
-    @extend_schema(request=MessageBodySerializer, responses={200: MessageOutputSerializer})
+    @extend_schema(request=MessageBodySerializer, responses={200: MessageOutputSerializer, 403: ERROR_RESPONSE})
     def patch(self, request, token: str, number: int, message_number: int):
         return self._update(request, token, number, message_number)
 
     def _update(self, request, token: str, number: int, message_number: int):
         message = _message_or_404(token, number, message_number)
+        # Only the author's side edits: the client its customers' messages, the author or an admin an agent's.
+        message_access_check(message=message, user=_staff_user(request))
         # The body is the only editable field, so PUT and PATCH both require it.
         serializer = MessageBodySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -518,10 +525,11 @@ class ChatEscalateApi(APIView):
         description = serializers.CharField(max_length=settings.MESSAGE_MAX_LENGTH, required=False, allow_blank=True, default="")
         priority = serializers.ChoiceField(choices=Ticket.Priority.values, required=False, default=Ticket.Priority.MEDIUM)
 
-    @extend_schema(request=InputSerializer, responses={201: TicketOutputSerializer, 409: ERROR_RESPONSE})
+    @extend_schema(request=InputSerializer, responses={201: TicketOutputSerializer, 403: ERROR_RESPONSE, 409: ERROR_RESPONSE})
     def post(self, request, token: str, number: int):
         # The ticket points at the chat's row: a chat still queued for persistence is a 404 for a moment.
         chat = _chat_or_404(token, number)
+        chat_access_check(chat=chat, user=request.user, action="escalate it")  # again in ticket_create, locked
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         ticket = ticket_create(chat=chat, created_by=request.user, **serializer.validated_data)
@@ -583,6 +591,7 @@ class TicketDetailApi(APIView):
     @extend_schema(request=InputSerializer, responses={200: TicketOutputSerializer})
     def patch(self, request, ticket_id: int):
         ticket = _ticket_or_404(ticket_id)
+        ticket_access_check(ticket=ticket, user=request.user)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         ticket = ticket_status_set(ticket=ticket, status=serializer.validated_data["status"])

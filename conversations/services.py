@@ -11,6 +11,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from conversations import creations, inbound
+from conversations.access import chat_access_check
 from conversations.models import Application, Chat, InboundEvent, Message, Ticket
 from conversations.selectors import chat_open_for_customer_get
 from core.exceptions import ConflictError
@@ -275,10 +276,14 @@ def webhook_message_receive(*, application: Application, customer_id: str, body:
 
 
 def ticket_create(*, chat: Chat, title: str, description: str, priority: str, created_by: User) -> Ticket:
-    """Escalates a chat to a ticket, owned by the agent who escalated it. One ticket per chat: the unique
-    index decides between concurrent escalations, and the loser gets a ConflictError (409)."""
+    """Escalates a chat to a ticket, owned by the agent who escalated it. Only the chat's assigned agent or an
+    admin may (PermissionDenied otherwise), checked on the locked chat row, so a transfer committed meanwhile
+    is seen. One ticket per chat: the unique index decides between concurrent escalations, and the loser gets
+    a ConflictError (409)."""
     try:
         with transaction.atomic():
+            chat = Chat.objects.select_for_update().get(id=chat.id)
+            chat_access_check(chat=chat, user=created_by, action="escalate it")
             return Ticket.objects.create(
                 chat=chat,
                 title=title,

@@ -1,14 +1,16 @@
 import rest_framework.authtoken.admin  # noqa: F401  registers TokenProxy now, so that it can be unregistered
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import HttpResponseRedirect
 from rest_framework.authtoken.models import TokenProxy
 
-from core.exceptions import SignInThrottled
+from core.exceptions import ConflictError, SignInThrottled
 from core.models import User
-from core.services import user_delete, user_sign_in, user_sign_in_unlock
+from core.services import user_admin_change_check, user_delete, user_sign_in, user_sign_in_unlock
 
 
 class SignInLimitedAuthenticationForm(AdminAuthenticationForm):
@@ -102,12 +104,37 @@ class UserAdmin(BaseUserAdmin):
             f"Sign-in lockout lifted for {', '.join(unlocked)}." if unlocked else "None of them had failed sign-ins.",
         )
 
+    # A tenant never loses its last active admin here either (core.services.user_last_admin_check): the
+    # services raise ConflictError inside the page's transaction, which is rolled back and the refusal shown.
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            user_admin_change_check(user=obj)
+            super().save_model(request, obj, form, change)
+
     def delete_model(self, request, obj):
         user_delete(user=obj)
 
     def delete_queryset(self, request, queryset):
-        for user in queryset:
-            user_delete(user=user)
+        try:
+            with transaction.atomic():
+                for user in queryset:
+                    user_delete(user=user)
+        except ConflictError as error:
+            self.message_user(request, str(error.detail), messages.ERROR)
+
+    def changeform_view(self, request, *args, **kwargs):
+        try:
+            return super().changeform_view(request, *args, **kwargs)
+        except ConflictError as error:
+            self.message_user(request, str(error.detail), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def delete_view(self, request, *args, **kwargs):
+        try:
+            return super().delete_view(request, *args, **kwargs)
+        except ConflictError as error:
+            self.message_user(request, str(error.detail), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
 
 admin.site.register(User, UserAdmin)

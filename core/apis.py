@@ -6,13 +6,15 @@ from django.db import InterfaceError as DatabaseInterfaceError
 from django.db import OperationalError as DatabaseOperationalError
 from django.db import connection
 from django.http import JsonResponse
+from django_tenants.utils import get_public_schema_name
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.exceptions import RequestBodyTooLarge
+from core.exceptions import RequestBodyTooLarge, SignInRefused
+from core.middleware import tenant_gone_response
 from core.models import User
 from core.openapi import ERROR_RESPONSE
 from core.redis import get_redis
@@ -58,11 +60,11 @@ class AuthTokenApi(APIView):
             email=serializer.validated_data["email"],
             password=serializer.validated_data["password"],
         )
-        if user is None:
-            return Response(
-                {"detail": "Unable to sign in with the provided email and password."},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
+        if user is None or (user.role == User.Role.PLATFORM_ADMIN and connection.schema_name != get_public_schema_name()):
+            # Raised, not returned, so the exception handler sees it (a tenant deleted under this request is a
+            # 404). A platform account never signs in on a tenant host: it could only be read there from the
+            # public schema's table, through a tenant schema dropped under the request.
+            raise SignInRefused()
         token = user_token_get_or_create(user=user)
         return Response(self.OutputSerializer({"token": token.key, "role": user.role}).data)
 
@@ -143,7 +145,8 @@ def server_error(request):
     """
     dependency = _unavailable_dependency(sys.exception())
     if dependency is None:
-        return JsonResponse({"detail": "Internal server error."}, status=500)
+        # A tenant deleted while this request ran (its schema dropped under it) is gone, not broken.
+        return tenant_gone_response(request) or JsonResponse({"detail": "Internal server error."}, status=500)
     if request.path == "/health":
         response = health(request)
         if response.status_code == 503:

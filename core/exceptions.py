@@ -17,6 +17,12 @@ class RequestBodyTooLarge(exceptions.APIException):
     default_code = "body_too_large"
 
 
+class SignInRefused(exceptions.APIException):
+    status_code = 400
+    default_detail = "Unable to sign in with the provided email and password."
+    default_code = "sign_in_refused"
+
+
 class SignInThrottled(exceptions.Throttled):
     """Too many sign-in attempts for this email, or from this address, in the current window (429 with
     Retry-After). Raised before the password is checked."""
@@ -36,10 +42,17 @@ def exception_handler(exc, context):
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or None)
     elif isinstance(exc, DjangoPermissionDenied):
-        exc = exceptions.PermissionDenied()
+        exc = exceptions.PermissionDenied(str(exc) or None)  # the access check says who may
     elif isinstance(exc, RequestDataTooBig):
         exc = RequestBodyTooLarge()
     # Imported here: rest_framework.views loads the parser classes, and core.parsers imports this module.
     from rest_framework.views import exception_handler as drf_exception_handler
 
-    return drf_exception_handler(exc, context)
+    from core.middleware import tenant_gone_response
+
+    response = drf_exception_handler(exc, context)
+    if response is not None and 400 <= response.status_code < 500 and context.get("request") is not None:
+        # A tenant being deleted under this request: its token or its rows were not found because its schema
+        # is going or gone. The host is unknown now, as for the next request.
+        response = tenant_gone_response(context["request"]) or response
+    return response

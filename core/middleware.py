@@ -3,9 +3,32 @@ from django.db import connection
 from django.http import JsonResponse
 from django.http.request import split_domain_port
 from django.urls import set_urlconf
+from django_tenants.utils import get_public_schema_name
 
 from core.routing import routing_listener_ensure
-from tenants.selectors import tenant_get_for_hostname
+from tenants.selectors import tenant_get_for_hostname, tenant_is_served
+
+
+def _unknown_host(hostname: str) -> JsonResponse:
+    return JsonResponse({"detail": f'No tenant is served at host "{hostname}".'}, status=404)
+
+
+def tenant_gone_response(request) -> JsonResponse | None:
+    """The unknown-host 404 for a request whose tenant was deleted, or began being deleted, while it ran (its
+    schema dropped under it: a query fails, or falls through to the public schema's tables and a token or a
+    password is not found); None if its tenant is still served, or it has none. Called on error paths only:
+    it reads the tenants table."""
+    tenant = getattr(request, "tenant", None)
+    tenant_id = getattr(tenant, "pk", None)
+    if tenant_id is None or getattr(tenant, "schema_name", None) == get_public_schema_name():
+        return None
+    try:
+        if tenant_is_served(tenant_id=tenant_id):
+            return None
+    except Exception:
+        return None  # the database itself is the problem: the caller answers as it would have
+    hostname, _port = split_domain_port(request.get_host())
+    return _unknown_host(hostname)
 
 
 class TenantHostMiddleware:
@@ -35,7 +58,7 @@ class TenantHostMiddleware:
             tenant = tenant_get_for_hostname(hostname=hostname)
             if tenant is None:
                 connection.set_schema_to_public()
-                return JsonResponse({"detail": f'No tenant is served at host "{hostname}".'}, status=404)
+                return _unknown_host(hostname)
             request.tenant = tenant
             if connection.schema_name == tenant.schema_name and connection.include_public_schema:
                 # Already on this tenant's path (the thread's previous request was for it). set_tenant() would

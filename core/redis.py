@@ -3,17 +3,37 @@ import os
 import threading
 from collections.abc import Sequence
 from functools import cache
+from pathlib import Path
 
 import redis
 from django.conf import settings
+from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
+from redis.retry import Retry
+
+
+def _no_retry() -> Retry:
+    return Retry(NoBackoff(), 0)
 
 
 @cache
 def get_redis() -> redis.Redis:
     """The process-wide Redis client (a connection pool). Keys written through it must be tenant-scoped:
-    build them with `tenant_key`."""
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30)
+    build them with `tenant_key`.
+
+    It never retries a command, and says so rather than inheriting it: redis-py 8's `Redis(...)` constructor
+    retries a command up to 10 times when its connection fails (its `from_url` happens not to), also when the
+    command was sent and ran and only its reply was lost, and it cannot tell an idempotent command from one
+    that is not. Most of ours are not: INCR/HINCRBY counters, RPUSH, SET NX claims, scripts that allocate or
+    take a slot. A lost reply therefore reaches the caller once, as redis.ConnectionError or
+    redis.TimeoutError: the API answers 503 with Retry-After (the client decides), a task retries at its own
+    level, where each step is idempotent. The price: the first command on a pooled connection that a Redis
+    restart broke fails instead of being resent (one 503, then a new connection).
+    Scripts go through `redis_script` / `redis_script_load`, never `eval`: core/tests/test_redis.py checks.
+    """
+    return redis.Redis.from_url(
+        settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30, retry=_no_retry()
+    )
 
 
 class RedisScript:
@@ -56,6 +76,18 @@ def redis_script(source: str) -> RedisScript:
     return script
 
 
+_SCRIPT_FILES: dict[str, RedisScript] = {}
+
+
+def redis_script_load(path: str | Path) -> RedisScript:
+    """The Lua script in the file `path` (kept beside its app: `<app>/scripts/<name>.lua`), run through
+    `redis_script`: the one way a script is called, never retried once sent. Read once per process."""
+    script = _SCRIPT_FILES.get(str(path))
+    if script is None:
+        script = _SCRIPT_FILES[str(path)] = redis_script(Path(path).read_text())
+    return script
+
+
 def _thread_connection() -> redis.Connection:
     """This thread's connection, made with the settings of the process's client (a forked child, or a new
     client after `get_redis.cache_clear()`, makes a new one)."""
@@ -67,17 +99,7 @@ def _thread_connection() -> redis.Connection:
     return connection
 
 
-_WINDOW_COUNT = """
-local count = redis.call('INCR', KEYS[1])
-local ttl = redis.call('TTL', KEYS[1])
-if ttl < 0 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1])); ttl = tonumber(ARGV[1]) end
-return {count, ttl}
-"""
-
-_WINDOW_UNCOUNT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
-return 0
-"""
+_SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
 
 def window_count(key: str, *, window_seconds: int) -> tuple[int, int]:
@@ -85,13 +107,13 @@ def window_count(key: str, *, window_seconds: int) -> tuple[int, int]:
     the count so far in the window and the seconds until it ends. The window starts with its first event and
     the count lives in Redis, so it holds across processes. One script: the count and its expiry are set
     together, so a key never outlives its window."""
-    count, seconds_left = redis_script(_WINDOW_COUNT)(keys=[key], args=[window_seconds])
+    count, seconds_left = redis_script_load(_SCRIPTS / "window_count.lua")(keys=[key], args=[window_seconds])
     return int(count), max(int(seconds_left), 1)
 
 
 def window_uncount(key: str) -> None:
     """Takes back one event counted by `window_count`, if its window is still open (never a key with no expiry)."""
-    redis_script(_WINDOW_UNCOUNT)(keys=[key])
+    redis_script_load(_SCRIPTS / "window_uncount.lua")(keys=[key])
 
 
 def tenant_key(schema_name: str, *parts: object) -> str:

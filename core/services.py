@@ -10,7 +10,7 @@ from django_tenants.utils import get_public_schema_name
 from rest_framework.authtoken.models import Token
 from rest_framework.throttling import BaseThrottle
 
-from core.exceptions import SignInThrottled
+from core.exceptions import ConflictError, SignInThrottled
 from core.models import User, normalize_email
 from core.redis import get_redis, tenant_key, window_count, window_uncount
 
@@ -110,15 +110,57 @@ def user_token_revoke(*, user: User) -> None:
     Token.objects.filter(user=user).delete()
 
 
+LAST_ADMIN_REFUSAL = (
+    "This is the tenant's last active admin: make another user an admin first (or ask the platform admin to "
+    "reset one: POST /api/tenants/{id}/admin-reset)."
+)
+
+
+def user_last_admin_check(*, user_id: int, remains_admin: bool) -> None:
+    """Refuses (ConflictError, 409) a change that would leave a tenant without an active admin: demoting,
+    deactivating or deleting its only one. Call it inside the transaction that makes the change, before it.
+
+    The tenant's active admin rows are locked (FOR NO KEY UPDATE, in id order) and only then counted, so two
+    admins demoting each other at once are serialised: the second one's count, read after the first
+    committed, no longer includes the first's victim (READ COMMITTED re-checks a locked row's WHERE), and it
+    is refused. No-op on the platform host, which has no tenant admins.
+    """
+    if remains_admin or connection.schema_name == get_public_schema_name():
+        return
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("user_last_admin_check must run inside the transaction that changes the user")
+    admins = list(
+        User.objects.select_for_update(no_key=True)
+        .filter(role=User.Role.ADMIN, is_active=True)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    if admins == [user_id]:
+        raise ConflictError(LAST_ADMIN_REFUSAL)
+
+
+def user_admin_change_check(*, user: User) -> None:
+    """For a form that has already set `user`'s new role and is_active (the Django admin's user page): the
+    last-admin rule against the stored row. Inside the transaction that saves it."""
+    if user.pk is None:
+        return
+    stored = User.objects.filter(pk=user.pk).values_list("role", "is_active").first()
+    if stored is None or stored != (User.Role.ADMIN, True):
+        return
+    user_last_admin_check(user_id=user.pk, remains_admin=user.role == User.Role.ADMIN and user.is_active)
+
+
 def user_delete(*, user: User) -> None:
-    """Deletes a user of the current schema.
+    """Deletes a user of the current schema; never a tenant's last active admin (ConflictError).
 
     In the public schema Django's deletion collector cannot be used: tenant apps' tables (chats,
     messages) point at users but exist only in tenant schemas, and the collector would query them. A
     platform admin owns nothing there, so its own rows are deleted directly.
     """
     if connection.schema_name != get_public_schema_name():
-        user.delete()
+        with transaction.atomic():
+            user_last_admin_check(user_id=user.pk, remains_admin=False)
+            user.delete()
         return
     with transaction.atomic():
         Token.objects.filter(user=user).delete()

@@ -1,11 +1,13 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import ValidationError
+from django.template.response import TemplateResponse
 
 from core.models import EMAIL_MAX_LENGTH
 from tenants.models import MAX_TENANT_CONCURRENCY, Domain, Tenant
 from tenants.queues import tenant_queue_depths
-from tenants.services import tenant_concurrency_set, tenant_create, tenant_delete
+from tenants.services import tenant_admin_reset, tenant_concurrency_set, tenant_create, tenant_delete
 
 
 class DomainInline(admin.TabularInline):
@@ -54,6 +56,11 @@ class TenantCreationForm(forms.ModelForm):
         return data
 
 
+class AdminResetForm(forms.Form):
+    email = forms.EmailField(max_length=EMAIL_MAX_LENGTH)
+    password = forms.CharField(widget=forms.PasswordInput, strip=False)
+
+
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
     list_display = ("schema_name", "name", "concurrency", "queue_depth", "created_at")
@@ -63,6 +70,31 @@ class TenantAdmin(admin.ModelAdmin):
     add_fields = ("name", "slug", "admin_email", "admin_password", "concurrency")
     inlines = [DomainInline]
     list_per_page = 50
+    actions = ["admin_reset"]
+
+    @admin.action(description="Reset an admin of the selected tenant…")
+    def admin_reset(self, request, queryset):
+        """POST /api/tenants/{id}/admin-reset from the platform admin: one tenant at a time."""
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one tenant.", messages.WARNING)
+            return None
+        tenant = queryset.get()
+        form = AdminResetForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            try:
+                user, created = tenant_admin_reset(tenant=tenant, **form.cleaned_data)
+            except ValidationError as error:  # a weak password: shown on the form, nothing written
+                for field, errors in error.message_dict.items():
+                    form.add_error(field if field in form.fields else None, errors)
+            else:
+                self.message_user(request, f"{user.email} is {'now' if created else 'again'} an active admin of {tenant.name}.")
+                return None
+        return TemplateResponse(
+            request,
+            "admin/tenants/admin_reset.html",
+            {**self.admin_site.each_context(request), "title": "Reset a tenant admin", "opts": self.model._meta,
+             "tenant": tenant, "form": form, "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME},  # fmt: skip
+        )
 
     def get_fields(self, request, obj=None):
         return self.add_fields if obj is None else self.fields

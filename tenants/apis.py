@@ -18,7 +18,13 @@ from core.permissions import IsPlatformAdmin
 from tenants.metrics import TenantMetricsCollector
 from tenants.models import MAX_TENANT_CONCURRENCY, Tenant
 from tenants.selectors import tenant_get, tenant_list, tenant_primary_domain, tenant_runtime_stats
-from tenants.services import tenant_concurrency_set, tenant_create, tenant_delete, tenant_event_publish
+from tenants.services import (
+    tenant_admin_reset,
+    tenant_concurrency_set,
+    tenant_create,
+    tenant_delete,
+    tenant_event_publish,
+)
 
 
 class TenantOutputSerializer(serializers.Serializer):
@@ -63,6 +69,38 @@ class TenantListCreateApi(APIView):
         serializer.is_valid(raise_exception=True)
         tenant = tenant_create(**serializer.validated_data)
         return Response(TenantOutputSerializer(_tenant_or_404(tenant.id)).data, status=status.HTTP_201_CREATED)
+
+
+class TenantAdminResetApi(APIView):
+    """Makes `email` an active admin of the tenant with `password` (created if the tenant has no such user;
+    otherwise promoted, re-activated, its token revoked and its sign-in lockout lifted): the way back into a
+    tenant that lost its admins. 201 when the user was created, 200 when an existing one was restored."""
+
+    permission_classes = [IsPlatformAdmin]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "TenantAdminResetInput"
+
+        email = serializers.EmailField(max_length=EMAIL_MAX_LENGTH)
+        password = serializers.CharField(trim_whitespace=False, max_length=128, write_only=True)
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "TenantAdminReset"
+
+        id = serializers.IntegerField()
+        email = serializers.EmailField()
+        role = serializers.CharField()
+        is_active = serializers.BooleanField()
+
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer, 201: OutputSerializer})
+    def post(self, request, tenant_id: int):
+        tenant = _tenant_or_404(tenant_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user, created = tenant_admin_reset(tenant=tenant, **serializer.validated_data)
+        return Response(self.OutputSerializer(user).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 class TenantDetailApi(APIView):

@@ -24,6 +24,9 @@ class Tenant(TenantMixin):
         help_text="How many of this tenant's tasks may run at once across all workers.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set by tenants.services.tenant_delete before anything is removed: from then on the tenant's host and the
+    # platform API treat it as gone (404), and a second deletion finds nothing to delete.
+    deleting_since = models.DateTimeField(null=True, blank=True, editable=False)
 
     # Schemas are created by tenants.services.tenant_create and dropped by tenant_delete.
     auto_create_schema = True

@@ -9,7 +9,8 @@ from tenants.models import Domain, Tenant
 
 
 def tenant_list() -> QuerySet[Tenant]:
-    return Tenant.objects.prefetch_related("domains")
+    """Tenants being served: one that is being deleted is gone for the API already (tenant_delete)."""
+    return Tenant.objects.filter(deleting_since__isnull=True).prefetch_related("domains")
 
 
 def tenant_get(*, tenant_id: int) -> Tenant | None:
@@ -24,10 +25,17 @@ def tenant_get_for_hostname(*, hostname: str) -> Tenant | None:
     process-local routing cache (core.routing), else one indexed lookup."""
 
     def load() -> Tenant | None:
-        domain = Domain.objects.select_related("tenant").filter(domain=hostname).first()
+        # A tenant being deleted is no longer served: its host is unknown from the moment the deletion starts.
+        domain = Domain.objects.select_related("tenant").filter(domain=hostname, tenant__deleting_since__isnull=True).first()
         return domain.tenant if domain is not None else None
 
     return _tenants_by_hostname.get_or_load(hostname, load)
+
+
+def tenant_is_served(*, tenant_id: int) -> bool:
+    """Whether the tenant still exists and is not being deleted, read now (no cache): for a request that
+    failed while its tenant may have been deleted under it."""
+    return Tenant.objects.filter(id=tenant_id, deleting_since__isnull=True).exists()
 
 
 def tenant_primary_domain(*, tenant: Tenant) -> str | None:

@@ -1,8 +1,10 @@
 import json
 import logging
 import re
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
@@ -10,12 +12,14 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
+from django.http import Http404
 from django.utils import timezone
 from django_tenants.utils import quote_schema_name, schema_context
 
 from core.models import User, normalize_email
 from core.redis import get_redis, tenant_key, tenant_keys_delete
-from core.services import user_create
+from core.routing import routing_changed
+from core.services import user_create, user_sign_in_unlock, user_token_revoke
 from scheduler.services import scheduler_ensure, scheduler_remove
 from tenants import concurrency as tenant_concurrency
 from tenants import metrics as tenant_metrics
@@ -89,13 +93,46 @@ def _tenant_queue_and_slots_open(*, schema_name: str, concurrency: int) -> None:
     queues.tenant_queue_open(schema_name=schema_name)
 
 
-def tenant_delete(*, tenant: Tenant) -> None:
-    """Deprovisions a tenant: its tasks stop starting, its running ones finish, then schema, rows and queue go.
+# How long tenant_delete waits, once the tenant's host answers 404 everywhere, for requests already past the host
+# lookup to finish before the schema is dropped. A straggler that runs into the dropped schema still answers
+# 404 (core.apis.server_error, core.exceptions.exception_handler), never 500.
+TENANT_DELETE_REQUESTS_GRACE_SECONDS = 0.5
+# A deletion claim older than this is from a deletion that died half-way (its process killed): another
+# deletion may take it over and finish the job.
+_DELETE_CLAIM_STALE_SECONDS = 300
 
-    No task of the tenant starts once this begins (its slots are closed) and every worker stops consuming
-    its queue; the schema is dropped only once none of its tasks runs any more, or after
-    TENANT_DELETE_DRAIN_SECONDS (a task still running then fails on the missing schema, and is logged).
+
+class TenantNotFound(Http404):
+    """No such tenant, or it is being deleted (404)."""
+
+
+def _tenant_delete_claim(*, tenant: Tenant) -> Tenant:
+    """Marks the tenant as being deleted, under its row lock: of two deletions at once the second waits for
+    the first's mark and then finds the tenant gone (TenantNotFound). From the commit on, its host and the
+    platform API answer 404 in every process (the routing caches drop it when the change is published)."""
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.TENANT_DELETE_DRAIN_SECONDS + _DELETE_CLAIM_STALE_SECONDS)
+    with transaction.atomic():
+        row = Tenant.objects.select_for_update().filter(id=tenant.id).first()
+        if row is None or (row.deleting_since is not None and row.deleting_since > stale_before):
+            raise TenantNotFound("No tenant with this id.")
+        Tenant.objects.filter(id=row.id).update(deleting_since=now)
+        routing_changed()  # an update() sends no post_save: say it ourselves (published on commit)
+    row.deleting_since = now
+    return row
+
+
+def tenant_delete(*, tenant: Tenant) -> None:
+    """Deprovisions a tenant: it stops being served, its tasks stop starting, its running ones finish, then
+    schema, rows and queue go.
+
+    First the tenant is marked as being deleted (`deleting_since`, under its row lock): its host answers 404
+    from then on, and a second deletion raises TenantNotFound (404). No task of the tenant starts once this
+    begins (its slots are closed) and every worker stops consuming its queue; the schema is dropped only once
+    none of its tasks runs any more, or after TENANT_DELETE_DRAIN_SECONDS (a task still running then fails on
+    the missing schema, and is logged). If dropping fails, the mark is undone and the tenant served again.
     """
+    tenant = _tenant_delete_claim(tenant=tenant)
     schema_name = tenant.schema_name
     tenant_concurrency.tenant_slots_close(schema_name=schema_name)
     queues.tenant_queue_stop(schema_name=schema_name)
@@ -104,11 +141,14 @@ def tenant_delete(*, tenant: Tenant) -> None:
     ):
         logger.warning("tenant %s: tasks still running after %ss; dropping its schema anyway",
                        schema_name, settings.TENANT_DELETE_DRAIN_SECONDS)  # fmt: skip
+    time.sleep(TENANT_DELETE_REQUESTS_GRACE_SECONDS)
     try:
         with transaction.atomic():
             scheduler_remove(schema_name=schema_name)  # its celery-beat entry lives in the public schema
             tenant.delete(force_drop=True)  # DROP SCHEMA ... CASCADE, then the row (domains cascade)
     except Exception:
+        Tenant.objects.filter(id=tenant.id).update(deleting_since=None)
+        routing_changed()
         _tenant_queue_and_slots_open(schema_name=schema_name, concurrency=tenant.concurrency)
         raise
     transaction.on_commit(lambda: _tenant_queue_and_slots_forget(schema_name=schema_name))
@@ -120,6 +160,38 @@ def _tenant_queue_and_slots_forget(*, schema_name: str) -> None:
     tenant_concurrency.tenant_slots_forget(schema_name=schema_name)
     tenant_metrics.tenant_metrics_forget(schema_name=schema_name)
     tenant_keys_delete(schema_name)  # everything else it kept in Redis: counters, caches, webhook state
+
+
+def tenant_admin_reset(*, tenant: Tenant, email: str, password: str) -> tuple[User, bool]:
+    """The platform admin's way back into a tenant whose admins are gone or locked out: makes `email` an
+    active admin of the tenant with `password`, creating the user if the tenant has none with that email.
+
+    An existing user is promoted, re-activated and given the new password; its API token is revoked (whoever
+    held it is signed out) and its sign-in lockout lifted. The password must pass the validators
+    (ValidationError, nothing written). Returns (user, created).
+    """
+    email = normalize_email(email)
+    with schema_context(tenant.schema_name):
+        with transaction.atomic():
+            user = User.objects.select_for_update().filter(email=email).first()
+            if user is None:
+                user = user_create(email=email, password=password, role=User.Role.ADMIN, name="Administrator")
+                created = True
+            else:
+                try:
+                    validate_password(password, user=user)
+                except ValidationError as error:
+                    raise ValidationError({"password": error.messages}) from error
+                user.role, user.is_active = User.Role.ADMIN, True
+                user.is_staff = user.is_superuser = True  # tenant admins use their host's Django admin
+                user.set_password(password)
+                user.save(update_fields=["role", "is_active", "is_staff", "is_superuser", "password"])
+                user_token_revoke(user=user)
+                created = False
+        user_sign_in_unlock(email=email)
+    logger.info("tenant %s: admin %s by the platform's reset (user id %s)",
+                tenant.schema_name, "created" if created else "restored", user.id)  # fmt: skip
+    return user, created
 
 
 def tenant_concurrency_set(*, tenant: Tenant, workers: int) -> Tenant:

@@ -11,7 +11,7 @@ from django_tenants.utils import schema_context
 
 from agents.models import Agent, AllocationSettings
 from agents.services import allocation_settings_get, assignment_run
-from conftest import PASSWORD, api_client
+from conftest import PASSWORD, api_client, wait_for
 from conversations.models import Chat
 from conversations.services import creations_persist
 from sociomile.celery import app as celery_app
@@ -307,3 +307,68 @@ def test_no_qiscus_call_without_configuration_or_for_other_applications(
     ):
         assert assignment_run() == 2
     assert sent == [] and qiscus.requests == []
+
+
+# --- mark-as-resolved right after the allocation, while the room's chat is still queued -----------------------
+
+
+def test_a_room_resolved_before_its_chat_is_persisted_ends_resolved(tenant_a, integration, monkeypatch):
+    from agents import services as agent_services
+    from agents.services import qiscus_queued_chat_resolve
+
+    # given the room's chat allocated, not yet persisted, and no drain within the wait
+    monkeypatch.setattr(agent_services, "QISCUS_RESOLVE_WAIT_SECONDS", 0.1)
+    scheduled = []
+    monkeypatch.setattr(agent_services, "qiscus_room_resolve_schedule", lambda **kwargs: scheduled.append(kwargs))
+    assert integration.post(ALLOCATION_URL, custom_agent_allocation_payload()).status_code == 202
+
+    # when Qiscus marks the room resolved at once
+    early = integration.post(RESOLVED_URL, mark_as_resolved_payload())
+
+    # then it is told to come back, and the resolve is handed to a task
+    assert early.status_code == 409
+    assert early["Retry-After"] == "1"
+    assert scheduled == [{"room_id": "1905692", "chat_number": 1}]
+    with schema_context(tenant_a.schema_name):
+        with pytest.raises(agent_services.QiscusChatNotPersisted):  # the task retries until the row exists
+            qiscus_queued_chat_resolve(room_id="1905692", chat_number=1)
+        # once the drain has persisted the chat (waiting), the task resolves it; a second run changes nothing
+        creations_persist(batch_size=100)
+        assert Chat.objects.get(number=1).status == "waiting"
+        assert qiscus_queued_chat_resolve(room_id="1905692", chat_number=1).status == "resolved"
+        assert qiscus_queued_chat_resolve(room_id="1905692", chat_number=1).status == "resolved"
+    # and Qiscus' repeat finds it resolved
+    repeated = integration.post(RESOLVED_URL, mark_as_resolved_payload())
+    assert (repeated.status_code, repeated.json()["status"]) == (200, "resolved")
+
+
+@pytest.mark.worker
+def test_rooms_resolved_right_after_their_allocation_end_resolved_through_a_real_worker(celery_worker, make_live_tenant):
+    # given an online agent with room for every chat, and a real worker draining and assigning
+    from agents.services import agent_create
+
+    tenant = make_live_tenant("qiscus-resolve")
+    with schema_context(tenant.schema_name):
+        key = allocation_settings_get().qiscus_integration_key
+        agent = agent_create(email="qiscus-live@example.test", password=PASSWORD, max_customers=20, is_online=True)
+    client = api_client(tenant=tenant)
+    client.credentials(HTTP_X_SOCIOMILE_INTEGRATION_KEY=key)
+
+    # when ten rooms are each allocated and marked resolved at once (as Qiscus does for a quick conversation)
+    answers = []
+    for index in range(10):
+        room = f"room-{index}"
+        assert client.post(ALLOCATION_URL, custom_agent_allocation_payload(room_id=room)).status_code == 202
+        answers.append(client.post(RESOLVED_URL, mark_as_resolved_payload(room_id=room)).status_code)
+
+    # then each was resolved at once (200) or told to come back (409), never "no chat" (404)
+    assert set(answers) <= {200, 409}, answers
+
+    # and every chat ends resolved, holding no agent's slot
+    def settled():
+        with schema_context(tenant.schema_name):
+            statuses = list(Chat.objects.order_by("number").values_list("status", flat=True))
+            active = Agent.objects.get(pk=agent.pk).active_chats
+        return statuses == ["resolved"] * 10 and active == 0
+
+    wait_for(settled, timeout=60, message="every room's chat resolved and the agent's slots free")

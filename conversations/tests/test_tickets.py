@@ -12,12 +12,19 @@ from conversations.tests.factories import webhook_deliver
 from core.models import User
 
 
+def _assign_all(tenant, agent) -> None:
+    # Only the chat's assigned agent (or an admin) escalates it (conversations.access).
+    with schema_context(tenant.schema_name):
+        Chat.objects.update(status=Chat.Status.ASSIGNED, assigned_agent=agent, assigned_at=timezone.now())
+
+
 @pytest.fixture
-def chats(tenant_a, application_a, client_a, drain):
-    """Two persisted chats of application A."""
+def chats(tenant_a, application_a, client_a, agent_a, drain):
+    """Two persisted chats of application A, assigned to agent A."""
     webhook_deliver(client_a, application_a, {"customer_id": "c1", "message": "hi"})
     webhook_deliver(client_a, application_a, {"customer_id": "c2", "message": "hi"})
     drain(tenant_a)
+    _assign_all(tenant_a, agent_a)
 
 
 def _escalate(api, application, number: int = 1, **body):
@@ -62,10 +69,8 @@ def test_description_and_priority_may_be_left_out(tenant_a, application_a, chats
 
 
 def test_a_second_escalation_of_the_same_chat_is_409(tenant_a, application_a, chats, agent_a_api):
-    colleague = make_user(tenant=tenant_a, role=User.Role.AGENT)
-
     first = _escalate(agent_a_api, application_a)
-    second = _escalate(api_client(tenant=tenant_a, token=token_for(colleague, tenant=tenant_a)), application_a, title="Again")
+    second = _escalate(agent_a_api, application_a, title="Again")
     other_chat = _escalate(agent_a_api, application_a, number=2, priority="low")
 
     assert first.status_code == 201
@@ -103,6 +108,22 @@ def test_escalating_an_unknown_or_unpersisted_chat_is_404(tenant_a, application_
     assert _tickets(tenant_a) == []
 
 
+def test_an_agent_escalates_only_the_chats_assigned_to_it(tenant_a, application_a, chats, client_a, agent_a, drain):
+    # given chat 1 assigned to agent A, chat 3 waiting for anyone, and another agent
+    colleague = make_user(tenant=tenant_a, role=User.Role.AGENT)
+    colleague_api = api_client(tenant=tenant_a, token=token_for(colleague, tenant=tenant_a))
+    webhook_deliver(client_a, application_a, {"customer_id": "c3", "message": "hi"})
+    drain(tenant_a)
+
+    # when the colleague escalates them
+    answers = [_escalate(colleague_api, application_a, number=number) for number in (1, 3)]
+
+    # then both are refused and nothing is written
+    assert [answer.status_code for answer in answers] == [403, 403]
+    assert answers[0].json() == {"detail": "Only the chat's assigned agent or an admin may escalate it."}
+    assert _tickets(tenant_a) == []
+
+
 def test_admins_and_customers_do_not_escalate(tenant_a, application_a, chats, client_a, tenant_a_admin_api):
     by_admin = _escalate(tenant_a_admin_api, application_a)
     by_customer = _escalate(client_a, application_a)
@@ -119,6 +140,7 @@ def tickets(tenant_a, application_a, client_a, agent_a, drain) -> list[Ticket]:
     for customer in ("c1", "c2", "c3"):
         webhook_deliver(client_a, application_a, {"customer_id": customer, "message": "hi"})
     drain(tenant_a)
+    _assign_all(tenant_a, agent_a)
     made = []
     with schema_context(tenant_a.schema_name):
         for number, priority in ((1, "high"), (2, "low"), (3, "low")):
@@ -220,7 +242,7 @@ def test_the_tenant_admin_filters_and_searches_tickets_and_chats(tenant_a, ticke
     listed = client.get("/admin/conversations/ticket/?status__exact=open&priority__exact=low")
     searched = client.get("/admin/conversations/ticket/?q=T2")
     application_id = tickets[0].chat.application_id
-    chats = client.get(f"/admin/conversations/chat/?status__exact=waiting&application__id__exact={application_id}")
+    chats = client.get(f"/admin/conversations/chat/?status__exact=assigned&application__id__exact={application_id}")
     by_date = client.get(f"/admin/conversations/chat/?created_at__year={timezone.now().year}")
 
     assert listed.status_code == searched.status_code == chats.status_code == by_date.status_code == 200

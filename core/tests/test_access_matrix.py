@@ -22,11 +22,13 @@ import uuid
 import pytest
 from django.db import connection
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context
 
-from agents.services import allocation_settings_get
+from agents.services import agents_ensure, allocation_settings_get
 from conftest import api_client, make_user, token_for
 from conversations import inbound
+from conversations.models import Chat, Message, Ticket
 from conversations.services import application_create
 from core.models import User
 from core.redis import get_redis
@@ -73,6 +75,7 @@ ACCESS = {
     (PLATFORM, "PUT api/tenants/<int:tenant_id>/config/concurrency"): PLATFORM_ADMIN,
     (PLATFORM, "GET api/tenants/<int:tenant_id>/messages"): PLATFORM_ADMIN,
     (PLATFORM, "POST api/tenants/<int:tenant_id>/messages"): PLATFORM_ADMIN,
+    (PLATFORM, "POST api/tenants/<int:tenant_id>/admin-reset"): PLATFORM_ADMIN,
     (PLATFORM, "GET metrics"): PLATFORM_ADMIN,
     # --- tenant host: applications
     (TENANT, "GET api/applications"): TENANT_STAFF,
@@ -282,3 +285,115 @@ def test_every_endpoint_refuses_every_wrong_credential_and_writes_nothing(matrix
     assert {"wrong answers": wrong, "rows written": written, "redis keys written": redis_written} == {
         "wrong answers": [], "rows written": {}, "redis keys written": []
     }  # fmt: skip
+
+
+# --- the right role, someone else's object ----------------------------------------------------------------------
+# One access check per resource (conversations.access, agents.services.agent_access_check), used by every view
+# and admin action: the chat's assigned agent or an admin acts on a chat; a message is edited only by its author's
+# side (the client for a customer's, the authoring agent or an admin for an agent's); an agent changes only its
+# own is_online.
+
+OWNED_CHAT = f"{APP}/chats/1"
+
+
+@pytest.fixture
+def ownership(tenant_a):
+    """An assigned chat of agent "owner", with a customer's message (1) and the owner's reply (2)."""
+    admin = make_user(tenant=tenant_a, role=User.Role.ADMIN)
+    owner = make_user(tenant=tenant_a, role=User.Role.AGENT)
+    other = make_user(tenant=tenant_a, role=User.Role.AGENT)
+    with schema_context(tenant_a.schema_name):
+        application = application_create(name="Ownership")
+        agents_ensure()
+        chat = Chat.objects.create(application=application, number=1, status=Chat.Status.ASSIGNED, customer_id="c1",
+                                   assigned_agent=owner, assigned_at=timezone.now())  # fmt: skip
+        Message.objects.create(chat=chat, number=1, body="customer wrote", sender=Message.Sender.CUSTOMER)
+        Message.objects.create(chat=chat, number=2, body="owner replied", sender=Message.Sender.AGENT, author=owner)
+        allocation_settings_get()
+    tokens = {"client": None, **{name: token_for(user, tenant=tenant_a) for name, user in
+                                 (("admin", admin), ("owner", owner), ("other", other))}}  # fmt: skip
+    return {"tenant": tenant_a, "token": application.token, "tokens": tokens, "owner": owner, "other": other}
+
+
+def _owned_path(ownership, route: str) -> str:
+    return "/" + route.replace("<str:token>", ownership["token"]).format(owner=ownership["owner"].id, other=ownership["other"].id)
+
+
+# (method, route, credential, body, expected status)
+OWNERSHIP_REFUSALS = [
+    ("POST", f"{OWNED_CHAT}/escalate", "other", {"title": "Mine now"}, 403),
+    ("POST", f"{OWNED_CHAT}/resolve", "other", {}, 403),
+    ("POST", f"{OWNED_CHAT}/messages", "other", {"body": "not my chat"}, 403),
+    ("PATCH", f"{OWNED_CHAT}/messages/2", "client", {"body": "rewritten by the client"}, 403),
+    ("PUT", f"{OWNED_CHAT}/messages/2", "client", {"body": "rewritten by the client"}, 403),
+    ("PATCH", f"{OWNED_CHAT}/messages/2", "other", {"body": "rewritten by another agent"}, 403),
+    ("PATCH", f"{OWNED_CHAT}/messages/1", "owner", {"body": "rewritten by the agent"}, 403),
+    ("PATCH", f"{OWNED_CHAT}/messages/1", "admin", {"body": "rewritten by an admin"}, 403),
+    ("PATCH", "api/agents/{owner}", "other", {"is_online": True}, 403),
+    ("PATCH", "api/agents/{other}", "other", {"max_customers": 50}, 403),
+    ("POST", f"{OWNED_CHAT}/assign", "owner", {"agent_id": 1}, 403),
+]
+
+
+def test_staff_and_clients_are_refused_what_belongs_to_someone_else_and_nothing_is_written(ownership):
+    schemas = [ownership["tenant"].schema_name]
+    counts_before, redis_before = _table_counts(), _redis_state(schemas)
+
+    wrong = []
+    for method, route, credential, body, status in OWNERSHIP_REFUSALS:
+        client = api_client(tenant=ownership["tenant"], token=ownership["tokens"][credential])
+        response = getattr(client, method.lower())(_owned_path(ownership, route), data=body, format="json")
+        if response.status_code != status or "detail" not in response.json():
+            wrong.append(f"{method} {route} as {credential}: {response.status_code} {response.json()!r}, expected {status}")
+    connection.set_schema_to_public()
+
+    counts_after, redis_after = _table_counts(), _redis_state(schemas)
+    written = {table: (counts_before.get(table), count) for table, count in counts_after.items() if counts_before.get(table) != count}
+    redis_written = sorted(key for key in redis_before.keys() | redis_after.keys() if redis_before.get(key) != redis_after.get(key))
+    with schema_context(ownership["tenant"].schema_name):
+        bodies = list(Message.objects.order_by("number").values_list("body", flat=True))
+        chat = Chat.objects.get()
+    assert {"wrong answers": wrong, "rows written": written, "redis keys written": redis_written} == {
+        "wrong answers": [], "rows written": {}, "redis keys written": []
+    }  # fmt: skip
+    assert bodies == ["customer wrote", "owner replied"]
+    assert (chat.status, chat.assigned_agent_id) == (Chat.Status.ASSIGNED, ownership["owner"].id)
+
+
+def test_the_owners_side_may_do_what_the_others_may_not(ownership):
+    def send(credential, method, route, body):
+        client = api_client(tenant=ownership["tenant"], token=ownership["tokens"][credential])
+        return getattr(client, method.lower())(_owned_path(ownership, route), data=body, format="json").status_code
+
+    # the client edits its customer's message; the authoring agent and an admin edit the agent's reply
+    assert send("client", "PATCH", f"{OWNED_CHAT}/messages/1", {"body": "customer fixed a typo"}) == 200
+    assert send("owner", "PATCH", f"{OWNED_CHAT}/messages/2", {"body": "owner fixed a typo"}) == 200
+    assert send("admin", "PUT", f"{OWNED_CHAT}/messages/2", {"body": "admin fixed it"}) == 200
+    # another agent's escalation was refused, so the assigned agent's own works (before the fix: 409)
+    assert send("other", "POST", f"{OWNED_CHAT}/escalate", {"title": "Mine now"}) == 403
+    assert send("owner", "POST", f"{OWNED_CHAT}/escalate", {"title": "Refund"}) == 201
+    assert send("owner", "PATCH", "api/agents/{owner}", {"is_online": True}) == 200
+    with schema_context(ownership["tenant"].schema_name):
+        assert list(Message.objects.order_by("number").values_list("body", flat=True)) == ["customer fixed a typo", "admin fixed it"]
+        assert Ticket.objects.get().created_by_id == ownership["owner"].id
+
+
+def test_the_tenant_admin_edits_an_agents_reply_but_not_a_customers_message(ownership):
+    # given an admin signed in to the tenant's Django admin, on the chat's page
+    from django.test import Client
+
+    from conftest import PASSWORD, host_of
+
+    tenant = ownership["tenant"]
+    with schema_context(tenant.schema_name):
+        admin = User.objects.filter(role=User.Role.ADMIN).order_by("-id").first()
+        chat_id = Chat.objects.get().id
+    client = Client(HTTP_HOST=host_of(tenant))
+    assert client.post("/admin/login/", {"username": admin.email, "password": PASSWORD, "next": "/admin/"}).status_code == 302
+
+    page = client.get(f"/admin/conversations/chat/{chat_id}/change/")
+
+    # then the customer's message body is shown disabled (a posted value is ignored), the agent's reply is editable
+    forms = {form.instance.number: form for form in page.context["inline_admin_formsets"][0].formset.forms}
+    assert forms[1].fields["body"].disabled is True
+    assert forms[2].fields["body"].disabled is False

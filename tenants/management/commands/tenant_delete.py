@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from tenants.models import Tenant
-from tenants.services import tenant_delete
+from tenants.services import TenantNotFound, tenant_delete
 
 
 class Command(BaseCommand):
@@ -14,5 +14,8 @@ class Command(BaseCommand):
         tenant = Tenant.objects.filter(schema_name=options["slug"]).first()
         if tenant is None:
             raise CommandError(f"no tenant {options['slug']!r}")
-        tenant_delete(tenant=tenant)
+        try:
+            tenant_delete(tenant=tenant)
+        except TenantNotFound as error:
+            raise CommandError(f"tenant {options['slug']!r} is already being deleted") from error
         self.stdout.write(f"deleted tenant {options['slug']}")
