@@ -46,3 +46,29 @@ class TenantHostMiddleware:
             request.urlconf = settings.ROOT_URLCONF
         set_urlconf(request.urlconf)
         return self.get_response(request)
+
+
+class UnstorableInputMiddleware:
+    """The input rule of core/parsers.py for what comes before the body: a path, a query string or a header
+    holding a NUL character is a 400. PostgreSQL refuses NUL in text, so any lookup by such a value (an
+    application token in the path, a filter, a search, a token in Authorization) would be a DataError, a
+    500. Lone surrogates cannot get here: Django decodes the path and query string as UTF-8, replacing
+    what does not decode, and headers as Latin-1.
+
+    First in MIDDLEWARE: the host lookup is itself a query.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "\x00" in request.path or "%00" in request.META.get("QUERY_STRING", "") or _nul_in_headers(request.META):
+            return JsonResponse(
+                {"detail": "The request's path, query string or a header holds a NUL character (%00), which cannot be stored."},
+                status=400,
+            )
+        return self.get_response(request)
+
+
+def _nul_in_headers(meta) -> bool:
+    return any("\x00" in value for name, value in meta.items() if name.startswith("HTTP_") and isinstance(value, str))

@@ -79,7 +79,9 @@ TENANT_RESERVED_SLUGS = {"public", "www", "api", "admin", "docs", "static", "hea
 AUTH_USER_MODEL = "core.User"
 
 MIDDLEWARE = [
-    # First: picks the schema and URL conf from the Host header, 404s unknown hosts.
+    # Before anything queries: a NUL in the path, query string or a header is a 400 (core/middleware.py).
+    "core.middleware.UnstorableInputMiddleware",
+    # Then: picks the schema and URL conf from the Host header, 404s unknown hosts.
     "core.middleware.TenantHostMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
