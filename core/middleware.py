@@ -49,26 +49,23 @@ class TenantHostMiddleware:
 
 
 class UnstorableInputMiddleware:
-    """The input rule of core/parsers.py for what comes before the body: a path, a query string or a header
-    holding a NUL character is a 400. PostgreSQL refuses NUL in text, so any lookup by such a value (an
-    application token in the path, a filter, a search, a token in Authorization) would be a DataError, a
-    500. Lone surrogates cannot get here: Django decodes the path and query string as UTF-8, replacing
-    what does not decode, and headers as Latin-1.
+    """The input rule of core/parsers.py for what comes before the body: a path or a query string holding a
+    NUL character (`%00`) is a 400. PostgreSQL refuses NUL in text, so any lookup by such a value (an
+    application token in the path, a filter, a search, also in the admin) was a DataError, a 500. Lone
+    surrogates cannot get here: Django decodes the path and query string as UTF-8, replacing what does not
+    decode. Headers are left to their readers: credentials are compared, not looked up with a NUL (401 for
+    anything wrong), and the host is validated by Django.
 
-    First in MIDDLEWARE: the host lookup is itself a query.
+    First in MIDDLEWARE: nothing has queried yet.
     """
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        if "\x00" in request.path or "%00" in request.META.get("QUERY_STRING", "") or _nul_in_headers(request.META):
+        if "\x00" in request.path or "%00" in request.META.get("QUERY_STRING", ""):
             return JsonResponse(
-                {"detail": "The request's path, query string or a header holds a NUL character (%00), which cannot be stored."},
+                {"detail": "The request's path or query string holds a NUL character (%00), which cannot be stored."},
                 status=400,
             )
         return self.get_response(request)
-
-
-def _nul_in_headers(meta) -> bool:
-    return any("\x00" in value for name, value in meta.items() if name.startswith("HTTP_") and isinstance(value, str))
