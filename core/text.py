@@ -12,6 +12,8 @@ into a DataError or UnicodeEncodeError, and a response that echoes it into a 500
 
 import re
 
+from django.core.validators import RegexValidator
+
 REPLACEMENT = "\ufffd"
 # NUL, and a surrogate code point (only ever lone in a Python str: a valid pair decodes to one character).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -44,3 +46,15 @@ def unstorable_text_find(value, *, path: str = "") -> str | None:
         elif isinstance(item, list):
             stack.extend((f"{location}[{index}]", child) for index, child in enumerate(item))
     return None
+
+
+# Values we later send in an HTTP header or request line (an auth key, a webhook URL): printable ASCII
+# without spaces. A CR or LF would split the request (http.client refuses it, so every send would fail for
+# good), and non-ASCII has no one encoding in a header. Refused when the value is set, a 400, rather than
+# accepted and failing every send later.
+visible_ascii_validator = RegexValidator(
+    r"\A[\x21-\x7e]*\Z",
+    message="Use visible ASCII characters only (no spaces, line breaks or non-ASCII): it is sent in HTTP requests "
+    "as it is. Encode an international domain name or path first (punycode, percent-encoding).",
+    code="not_visible_ascii",
+)

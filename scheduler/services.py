@@ -38,7 +38,7 @@ from core.outbound_urls import (
     outbound_url_check,
 )
 from core.redis import redis_script, tenant_key
-from core.text import storable_text
+from core.text import storable_text, visible_ascii_validator
 from scheduler.models import OutboundMessage, SchedulerSetting, validate_e164
 
 logger = logging.getLogger(__name__)
@@ -176,6 +176,15 @@ def scheduler_update(
     interval after the change (from 120 s to 5 s, the next run is 5 s away, not "overdue since 115 s").
     """
     schema_name = _tenant_schema_name()
+    errors = {}
+    for name, value in (("webhook_url", webhook_url), ("auth_key", auth_key)):
+        try:
+            if value is not None:
+                visible_ascii_validator(value)  # sent in the request line and a header, as they are
+        except ValidationError as error:
+            errors[name] = error.messages
+    if errors:
+        raise ValidationError(errors)
     with transaction.atomic():
         setting = _setting_for_update()
         changes = {

@@ -19,7 +19,7 @@ from django_tenants.utils import schema_context
 
 from conftest import Reply, WebhookReceiver, _handler, _Server, wait_for
 from core.redis import get_redis
-from scheduler.models import OutboundMessage
+from scheduler.models import OutboundMessage, SchedulerSetting
 from scheduler.services import (
     outbound_cache_key,
     outbound_retry_delay,
@@ -191,8 +191,9 @@ def test_a_redirect_is_not_followed_and_fails(configured_a, webhook_receiver):
 
 def test_an_auth_key_that_cannot_be_a_header_fails_without_a_request(configured_a, webhook_receiver):
     # A line break in a header value would split the request: http.client refuses it, and so do we, for good.
+    # The API and the admin refuse such a key (test_apis.py); one stored before that rule is still never sent.
     [message] = make_outbound_messages(1)
-    scheduler_update(auth_key="secret\r\nX-Injected: 1")
+    SchedulerSetting.objects.update(auth_key="secret\r\nX-Injected: 1")
 
     summary = outbound_send_due()
 
