@@ -1,5 +1,6 @@
 import datetime
 import re
+import time
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -392,7 +393,9 @@ class WebhookBodyTooLarge(exceptions.APIException):
 
 class ChannelWebhookApi(APIView):
     """A channel provider delivers a customer's message. Signed with the application's webhook secret:
-    `X-Sociomile-Signature: sha256=<hex HMAC-SHA256 of the raw body>`."""
+    `X-Sociomile-Signature: sha256=<hex HMAC-SHA256 of the raw body>`, or, with the optional
+    `X-Sociomile-Timestamp: <Unix seconds>` (refused beyond 5 minutes either side of now: no replays), of
+    `<timestamp>.<raw body>`. JSON only (415 for another Content-Type)."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -413,8 +416,15 @@ class ChannelWebhookApi(APIView):
                 str,
                 OpenApiParameter.HEADER,
                 required=True,
-                description="sha256=<hex HMAC-SHA256 of the raw body>",
-            )
+                description=f"sha256=<hex HMAC-SHA256 of the raw body>, or of `<timestamp>.<raw body>` with {inbound.TIMESTAMP_HEADER}",
+            ),
+            OpenApiParameter(
+                inbound.TIMESTAMP_HEADER,
+                {"type": "string", "pattern": "^[0-9]{1,12}$"},
+                OpenApiParameter.HEADER,
+                required=False,
+                description=f"Unix seconds, covered by the signature; refused more than {inbound.TIMESTAMP_TOLERANCE_SECONDS} s from now.",
+            ),
         ],
         responses={
             202: inline_serializer(
@@ -424,6 +434,7 @@ class ChannelWebhookApi(APIView):
             401: ERROR_RESPONSE,
             409: ERROR_RESPONSE,
             413: ERROR_RESPONSE,
+            415: ERROR_RESPONSE,
             429: ERROR_RESPONSE,
         },
         auth=[],
@@ -435,10 +446,19 @@ class ChannelWebhookApi(APIView):
             body = request.body
         except RequestDataTooBig as error:
             raise WebhookBodyTooLarge() from error
-        if not inbound.signature_valid(
-            secret=application.webhook_secret, body=body, header=request.headers.get(inbound.SIGNATURE_HEADER)
-        ):
-            raise WebhookSignatureInvalid()
+        refusal = inbound.signature_refusal(
+            secret=application.webhook_secret,
+            body=body,
+            header=request.headers.get(inbound.SIGNATURE_HEADER),
+            timestamp=request.headers.get(inbound.TIMESTAMP_HEADER),
+            now=time.time(),
+        )
+        if refusal is not None:
+            raise WebhookSignatureInvalid(refusal)
+        # The body is read raw (for the signature), past DRF's parser selection: the media type is checked here.
+        media_type = request.content_type.partition(";")[0].strip().lower()  # DRF's: the whole header
+        if media_type != "application/json":
+            raise exceptions.UnsupportedMediaType(media_type or "(none)")
         # Counted after the signature check: unsigned noise cannot use up the application's allowance.
         retry_after = inbound.rate_limit_hit(
             application_id=application.id,
