@@ -79,7 +79,10 @@ TENANT_RESERVED_SLUGS = {"public", "www", "api", "admin", "docs", "static", "hea
 AUTH_USER_MODEL = "core.User"
 
 MIDDLEWARE = [
-    # Before anything queries: a NUL in the path, query string or a header is a 400 (core/middleware.py).
+    # Outermost: after a response given without reading a large body (a 413, a 401...), reads and discards
+    # it, so the client's keep-alive connection stays usable (core/middleware.py).
+    "core.middleware.UnreadBodyDrainMiddleware",
+    # Before anything queries: a NUL in the path or query string is a 400 (core/middleware.py).
     "core.middleware.UnstorableInputMiddleware",
     # Then: picks the schema and URL conf from the Host header, 404s unknown hosts.
     "core.middleware.TenantHostMiddleware",
@@ -91,6 +94,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as it answers from process_view: a method an API view does not declare is a 405 before its
+    # authentication (core/middleware.py).
+    "core.middleware.MethodNotAllowedFirstMiddleware",
 ]
 APPEND_SLASH = False
 
