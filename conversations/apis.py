@@ -43,6 +43,7 @@ from core.openapi import ERROR_RESPONSE
 from core.pagination import CursorPagination, paginate
 from core.parsers import json_decode
 from core.permissions import IsTenantAdmin, IsTenantStaff
+from core.serializers import NameField
 
 # --- serializers shared by several endpoints -----------------------------------------------------------------
 
@@ -126,7 +127,7 @@ def _iso_datetime(value: datetime.datetime) -> str:
 
 
 class ApplicationNameSerializer(serializers.Serializer):
-    name = serializers.CharField(min_length=1, max_length=255)
+    name = NameField(min_length=1, max_length=255)
 
 
 class MessageBodySerializer(serializers.Serializer):
@@ -496,11 +497,11 @@ class ChatInboxListApi(APIView):
     pagination_class = CursorPagination
 
     class FilterSerializer(serializers.Serializer):
-        status = serializers.ChoiceField(choices=Chat.Status.values, required=False, allow_blank=True)
+        # Not blank: `?agent=` is no agent id, and the schema (an enum, a pattern) does not allow it either.
+        status = serializers.ChoiceField(choices=Chat.Status.values, required=False)
         agent = serializers.RegexField(
             r"^(me|[1-9][0-9]{0,17})$",
             required=False,
-            allow_blank=True,
             error_messages={"invalid": 'Must be an agent id or "me".'},
         )
 
@@ -534,7 +535,7 @@ class ChatEscalateApi(APIView):
         class Meta:
             ref_name = "ChatEscalateInput"  # a name of its own in the OpenAPI schema
 
-        title = serializers.CharField(min_length=1, max_length=255)
+        title = NameField(min_length=1, max_length=255)
         description = serializers.CharField(max_length=settings.MESSAGE_MAX_LENGTH, required=False, allow_blank=True, default="")
         priority = serializers.ChoiceField(choices=Ticket.Priority.values, required=False, default=Ticket.Priority.MEDIUM)
 
@@ -562,8 +563,8 @@ class TicketListApi(APIView):
     pagination_class = CursorPagination
 
     class FilterSerializer(serializers.Serializer):
-        status = serializers.ChoiceField(choices=Ticket.Status.values, required=False, allow_blank=True)
-        priority = serializers.ChoiceField(choices=Ticket.Priority.values, required=False, allow_blank=True)
+        status = serializers.ChoiceField(choices=Ticket.Status.values, required=False)
+        priority = serializers.ChoiceField(choices=Ticket.Priority.values, required=False)
 
     @extend_schema(
         parameters=[

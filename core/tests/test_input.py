@@ -142,3 +142,65 @@ def test_a_nul_in_the_path_or_query_string_is_a_400_on_every_host(tenant_a, tena
         assert (response.status_code, response.json()) == (400, {"detail": (
             "The request's path or query string holds a NUL character (%00), which cannot be stored."
         )}), path  # fmt: skip
+
+
+# --- strict JSON types (core/serializers.py) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "method, path, body, field",
+    [
+        ("post", "/api/applications", {"name": 0}, "name"),
+        ("post", "/api/applications", {"name": 1.5}, "name"),
+        ("post", "/api/applications", {"name": True}, "name"),
+        ("patch", "/api/agents/{agent}", {"is_online": 1}, "is_online"),
+        ("patch", "/api/agents/{agent}", {"is_online": "true"}, "is_online"),
+        ("patch", "/api/agents/{agent}", {"is_online": 0}, "is_online"),
+        ("patch", "/api/agents/{agent}", {"max_customers": "2"}, "max_customers"),
+        ("patch", "/api/agents/{agent}", {"max_customers": 2.0}, "max_customers"),
+        ("patch", "/api/agents/{agent}", {"max_customers": True}, "max_customers"),
+        ("patch", "/api/scheduler", {"batch_size": "5"}, "batch_size"),
+        ("patch", "/api/scheduler", {"auth_key": 12345}, "auth_key"),
+        ("post", "/api/outbound-messages", {"to": 6281234567890, "content": "x"}, "to"),
+    ],
+)
+def test_json_of_another_type_than_the_schema_says_is_a_400(tenant_a_admin_api, tenant_objects, method, path, body, field):
+    # DRF would have taken each one, converted: "name": 0 stored as "0", "is_online": 1 as true, "2" as 2
+    path = path.format(agent=tenant_objects["agent"].pk)
+
+    response = getattr(tenant_a_admin_api, method)(path, body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == [field]
+
+
+def test_query_parameters_keep_their_string_conversions(tenant_a_admin_api, tenant_objects):
+    # a query string holds only strings: "?agent=5" is an agent id, and the type rule is for JSON bodies
+    assert tenant_a_admin_api.get(f"/api/chats?agent={tenant_objects['agent'].pk}&status=waiting").status_code == 200
+    assert tenant_a_admin_api.get("/api/outbound-messages?status=pending").status_code == 200
+
+
+@pytest.mark.parametrize("name", ["line\nbreak", "tab\there", "escape\x1b[31m", "bell\x07", "c1\x85", "trailing\n"])
+def test_names_with_control_characters_are_a_400(tenant_a, tenant_a_admin_api, platform_api, tenant_objects, name):
+    agent = tenant_objects["agent"].pk
+    answers = [
+        tenant_a_admin_api.post("/api/applications", {"name": name}, format="json"),
+        tenant_a_admin_api.patch(f"/api/agents/{agent}", {"name": name}, format="json"),
+        platform_api.post(
+            "/api/tenants",
+            {"name": name, "slug": "ctl", "admin_email": "a@ctl.test", "admin_password": "a-Long-pass-phrase-1"},
+            format="json",
+        ),
+    ]
+
+    assert [(answer.status_code, list(answer.json())) for answer in answers] == [(400, ["name"])] * 3
+
+
+def test_names_in_the_schema_say_no_control_characters(tenant_a_admin_api):
+    import re
+
+    schema = tenant_a_admin_api.get("/api/schema/?format=json").json()
+    pattern = schema["components"]["schemas"]["ApplicationNameRequest"]["properties"]["name"]["pattern"]
+
+    assert re.search(pattern, "Support team") and re.search(pattern, "caf\u00e9 \U0001f600")
+    assert not any(re.search(pattern, name) for name in ("a\nb", "\t", "   ", "", "x\x7f"))
