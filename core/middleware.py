@@ -1,3 +1,4 @@
+import functools
 import time
 
 from django.conf import settings
@@ -89,15 +90,20 @@ class MethodNotAllowedFirstMiddleware:
         view_class = getattr(view_func, "cls", None)  # set by DRF's APIView.as_view()
         if view_class is None:
             return None
-        method = request.method.lower()
-        declared = [name for name in view_class.http_method_names if hasattr(view_class, name)]
-        if "get" in declared and "head" not in declared:
-            declared.append("head")  # Django's View.setup answers HEAD with get
-        if method in declared:
+        declared = _declared_methods(view_class)
+        if request.method.lower() in declared:
             return None
         response = JsonResponse({"detail": f'Method "{request.method}" not allowed.'}, status=405)
         response["Allow"] = ", ".join(name.upper() for name in declared)
         return response
+
+
+@functools.cache
+def _declared_methods(view_class) -> tuple[str, ...]:
+    declared = [name for name in view_class.http_method_names if hasattr(view_class, name)]
+    if "get" in declared and "head" not in declared:
+        declared.append("head")  # Django's View.setup answers HEAD with get
+    return tuple(declared)
 
 
 # How much of an unread body is read and discarded after the response (so the connection stays usable), and
