@@ -31,6 +31,7 @@ from core.models import EMAIL_MAX_LENGTH, User
 from core.openapi import ERROR_RESPONSE
 from core.pagination import CursorPagination, paginate
 from core.permissions import IsTenantAdmin, IsTenantStaff
+from core.serializers import NameField
 
 MAX_CUSTOMERS_LIMIT = 1000
 
@@ -87,7 +88,7 @@ class AgentListCreateApi(APIView):
     @extend_schema_serializer(component_name="AgentCreate")
     class InputSerializer(StrictSerializer):
         email = serializers.EmailField(max_length=EMAIL_MAX_LENGTH)
-        name = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+        name = NameField(max_length=255, required=False, allow_blank=True, default="")
         password = serializers.CharField(trim_whitespace=False, write_only=True, style={"input_type": "password"})
         role = serializers.ChoiceField(choices=STAFF_ROLES, required=False, default=User.Role.AGENT)
         max_customers = serializers.IntegerField(min_value=0, max_value=MAX_CUSTOMERS_LIMIT, required=False)
@@ -117,7 +118,7 @@ class AgentDetailApi(APIView):
 
     @extend_schema_serializer(component_name="AgentUpdate")
     class InputSerializer(StrictSerializer):
-        name = serializers.CharField(max_length=255, required=False, allow_blank=True)
+        name = NameField(max_length=255, required=False, allow_blank=True)
         role = serializers.ChoiceField(choices=STAFF_ROLES, required=False)
         max_customers = serializers.IntegerField(min_value=0, max_value=MAX_CUSTOMERS_LIMIT, required=False)
         is_online = serializers.BooleanField(required=False)

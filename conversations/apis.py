@@ -1,5 +1,6 @@
 import datetime
 import re
+import time
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -43,6 +44,7 @@ from core.openapi import ERROR_RESPONSE
 from core.pagination import CursorPagination, paginate
 from core.parsers import json_decode
 from core.permissions import IsTenantAdmin, IsTenantStaff
+from core.serializers import NameField
 
 # --- serializers shared by several endpoints -----------------------------------------------------------------
 
@@ -126,7 +128,7 @@ def _iso_datetime(value: datetime.datetime) -> str:
 
 
 class ApplicationNameSerializer(serializers.Serializer):
-    name = serializers.CharField(min_length=1, max_length=255)
+    name = NameField(min_length=1, max_length=255)
 
 
 class MessageBodySerializer(serializers.Serializer):
@@ -399,7 +401,9 @@ class WebhookBodyTooLarge(exceptions.APIException):
 
 class ChannelWebhookApi(APIView):
     """A channel provider delivers a customer's message. Signed with the application's webhook secret:
-    `X-Sociomile-Signature: sha256=<hex HMAC-SHA256 of the raw body>`."""
+    `X-Sociomile-Signature: sha256=<hex HMAC-SHA256 of the raw body>`, or, with the optional
+    `X-Sociomile-Timestamp: <Unix seconds>` (refused beyond 5 minutes either side of now: no replays), of
+    `<timestamp>.<raw body>`. JSON only (415 for another Content-Type)."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -420,8 +424,15 @@ class ChannelWebhookApi(APIView):
                 str,
                 OpenApiParameter.HEADER,
                 required=True,
-                description="sha256=<hex HMAC-SHA256 of the raw body>",
-            )
+                description=f"sha256=<hex HMAC-SHA256 of the raw body>, or of `<timestamp>.<raw body>` with {inbound.TIMESTAMP_HEADER}",
+            ),
+            OpenApiParameter(
+                inbound.TIMESTAMP_HEADER,
+                {"type": "string", "pattern": "^[0-9]{1,12}$"},
+                OpenApiParameter.HEADER,
+                required=False,
+                description=f"Unix seconds, covered by the signature; refused more than {inbound.TIMESTAMP_TOLERANCE_SECONDS} s from now.",
+            ),
         ],
         responses={
             202: inline_serializer(
@@ -431,6 +442,7 @@ class ChannelWebhookApi(APIView):
             401: ERROR_RESPONSE,
             409: ERROR_RESPONSE,
             413: ERROR_RESPONSE,
+            415: ERROR_RESPONSE,
             429: ERROR_RESPONSE,
         },
         auth=[],
@@ -442,10 +454,19 @@ class ChannelWebhookApi(APIView):
             body = request.body
         except RequestDataTooBig as error:
             raise WebhookBodyTooLarge() from error
-        if not inbound.signature_valid(
-            secret=application.webhook_secret, body=body, header=request.headers.get(inbound.SIGNATURE_HEADER)
-        ):
-            raise WebhookSignatureInvalid()
+        refusal = inbound.signature_refusal(
+            secret=application.webhook_secret,
+            body=body,
+            header=request.headers.get(inbound.SIGNATURE_HEADER),
+            timestamp=request.headers.get(inbound.TIMESTAMP_HEADER),
+            now=time.time(),
+        )
+        if refusal is not None:
+            raise WebhookSignatureInvalid(refusal)
+        # The body is read raw (for the signature), past DRF's parser selection: the media type is checked here.
+        media_type = request.content_type.partition(";")[0].strip().lower()  # DRF's: the whole header
+        if media_type != "application/json":
+            raise exceptions.UnsupportedMediaType(media_type or "(none)")
         # Counted after the signature check: unsigned noise cannot use up the application's allowance.
         retry_after = inbound.rate_limit_hit(
             application_id=application.id,
@@ -483,11 +504,11 @@ class ChatInboxListApi(APIView):
     pagination_class = CursorPagination
 
     class FilterSerializer(serializers.Serializer):
-        status = serializers.ChoiceField(choices=Chat.Status.values, required=False, allow_blank=True)
+        # Not blank: `?agent=` is no agent id, and the schema (an enum, a pattern) does not allow it either.
+        status = serializers.ChoiceField(choices=Chat.Status.values, required=False)
         agent = serializers.RegexField(
             r"^(me|[1-9][0-9]{0,17})$",
             required=False,
-            allow_blank=True,
             error_messages={"invalid": 'Must be an agent id or "me".'},
         )
 
@@ -521,7 +542,7 @@ class ChatEscalateApi(APIView):
         class Meta:
             ref_name = "ChatEscalateInput"  # a name of its own in the OpenAPI schema
 
-        title = serializers.CharField(min_length=1, max_length=255)
+        title = NameField(min_length=1, max_length=255)
         description = serializers.CharField(max_length=settings.MESSAGE_MAX_LENGTH, required=False, allow_blank=True, default="")
         priority = serializers.ChoiceField(choices=Ticket.Priority.values, required=False, default=Ticket.Priority.MEDIUM)
 
@@ -550,8 +571,8 @@ class TicketListApi(APIView):
     pagination_class = CursorPagination
 
     class FilterSerializer(serializers.Serializer):
-        status = serializers.ChoiceField(choices=Ticket.Status.values, required=False, allow_blank=True)
-        priority = serializers.ChoiceField(choices=Ticket.Priority.values, required=False, allow_blank=True)
+        status = serializers.ChoiceField(choices=Ticket.Status.values, required=False)
+        priority = serializers.ChoiceField(choices=Ticket.Priority.values, required=False)
 
     @extend_schema(
         parameters=[

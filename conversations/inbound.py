@@ -24,6 +24,10 @@ from core.redis import get_redis, redis_script_load, tenant_key, window_count
 
 SIGNATURE_HEADER = "X-Sociomile-Signature"
 SIGNATURE_PREFIX = "sha256="
+# Optional: Unix seconds, covered by the signature (`{timestamp}.{body}`). A signed delivery without an
+# external_id could otherwise be replayed for ever; with it, only within this many seconds either side of now.
+TIMESTAMP_HEADER = "X-Sociomile-Timestamp"
+TIMESTAMP_TOLERANCE_SECONDS = 300
 
 # A claim outlives any sane request; if its holder died, a retry of the delivery may proceed after this.
 DELIVERY_CLAIM_SECONDS = 30
@@ -39,16 +43,30 @@ def _key(*parts: object) -> str:
     return tenant_key(connection.schema_name, *parts)
 
 
-def signature_for(*, secret: str, body: bytes) -> str:
-    """The header value a sender computes: `sha256=` and the hex HMAC-SHA256 of the raw body."""
-    return SIGNATURE_PREFIX + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def signature_for(*, secret: str, body: bytes, timestamp: str | None = None) -> str:
+    """The header value a sender computes: `sha256=` and the hex HMAC-SHA256 of the raw body, or of
+    `{timestamp}.{body}` when it sends X-Sociomile-Timestamp."""
+    signed = body if timestamp is None else timestamp.encode("ascii") + b"." + body
+    return SIGNATURE_PREFIX + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
-def signature_valid(*, secret: str, body: bytes, header: str | None) -> bool:
-    """Constant-time check of the signature header against the raw body."""
+def signature_refusal(*, secret: str, body: bytes, header: str | None, timestamp: str | None, now: float) -> str | None:
+    """Why a delivery's signature is refused (a 401's detail), or None when it holds. Constant-time compare.
+
+    With a timestamp header, the signature must cover `{timestamp}.{body}` and the timestamp be within
+    TIMESTAMP_TOLERANCE_SECONDS of now; without one, the body alone (as before the header existed).
+    """
     if not header:
-        return False
-    return hmac.compare_digest(signature_for(secret=secret, body=body).encode(), header.strip().encode("utf-8", "replace"))
+        return f"Missing or invalid {SIGNATURE_HEADER} header."
+    if timestamp is not None and not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        return f"Invalid {TIMESTAMP_HEADER} header: Unix seconds expected."
+    expected = signature_for(secret=secret, body=body, timestamp=timestamp)
+    if not hmac.compare_digest(expected.encode(), header.strip().encode("utf-8", "replace")):
+        return f"Missing or invalid {SIGNATURE_HEADER} header."
+    # Checked once the signature holds: only the sender can have chosen this timestamp.
+    if timestamp is not None and abs(now - int(timestamp)) > TIMESTAMP_TOLERANCE_SECONDS:
+        return f"{TIMESTAMP_HEADER} is more than {TIMESTAMP_TOLERANCE_SECONDS} seconds from the server's clock: a replay, or a clock to fix."
+    return None
 
 
 # --- rate limit ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from conversations.models import Application, Chat, InboundEvent, Message, Ticke
 from conversations.selectors import chat_open_for_customer_get
 from core.exceptions import ConflictError
 from core.models import User
+from core.text import storable_text
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,14 @@ def inbound_event_record(*, event_id: uuid.UUID, payload: dict, created_at: date
     return event
 
 
+def _error_summary(error: BaseException) -> str:
+    """What an operator reads in `last_error` (the platform API and the admin show it): the error's class and
+    first line. A database error goes on with DETAIL, CONTEXT and LINE lines that quote the statement or the
+    data near the fault; those stay in the worker's log. Cleaned, as it may quote the payload (a NUL)."""
+    first_line = str(error).split("\n", 1)[0].strip()
+    return storable_text(f"{error.__class__.__name__}: {first_line}", max_length=LAST_ERROR_MAX_LENGTH)
+
+
 def inbound_event_attempt_failed(
     *, event_id: uuid.UUID, payload: dict, created_at: datetime, attempt: int, error: BaseException, is_final: bool
 ) -> InboundEvent | None:
@@ -60,7 +69,7 @@ def inbound_event_attempt_failed(
         "raw_payload": raw_payload,
         "status": InboundEvent.Status.DEAD if is_final else InboundEvent.Status.ACCEPTED,
         "attempts": attempt,
-        "last_error": f"{error.__class__.__name__}: {error}".replace("\x00", "\\u0000")[:LAST_ERROR_MAX_LENGTH],
+        "last_error": _error_summary(error),
     }
     for stored_payload in (payload, None):
         try:

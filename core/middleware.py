@@ -1,3 +1,6 @@
+import functools
+import time
+
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
@@ -69,3 +72,111 @@ class TenantHostMiddleware:
             request.urlconf = settings.ROOT_URLCONF
         set_urlconf(request.urlconf)
         return self.get_response(request)
+
+
+class UnstorableInputMiddleware:
+    """The input rule of core/parsers.py for what comes before the body: a path or a query string holding a
+    NUL character (`%00`) is a 400. PostgreSQL refuses NUL in text, so any lookup by such a value (an
+    application token in the path, a filter, a search, also in the admin) was a DataError, a 500. Lone
+    surrogates cannot get here: Django decodes the path and query string as UTF-8, replacing what does not
+    decode. Headers are left to their readers: credentials are compared, not looked up with a NUL (401 for
+    anything wrong), and the host is validated by Django.
+
+    First in MIDDLEWARE: nothing has queried yet.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "\x00" in request.path or "%00" in request.META.get("QUERY_STRING", ""):
+            return JsonResponse(
+                {"detail": "The request's path or query string holds a NUL character (%00), which cannot be stored."},
+                status=400,
+            )
+        return self.get_response(request)
+
+
+class MethodNotAllowedFirstMiddleware:
+    """A method an API view does not declare is a 405 before its authentication runs. DRF authenticates
+    first, so `GET` on a Qiscus webhook without its key was a 401, which tells a client to fix its
+    credentials when no credential makes the method exist (and is not what the OpenAPI schema promises).
+    Same body and Allow header as DRF's 405."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        view_class = getattr(view_func, "cls", None)  # set by DRF's APIView.as_view()
+        if view_class is None:
+            return None
+        declared = _declared_methods(view_class)
+        if request.method.lower() in declared:
+            return None
+        response = JsonResponse({"detail": f'Method "{request.method}" not allowed.'}, status=405)
+        response["Allow"] = ", ".join(name.upper() for name in declared)
+        return response
+
+
+@functools.cache
+def _declared_methods(view_class) -> tuple[str, ...]:
+    declared = [name for name in view_class.http_method_names if hasattr(view_class, name)]
+    if "get" in declared and "head" not in declared:
+        declared.append("head")  # Django's View.setup answers HEAD with get
+    return tuple(declared)
+
+
+# How much of an unread body is read and discarded after the response (so the connection stays usable), and
+# for how long; and the size below which gunicorn drains an unread body itself.
+UNREAD_BODY_DRAIN_MAX_BYTES = 64 * 1024 * 1024
+UNREAD_BODY_DRAIN_SECONDS = 10.0
+SERVER_DRAINS_BYTES = 64 * 1024
+
+
+class UnreadBodyDrainMiddleware:
+    """After a response given without reading the request's body (a 413 for a body over
+    DATA_UPLOAD_MAX_MEMORY_SIZE, refused by its Content-Length; a 401, 403 or 404 decided before the view
+    reads it), reads and discards that body, within a byte and time budget.
+
+    The client sent it all on a keep-alive connection: gunicorn drains at most 64 KiB of an unread body and
+    then closes the connection, after a response that announced keep-alive, so the client's next request
+    on it failed (reset). A WSGI application cannot ask for `Connection: close` instead (a hop-by-hop
+    header: gunicorn drops it). Past the budget, gunicorn closes as before: a client that sends more than
+    64 MiB to an endpoint that takes 1 MiB gets its answer and a closed connection.
+
+    First in MIDDLEWARE: it sees the final response of every view, the admin's included.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > SERVER_DRAINS_BYTES and not hasattr(request, "_body"):  # _body: read whole already
+            _body_discard(request)
+        return response
+
+
+def _body_discard(request) -> None:
+    # Django's own view of wsgi.input, bounded by Content-Length and aware of what was read already: reading
+    # the raw input past the body would wait for bytes the client never sends (a blocking read).
+    stream = getattr(request, "_stream", None)
+    if stream is None:
+        return
+    deadline = time.monotonic() + UNREAD_BODY_DRAIN_SECONDS
+    drained = 0
+    try:
+        while drained < UNREAD_BODY_DRAIN_MAX_BYTES and time.monotonic() < deadline:
+            chunk = stream.read(64 * 1024)
+            if not chunk:
+                return
+            drained += len(chunk)
+    except OSError:  # the client went away: nothing left to keep usable
+        return

@@ -4,6 +4,8 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 
+from core.serializers import CONTROL_CHARACTERS, NameField
+
 
 @extend_schema_serializer(component_name="Error")
 class ErrorSerializer(serializers.Serializer):
@@ -48,6 +50,14 @@ class AutoSchema(SpectacularAutoSchema):
             schema["additionalProperties"] = False  # a client must know that unknown fields are a 400
         for field in serializer.fields.values():
             property_schema = schema.get("properties", {}).get(field.field_name, {})
+            if isinstance(field, NameField) and property_schema.get("type") == "string":
+                # No control characters; and, trimmed and not blank, at least one other than a space.
+                allowed = f"[^{CONTROL_CHARACTERS}]"
+                visible = f"[^\\s{CONTROL_CHARACTERS}]"
+                if field.trim_whitespace and not field.allow_blank:
+                    property_schema["pattern"] = f"^{allowed}*{visible}{allowed}*$"
+                else:
+                    property_schema["pattern"] = f"^{allowed}*$"
             if (
                 isinstance(field, serializers.CharField)
                 and field.trim_whitespace

@@ -1,9 +1,14 @@
-from urllib.parse import parse_qs, urlsplit
+from base64 import b64encode
+from datetime import datetime
+from urllib.parse import urlencode
 
 from django.core.exceptions import FieldDoesNotExist, ValidationError as DjangoValidationError
+from django.utils import timezone
 from rest_framework import pagination
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
+
+from core.text import is_storable_text
 
 
 class CursorPagination(pagination.CursorPagination):
@@ -19,9 +24,16 @@ class CursorPagination(pagination.CursorPagination):
     ordering = ("created_at",)
 
     def encode_cursor(self, cursor):
-        # DRF returns a whole URL; the contract hands out the opaque cursor only.
-        url = super().encode_cursor(cursor)
-        return parse_qs(urlsplit(url).query)[self.cursor_query_param][0]
+        # The contract hands out the opaque cursor only, where DRF's returns a whole URL. Built here, as DRF
+        # builds it, rather than cut out of that URL: a cursor of no tokens is "", which a URL parse drops.
+        tokens = {}
+        if cursor.offset != 0:
+            tokens["o"] = str(cursor.offset)
+        if cursor.reverse:
+            tokens["r"] = "1"
+        if cursor.position is not None:
+            tokens["p"] = cursor.position
+        return b64encode(urlencode(tokens).encode("ascii")).decode("ascii")
 
     def get_page_size(self, request):
         # DRF falls back to the default for a bad `limit` and clamps a big one: the caller would get a page
@@ -42,16 +54,28 @@ class CursorPagination(pagination.CursorPagination):
             cursor = super().decode_cursor(request)
         except NotFound as error:  # a malformed cursor is bad input, not a missing resource
             raise ValidationError({"cursor": ["Invalid cursor."]}) from error
+        if cursor is None:
+            return None
+        # Every cursor this API hands out goes forward (there is no previous page in the contract). A forged
+        # reverse one made DRF build a "next" cursor of no position, and its DRF-made URL lost it: a 500.
+        # A position PostgreSQL cannot compare (a NUL) is forged too.
+        if cursor.reverse or (cursor.position is not None and not is_storable_text(cursor.position)):
+            raise ValidationError({"cursor": ["Invalid cursor."]})
         model = getattr(self, "_model", None)
-        if cursor is not None and cursor.position is not None and model is not None:
+        if cursor.position is not None and model is not None:
             # DRF filters on the position as it comes: a forged one that is not a value of the ordering's field
             # (p=x on an integer) would fail in the ORM, a 500.
             try:
-                model._meta.get_field(self.ordering[0].lstrip("-")).to_python(cursor.position)
+                value = model._meta.get_field(self.ordering[0].lstrip("-")).to_python(cursor.position)
             except FieldDoesNotExist:
                 pass  # ordered by an annotation: nothing to check it against
             except DjangoValidationError as error:
                 raise ValidationError({"cursor": ["Invalid cursor."]}) from error
+            else:
+                # Positions handed out are aware (str() of an aware datetime); a naive one is forged, and the
+                # ORM would read it in the server's time zone, with a warning.
+                if isinstance(value, datetime) and timezone.is_naive(value):
+                    raise ValidationError({"cursor": ["Invalid cursor."]})
         return cursor
 
     # For lists read by a selector of their own (message search), by an integer position, in the cursors this

@@ -6,6 +6,7 @@ from core.admin import secret_hint, tenant_admin_site
 from core.exceptions import ConflictError
 from core.outbound_urls import OutboundUrlRefused, outbound_url_check
 from core.paginator import CappedCountPaginator
+from core.text import visible_ascii_validator
 from scheduler.models import OutboundMessage, SchedulerSetting
 from scheduler.services import (
     outbound_message_create,
@@ -85,6 +86,7 @@ class SchedulerSettingForm(forms.ModelForm):
         required=False,
         strip=False,
         max_length=255,
+        validators=[visible_ascii_validator],  # sent as a header, as it is
         widget=forms.PasswordInput(render_value=False),
         label="New auth key",
         help_text="Sent as x-ins-auth-key. Never shown: type a key to replace the current one, or leave empty to keep it.",
@@ -103,6 +105,7 @@ class SchedulerSettingForm(forms.ModelForm):
 
     def clean_webhook_url(self):
         url = self.cleaned_data["webhook_url"]
+        visible_ascii_validator(url)  # sent in the request line, as it is
         if url:
             try:
                 outbound_url_check(url=url)  # the API's SSRF guard

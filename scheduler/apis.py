@@ -10,6 +10,7 @@ from core.openapi import ERROR_RESPONSE
 from core.outbound_urls import OutboundUrlRefused, outbound_url_check
 from core.pagination import CursorPagination, paginate
 from core.permissions import IsTenantAdmin
+from core.text import visible_ascii_validator
 from scheduler.models import E164_PATTERN, MAX_INTERVAL_SECONDS, OutboundMessage
 from scheduler.selectors import outbound_message_get, outbound_message_list, scheduler_state_get
 from scheduler.services import (
@@ -45,8 +46,13 @@ class SchedulerApi(APIView):
     class InputSerializer(serializers.Serializer):
         interval_seconds = serializers.IntegerField(min_value=1, max_value=MAX_INTERVAL_SECONDS, required=False)
         batch_size = serializers.IntegerField(min_value=1, required=False)
-        webhook_url = serializers.URLField(max_length=2000, required=False, allow_blank=True)
-        auth_key = serializers.CharField(max_length=255, required=False, allow_blank=True, trim_whitespace=False)
+        # Both are sent as they are, in the request line and a header: visible ASCII only (core/text.py).
+        webhook_url = serializers.URLField(
+            max_length=2000, required=False, allow_blank=True, validators=[visible_ascii_validator]
+        )
+        auth_key = serializers.CharField(
+            max_length=255, required=False, allow_blank=True, trim_whitespace=False, validators=[visible_ascii_validator]
+        )
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)

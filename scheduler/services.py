@@ -7,6 +7,7 @@ the claim is conditional on the run's claim token, so a run that lost its claim 
 lease) can neither send nor record anything for that message.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import requests.utils
 import urllib3
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_tenants.utils import get_public_schema_name, schema_context
@@ -37,6 +38,7 @@ from core.outbound_urls import (
     outbound_url_check,
 )
 from core.redis import redis_script, tenant_key
+from core.text import storable_text, visible_ascii_validator
 from scheduler.models import OutboundMessage, SchedulerSetting, validate_e164
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ PERIODIC_TASK_PREFIX = "outbound-send:"
 # never less than this, so a short interval does not expire runs that merely waited for a busy worker.
 MIN_RUN_EXPIRY_SECONDS = 60
 ERROR_MAX_LENGTH = 1000
+MESSAGE_ID_MAX_LENGTH = 255  # the column's
 
 
 def _tenant_schema_name() -> str:
@@ -173,6 +176,15 @@ def scheduler_update(
     interval after the change (from 120 s to 5 s, the next run is 5 s away, not "overdue since 115 s").
     """
     schema_name = _tenant_schema_name()
+    errors = {}
+    for name, value in (("webhook_url", webhook_url), ("auth_key", auth_key)):
+        try:
+            if value is not None:
+                visible_ascii_validator(value)  # sent in the request line and a header, as they are
+        except ValidationError as error:
+            errors[name] = error.messages
+    if errors:
+        raise ValidationError(errors)
     with transaction.atomic():
         setting = _setting_for_update()
         changes = {
@@ -474,13 +486,13 @@ def _post(*, target: _HttpTarget, setting: SchedulerSetting, message: OutboundMe
     if 200 <= status < 300:
         try:
             payload = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the decoder's recursion
             payload = None
         provider_id = payload.get("messageId") if isinstance(payload, dict) else None
         if provider_id in (None, "") or isinstance(provider_id, (dict, list, bool)):
             # Accepted, maybe delivered, but unrecorded: never resend it on our own (an operator may retry).
             return _Outcome("failed", error=f"HTTP {status} without a messageId in a JSON body: {_body_start(data)}")
-        return _Outcome("sent", message_id=str(provider_id)[:255])
+        return _Outcome("sent", message_id=str(provider_id))
     if status == 429 or status >= 500:
         return _Outcome("retry", error=f"HTTP {status}: {_body_start(data)}", retry_after=_retry_after_seconds(response))
     return _Outcome("failed", error=f"HTTP {status}: {_body_start(data)}")
@@ -498,25 +510,35 @@ def _retry_after_seconds(response: urllib3.BaseHTTPResponse) -> float | None:
 
 
 def _outcome_row(*, outcome: _Outcome, attempts: int, now: datetime) -> tuple[str, str | None, datetime | None, str | None]:
-    """(status, provider id, next attempt at, last error) to write for one outcome."""
+    """(status, provider id, next attempt at, last error) to write for one outcome.
+
+    The provider id and the error come from the provider's answer (or an exception quoting it): data, which
+    may hold what PostgreSQL refuses (NUL) or cannot encode (a lone surrogate from `"\\ud800"`). They are
+    cleaned and bounded here, the one place every outcome passes, so one odd answer cannot fail the statement
+    that records its whole wave.
+    """
     if outcome.status == "sent":
-        return OutboundMessage.Status.SENT, outcome.message_id, None, None
+        return OutboundMessage.Status.SENT, storable_text(outcome.message_id, max_length=MESSAGE_ID_MAX_LENGTH), None, None
     if outcome.status == "retry" and attempts < settings.OUTBOUND_MAX_ATTEMPTS:
         delay = outbound_retry_delay(attempts=attempts, retry_after=outcome.retry_after)
-        return OutboundMessage.Status.PENDING, None, now + timedelta(seconds=delay), outcome.error[:ERROR_MAX_LENGTH]
+        error = storable_text(outcome.error, max_length=ERROR_MAX_LENGTH)
+        return OutboundMessage.Status.PENDING, None, now + timedelta(seconds=delay), error
     error = outcome.error if outcome.status == "failed" else f"{outcome.error} (gave up after {attempts} attempts)"
-    return OutboundMessage.Status.FAILED, None, None, error[:ERROR_MAX_LENGTH]
+    return OutboundMessage.Status.FAILED, None, None, storable_text(error, max_length=ERROR_MAX_LENGTH)
 
 
-def _outcomes_record(
-    *, claim_token: uuid.UUID, results: list[tuple[OutboundMessage, _Outcome, int]], now: datetime
-) -> dict[uuid.UUID, tuple[str, str | None]]:
-    """Writes outcomes (message, outcome, attempts made) in one statement, only for the messages whose claim
-    is still ours. Returns {message id: (status written, provider messageId)}; the caller caches the sent."""
-    if not results:
-        return {}
-    rows = {message.id: _outcome_row(outcome=outcome, attempts=attempts, now=now) for message, outcome, attempts in results}
-    with connection.cursor() as cursor:
+# What a row holds when even its cleaned outcome was refused (a defect of ours, never expected): the status is
+# still recorded, so the message leaves `sending` and is not POSTed again when its lease ends.
+_UNRECORDABLE_MESSAGE_ID = "(unrecordable)"
+_UNRECORDABLE_ERROR = "The delivery outcome could not be stored; see the worker log."
+
+
+def _outcome_rows_write(*, claim_token: uuid.UUID, rows: dict, now: datetime) -> set[uuid.UUID]:
+    """One UPDATE for the rows; the ids written (those whose claim is still ours)."""
+    # Inside a caller's transaction (tests, a shell), a savepoint keeps a refused statement from breaking it;
+    # a run in autocommit needs none, and pays no extra round trip.
+    guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+    with guard, connection.cursor() as cursor:
         cursor.execute(
             _OUTCOMES_RECORD,
             {
@@ -529,7 +551,34 @@ def _outcomes_record(
                 "errors": [row[3] for row in rows.values()],
             },
         )
-        written = {row[0] for row in cursor.fetchall()}
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _outcomes_record(
+    *, claim_token: uuid.UUID, results: list[tuple[OutboundMessage, _Outcome, int]], now: datetime
+) -> dict[uuid.UUID, tuple[str, str | None]]:
+    """Writes outcomes (message, outcome, attempts made) in one statement, only for the messages whose claim
+    is still ours. Returns {message id: (status written, provider messageId)}; the caller caches the sent."""
+    if not results:
+        return {}
+    rows = {message.id: _outcome_row(outcome=outcome, attempts=attempts, now=now) for message, outcome, attempts in results}
+    try:
+        written = _outcome_rows_write(claim_token=claim_token, rows=rows, now=now)
+    except (DatabaseError, UnicodeError):
+        # Never expected after the cleaning above. Recording must still not fail the wave: a row left `sending`
+        # would be POSTed again when its lease ends. Each row alone, then a refused one with its status only.
+        # (A database that is down fails these too, and the error goes up as before.)
+        logger.exception("outbound: recording %d outcomes together failed; recording them one by one", len(rows))
+        written = set()
+        for message_id, row in rows.items():
+            try:
+                written |= _outcome_rows_write(claim_token=claim_token, rows={message_id: row}, now=now)
+            except (DatabaseError, UnicodeError):
+                logger.exception("outbound %s: its outcome (%s) was refused; recording the status alone", message_id, row[0])
+                status, provider_id, next_attempt_at, _ = row
+                bare = (status, _UNRECORDABLE_MESSAGE_ID if provider_id is not None else None, next_attempt_at, _UNRECORDABLE_ERROR)
+                written |= _outcome_rows_write(claim_token=claim_token, rows={message_id: bare}, now=now)
+                rows[message_id] = bare
     for message_id, (status, _, _, _) in rows.items():
         if message_id not in written:
             logger.warning("outbound %s: claim lost before its outcome (%s) was recorded", message_id, status)

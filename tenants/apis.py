@@ -15,6 +15,7 @@ from conversations.selectors import inbound_event_list
 from core.models import EMAIL_MAX_LENGTH, User
 from core.pagination import CursorPagination, paginate
 from core.permissions import IsPlatformAdmin
+from core.serializers import NameField
 from tenants.metrics import TenantMetricsCollector
 from tenants.models import MAX_TENANT_CONCURRENCY, Tenant
 from tenants.selectors import tenant_get, tenant_list, tenant_primary_domain, tenant_runtime_stats
@@ -51,7 +52,7 @@ class TenantListCreateApi(APIView):
     pagination_class = CursorPagination  # read by the OpenAPI generator; paginate() does the work
 
     class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=255)
+        name = NameField(max_length=255)
         slug = serializers.CharField(max_length=40)
         admin_email = serializers.EmailField(max_length=EMAIL_MAX_LENGTH)
         admin_password = serializers.CharField(trim_whitespace=False, max_length=128)

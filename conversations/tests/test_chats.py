@@ -154,7 +154,8 @@ def test_unknown_application_token_is_404_everywhere(tenant_a, client_a, path, m
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"body": ""}, {"body": None}, {"body": "x" * (settings.MESSAGE_MAX_LENGTH + 1)}, {"body": "nul\u0000byte"}, {"body": ["x"]}],
+    # (NUL and lone surrogates are refused by the parser, before any serializer: core/tests/test_input.py)
+    [{}, {"body": ""}, {"body": None}, {"body": "x" * (settings.MESSAGE_MAX_LENGTH + 1)}, {"body": 5}, {"body": ["x"]}],
 )
 def test_bad_message_body_is_400_and_queues_nothing(tenant_a, application_a, client_a, drain, body):
     client_a.post(_chats_url(application_a), {})
@@ -169,7 +170,7 @@ def test_bad_message_body_is_400_and_queues_nothing(tenant_a, application_a, cli
 
 @pytest.mark.parametrize(
     "raw",
-    ['{}', '{"body": ""}', '{"body": null}', '{"body": "nul\\u0000byte"}', '{"body": "lone \\ud800 surrogate"}',
+    ['{}', '{"body": ""}', '{"body": null}', '{"body": 5}', '{"body": 1.5}',
      '{"body": ["x"]}', '{"body": true}', '[]', '"body"', json.dumps({"body": "x" * (settings.MESSAGE_MAX_LENGTH + 1)})],
 )  # fmt: skip
 def test_a_refused_message_body_gets_the_serializers_own_400(tenant_a, application_a, client_a, drain, raw):
@@ -187,7 +188,7 @@ def test_a_refused_message_body_gets_the_serializers_own_400(tenant_a, applicati
     assert _pending(tenant_a) == pending_before
 
 
-@pytest.mark.parametrize(("raw", "stored"), [('{"body": "  "}', "  "), ('{"body": 5}', "5"), ('{"body": "caf\\u00e9 \\ud83d\\ude00"}', "café 😀")])
+@pytest.mark.parametrize(("raw", "stored"), [('{"body": "  "}', "  "), ('{"body": "caf\\u00e9 \\ud83d\\ude00"}', "café 😀")])
 def test_an_accepted_message_body_is_stored_as_the_serializer_reads_it(tenant_a, application_a, client_a, drain, raw, stored):
     client_a.post(_chats_url(application_a), {})
 

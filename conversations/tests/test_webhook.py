@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -205,6 +206,72 @@ def test_a_signed_body_that_is_not_json_is_400(tenant_a, application_a, client_a
     assert response.status_code == 400
     assert response.json()["detail"].startswith("JSON parse error - ")
     assert _pending(tenant_a) == []
+
+
+# --- the optional timestamp (no replays) and the content type ---------------------------------------------
+
+
+def test_a_fresh_timestamped_signature_is_accepted(tenant_a, application_a, client_a, drain):
+    now = int(time.time())
+    for timestamp in (now, now - 299, now + 299):
+        response = webhook_deliver(client_a, application_a, {"customer_id": "c", "message": f"at {timestamp}"}, timestamp=str(timestamp))
+        assert response.status_code == 202, response.content
+
+
+@pytest.mark.parametrize("age", [301, 3600, -301, -86400])
+def test_a_timestamp_more_than_5_minutes_away_is_401_and_writes_nothing(tenant_a, application_a, client_a, drain, age):
+    # given a delivery correctly signed over `{timestamp}.{body}`, but captured long ago (or dated ahead)
+    response = webhook_deliver(client_a, application_a, PAYLOAD, timestamp=str(int(time.time()) - age))
+
+    assert response.status_code == 401
+    assert response.json() == {
+        "detail": "X-Sociomile-Timestamp is more than 300 seconds from the server's clock: a replay, or a clock to fix."
+    }
+    assert _pending(tenant_a) == []
+    assert _redis_keys(tenant_a) == []
+
+
+def test_the_timestamp_is_covered_by_the_signature(tenant_a, application_a, client_a, drain):
+    now = str(int(time.time()))
+    # a signature over the body alone, replayed with a fresh timestamp added
+    body_only = webhook_deliver(client_a, application_a, RAW, timestamp=now, signature=_signature_over(application_a.webhook_secret, RAW))
+    # a timestamped signature whose timestamp is changed
+    signed_earlier = inbound.signature_for(secret=application_a.webhook_secret, body=RAW, timestamp=str(int(now) - 10))
+    moved = webhook_deliver(client_a, application_a, RAW, timestamp=now, signature=signed_earlier)
+
+    assert (body_only.status_code, moved.status_code) == (401, 401)
+    assert body_only.json() == {"detail": "Missing or invalid X-Sociomile-Signature header."}
+    assert _pending(tenant_a) == []
+
+
+@pytest.mark.parametrize("timestamp", ["", "abc", "1.5", "-1", "1e9", "\u0661\u0662", "9" * 13])
+def test_a_malformed_timestamp_is_401(tenant_a, application_a, client_a, drain, timestamp):
+    signature = _signature_over(application_a.webhook_secret, RAW)
+    response = webhook_deliver(client_a, application_a, RAW, timestamp=timestamp, signature=signature)
+
+    assert response.status_code == 401
+    assert _pending(tenant_a) == []
+
+
+def test_a_signature_without_the_timestamp_header_works_as_before(tenant_a, application_a, client_a, drain):
+    response = webhook_deliver(client_a, application_a, RAW, signature=_signature_over(application_a.webhook_secret, RAW))
+
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml", "application/jsonp"])
+def test_a_signed_body_of_another_content_type_is_415_and_writes_nothing(tenant_a, application_a, client_a, drain, content_type):
+    response = webhook_deliver(client_a, application_a, RAW, content_type=content_type)
+
+    assert response.status_code == 415
+    assert _pending(tenant_a) == []
+    assert _redis_keys(tenant_a) == []
+
+
+def test_json_with_a_charset_is_accepted(tenant_a, application_a, client_a, drain):
+    response = webhook_deliver(client_a, application_a, RAW, content_type="application/json; charset=utf-8")
+
+    assert response.status_code == 202
 
 
 def test_a_body_over_the_upload_limit_is_413_and_writes_nothing(tenant_a, application_a, client_a, drain, settings):

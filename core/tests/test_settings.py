@@ -29,3 +29,21 @@ def test_production_starts_with_a_real_secret_and_debug_off():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_an_outbound_auth_key_or_webhook_url_that_is_not_visible_ascii_is_refused_at_start(monkeypatch):
+    # the defaults a new tenant's scheduler starts with: the API refuses such values, so must the environment
+    import pytest
+    from django.core.exceptions import ImproperlyConfigured
+
+    from sociomile.settings.env import env_header_value
+
+    for value in ("key\r\nX-Injected: yes", "cl\u00e9", "two words"):
+        monkeypatch.setenv("OUTBOUND_AUTH_KEY", value)
+        with pytest.raises(ImproperlyConfigured) as error:
+            env_header_value("OUTBOUND_AUTH_KEY", "")
+        assert value not in str(error.value)  # a secret is never echoed
+    monkeypatch.setenv("OUTBOUND_AUTH_KEY", "a-Good_key.123")
+    assert env_header_value("OUTBOUND_AUTH_KEY", "") == "a-Good_key.123"
+    monkeypatch.delenv("OUTBOUND_AUTH_KEY")
+    assert env_header_value("OUTBOUND_AUTH_KEY", "") == ""

@@ -86,3 +86,20 @@ def test_start_and_stop_actions_and_editing_the_interval(tenant_a, admin_client)
     assert (setting.running, setting.interval_seconds, setting.batch_size, setting.auth_key) == (True, 30, 4, "k")
     task = PeriodicTask.objects.get(name=task_name)
     assert (task.enabled, task.interval.every) == (True, 30)
+
+
+def test_the_admin_refuses_an_auth_key_or_webhook_url_that_is_not_visible_ascii(tenant_a, admin_client):
+    change = "/admin/scheduler/schedulersetting/1/change/"
+    form = {"interval_seconds": 30, "batch_size": 4, "webhook_url": "https://provider.example/send"}
+    with schema_context(tenant_a.schema_name):
+        before = SchedulerSetting.objects.get()
+
+    bad_key = admin_client.post(change, {**form, "auth_key": "k\r\nX-Injected: yes"})
+    bad_url = admin_client.post(change, {**form, "webhook_url": "https://b\u00fccher.example/send"})
+
+    assert (bad_key.status_code, bad_url.status_code) == (200, 200)  # the form again, with its errors
+    assert b"Use visible ASCII characters only" in bad_key.content
+    assert b"Use visible ASCII characters only" in bad_url.content
+    with schema_context(tenant_a.schema_name):
+        after = SchedulerSetting.objects.get()
+    assert (after.auth_key, after.webhook_url, after.interval_seconds) == (before.auth_key, before.webhook_url, before.interval_seconds)

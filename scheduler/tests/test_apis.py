@@ -12,7 +12,7 @@ from django_tenants.utils import schema_context
 from conftest import Reply, api_client, make_user, token_for
 from core.models import User
 from scheduler.models import OutboundMessage, SchedulerSetting
-from scheduler.services import outbound_send_due
+from scheduler.services import outbound_send_due, scheduler_update
 from scheduler.tests.factories import make_outbound_messages
 
 STATE_FIELDS = {"running", "interval_seconds", "batch_size", "webhook_url", "last_run_at", "next_run_at"}
@@ -144,6 +144,40 @@ def test_patch_changes_the_settings_and_the_beat_interval(tenant_a, tenant_a_adm
     # a new interval restarts the countdown: the next run is one new interval after the change
     assert parse_datetime(body["next_run_at"]) == setting.schedule_anchor_at + timedelta(seconds=5)
     assert setting.schedule_anchor_at > original_anchor
+
+
+HEADER_UNSAFE = ["k\r\nX-Injected: yes", "k\nX", "key with spaces", "cl\u00e9", "k\u2028", "k\x7f", "k\t"]
+
+
+@pytest.mark.parametrize("value", HEADER_UNSAFE)
+def test_an_auth_key_or_webhook_url_that_is_not_visible_ascii_is_a_400_and_changes_nothing(
+    tenant_a, tenant_a_admin_api, value
+):
+    # given a working setting
+    tenant_a_admin_api.patch("/api/scheduler", {"webhook_url": "https://provider.example/send", "auth_key": "k"})
+    before = _setting(tenant_a)
+
+    # when a value that could not go into a header or a request line as it is comes in
+    bad_key = tenant_a_admin_api.patch("/api/scheduler", {"auth_key": value, "batch_size": 9})
+    bad_url = tenant_a_admin_api.patch("/api/scheduler", {"webhook_url": f"https://provider.example/{value}/send"})
+    bad_host = tenant_a_admin_api.patch("/api/scheduler", {"webhook_url": "https://b\u00fccher.example/send"})
+
+    # then each is a 400 naming the field, and nothing changed
+    assert (bad_key.status_code, list(bad_key.json())) == (400, ["auth_key"])
+    assert (bad_url.status_code, list(bad_url.json())) == (400, ["webhook_url"])
+    assert (bad_host.status_code, list(bad_host.json())) == (400, ["webhook_url"])
+    setting = _setting(tenant_a)
+    assert (setting.auth_key, setting.webhook_url, setting.batch_size) == ("k", "https://provider.example/send", before.batch_size)
+
+
+def test_the_service_refuses_what_the_api_refuses(tenant_a):
+    # the rule holds for every caller of the service (the admin, a shell), not only the API's serializer
+    from django.core.exceptions import ValidationError
+
+    with schema_context(tenant_a.schema_name):
+        with pytest.raises(ValidationError) as error:
+            scheduler_update(auth_key="k\r\nX-Injected: yes", webhook_url="https://b\u00fccher.example/")
+        assert sorted(error.value.message_dict) == ["auth_key", "webhook_url"]
 
 
 def test_patch_of_one_field_leaves_the_others(tenant_a, tenant_a_admin_api):

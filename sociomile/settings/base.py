@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from sociomile.settings.env import database_from_url, env_bool, env_int, env_list, env_str
+from sociomile.settings.env import database_from_url, env_bool, env_header_value, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -79,7 +79,12 @@ TENANT_RESERVED_SLUGS = {"public", "www", "api", "admin", "docs", "static", "hea
 AUTH_USER_MODEL = "core.User"
 
 MIDDLEWARE = [
-    # First: picks the schema and URL conf from the Host header, 404s unknown hosts.
+    # Outermost: after a response given without reading a large body (a 413, a 401...), reads and discards
+    # it, so the client's keep-alive connection stays usable (core/middleware.py).
+    "core.middleware.UnreadBodyDrainMiddleware",
+    # Before anything queries: a NUL in the path or query string is a 400 (core/middleware.py).
+    "core.middleware.UnstorableInputMiddleware",
+    # Then: picks the schema and URL conf from the Host header, 404s unknown hosts.
     "core.middleware.TenantHostMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -89,6 +94,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as it answers from process_view: a method an API view does not declare is a 405 before its
+    # authentication (core/middleware.py).
+    "core.middleware.MethodNotAllowedFirstMiddleware",
 ]
 APPEND_SLASH = False
 
@@ -328,8 +336,8 @@ METRICS_BEARER_TOKEN = env_str("METRICS_BEARER_TOKEN", "")
 # Defaults for a new tenant's scheduler setting; each tenant's admin changes its own through the API.
 OUTBOUND_INTERVAL_SECONDS = env_int("OUTBOUND_INTERVAL_SECONDS", 120)
 OUTBOUND_BATCH_SIZE = env_int("OUTBOUND_BATCH_SIZE", 2)
-OUTBOUND_WEBHOOK_URL = env_str("OUTBOUND_WEBHOOK_URL", "")
-OUTBOUND_AUTH_KEY = env_str("OUTBOUND_AUTH_KEY", "")
+OUTBOUND_WEBHOOK_URL = env_header_value("OUTBOUND_WEBHOOK_URL", "")
+OUTBOUND_AUTH_KEY = env_header_value("OUTBOUND_AUTH_KEY", "")
 OUTBOUND_CONTENT_MAX_LENGTH = env_int("OUTBOUND_CONTENT_MAX_LENGTH", 160)
 # A run sends its batch in waves of OUTBOUND_SEND_CONCURRENCY parallel requests inside one task: the waves
 # (batch max / concurrency, rounded up) x timeout stay under CELERY_TASK_SOFT_TIME_LIMIT.

@@ -10,6 +10,16 @@ def env_str(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def env_header_value(name: str, default: str) -> str:
+    """A value sent as it is in an HTTP header or request line (an auth key, a URL): visible ASCII only, as the
+    API requires of the same values (core.text.visible_ascii_validator). Refused at start, not at every send."""
+    value = os.environ.get(name, default)
+    if not all("\x21" <= character <= "\x7e" for character in value):
+        # Not the value itself: it may be a secret.
+        raise ImproperlyConfigured(f"{name} must be visible ASCII (no spaces, line breaks or non-ASCII)")
+    return value
+
+
 def env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     if value is None or value == "":
