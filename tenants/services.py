@@ -16,7 +16,7 @@ from django_tenants.utils import quote_schema_name, schema_context
 from core.models import User, normalize_email
 from core.redis import get_redis, tenant_key, tenant_keys_delete
 from core.services import user_create
-from scheduler.services import scheduler_ensure, scheduler_remove
+from scheduler.services import scheduler_ensure
 from tenants import concurrency as tenant_concurrency
 from tenants import metrics as tenant_metrics
 from tenants import queues
@@ -65,7 +65,7 @@ def tenant_create(*, name: str, slug: str, admin_email: str, admin_password: str
             with schema_context(slug):
                 user_create(email=admin_email, password=admin_password, password_hash=password_hash.result(),
                             role=User.Role.ADMIN, name="Administrator")  # fmt: skip
-                scheduler_ensure()  # its outbound job (setting and celery-beat entry), running from now on
+                scheduler_ensure()  # its outbound job's setting, running from now on (no beat entry: tenants.work)
     except IntegrityError as error:
         # Two creations of one slug at once: the unique index decides, the loser gets a 400.
         raise ValidationError({"slug": ["A tenant with this slug already exists."]}) from error
@@ -106,8 +106,7 @@ def tenant_delete(*, tenant: Tenant) -> None:
                        schema_name, settings.TENANT_DELETE_DRAIN_SECONDS)  # fmt: skip
     try:
         with transaction.atomic():
-            scheduler_remove(schema_name=schema_name)  # its celery-beat entry lives in the public schema
-            tenant.delete(force_drop=True)  # DROP SCHEMA ... CASCADE, then the row (domains cascade)
+            tenant.delete(force_drop=True)  # DROP SCHEMA ... CASCADE, then the row (domains and due work cascade)
     except Exception:
         _tenant_queue_and_slots_open(schema_name=schema_name, concurrency=tenant.concurrency)
         raise
