@@ -361,7 +361,6 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
             chats_added.update(row[0] for row in cursor.fetchall())
             if chats_added:
                 cursor.execute(_ADD_CHATS_COUNT, [list(chats_added), list(chats_added.values())])
-                _schedule_assignment()  # new waiting chats: served once this batch commits
         messages_added: Counter = Counter()
         if messages:
             columns = [
@@ -382,6 +381,11 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
                 cursor.execute(_MISSING_CHATS, columns[:2])
                 for app_id, chat_number in cursor.fetchall():
                     logger.error("queued messages for chat %s of application %s, which does not exist", chat_number, app_id)
+        # The tenant's work marks last, as every transaction that marks takes them: after its chat and agent
+        # row locks, never before (a resolve holds its chat, then marks; this batch, marking first, would then
+        # wait for that chat's row with the mark held: a deadlock).
+        if chats_added:
+            _schedule_assignment()  # new waiting chats: served once this batch commits
         if chats_added or messages_added:
             # The counts just changed: the periodic recount (the safety net for counts changed by hand) is
             # due for this tenant within COUNTS_RECONCILE_SECONDS; the earliest mark stands.

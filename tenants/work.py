@@ -126,6 +126,8 @@ def tenant_work_mark(*, kind: str, due_at: datetime, replace: bool = False) -> N
 
     The earliest due time wins (a mark never postpones work already due), unless `replace`: the caller
     knows the new time is the only right one (the outbound job's countdown restarted by a new interval).
+    The row stays locked until the caller commits: mark last in a transaction, after its other row locks,
+    so that two transactions never wait for each other through it.
     """
     due = "%(due_at)s" if replace else "LEAST(work.due_at, EXCLUDED.due_at)"
     with connection.cursor() as cursor:

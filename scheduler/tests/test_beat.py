@@ -27,13 +27,13 @@ def test_beat_has_one_dispatch_entry_and_the_outbound_run_goes_to_the_tenant_que
     from django.conf import settings
 
     from scheduler.tasks import outbound_send_due_task
-    from sociomile.celery import app
     from tenants.queues import route_task
+    from tenants.tasks import tenant_work_dispatch_task
     from tenants.work import KIND_TASKS
 
     # one beat entry for every tenant's periodic work, naming a registered task
     assert [entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()] == ["tenants.tasks.tenant_work_dispatch_task"]
-    assert "tenants.tasks.tenant_work_dispatch_task" in app.tasks
+    assert tenant_work_dispatch_task.name == "tenants.tasks.tenant_work_dispatch_task"
     # the outbound kind's task, sent in the tenant's context, goes to the tenant's queue
     assert KIND_TASKS["outbound"] == outbound_send_due_task.name
     headers = {"_schema_name": tenant_a.schema_name}

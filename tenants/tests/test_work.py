@@ -418,3 +418,51 @@ def test_two_dispatchers_never_send_one_tenants_work_twice(make_live_tenant, mon
     schema_names = {tenant.schema_name for tenant in tenants}
     mine = [item for item in sent if item[0] in schema_names]
     assert len(mine) == len(set(mine)) == 12
+
+
+def test_a_drain_batch_and_a_resolve_marking_at_once_do_not_deadlock(make_live_tenant, monkeypatch):
+    # Every transaction takes the tenant's work mark last, after its chat and agent row locks. Here a resolve
+    # holds chat 1 (as chat_resolve does) and marks a moment later, while a drain batch persists a message of
+    # chat 1 (which waits for that chat's row) and a new chat (which marks the same assignment row).
+    monkeypatch.setattr(conversation_services, "_schedule_drain", lambda: None)
+    monkeypatch.setattr(agent_services, "_assignment_task_send", lambda schema_name: None)
+    tenant = make_live_tenant("deadlock")
+    with schema_context(tenant.schema_name):
+        application = conversation_services.application_create(name="Deadlock")
+        conversation_services.chat_create(application=application, customer_id="first")
+        conversation_services.creations_persist(batch_size=100)
+        conversation_services.chat_create(application=application, customer_id="second")
+        conversation_services.message_create(application=application, chat_number=1, body="hello")
+    locked, errors = threading.Event(), []
+
+    def resolve_like():
+        try:
+            with schema_context(tenant.schema_name), transaction.atomic():
+                Chat.objects.select_for_update().get(number=1)
+                locked.set()
+                time.sleep(1.5)  # the drain's batch is under way meanwhile
+                agent_services.assignment_schedule()
+        except Exception as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    def drain():
+        try:
+            assert locked.wait(10)
+            with schema_context(tenant.schema_name):
+                conversation_services.creations_persist(batch_size=100)
+        except Exception as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=resolve_like), threading.Thread(target=drain)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert errors == []
+    with schema_context(tenant.schema_name):
+        assert (Chat.objects.count(), Chat.objects.get(number=1).messages_count) == (2, 1)
