@@ -114,10 +114,13 @@ def idle_tenants(django_db_setup, django_db_blocker):
             yield tenants
         finally:
             connection.set_schema_to_public()
+            started = time.monotonic()
+            names = [quote_schema_name(tenant.schema_name) for tenant in tenants]
             with connection.cursor() as cursor:
-                for tenant in tenants:
-                    cursor.execute(f'DROP SCHEMA IF EXISTS "{tenant.schema_name}" CASCADE')
+                for start in range(0, len(names), 20):  # a few hundred schemas' locks do not fit in one transaction
+                    cursor.execute(f"DROP SCHEMA IF EXISTS {', '.join(names[start:start + 20])} CASCADE")
             Tenant.objects.filter(id__in=[tenant.id for tenant in tenants]).delete()
+            print(f"{IDLE_TENANTS} idle tenants dropped in {time.monotonic() - started:.1f} s")
 
 
 def _outbound_due_now(tenant, *, webhook_url: str, content: str) -> OutboundMessage:
