@@ -17,8 +17,8 @@ Keys, all under the tenant's schema name (core.redis.tenant_key):
 - `creations:dead`                 creations PostgreSQL refused, with the error (never dropped silently)
 
 and one platform key: `sociomile:_active-tenants:creations` (tenants.work), the tenants with queued
-creations, scored by when they last queued one; the dispatcher sends a drain to those not emptied for
-CREATIONS_SWEEP_SECONDS.
+creations, scored by when they were added or a drain last made progress; the dispatcher sends a drain to
+those whose score is older than CREATIONS_SWEEP_SECONDS.
 
 If Redis loses a counter, the next allocation re-seeds it from the largest number in PostgreSQL
 (`SET NX`, so concurrent re-seeders agree); that is exact when no creation was in flight.
@@ -45,9 +45,12 @@ class DeliveryClaimLost(Exception):
 # ARGV[1] of both allocation scripts is the record, a JSON object without its number: the script appends the
 # number to the text (cheaper than decoding and encoding it in Lua, about half the script's time in Redis).
 
-# Both allocation scripts also score the tenant (ARGV: its schema name) in the platform's set of tenants with
-# queued creations (KEYS[4] of the chat script, KEYS[5] of the message one; tenants.work) with Redis' clock:
-# in the same step as the record is queued, so no queued creation is ever missing from the drains' safety net.
+# Both allocation scripts also add the tenant (ARGV: its schema name) to the platform's set of tenants with
+# queued creations (KEYS[4] of the chat script, KEYS[5] of the message one; tenants.work), scored with Redis'
+# clock if it is not there yet: in the same step as the record is queued, so no queued creation is ever
+# missing from the drains' safety net. NX: the score says since when the tenant's creations have waited
+# without a drain making progress (each batch re-scores it, _LOCK_RENEW), not when the last one came: under
+# steady traffic with a dead drain, the entry still grows old and the dispatcher sends a drain.
 
 # Returns {number, scheduled, created}, or -1 when the counter is missing (re-seed, then call again).
 # With KEYS[5] (the inbound webhook's "open chat of this customer" record): if it holds a chat number, that
@@ -61,7 +64,7 @@ if KEYS[5] then
 end
 local number = redis.call('INCR', KEYS[1])
 redis.call('RPUSH', KEYS[2], string.sub(ARGV[1], 1, -2) .. ',"number":' .. number .. '}')
-redis.call('ZADD', KEYS[4], redis.call('TIME')[1], ARGV[5])
+redis.call('ZADD', KEYS[4], 'NX', redis.call('TIME')[1], ARGV[5])
 -- a new chat's message counter starts at 0, so its first message needs no database read
 redis.call('SET', ARGV[2] .. number .. ARGV[3], 0, 'NX')
 local scheduled = redis.call('SET', KEYS[3], 1, 'NX', 'EX', tonumber(ARGV[4]))
@@ -81,7 +84,7 @@ if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
 if KEYS[6] and redis.call('GET', KEYS[6]) ~= ARGV[5] then return -2 end
 local number = redis.call('INCR', KEYS[2])
 redis.call('RPUSH', KEYS[3], string.sub(ARGV[1], 1, -2) .. ',"number":' .. number .. '}')
-redis.call('ZADD', KEYS[5], redis.call('TIME')[1], ARGV[4])
+redis.call('ZADD', KEYS[5], 'NX', redis.call('TIME')[1], ARGV[4])
 local scheduled = redis.call('SET', KEYS[4], 1, 'NX', 'EX', tonumber(ARGV[3]))
 if KEYS[6] then
   local answer = cjson.encode({chat_number = tonumber(ARGV[2]), message_number = number})
@@ -97,10 +100,14 @@ return 0
 
 # Renews the drain's lease and keeps `scheduled` set for as long: while a drain runs, requests send no task
 # (it will see their records). If the drain's worker dies, both expire together and requests schedule again.
+# The drain's heartbeat too: the tenant's entry among tenants with queued creations (KEYS[3]) is re-scored
+# now (XX: never re-added after the drain removed it), so only a drain that stopped making progress lets it
+# grow older than CREATIONS_SWEEP_SECONDS.
 _LOCK_RENEW = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 redis.call('SET', KEYS[2], 1, 'EX', tonumber(ARGV[2]))
+redis.call('ZADD', KEYS[3], 'XX', redis.call('TIME')[1], ARGV[3])
 return 1
 """
 
@@ -274,7 +281,8 @@ def lock_renew(token: str) -> bool:
     """Extends the drain's lease for one more batch, and `scheduled` with it (requests need not send another
     drain); False if the lease ran out and another drain took the lock."""
     lease = settings.CREATIONS_LOCK_LEASE_SECONDS
-    return bool(redis_script(_LOCK_RENEW)(keys=[lock_key(), scheduled_key()], args=[token, lease]))
+    keys = [lock_key(), scheduled_key(), CREATIONS_ACTIVE_KEY]
+    return bool(redis_script(_LOCK_RENEW)(keys=keys, args=[token, lease, connection.schema_name]))
 
 
 def lock_release(token: str) -> None:

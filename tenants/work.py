@@ -12,10 +12,10 @@ Two indexes, each kept where its work is made:
   `outbound` (a pending message, a retry's next attempt, the job started or its interval changed) and
   `counts` (the tenant had creations: recount within COUNTS_RECONCILE_SECONDS). `tenant_work_mark` upserts
   the row in the caller's transaction: the earliest due_at wins and `version` goes up.
-- A Redis sorted set (`CREATIONS_ACTIVE_KEY`) of schema names scored by when they last queued a creation,
-  written by the creation scripts themselves (conversations.creations) and cleared by the drain in the
-  same step as it finds the tenant's list empty. An entry older than CREATIONS_SWEEP_SECONDS means the
-  drain that should have run died.
+- A Redis sorted set (`CREATIONS_ACTIVE_KEY`) of schema names, added by the creation scripts themselves
+  (conversations.creations) when the tenant is not there yet, re-scored by each drain batch (a heartbeat),
+  and cleared by the drain in the same step as it finds the tenant's list empty. An entry older than
+  CREATIONS_SWEEP_SECONDS means creations wait and no drain made progress for that long: it died.
 
 The dispatcher claims due rows with `FOR UPDATE SKIP LOCKED LIMIT n` and pushes them TENANT_WORK_LEASE_SECONDS
 ahead (a task that is lost comes due again); then sends. A kind's task reads the row's version when it
@@ -27,7 +27,7 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context
 
@@ -189,27 +189,30 @@ def tenant_work_dispatch(*, now: datetime | None = None, limit: int | None = Non
     now = now or timezone.now()
     limit = limit or settings.TENANT_WORK_DISPATCH_BATCH
     lease_until = now + timedelta(seconds=settings.TENANT_WORK_LEASE_SECONDS)
-    with connection.cursor() as cursor:
-        cursor.execute(_sql(_CLAIM), {"now": now, "limit": limit, "lease_until": lease_until})
-        due = [(schema_name, kind, KIND_TASKS[kind]) for schema_name, kind in cursor.fetchall()]
     stale_before = now.timestamp() - settings.CREATIONS_SWEEP_SECONDS
     drains = redis_script(_CREATIONS_CLAIM)(keys=[CREATIONS_ACTIVE_KEY], args=[stale_before, now.timestamp(), limit])
-    due += [(name.decode(), "drain", CREATIONS_DRAIN_TASK) for name in drains]
     sent: dict[str, int] = {}
-    if not due:
-        return sent
-    known = set(_existing_schema_names({schema_name for schema_name, _, _ in due}))
-    # One producer (one broker connection) for the whole batch. `expires`: a task still queued when the
-    # lease runs out is dropped, since the row is then due again and the dispatcher sends a fresh one.
-    with app.producer_or_acquire() as producer:
-        for schema_name, kind, task_name in due:
-            if schema_name not in known:
-                # A drain entry left by a tenant deleted since (rows go with their tenant by cascade).
-                get_redis().zrem(CREATIONS_ACTIVE_KEY, schema_name)
-                continue
-            with schema_context(schema_name):
-                app.send_task(task_name, producer=producer, expires=settings.TENANT_WORK_LEASE_SECONDS)
-            sent[kind] = sent.get(kind, 0) + 1
+    # The claim and the sends in one transaction: if sending fails (the broker away), the leases roll back
+    # and the rows are due again at the next dispatch, not one lease later.
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(_sql(_CLAIM), {"now": now, "limit": limit, "lease_until": lease_until})
+            due = [(schema_name, kind, KIND_TASKS[kind]) for schema_name, kind in cursor.fetchall()]
+        due += [(name.decode(), "drain", CREATIONS_DRAIN_TASK) for name in drains]
+        if not due:
+            return sent
+        known = set(_existing_schema_names({schema_name for schema_name, _, _ in due}))
+        # One producer (one broker connection) for the whole batch. `expires`: a task still queued when the
+        # lease runs out is dropped, since the row is then due again and the dispatcher sends a fresh one.
+        with app.producer_or_acquire() as producer:
+            for schema_name, kind, task_name in due:
+                if schema_name not in known:
+                    # A drain entry left by a tenant deleted since (rows go with their tenant by cascade).
+                    get_redis().zrem(CREATIONS_ACTIVE_KEY, schema_name)
+                    continue
+                with schema_context(schema_name):
+                    app.send_task(task_name, producer=producer, expires=settings.TENANT_WORK_LEASE_SECONDS)
+                sent[kind] = sent.get(kind, 0) + 1
     logger.info("tenant work dispatched: %s", ", ".join(f"{kind} {count}" for kind, count in sorted(sent.items())))
     return sent
 

@@ -4,6 +4,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_tenants.utils import schema_context
@@ -22,6 +23,15 @@ MESSAGE_FIELDS = {"id", "to", "content", "status", "attempts", "message_id", "se
 def _outbound_due_at(tenant):
     """When the dispatcher sends the tenant's next run (its `outbound` mark in the due-work index), or None."""
     return TenantWork.objects.filter(tenant=tenant, kind=TenantWork.Kind.OUTBOUND).values_list("due_at", flat=True).first()
+
+
+def _assert_next_run_time(next_run_at, *, anchor, interval: int, before, after) -> None:
+    """`next_run_at` is the job's first run time (anchor + a whole number of intervals) at or after the
+    moment the request was answered, which lies between `before` and `after`. (The session's tenants were
+    made minutes before some tests run: their first run times may have passed with nothing to send.)"""
+    intervals = (next_run_at - anchor) / timedelta(seconds=interval)
+    assert intervals == int(intervals) >= 1, intervals
+    assert before <= next_run_at and next_run_at - timedelta(seconds=interval) < after
 
 
 def _queue_one(tenant) -> None:
@@ -43,7 +53,9 @@ def _count(tenant) -> int:
 
 
 def test_a_new_tenant_has_a_running_scheduler_with_the_defaults(tenant_a, tenant_a_admin_api):
+    before = timezone.now()
     response = tenant_a_admin_api.get("/api/scheduler")
+    after = timezone.now()
 
     assert response.status_code == 200
     body = response.json()
@@ -56,18 +68,21 @@ def test_a_new_tenant_has_a_running_scheduler_with_the_defaults(tenant_a, tenant
         "last_run_at": None,
         "next_run_at": body["next_run_at"],
     }
-    assert parse_datetime(body["next_run_at"]) == started_at + timedelta(seconds=120)
+    _assert_next_run_time(parse_datetime(body["next_run_at"]), anchor=started_at, interval=120, before=before, after=after)
     # a running job with nothing to send costs nothing: no beat entry, no mark for the dispatcher
     assert not PeriodicTask.objects.filter(name__contains=tenant_a.schema_name).exists()
     assert _outbound_due_at(tenant_a) is None
 
 
 def test_a_queued_message_is_due_at_the_next_run_time(tenant_a, tenant_a_admin_api):
+    before = timezone.now()
     _queue_one(tenant_a)
-
     body = tenant_a_admin_api.get("/api/scheduler").json()
+    after = timezone.now()
 
-    assert _outbound_due_at(tenant_a) == parse_datetime(body["next_run_at"]) == _setting(tenant_a).schedule_anchor_at + timedelta(seconds=120)
+    next_run_at = parse_datetime(body["next_run_at"])
+    assert _outbound_due_at(tenant_a) == next_run_at
+    _assert_next_run_time(next_run_at, anchor=_setting(tenant_a).schedule_anchor_at, interval=120, before=before, after=after)
 
 
 def test_stop_and_start_are_idempotent_and_drive_the_tenants_mark(tenant_a, tenant_a_admin_api):
