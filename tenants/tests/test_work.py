@@ -21,6 +21,7 @@ import scheduler.tasks  # noqa: F401
 from agents import services as agent_services
 from agents.models import Assignment
 from conftest import PASSWORD
+from conversations import creations
 from conversations import services as conversation_services
 from conversations.models import Application, Chat
 from core.redis import get_redis
@@ -469,3 +470,31 @@ def test_a_drain_batch_and_a_resolve_marking_at_once_do_not_deadlock(make_live_t
     assert errors == []
     with schema_context(tenant.schema_name):
         assert (Chat.objects.count(), Chat.objects.get(number=1).messages_count) == (2, 1)
+
+
+def test_a_dead_drain_is_found_while_creations_keep_coming(tenant_a, sends, lost_triggers, settings):
+    # given creations queued long ago whose drain died, and new ones still arriving now
+    with schema_context(tenant_a.schema_name):
+        application = conversation_services.application_create(name="Steady")
+        conversation_services.chat_create(application=application)
+        get_redis().zadd(CREATIONS_ACTIVE_KEY, {tenant_a.schema_name: time.time() - settings.CREATIONS_SWEEP_SECONDS - 5})
+        conversation_services.chat_create(application=application)
+
+    # when the dispatcher runs now, then a drain is sent: the tenant's entry says since when its creations
+    # have waited without a drain making progress, not when the last one came
+    assert tenant_work_dispatch() == {"drain": 1}
+    sends.execute()
+    with schema_context(tenant_a.schema_name):
+        assert Application.objects.get(id=application.id).chats_count == 2
+
+
+def test_each_drain_batch_is_a_heartbeat(tenant_a, settings):
+    # A drain making progress re-scores the tenant: a long drain is not taken for a dead one.
+    with schema_context(tenant_a.schema_name):
+        application = conversation_services.application_create(name="Heartbeat")
+        conversation_services.chat_create(application=application)
+        get_redis().zadd(CREATIONS_ACTIVE_KEY, {tenant_a.schema_name: 0})
+        token = creations.lock_acquire()
+        assert creations.lock_renew(token)
+        creations.lock_release(token)
+    assert get_redis().zscore(CREATIONS_ACTIVE_KEY, tenant_a.schema_name) > time.time() - 5
