@@ -24,6 +24,7 @@ from core.routing import routing_caches_clear
 from core.services import user_create, user_token_get_or_create
 from tenants.models import Tenant
 from tenants.services import tenant_create, tenant_delete
+from tenants.work import CREATIONS_ACTIVE_KEY
 
 ROOT = Path(__file__).resolve().parent
 TEST_OUTPUT = ROOT / "test-output"
@@ -105,6 +106,7 @@ def _forget_redis_state(tenant: Tenant) -> None:
     keys = list(redis.scan_iter(f"sociomile:{tenant.schema_name}:*"))
     if keys:
         redis.delete(*keys)
+    redis.zrem(CREATIONS_ACTIVE_KEY, tenant.schema_name)  # its place among tenants with queued creations
 
 
 @pytest.fixture

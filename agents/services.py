@@ -8,8 +8,11 @@ Rules (PRODUCT.md, "Asynchronous work"):
   oldest (never assigned first), then to the lowest id.
 
 Every change that can make an assignment possible schedules a run (`assignment_schedule`): a batch of
-chats persisted, an agent going online or gaining capacity, a chat resolved or transferred. A beat sweep
-runs it too, only as a safety net.
+chats persisted, an agent going online or gaining capacity, a chat resolved or transferred. The same call
+marks the tenant's `assignment` work in the due-work index (tenants.work), in the change's transaction: if
+the run's task is lost, the dispatcher sends one. Each run settles that mark at its end
+(`assignment_work_settle`): kept while chats wait for a free agent or a reply deadline is ahead, so the
+safety net costs only tenants that have such work.
 """
 
 import heapq
@@ -31,6 +34,8 @@ from core.exceptions import ConflictError
 from core.models import User
 from core.redis import get_redis, tenant_key
 from core.services import user_create, user_last_admin_check
+from tenants.models import TenantWork
+from tenants.work import tenant_work_mark, tenant_work_settle, tenant_work_soon, tenant_work_version
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +43,7 @@ STAFF_ROLES = (User.Role.ADMIN, User.Role.AGENT)
 # Arbitrary first key of our advisory locks ("SM"); the second is a hash of the tenant's schema name.
 _ADVISORY_LOCK_CLASS = 0x534D
 # A run that was scheduled but has not started within this many seconds is assumed lost: the next event
-# schedules another (and the beat sweep runs regardless).
+# schedules another (and the dispatcher sends one once the tenant's mark comes due).
 _SCHEDULED_TTL_SECONDS = 30
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
@@ -183,8 +188,13 @@ def _assignment_task_send(schema_name: str) -> None:
 
 
 def assignment_schedule() -> None:
-    """Runs the assignment for this tenant once the current transaction commits (at most one queued run)."""
+    """Runs the assignment for this tenant once the current transaction commits (at most one queued run).
+
+    Also marks the tenant's assignment work, in the current transaction: the run settles it, and if the
+    run is never sent or lost, the dispatcher sends one TENANT_WORK_GRACE_SECONDS later.
+    """
     schema_name = connection.schema_name
+    tenant_work_mark(kind=TenantWork.Kind.ASSIGNMENT, due_at=tenant_work_soon())
     transaction.on_commit(lambda: _assignment_task_send(schema_name))
 
 
@@ -499,6 +509,10 @@ def chat_assign(*, chat: Chat, agent: Agent) -> Chat:
         Assignment.objects.create(chat=chat, agent=agent, reason=Assignment.Reason.MANUAL, assigned_at=now)
         if transferred:
             assignment_schedule()
+        if settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS > 0:
+            # The chat's reply deadline: a run then requeues it if the agent has not written.
+            deadline = now + timedelta(seconds=settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS)
+            tenant_work_mark(kind=TenantWork.Kind.ASSIGNMENT, due_at=deadline)
         if chat.application_id == allocation_settings_get().qiscus_application_id:
             _qiscus_sync_on_commit([(chat.id, agent.pk)])
     return chat
@@ -546,11 +560,51 @@ def agent_active_chats_reconcile() -> list[int]:
 
 
 def assignment_sweep() -> int:
-    """The safety net run by beat for every tenant: Agent rows for every staff user, active chats recounted,
-    then a run (which also requeues chats past the reply timeout). Returns the chats assigned."""
+    """The tenant's assignment work as the dispatcher sends it (tenants.work): Agent rows for staff users
+    made outside the agents API, active chats recounted, then a run (which also requeues chats past the
+    reply timeout). Returns the chats assigned."""
     agents_ensure()
     agent_active_chats_reconcile()
     return assignment_run()
+
+
+# The earliest reply deadline ahead: assigned chats whose agent has not written since (as _REQUEUE_TIMED_OUT).
+_EARLIEST_UNANSWERED_ASSIGNMENT = """
+SELECT min(chat.assigned_at) FROM conversations_chat AS chat
+WHERE chat.status = 'assigned' AND NOT EXISTS (
+    SELECT 1 FROM conversations_message AS m
+    WHERE m.chat_id = chat.id AND m.sender = 'agent' AND m.created_at >= chat.assigned_at
+)
+"""
+
+
+def assignment_next_due_at(*, now: datetime) -> datetime | None:
+    """When the tenant's assignment work is next due, with no event to trigger it: chats still waiting (no
+    free agent) are looked at again in ASSIGNMENT_SWEEP_SECONDS; else the earliest reply deadline, if the
+    reply timeout is on; else never (None)."""
+    if Chat.objects.filter(status=Chat.Status.WAITING).exists():
+        return now + timedelta(seconds=settings.ASSIGNMENT_SWEEP_SECONDS)
+    timeout = settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS
+    if timeout > 0:
+        with connection.cursor() as cursor:
+            cursor.execute(_EARLIEST_UNANSWERED_ASSIGNMENT)
+            earliest = cursor.fetchone()[0]
+        if earliest is not None:
+            return earliest + timedelta(seconds=timeout)
+    return None
+
+
+def assignment_work_version() -> int | None:
+    """The tenant's assignment mark as a run starts (see tenants.work.tenant_work_settle)."""
+    return tenant_work_version(kind=TenantWork.Kind.ASSIGNMENT)
+
+
+def assignment_work_settle(*, version: int | None) -> None:
+    """Ends a run's share of the tenant's assignment mark: removed when nothing waits and no deadline is
+    ahead (and no event marked it since the run started), else due at the next safety-net look."""
+    tenant_work_settle(
+        kind=TenantWork.Kind.ASSIGNMENT, version=version, next_due_at=assignment_next_due_at(now=timezone.now())
+    )
 
 
 # --- Qiscus ----------------------------------------------------------------------------------------------

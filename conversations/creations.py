@@ -16,6 +16,10 @@ Keys, all under the tenant's schema name (core.redis.tenant_key):
 - `creations:lock`                 held by the one drain running for the tenant (a lease renewed each batch)
 - `creations:dead`                 creations PostgreSQL refused, with the error (never dropped silently)
 
+and one platform key: `sociomile:_active-tenants:creations` (tenants.work), the tenants with queued
+creations, scored by when they were added or a drain last made progress; the dispatcher sends a drain to
+those whose score is older than CREATIONS_SWEEP_SECONDS.
+
 If Redis loses a counter, the next allocation re-seeds it from the largest number in PostgreSQL
 (`SET NX`, so concurrent re-seeders agree); that is exact when no creation was in flight.
 """
@@ -28,6 +32,7 @@ from django.conf import settings
 from django.db import connection
 
 from core.redis import get_redis, redis_script, tenant_key
+from tenants.work import CREATIONS_ACTIVE_KEY
 
 NEEDS_SEED = -1
 NOT_FOUND = 0
@@ -40,41 +45,50 @@ class DeliveryClaimLost(Exception):
 # ARGV[1] of both allocation scripts is the record, a JSON object without its number: the script appends the
 # number to the text (cheaper than decoding and encoding it in Lua, about half the script's time in Redis).
 
+# Both allocation scripts also add the tenant (ARGV: its schema name) to the platform's set of tenants with
+# queued creations (KEYS[4] of the chat script, KEYS[5] of the message one; tenants.work), scored with Redis'
+# clock if it is not there yet: in the same step as the record is queued, so no queued creation is ever
+# missing from the drains' safety net. NX: the score says since when the tenant's creations have waited
+# without a drain making progress (each batch re-scores it, _LOCK_RENEW), not when the last one came: under
+# steady traffic with a dead drain, the entry still grows old and the dispatcher sends a drain.
+
 # Returns {number, scheduled, created}, or -1 when the counter is missing (re-seed, then call again).
-# With KEYS[4] (the inbound webhook's "open chat of this customer" record): if it holds a chat number, that
+# With KEYS[5] (the inbound webhook's "open chat of this customer" record): if it holds a chat number, that
 # number is returned and nothing is allocated (created = 0); otherwise the new chat's number is recorded
 # there in the same step, so two deliveries for a new customer can never open two chats.
 _CHAT_ALLOCATE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if KEYS[4] then
-  local open = redis.call('GET', KEYS[4])
+if KEYS[5] then
+  local open = redis.call('GET', KEYS[5])
   if open then return {tonumber(open), 0, 0} end
 end
 local number = redis.call('INCR', KEYS[1])
 redis.call('RPUSH', KEYS[2], string.sub(ARGV[1], 1, -2) .. ',"number":' .. number .. '}')
+redis.call('ZADD', KEYS[4], 'NX', redis.call('TIME')[1], ARGV[5])
 -- a new chat's message counter starts at 0, so its first message needs no database read
 redis.call('SET', ARGV[2] .. number .. ARGV[3], 0, 'NX')
 local scheduled = redis.call('SET', KEYS[3], 1, 'NX', 'EX', tonumber(ARGV[4]))
-if KEYS[4] then redis.call('SET', KEYS[4], number, 'EX', tonumber(ARGV[5])) end
+if KEYS[5] then redis.call('SET', KEYS[5], number, 'EX', tonumber(ARGV[6])) end
 return {number, scheduled and 1 or 0, 1}
 """
 
 # Returns the new message number; 0 when the chat number was never allocated; -1 to re-seed.
-# With KEYS[5] (an inbound delivery's idempotency record, conversations.inbound): -2 unless it still holds
-# this delivery's claim ARGV[4]; else the answer is stored there (for ARGV[5] seconds) in the same step as
+# With KEYS[6] (an inbound delivery's idempotency record, conversations.inbound): -2 unless it still holds
+# this delivery's claim ARGV[5]; else the answer is stored there (for ARGV[6] seconds) in the same step as
 # the message is queued, so no crash can leave a queued message whose delivery a retry would repeat.
 _MESSAGE_ALLOCATE = """
 local chats = redis.call('GET', KEYS[1])
 if not chats then return -1 end
 if tonumber(ARGV[2]) > tonumber(chats) then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
-if KEYS[5] and redis.call('GET', KEYS[5]) ~= ARGV[4] then return -2 end
+if KEYS[6] and redis.call('GET', KEYS[6]) ~= ARGV[5] then return -2 end
 local number = redis.call('INCR', KEYS[2])
 redis.call('RPUSH', KEYS[3], string.sub(ARGV[1], 1, -2) .. ',"number":' .. number .. '}')
+redis.call('ZADD', KEYS[5], 'NX', redis.call('TIME')[1], ARGV[4])
 local scheduled = redis.call('SET', KEYS[4], 1, 'NX', 'EX', tonumber(ARGV[3]))
-if KEYS[5] then
+if KEYS[6] then
   local answer = cjson.encode({chat_number = tonumber(ARGV[2]), message_number = number})
-  redis.call('SET', KEYS[5], answer, 'EX', tonumber(ARGV[5]))
+  redis.call('SET', KEYS[6], answer, 'EX', tonumber(ARGV[6]))
 end
 return {number, scheduled and 1 or 0}
 """
@@ -86,20 +100,26 @@ return 0
 
 # Renews the drain's lease and keeps `scheduled` set for as long: while a drain runs, requests send no task
 # (it will see their records). If the drain's worker dies, both expire together and requests schedule again.
+# The drain's heartbeat too: the tenant's entry among tenants with queued creations (KEYS[3]) is re-scored
+# now (XX: never re-added after the drain removed it), so only a drain that stopped making progress lets it
+# grow older than CREATIONS_SWEEP_SECONDS.
 _LOCK_RENEW = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 redis.call('SET', KEYS[2], 1, 'EX', tonumber(ARGV[2]))
+redis.call('ZADD', KEYS[3], 'XX', redis.call('TIME')[1], ARGV[3])
 return 1
 """
 
 # The drain's way out: `scheduled` is deleted only if the list is empty, in the same step, so a record queued
-# a moment later finds it unset and its request sends a new drain. 1: done; 0: records are waiting (drain
-# them); -1: the lease is no longer ours (the drain holding it now is responsible).
+# a moment later finds it unset and its request sends a new drain. The tenant leaves the set of tenants with
+# queued creations (KEYS[4]) in that step too: a record queued a moment later puts it back. 1: done; 0:
+# records are waiting (drain them); -1: the lease is no longer ours (the drain holding it now is responsible).
 _FINISH_IF_EMPTY = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 if redis.call('LLEN', KEYS[2]) > 0 then return 0 end
 redis.call('DEL', KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[2])
 return 1
 """
 
@@ -176,8 +196,8 @@ def _chat_allocate(
     prefix = _key("app", application_id, "chat", "")
     number, scheduled, created = _run(
         _CHAT_ALLOCATE,
-        [counter, pending_key(), scheduled_key(), *extra_keys],
-        [json.dumps(record), prefix, ":messages", SCHEDULED_TTL_SECONDS, *extra_args],
+        [counter, pending_key(), scheduled_key(), CREATIONS_ACTIVE_KEY, *extra_keys],
+        [json.dumps(record), prefix, ":messages", SCHEDULED_TTL_SECONDS, connection.schema_name, *extra_args],
         seed,
     )
     return number, bool(scheduled), bool(created)
@@ -209,8 +229,8 @@ def message_number_allocate(
         redis.set(chats, seed_chats_from(), nx=True)
         redis.set(messages, seed_messages_from(), nx=True)
 
-    keys = [chats, messages, pending_key(), scheduled_key()]
-    args = [json.dumps(record), chat_number, SCHEDULED_TTL_SECONDS]
+    keys = [chats, messages, pending_key(), scheduled_key(), CREATIONS_ACTIVE_KEY]
+    args = [json.dumps(record), chat_number, SCHEDULED_TTL_SECONDS, connection.schema_name]
     if delivery is not None:
         key, claim, answer_ttl = delivery
         keys.append(key)
@@ -248,7 +268,8 @@ FINISHED, RECORDS_WAITING, LEASE_LOST = 1, 0, -1
 
 def finish_if_empty(token: str) -> int:
     """Unsets `scheduled` if the list is empty, atomically: FINISHED, RECORDS_WAITING or LEASE_LOST."""
-    return int(redis_script(_FINISH_IF_EMPTY)(keys=[lock_key(), pending_key(), scheduled_key()], args=[token]))
+    keys = [lock_key(), pending_key(), scheduled_key(), CREATIONS_ACTIVE_KEY]
+    return int(redis_script(_FINISH_IF_EMPTY)(keys=keys, args=[token, connection.schema_name]))
 
 
 def lock_acquire() -> str | None:
@@ -260,7 +281,8 @@ def lock_renew(token: str) -> bool:
     """Extends the drain's lease for one more batch, and `scheduled` with it (requests need not send another
     drain); False if the lease ran out and another drain took the lock."""
     lease = settings.CREATIONS_LOCK_LEASE_SECONDS
-    return bool(redis_script(_LOCK_RENEW)(keys=[lock_key(), scheduled_key()], args=[token, lease]))
+    keys = [lock_key(), scheduled_key(), CREATIONS_ACTIVE_KEY]
+    return bool(redis_script(_LOCK_RENEW)(keys=keys, args=[token, lease, connection.schema_name]))
 
 
 def lock_release(token: str) -> None:

@@ -3,7 +3,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
@@ -17,6 +17,8 @@ from conversations.selectors import chat_open_for_customer_get
 from core.exceptions import ConflictError
 from core.models import User
 from core.text import storable_text
+from tenants.models import TenantWork
+from tenants.work import tenant_work_mark
 
 logger = logging.getLogger(__name__)
 
@@ -373,7 +375,6 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
             chats_added.update(row[0] for row in cursor.fetchall())
             if chats_added:
                 cursor.execute(_ADD_CHATS_COUNT, [list(chats_added), list(chats_added.values())])
-                _schedule_assignment()  # new waiting chats: served once this batch commits
         messages_added: Counter = Counter()
         if messages:
             columns = [
@@ -394,6 +395,15 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
                 cursor.execute(_MISSING_CHATS, columns[:2])
                 for app_id, chat_number in cursor.fetchall():
                     logger.error("queued messages for chat %s of application %s, which does not exist", chat_number, app_id)
+        # The tenant's work marks last, as every transaction that marks takes them: after its chat and agent
+        # row locks, never before (a resolve holds its chat, then marks; this batch, marking first, would then
+        # wait for that chat's row with the mark held: a deadlock).
+        if chats_added:
+            _schedule_assignment()  # new waiting chats: served once this batch commits
+        if chats_added or messages_added:
+            # The counts just changed: the periodic recount (the safety net for counts changed by hand) is
+            # due for this tenant within COUNTS_RECONCILE_SECONDS; the earliest mark stands.
+            tenant_work_mark(kind=TenantWork.Kind.COUNTS, due_at=timezone.now() + timedelta(seconds=settings.COUNTS_RECONCILE_SECONDS))
     return sum(chats_added.values()), sum(messages_added.values())
 
 
@@ -485,15 +495,15 @@ WHERE chat.id = c.id AND chat.messages_count <> COALESCE(m.total, 0)
 """
 
 
-def counts_reconcile() -> int:
+def counts_reconcile() -> int | None:
     """Repairs `chats_count` / `messages_count` that drifted from the rows (e.g. rows deleted by hand).
 
-    Holds the drain lock, so no batch commits between counting and writing. Returns the rows repaired;
-    0 when nothing is wrong or a drain is running (the next run will check again).
+    Holds the drain lock, so no batch commits between counting and writing. Returns the rows repaired
+    (0 when nothing is wrong); None when a drain is running and nothing was checked (check again later).
     """
     token = creations.lock_acquire()
     if token is None:
-        return 0
+        return None
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(_RECONCILE_CHATS_COUNT)

@@ -14,6 +14,8 @@ from conversations.services import (
     inbound_event_record,
 )
 from sociomile.celery import app
+from tenants.models import TenantWork
+from tenants.work import tenant_work_settle, tenant_work_version
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +64,8 @@ def inbound_event_record_task(self, event_id: str, payload: dict, created_at: st
 
 # PostgreSQL or Redis away for a moment (a restart, a failover): the queued creations wait in Redis, and the
 # drain is retried with backoff so they are persisted soon after it is back, even if no new request
-# schedules another drain. Bounded: the beat sweep (CREATIONS_SWEEP_SECONDS) is the safety net after that.
+# schedules another drain. Bounded: the dispatcher's drain sweep (CREATIONS_SWEEP_SECONDS, tenants.work) is the
+# safety net after that.
 _DRAIN_TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError)
 
 
@@ -78,5 +81,12 @@ def creations_persist_task() -> None:
 
 @app.task
 def counts_reconcile_task() -> None:
-    """Repairs drifted chats_count / messages_count in the tenant's schema (the periodic safety net)."""
-    counts_reconcile()
+    """Repairs drifted chats_count / messages_count in the tenant's schema (the periodic safety net).
+
+    Sent by the dispatcher to tenants that had creations (tenants.work, kind `counts`); settles that mark.
+    A recount the drain's lock kept from running stays due one lease later (the dispatcher moved it there).
+    """
+    version = tenant_work_version(kind=TenantWork.Kind.COUNTS)
+    if counts_reconcile() is None:
+        return
+    tenant_work_settle(kind=TenantWork.Kind.COUNTS, version=version, next_due_at=None)

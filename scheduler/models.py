@@ -93,8 +93,8 @@ def validate_batch_size(value: int) -> None:
 class SchedulerSetting(models.Model):
     """The tenant's outbound scheduler: one row per tenant schema (pk 1).
 
-    `running` and `interval_seconds` are mirrored into the tenant's celery-beat PeriodicTask (public
-    schema) by scheduler.services, in the same transaction; this row is what a run reads.
+    This row is what a run reads; the tenant's `outbound` mark in the due-work index (public schema,
+    tenants.work) is kept in line with it by scheduler.services, in the same transaction. No beat entry.
     """
 
     SINGLETON_ID = 1
@@ -111,8 +111,8 @@ class SchedulerSetting(models.Model):
         max_length=2000, blank=True, default=_default_webhook_url, validators=[validate_webhook_url]
     )
     auth_key = models.CharField(max_length=255, blank=True, default=_default_auth_key, help_text="Sent as x-ins-auth-key.")
-    # When the current schedule began (creation, the last start, the last interval change): beat's next
-    # run is one interval after it until the job has run since.
+    # When the current schedule began (creation, the last start, the last interval change): the first run
+    # time is one interval after it until the job has run since (scheduler.selectors.scheduler_next_run_at).
     schedule_anchor_at = models.DateTimeField(default=timezone.now)
     last_run_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)

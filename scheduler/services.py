@@ -1,6 +1,7 @@
 """Outbound messages and the tenant's periodic send job.
 
-A run (`outbound_send_due`, started by celery-beat through the tenant's PeriodicTask) recovers expired
+A run (`outbound_send_due`, sent by the dispatcher when the tenant's `outbound` mark in the due-work index
+comes due: see "the job's schedule" below) recovers expired
 claims, claims up to `batch_size` due messages in one UPDATE ... RETURNING over a SELECT ... FOR UPDATE
 SKIP LOCKED, and then POSTs them in waves of parallel requests, outside any transaction. Every write after
 the claim is conditional on the run's claim token, so a run that lost its claim (it stalled past the
@@ -25,7 +26,6 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_tenants.utils import get_public_schema_name, schema_context
 
 from core.exceptions import ConflictError
@@ -40,14 +40,12 @@ from core.outbound_urls import (
 from core.redis import redis_script, tenant_key
 from core.text import storable_text, visible_ascii_validator
 from scheduler.models import OutboundMessage, SchedulerSetting, validate_e164
+from scheduler.selectors import scheduler_first_run_at, scheduler_next_run_at
+from tenants.models import TenantWork
+from tenants.work import tenant_work_clear, tenant_work_mark, tenant_work_settle, tenant_work_version
 
 logger = logging.getLogger(__name__)
 
-SEND_TASK_NAME = "scheduler.tasks.outbound_send_due_task"
-PERIODIC_TASK_PREFIX = "outbound-send:"
-# A run queued longer than its interval (workers down, tenant backlog) is dropped rather than piling up;
-# never less than this, so a short interval does not expire runs that merely waited for a busy worker.
-MIN_RUN_EXPIRY_SECONDS = 60
 ERROR_MAX_LENGTH = 1000
 MESSAGE_ID_MAX_LENGTH = 255  # the column's
 
@@ -59,74 +57,102 @@ def _tenant_schema_name() -> str:
     return schema_name
 
 
-def outbound_periodic_task_name(*, schema_name: str) -> str:
-    return f"{PERIODIC_TASK_PREFIX}{schema_name}"
-
-
 def outbound_cache_key(*, schema_name: str, message_id: uuid.UUID | str) -> str:
     return tenant_key(schema_name, "outbound", message_id)
 
 
-# --- the job's schedule (celery-beat, public schema) ---------------------------------------------------
+# --- the job's schedule (the due-work index, tenants.work) -------------------------------------------------
+#
+# A run goes every interval while the job is running, but only for a tenant with something to send: the
+# tenant's `outbound` mark in the due-work index is due at the next run time (one interval after the last
+# run, or after the schedule began: start, interval change) while it has pending or in-flight messages, and
+# the dispatcher sends the run then. A running job with nothing pending has no mark and costs nothing.
 
 
-def _periodic_task_sync(*, schema_name: str, setting: SchedulerSetting, restart: bool = False) -> PeriodicTask:
-    """Creates or updates the tenant's PeriodicTask so that beat runs what the setting row says.
+def _outbound_work_due_at(*, setting: SchedulerSetting, now: datetime) -> datetime | None:
+    """When the tenant's next run must happen: the first run time at or after the earliest moment a message
+    can be sent (a pending one's next attempt, an in-flight one's lease running out). None: stopped, or
+    nothing to send."""
+    if not setting.running:
+        return None
+    earliest = _earliest_due_message_at()
+    if earliest is None:
+        return None
+    return scheduler_next_run_at(setting=setting, after=max(now, earliest))
 
-    `restart` clears beat's last run, so the next run comes one full interval after now (beat counts from
-    the task's `date_changed` when `last_run_at` is empty).
-    """
-    # Not get_or_create: django-celery-beat puts no unique constraint on intervals, so two rows of one interval
-    # exist sooner or later (two tenants provisioned at once, each in its own transaction; an operator in the
-    # admin), and get_or_create then raises MultipleObjectsReturned on every start, stop and provisioning.
-    schedule = {"every": setting.interval_seconds, "period": IntervalSchedule.SECONDS}
-    interval = IntervalSchedule.objects.filter(**schedule).order_by("id").first() or IntervalSchedule.objects.create(**schedule)
-    name = outbound_periodic_task_name(schema_name=schema_name)
-    task = PeriodicTask.objects.select_for_update().filter(name=name).first() or PeriodicTask(name=name)
-    task.task = SEND_TASK_NAME
-    task.interval = interval
-    task.crontab = task.solar = task.clocked = None
-    # tenant-schemas-celery runs the task in this schema; tenants.queues.route_task sends it to the
-    # tenant's queue by the same header.
-    task.headers = json.dumps({"_schema_name": schema_name})
-    task.enabled = setting.running
-    task.expire_seconds = max(setting.interval_seconds, MIN_RUN_EXPIRY_SECONDS)
-    task.description = f"Outbound scheduler of tenant {schema_name}: sends due messages to its webhook."
-    if restart:
-        task.last_run_at = None
-    # Beat reloads its schedule when PeriodicTasks changes, which the model's pre_save signal only does
-    # for saves not flagged `no_changes` (beat flags its own bookkeeping saves).
-    task.no_changes = False
-    task.save()
-    return task
+
+def _earliest_due_message_at() -> datetime | None:
+    with connection.cursor() as cursor:
+        cursor.execute(_EARLIEST_DUE_MESSAGE)
+        return cursor.fetchone()[0]
+
+
+# Both halves read the partial indexes of pending and of sending messages.
+_EARLIEST_DUE_MESSAGE = """
+SELECT least(
+    (SELECT min(next_attempt_at) FROM scheduler_outboundmessage WHERE status = 'pending'),
+    (SELECT min(lease_expires_at) FROM scheduler_outboundmessage WHERE status = 'sending')
+)
+"""
+
+
+def _outbound_work_reschedule(*, setting: SchedulerSetting) -> None:
+    """Puts the tenant's outbound mark where the setting and the messages say, in the caller's transaction
+    (start, interval change, ensure): the schedule restarted, so the new time replaces the old one."""
+    due_at = _outbound_work_due_at(setting=setting, now=timezone.now())
+    if due_at is None:
+        tenant_work_clear(kind=TenantWork.Kind.OUTBOUND)
+    else:
+        tenant_work_mark(kind=TenantWork.Kind.OUTBOUND, due_at=due_at, replace=True)
+
+
+def _outbound_work_mark_new_message() -> None:
+    """A message became pending (created, retried): the next run is due at the next run time, if the job runs."""
+    setting = SchedulerSetting.objects.filter(id=SchedulerSetting.SINGLETON_ID).first()
+    if setting is not None and setting.running:
+        tenant_work_mark(kind=TenantWork.Kind.OUTBOUND, due_at=scheduler_next_run_at(setting=setting, after=timezone.now()))
+
+
+def outbound_work_version() -> int | None:
+    """The tenant's outbound mark as a run's task starts (see tenants.work.tenant_work_settle)."""
+    return tenant_work_version(kind=TenantWork.Kind.OUTBOUND)
+
+
+def outbound_run_is_due(*, now: datetime | None = None) -> bool:
+    """Whether a run may go now: the job is running and its interval has passed since the last run (or since
+    the schedule began). A dispatch can come before that (a mark that arrived while a run went is due one
+    lease later): such a run sends nothing, and the settle puts the mark at the real run time."""
+    setting = SchedulerSetting.objects.filter(id=SchedulerSetting.SINGLETON_ID).first()
+    if setting is None:
+        setting = scheduler_ensure()
+    if not setting.running:
+        return False
+    now = now or timezone.now()
+    return scheduler_first_run_at(setting=setting) <= now
+
+
+def outbound_work_settle(*, version: int | None) -> None:
+    """The end of a run's task: the tenant's mark goes to the next run time while something is left to send
+    (more pending than a batch, retries waiting for their next attempt, messages in flight), else it goes."""
+    setting = SchedulerSetting.objects.filter(id=SchedulerSetting.SINGLETON_ID).first()
+    due_at = None if setting is None else _outbound_work_due_at(setting=setting, now=timezone.now())
+    tenant_work_settle(kind=TenantWork.Kind.OUTBOUND, version=version, next_due_at=due_at)
 
 
 def scheduler_ensure() -> SchedulerSetting:
-    """Gives the current tenant its scheduler setting (defaults from settings) and its beat PeriodicTask.
+    """Gives the current tenant its scheduler setting (defaults from settings), and its outbound mark if it
+    has messages to send.
 
     Idempotent: provisioning calls it for a new tenant, `migrate_schemas` for every existing one. An
-    existing setting is left as it is; the PeriodicTask is brought in line with it.
+    existing setting is left as it is.
     """
-    schema_name = _tenant_schema_name()
+    _tenant_schema_name()
     with transaction.atomic():
         setting, _ = SchedulerSetting.objects.select_for_update().get_or_create(id=SchedulerSetting.SINGLETON_ID)
-        task = PeriodicTask.objects.filter(name=outbound_periodic_task_name(schema_name=schema_name)).first()
-        in_line = (
-            task is not None
-            and task.enabled == setting.running
-            and task.interval_id is not None
-            and task.interval.every == setting.interval_seconds
-            and task.interval.period == IntervalSchedule.SECONDS
-            and json.loads(task.headers or "{}").get("_schema_name") == schema_name
-        )
-        if not in_line:
-            _periodic_task_sync(schema_name=schema_name, setting=setting)
+        due_at = _outbound_work_due_at(setting=setting, now=timezone.now())
+        if due_at is not None:
+            tenant_work_mark(kind=TenantWork.Kind.OUTBOUND, due_at=due_at)
     return setting
-
-
-def scheduler_remove(*, schema_name: str) -> None:
-    """Deletes a tenant's PeriodicTask (its setting goes with its schema). Called by tenant deprovisioning."""
-    PeriodicTask.objects.filter(name=outbound_periodic_task_name(schema_name=schema_name)).delete()
 
 
 def _setting_for_update() -> SchedulerSetting:
@@ -136,29 +162,29 @@ def _setting_for_update() -> SchedulerSetting:
 
 def scheduler_start() -> SchedulerSetting:
     """Starts the tenant's job: the first run comes one interval from now. Starting a running job changes nothing."""
-    schema_name = _tenant_schema_name()
+    _tenant_schema_name()
     with transaction.atomic():
         setting = _setting_for_update()
         if setting.running:
-            _periodic_task_sync(schema_name=schema_name, setting=setting)  # heals a PeriodicTask out of line
             return setting
         setting.running = True
         setting.schedule_anchor_at = timezone.now()
         setting.save(update_fields=["running", "schedule_anchor_at", "updated_at"])
-        _periodic_task_sync(schema_name=schema_name, setting=setting, restart=True)
+        _outbound_work_reschedule(setting=setting)
     logger.info("outbound scheduler started")
     return setting
 
 
 def scheduler_stop() -> SchedulerSetting:
-    """Stops the tenant's job: beat stops sending runs, and a run already queued finds it stopped and sends nothing."""
-    schema_name = _tenant_schema_name()
+    """Stops the tenant's job: its mark goes (no run is sent), and a run already queued finds it stopped and
+    sends nothing. Other tenants' marks are not touched."""
+    _tenant_schema_name()
     with transaction.atomic():
         setting = _setting_for_update()
         if setting.running:
             setting.running = False
             setting.save(update_fields=["running", "updated_at"])
-        _periodic_task_sync(schema_name=schema_name, setting=setting)
+        tenant_work_clear(kind=TenantWork.Kind.OUTBOUND)
     logger.info("outbound scheduler stopped")
     return setting
 
@@ -172,10 +198,10 @@ def scheduler_update(
 ) -> SchedulerSetting:
     """Changes the tenant's job settings. Invalid input: nothing changes.
 
-    A new interval reaches beat without a restart and restarts the countdown: the next run comes one new
-    interval after the change (from 120 s to 5 s, the next run is 5 s away, not "overdue since 115 s").
+    A new interval restarts the countdown: the next run comes one new interval after the change (from 120 s
+    to 5 s, the next run is 5 s away, not "overdue since 115 s"); the tenant's mark moves there.
     """
-    schema_name = _tenant_schema_name()
+    _tenant_schema_name()
     errors = {}
     for name, value in (("webhook_url", webhook_url), ("auth_key", auth_key)):
         try:
@@ -205,7 +231,7 @@ def scheduler_update(
         if changed:
             setting.save(update_fields=[*changed, "updated_at"])
         if "interval_seconds" in changed:
-            _periodic_task_sync(schema_name=schema_name, setting=setting, restart=True)
+            _outbound_work_reschedule(setting=setting)
     return setting
 
 
@@ -226,17 +252,22 @@ def outbound_message_create(*, to: str, content: str) -> OutboundMessage:
         errors["content"] = [f"Ensure this field has no more than {max_length} characters."]
     if errors:
         raise ValidationError(errors)
-    return OutboundMessage.objects.create(to=to, content=content)
+    with transaction.atomic():
+        message = OutboundMessage.objects.create(to=to, content=content)
+        _outbound_work_mark_new_message()
+    return message
 
 
 def outbound_message_retry(*, message_id: uuid.UUID) -> OutboundMessage:
     """Puts a failed message back in line with a fresh set of attempts. 409 unless it is `failed`."""
-    updated = OutboundMessage.objects.filter(id=message_id, status=OutboundMessage.Status.FAILED).update(
-        status=OutboundMessage.Status.PENDING, attempts=0, next_attempt_at=timezone.now(), updated_at=timezone.now()
-    )
-    message = OutboundMessage.objects.get(id=message_id)  # DoesNotExist for an unknown id
-    if not updated:
-        raise ConflictError(f'Only failed messages can be retried; this one is "{message.status}".')
+    with transaction.atomic():
+        updated = OutboundMessage.objects.filter(id=message_id, status=OutboundMessage.Status.FAILED).update(
+            status=OutboundMessage.Status.PENDING, attempts=0, next_attempt_at=timezone.now(), updated_at=timezone.now()
+        )
+        message = OutboundMessage.objects.get(id=message_id)  # DoesNotExist for an unknown id
+        if not updated:
+            raise ConflictError(f'Only failed messages can be retried; this one is "{message.status}".')
+        _outbound_work_mark_new_message()
     return message
 
 

@@ -1,12 +1,17 @@
-from scheduler.services import outbound_send_due
+from scheduler.services import outbound_run_is_due, outbound_send_due, outbound_work_settle, outbound_work_version
 from sociomile.celery import app
 
 
 @app.task(ignore_result=True)
 def outbound_send_due_task() -> None:
-    """One run of the tenant's outbound job, started by celery-beat through the tenant's PeriodicTask.
+    """One run of the tenant's outbound job, sent by the dispatcher when the tenant's `outbound` mark comes
+    due (tenants.work), in the tenant's schema and on its queue.
 
-    Runs in the tenant's schema (the `_schema_name` header of the PeriodicTask). Idempotent: a redelivered
-    or duplicated run claims only what is still due, and never a message another run holds.
+    Idempotent: a redelivered or duplicated run claims only what is still due, and never a message another
+    run holds. A run that comes before the job's run time, or while it is stopped, sends nothing. At its
+    end the mark is settled: moved to the next run time while something is left to send, else removed.
     """
-    outbound_send_due()
+    version = outbound_work_version()
+    if outbound_run_is_due():
+        outbound_send_due()
+    outbound_work_settle(version=version)

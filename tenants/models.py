@@ -99,3 +99,31 @@ def _column_statistics_copy(*, source: str, target: str) -> None:
 class Domain(DomainMixin):
     def __str__(self) -> str:
         return self.domain
+
+
+class TenantWork(models.Model):
+    """One kind of background work a tenant has, and when it is next due (the due-work index, tenants.work).
+
+    A row exists only while the tenant has that work: idle tenants have none, so the dispatcher's query over
+    this table costs the same with 10 tenants or 10,000. Written from the tenant's schema in the same
+    transaction as the change that made the work (the table is public; a tenant connection's search path
+    reaches it). `version` goes up with every mark, so a task that settles the row can tell whether work
+    arrived while it ran (tenants.work.tenant_work_settle).
+    """
+
+    class Kind(models.TextChoices):
+        ASSIGNMENT = "assignment", "Assignment"
+        OUTBOUND = "outbound", "Outbound send"
+        COUNTS = "counts", "Counts reconcile"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="work")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    due_at = models.DateTimeField()
+    version = models.BigIntegerField(default=1)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "kind"], name="tenant_work_unique_kind")]
+        indexes = [models.Index(fields=["due_at"], name="tenant_work_due_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} due {self.due_at:%Y-%m-%d %H:%M:%S}"

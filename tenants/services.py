@@ -20,7 +20,7 @@ from core.models import User, normalize_email
 from core.redis import get_redis, tenant_key, tenant_keys_delete
 from core.routing import routing_changed
 from core.services import user_create, user_sign_in_unlock, user_token_revoke
-from scheduler.services import scheduler_ensure, scheduler_remove
+from scheduler.services import scheduler_ensure
 from tenants import concurrency as tenant_concurrency
 from tenants import metrics as tenant_metrics
 from tenants import queues
@@ -69,7 +69,7 @@ def tenant_create(*, name: str, slug: str, admin_email: str, admin_password: str
             with schema_context(slug):
                 user_create(email=admin_email, password=admin_password, password_hash=password_hash.result(),
                             role=User.Role.ADMIN, name="Administrator")  # fmt: skip
-                scheduler_ensure()  # its outbound job (setting and celery-beat entry), running from now on
+                scheduler_ensure()  # its outbound job's setting, running from now on (no beat entry: tenants.work)
     except IntegrityError as error:
         # Two creations of one slug at once: the unique index decides, the loser gets a 400.
         raise ValidationError({"slug": ["A tenant with this slug already exists."]}) from error
@@ -144,8 +144,7 @@ def tenant_delete(*, tenant: Tenant) -> None:
     time.sleep(TENANT_DELETE_REQUESTS_GRACE_SECONDS)
     try:
         with transaction.atomic():
-            scheduler_remove(schema_name=schema_name)  # its celery-beat entry lives in the public schema
-            tenant.delete(force_drop=True)  # DROP SCHEMA ... CASCADE, then the row (domains cascade)
+            tenant.delete(force_drop=True)  # DROP SCHEMA ... CASCADE, then the row (domains and due work cascade)
     except Exception:
         Tenant.objects.filter(id=tenant.id).update(deleting_since=None)
         routing_changed()

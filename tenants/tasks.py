@@ -2,23 +2,19 @@ import os
 import socket
 import time
 
-from django_tenants.utils import schema_context
-
 from sociomile.celery import app
-from tenants.models import Tenant
 from tenants.services import tenant_probe_record
+from tenants.work import tenant_work_dispatch
 
 
-@app.task
-def tenants_fanout_task(task_name: str) -> None:
-    """Sends the task named `task_name` to every tenant's queue, to run in its schema.
+@app.task(ignore_result=True)
+def tenant_work_dispatch_task() -> None:
+    """Sends each kind of due background work to the tenants that have it (beat's `tenant-work-dispatch`).
 
-    celery-beat runs this from the public schema for per-tenant safety nets (draining queued creations,
-    reconciling counts), so a new tenant is covered the moment it exists and a deleted one no longer is.
+    Runs in the public schema. Finds work through the due-work index only (tenants.work), never by visiting
+    every tenant: with nothing due it is one indexed query and one Redis script call.
     """
-    for schema_name in Tenant.objects.values_list("schema_name", flat=True):
-        with schema_context(schema_name):
-            app.send_task(task_name)
+    tenant_work_dispatch()
 
 
 @app.task(bind=True)

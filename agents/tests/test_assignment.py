@@ -311,14 +311,12 @@ def test_resolve_access_and_conflicts(tenant_a, tenant_b, tenant_a_admin_api, ap
         assert list(Assignment.objects.order_by("id").values_list("end_reason", flat=True)) == ["resolved", "resolved"]
 
 
-def test_the_beat_sweep_is_a_safety_net_for_every_tenant(tenant_a, application_a, make_agent, chats):
-    from django.conf import settings
-
+def test_the_dispatched_assignment_work_is_the_safety_net(tenant_a, application_a, make_agent, chats):
     from agents.tasks import assignment_sweep_task
+    from tenants.work import KIND_TASKS
 
-    # beat fans the sweep out to every tenant (tenants.tasks.tenants_fanout_task)
-    assert settings.CELERY_BEAT_SCHEDULE["assignment-sweep"]["args"] == ["agents.tasks.assignment_sweep_task"]
-    assert settings.CELERY_BEAT_SCHEDULE["assignment-sweep"]["task"] == "tenants.tasks.tenants_fanout_task"
+    # the dispatcher sends this task to tenants with due assignment work (tenants.work)
+    assert KIND_TASKS["assignment"] == assignment_sweep_task.name
 
     # given a waiting chat whose trigger was lost, and a user made outside the agents API
     agent = make_agent(max_customers=1)

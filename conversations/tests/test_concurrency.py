@@ -110,9 +110,9 @@ def test_the_async_path_end_to_end(celery_worker, make_live_tenant):
 
 
 @pytest.mark.worker
-def test_the_beat_sweep_drains_creations_whose_drain_task_was_lost(celery_worker, make_live_tenant):
+def test_the_dispatcher_drains_creations_whose_drain_task_was_lost(celery_worker, make_live_tenant, settings):
     from conversations import services
-    from tenants.tasks import tenants_fanout_task
+    from tenants.tasks import tenant_work_dispatch_task
 
     # given creations queued while their drain task is lost (never sent)
     tenant = make_live_tenant("sweep")
@@ -126,8 +126,10 @@ def test_the_beat_sweep_drains_creations_whose_drain_task_was_lost(celery_worker
             services._schedule_drain = original
     assert numbers == [1, 2, 3]
 
-    # when beat's safety net fans the drain out to every tenant (sent from the public schema, as beat does)
-    tenants_fanout_task.delay("conversations.tasks.creations_persist_task")
+    # when the dispatcher runs once the tenant's queued creations are older than the sweep period (sent from the
+    # public schema, as beat does; the period set to 0 here rather than waiting it out)
+    settings.CREATIONS_SWEEP_SECONDS = 0
+    tenant_work_dispatch_task.apply()
 
     # then the worker drains them in the tenant's schema
     def drained():

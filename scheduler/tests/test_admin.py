@@ -1,15 +1,18 @@
 """The tenant's Django admin: outbound messages (filter, search, retry) and the scheduler (start, stop, edit)."""
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.test import Client
-from django_celery_beat.models import PeriodicTask
 from django_tenants.utils import schema_context
 
 from conftest import PASSWORD, host_of, make_user
 from core.models import User
 from scheduler.models import OutboundMessage, SchedulerSetting
+from scheduler.services import outbound_message_create
 from scheduler.tests.factories import make_outbound_messages
+from tenants.models import TenantWork
 
 
 @pytest.fixture
@@ -67,12 +70,16 @@ def test_adding_a_message_in_the_admin_validates_like_the_api(tenant_a, admin_cl
 
 def test_start_and_stop_actions_and_editing_the_interval(tenant_a, admin_client):
     changelist = "/admin/scheduler/schedulersetting/"
-    task_name = f"outbound-send:{tenant_a.schema_name}"
+    with schema_context(tenant_a.schema_name):
+        outbound_message_create(to="+15550000001", content="pending")
+
+    def outbound_due_at():
+        return TenantWork.objects.filter(tenant=tenant_a, kind="outbound").values_list("due_at", flat=True).first()
 
     stopped = admin_client.post(changelist, {"action": "stop", ACTION_CHECKBOX_NAME: ["1"]}, follow=True)
 
     assert b"Scheduler stopped." in stopped.content
-    assert PeriodicTask.objects.get(name=task_name).enabled is False
+    assert outbound_due_at() is None
 
     admin_client.post(changelist, {"action": "start", ACTION_CHECKBOX_NAME: ["1"]})
     edited = admin_client.post(
@@ -84,8 +91,7 @@ def test_start_and_stop_actions_and_editing_the_interval(tenant_a, admin_client)
     with schema_context(tenant_a.schema_name):
         setting = SchedulerSetting.objects.get()
     assert (setting.running, setting.interval_seconds, setting.batch_size, setting.auth_key) == (True, 30, 4, "k")
-    task = PeriodicTask.objects.get(name=task_name)
-    assert (task.enabled, task.interval.every) == (True, 30)
+    assert outbound_due_at() == setting.schedule_anchor_at + timedelta(seconds=30)  # the dispatcher follows
 
 
 def test_the_admin_refuses_an_auth_key_or_webhook_url_that_is_not_visible_ascii(tenant_a, admin_client):

@@ -1,10 +1,10 @@
 """The scheduler API on a tenant's host: admins only, this tenant only, bad input writes nothing."""
 
-import json
 import uuid
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_tenants.utils import schema_context
@@ -12,15 +12,31 @@ from django_tenants.utils import schema_context
 from conftest import Reply, api_client, make_user, token_for
 from core.models import User
 from scheduler.models import OutboundMessage, SchedulerSetting
-from scheduler.services import outbound_send_due, scheduler_update
+from scheduler.services import outbound_message_create, outbound_send_due, scheduler_update
 from scheduler.tests.factories import make_outbound_messages
+from tenants.models import TenantWork
 
 STATE_FIELDS = {"running", "interval_seconds", "batch_size", "webhook_url", "last_run_at", "next_run_at"}
 MESSAGE_FIELDS = {"id", "to", "content", "status", "attempts", "message_id", "sent_at", "last_error", "next_attempt_at", "created_at"}
 
 
-def _periodic_task(tenant) -> PeriodicTask:
-    return PeriodicTask.objects.select_related("interval").get(name=f"outbound-send:{tenant.schema_name}")
+def _outbound_due_at(tenant):
+    """When the dispatcher sends the tenant's next run (its `outbound` mark in the due-work index), or None."""
+    return TenantWork.objects.filter(tenant=tenant, kind=TenantWork.Kind.OUTBOUND).values_list("due_at", flat=True).first()
+
+
+def _assert_next_run_time(next_run_at, *, anchor, interval: int, before, after) -> None:
+    """`next_run_at` is the job's first run time (anchor + a whole number of intervals) at or after the
+    moment the request was answered, which lies between `before` and `after`. (The session's tenants were
+    made minutes before some tests run: their first run times may have passed with nothing to send.)"""
+    intervals = (next_run_at - anchor) / timedelta(seconds=interval)
+    assert intervals == int(intervals) >= 1, intervals
+    assert before <= next_run_at and next_run_at - timedelta(seconds=interval) < after
+
+
+def _queue_one(tenant) -> None:
+    with schema_context(tenant.schema_name):
+        outbound_message_create(to="+15550000001", content="hello")
 
 
 def _setting(tenant) -> SchedulerSetting:
@@ -37,7 +53,9 @@ def _count(tenant) -> int:
 
 
 def test_a_new_tenant_has_a_running_scheduler_with_the_defaults(tenant_a, tenant_a_admin_api):
+    before = timezone.now()
     response = tenant_a_admin_api.get("/api/scheduler")
+    after = timezone.now()
 
     assert response.status_code == 200
     body = response.json()
@@ -50,22 +68,33 @@ def test_a_new_tenant_has_a_running_scheduler_with_the_defaults(tenant_a, tenant
         "last_run_at": None,
         "next_run_at": body["next_run_at"],
     }
-    assert parse_datetime(body["next_run_at"]) == started_at + timedelta(seconds=120)
-    task = _periodic_task(tenant_a)
-    assert (task.task, task.enabled, task.interval.every, task.interval.period) == (
-        "scheduler.tasks.outbound_send_due_task", True, 120, "seconds"
-    )  # fmt: skip
-    assert json.loads(task.headers) == {"_schema_name": "alpha"}
+    _assert_next_run_time(parse_datetime(body["next_run_at"]), anchor=started_at, interval=120, before=before, after=after)
+    # a running job with nothing to send costs nothing: no beat entry, no mark for the dispatcher
+    assert not PeriodicTask.objects.filter(name__contains=tenant_a.schema_name).exists()
+    assert _outbound_due_at(tenant_a) is None
 
 
-def test_stop_and_start_are_idempotent_and_drive_the_beat_entry(tenant_a, tenant_a_admin_api):
+def test_a_queued_message_is_due_at_the_next_run_time(tenant_a, tenant_a_admin_api):
+    before = timezone.now()
+    _queue_one(tenant_a)
+    body = tenant_a_admin_api.get("/api/scheduler").json()
+    after = timezone.now()
+
+    next_run_at = parse_datetime(body["next_run_at"])
+    assert _outbound_due_at(tenant_a) == next_run_at
+    _assert_next_run_time(next_run_at, anchor=_setting(tenant_a).schedule_anchor_at, interval=120, before=before, after=after)
+
+
+def test_stop_and_start_are_idempotent_and_drive_the_tenants_mark(tenant_a, tenant_a_admin_api):
+    _queue_one(tenant_a)
+
     stopped = tenant_a_admin_api.post("/api/scheduler/stop")
     stopped_again = tenant_a_admin_api.post("/api/scheduler/stop")
 
     assert stopped.status_code == stopped_again.status_code == 200
     assert stopped.json() == stopped_again.json()
     assert (stopped.json()["running"], stopped.json()["next_run_at"]) == (False, None)
-    assert _periodic_task(tenant_a).enabled is False
+    assert _outbound_due_at(tenant_a) is None  # the dispatcher sends it no run
     assert _setting(tenant_a).running is False
 
     started = tenant_a_admin_api.post("/api/scheduler/start")
@@ -76,28 +105,22 @@ def test_stop_and_start_are_idempotent_and_drive_the_beat_entry(tenant_a, tenant
     setting = _setting(tenant_a)
     assert started.json()["running"] is True
     assert parse_datetime(started.json()["next_run_at"]) == setting.schedule_anchor_at + timedelta(seconds=120)
-    task = _periodic_task(tenant_a)
-    assert (task.enabled, task.last_run_at) == (True, None)  # beat counts the interval from the start
+    # the countdown starts again from the start: the pending message goes one interval after it
+    assert _outbound_due_at(tenant_a) == setting.schedule_anchor_at + timedelta(seconds=120)
 
 
-def test_start_stop_and_patch_work_when_beat_holds_two_rows_of_one_interval(tenant_a, tenant_a_admin_api):
-    # django-celery-beat's intervals have no unique constraint: two tenants provisioned at once, or an operator,
-    # leave two rows of one interval. The oldest is used; nothing answers 500.
-    def intervals(every: int) -> list[int]:
-        return list(IntervalSchedule.objects.filter(every=every, period=IntervalSchedule.SECONDS).order_by("id").values_list("id", flat=True))
-
-    IntervalSchedule.objects.create(every=120, period=IntervalSchedule.SECONDS)
-    IntervalSchedule.objects.bulk_create([IntervalSchedule(every=45, period=IntervalSchedule.SECONDS) for _ in range(2)])
+def test_start_stop_and_patch_write_no_beat_rows(tenant_a, tenant_a_admin_api):
+    # The job lives in the tenant's setting and the due-work index: beat's tables are not touched per tenant.
+    _queue_one(tenant_a)
+    beat_rows = (PeriodicTask.objects.count(), IntervalSchedule.objects.count())
 
     stopped = tenant_a_admin_api.post("/api/scheduler/stop")
     started = tenant_a_admin_api.post("/api/scheduler/start")
-    started_on = _periodic_task(tenant_a).interval_id
     patched = tenant_a_admin_api.patch("/api/scheduler", {"interval_seconds": 45})
 
     assert [stopped.status_code, started.status_code, patched.status_code] == [200, 200, 200]
-    assert len(intervals(120)) >= 2 and started_on == intervals(120)[0]
     assert patched.json()["interval_seconds"] == 45
-    assert _periodic_task(tenant_a).interval_id == intervals(45)[0] and len(intervals(45)) == 2
+    assert (PeriodicTask.objects.count(), IntervalSchedule.objects.count()) == beat_rows
 
 
 def test_patch_validates_only_what_it_changes(tenant_a, tenant_a_admin_api):
@@ -117,14 +140,20 @@ def test_patch_validates_only_what_it_changes(tenant_a, tenant_a_admin_api):
 
 
 def test_stopping_one_tenant_leaves_the_other_running(tenant_a, tenant_b, tenant_a_admin_api, tenant_b_admin_api):
+    _queue_one(tenant_a)
+    _queue_one(tenant_b)
+    b_due_at = _outbound_due_at(tenant_b)
+
     tenant_a_admin_api.post("/api/scheduler/stop")
 
     assert tenant_b_admin_api.get("/api/scheduler").json()["running"] is True
-    assert (_periodic_task(tenant_a).enabled, _periodic_task(tenant_b).enabled) == (False, True)
+    assert (_outbound_due_at(tenant_a), _outbound_due_at(tenant_b)) == (None, b_due_at)
+    assert b_due_at is not None
 
 
-def test_patch_changes_the_settings_and_the_beat_interval(tenant_a, tenant_a_admin_api):
+def test_patch_changes_the_settings_and_the_run_time(tenant_a, tenant_a_admin_api):
     original_anchor = _setting(tenant_a).schedule_anchor_at
+    _queue_one(tenant_a)
 
     response = tenant_a_admin_api.patch(
         "/api/scheduler",
@@ -139,10 +168,9 @@ def test_patch_changes_the_settings_and_the_beat_interval(tenant_a, tenant_a_adm
     assert set(body) == STATE_FIELDS  # the auth key is never shown
     setting = _setting(tenant_a)
     assert (setting.interval_seconds, setting.batch_size, setting.auth_key) == (5, 7, "k-1")
-    task = _periodic_task(tenant_a)
-    assert (task.interval.every, task.interval.period, task.enabled, task.last_run_at) == (5, "seconds", True, None)
     # a new interval restarts the countdown: the next run is one new interval after the change
     assert parse_datetime(body["next_run_at"]) == setting.schedule_anchor_at + timedelta(seconds=5)
+    assert _outbound_due_at(tenant_a) == setting.schedule_anchor_at + timedelta(seconds=5)
     assert setting.schedule_anchor_at > original_anchor
 
 
@@ -203,13 +231,16 @@ def test_patch_of_one_field_leaves_the_others(tenant_a, tenant_a_admin_api):
     ],
 )
 def test_patch_with_bad_input_is_400_and_changes_nothing(tenant_a, tenant_a_admin_api, body, field):
+    _queue_one(tenant_a)
+    due_at = _outbound_due_at(tenant_a)
+
     response = tenant_a_admin_api.patch("/api/scheduler", body)
 
     assert response.status_code == 400
     assert list(response.json()) == [field]
     setting = _setting(tenant_a)
     assert (setting.interval_seconds, setting.batch_size, setting.webhook_url) == (120, 2, "")
-    assert _periodic_task(tenant_a).interval.every == 120
+    assert _outbound_due_at(tenant_a) == due_at
 
 
 def test_last_run_at_and_next_run_at_follow_the_runs(tenant_a, tenant_a_admin_api):

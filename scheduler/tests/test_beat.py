@@ -1,6 +1,5 @@
 """The real thing: `celery beat` (DatabaseScheduler) and a `celery worker` deliver through the webhook."""
 
-import json
 import time
 
 import pytest
@@ -22,20 +21,23 @@ def _status(tenant, message_id: str) -> tuple:
         return OutboundMessage.objects.values_list("status", "message_id").get(id=message_id)
 
 
-def test_the_beat_entry_names_a_registered_task_and_the_tenant_queue(tenant_a):
+def test_beat_has_one_dispatch_entry_and_the_outbound_run_goes_to_the_tenant_queue(tenant_a):
     # (Also makes pytest-django set up the test database when this module runs alone: it only does so
     # when some collected test asks for `db`, and `live_db` does not.)
-    from django_celery_beat.models import PeriodicTask
+    from django.conf import settings
 
     from scheduler.tasks import outbound_send_due_task
     from tenants.queues import route_task
+    from tenants.tasks import tenant_work_dispatch_task
+    from tenants.work import KIND_TASKS
 
-    task = PeriodicTask.objects.get(name=f"outbound-send:{tenant_a.schema_name}")
-    headers = json.loads(task.headers)
-
-    assert task.task == outbound_send_due_task.name
-    assert route_task(task.task, (), {}, {"headers": headers}) == {"queue": f"tenant.{tenant_a.schema_name}"}
-    assert task.expire_seconds == 120
+    # one beat entry for every tenant's periodic work, naming a registered task
+    assert [entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()] == ["tenants.tasks.tenant_work_dispatch_task"]
+    assert tenant_work_dispatch_task.name == "tenants.tasks.tenant_work_dispatch_task"
+    # the outbound kind's task, sent in the tenant's context, goes to the tenant's queue
+    assert KIND_TASKS["outbound"] == outbound_send_due_task.name
+    headers = {"_schema_name": tenant_a.schema_name}
+    assert route_task(outbound_send_due_task.name, (), {}, {"headers": headers}) == {"queue": f"tenant.{tenant_a.schema_name}"}
 
 
 @pytest.mark.worker
@@ -53,7 +55,7 @@ def test_beat_and_worker_deliver_each_tenants_messages_and_stop_holds_one_tenant
     started = time.monotonic()
     first_a = api_a.post("/api/outbound-messages", {"to": "+15550000001", "content": "hello from A"}).json()["id"]
 
-    # then beat starts a run in A's schema, on A's queue, and the worker delivers it within a few intervals
+    # then beat's dispatcher sends a run in A's schema, on A's queue, and the worker delivers it within a few intervals
     wait_for(lambda: webhook_receiver.keys("/a") == [first_a], timeout=15, message="A's message to be delivered")
     delivered_after = time.monotonic() - started
     assert wait_for(lambda: _status(tenant_a, first_a)[0] == "sent" and _status(tenant_a, first_a)) == ("sent", "msg-1")
@@ -76,5 +78,5 @@ def test_beat_and_worker_deliver_each_tenants_messages_and_stop_holds_one_tenant
     assert api_a.post("/api/scheduler/start").json()["running"] is True
     wait_for(lambda: webhook_receiver.keys("/a") == [first_a, held_a], timeout=15, message="A to resume")
     assert webhook_receiver.keys("/b") == [first_b, second_b]  # nothing sent twice
-    assert f"outbound-send:{tenant_a.schema_name}" in celery_beat.log()
+    assert "tenant-work-dispatch" in celery_beat.log()
     print(f"first delivery {delivered_after:.1f} s after the message was queued (interval 1 s)")

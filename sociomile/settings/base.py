@@ -267,22 +267,34 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 # Workers log through LOGGING below, so their lines carry the tenant's schema too.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-# Platform-wide periodic work; the DatabaseScheduler copies these into its table at start (editable in the
-# platform admin). Each fans out one task per tenant, on the tenant's queue.
+# Periodic work is driven by the tenants that have work (tenants.work): beat has ONE entry, whatever the
+# number of tenants. No entry per tenant and no entry that visits every tenant: an idle tenant costs nothing.
+# The DatabaseScheduler copies this into its table at start (editable in the platform admin).
+TENANT_WORK_DISPATCH_SECONDS = float(env_str("TENANT_WORK_DISPATCH_SECONDS", "1"))
 CELERY_BEAT_SCHEDULE = {
-    # Safety net: queued creations are drained by the task their request scheduled; this catches a drain
-    # that died holding its lease.
-    "creations-drain-sweep": {
-        "task": "tenants.tasks.tenants_fanout_task",
-        "schedule": float(env_int("CREATIONS_SWEEP_SECONDS", 30)),
-        "args": ["conversations.tasks.creations_persist_task"],
-    },
-    "counts-reconcile": {
-        "task": "tenants.tasks.tenants_fanout_task",
-        "schedule": float(env_int("COUNTS_RECONCILE_SECONDS", 3600)),
-        "args": ["conversations.tasks.counts_reconcile_task"],
+    # Every second: sends the due kinds of work (assignment, outbound runs, counts reconcile, drains whose
+    # task died) to just the tenants that have them. Its period is the outbound interval's precision; with
+    # nothing due it costs one indexed query and one Redis script. Expires after one period: a dispatch
+    # that waited longer is replaced by the next one rather than run late.
+    "tenant-work-dispatch": {
+        "task": "tenants.tasks.tenant_work_dispatch_task",
+        "schedule": TENANT_WORK_DISPATCH_SECONDS,
+        "options": {"expires": max(TENANT_WORK_DISPATCH_SECONDS, 1.0)},
     },
 }
+# A claimed row is pushed this far ahead when its task is sent (the task is dropped if still queued then):
+# a task that is lost, or whose worker died, comes due again after this long.
+TENANT_WORK_LEASE_SECONDS = env_int("TENANT_WORK_LEASE_SECONDS", 60)
+# Work also sent a task at once (an assignment after a new waiting chat) is marked due this much later: the
+# task normally settles it first; the dispatcher acts only when that task was lost.
+TENANT_WORK_GRACE_SECONDS = env_int("TENANT_WORK_GRACE_SECONDS", 10)
+# Tenants' work sent per dispatch at most (of each index); more waits for the next dispatch.
+TENANT_WORK_DISPATCH_BATCH = env_int("TENANT_WORK_DISPATCH_BATCH", 500)
+# Safety net of queued creations: a tenant whose creations have been queued this long without a drain
+# emptying its list gets a drain (the one its requests sent died holding its lease).
+CREATIONS_SWEEP_SECONDS = env_int("CREATIONS_SWEEP_SECONDS", 30)
+# A tenant that had creations gets its chats_count / messages_count recounted within this long.
+COUNTS_RECONCILE_SECONDS = env_int("COUNTS_RECONCILE_SECONDS", 3600)
 # --- Agent allocation (agents app) -----------------------------------------------------------------------
 # What a new agent's max_customers is unless its creator says otherwise (each tenant can change its own
 # default in its admin: agents.AllocationSettings).
@@ -292,13 +304,9 @@ ASSIGNMENT_BATCH_SIZE = env_int("ASSIGNMENT_BATCH_SIZE", 500)
 # An assigned chat whose agent has not replied within this many seconds goes back to the head of the
 # queue for another agent; 0 turns it off. Checked by every run and by the sweep below.
 ASSIGNMENT_REPLY_TIMEOUT_SECONDS = env_int("ASSIGNMENT_REPLY_TIMEOUT_SECONDS", 0)
-# Assignment runs on every event that can change it (agents.services); this sweep is only the safety net
-# (a lost task, reply timeouts, users created outside the agents API).
-CELERY_BEAT_SCHEDULE["assignment-sweep"] = {
-    "task": "tenants.tasks.tenants_fanout_task",
-    "schedule": float(env_int("ASSIGNMENT_SWEEP_SECONDS", 30)),
-    "args": ["agents.tasks.assignment_sweep_task"],
-}
+# Assignment runs on every event that can change it (agents.services). A tenant left with waiting chats and
+# no free agent is looked at again this often (the safety net: agents.services.assignment_next_due_at).
+ASSIGNMENT_SWEEP_SECONDS = env_int("ASSIGNMENT_SWEEP_SECONDS", 30)
 # Qiscus Omnichannel: when all three are set, each assignment of a Qiscus room is also made in Qiscus.
 QISCUS_BASE_URL = env_str("QISCUS_BASE_URL", "")
 QISCUS_APP_ID = env_str("QISCUS_APP_ID", "")
