@@ -11,8 +11,9 @@ tenants table at all.
 
 import logging
 
-from amqp.exceptions import NotFound
+from amqp.exceptions import NotFound, RecoverableConnectionError
 from django_tenants.utils import get_public_schema_name
+from kombu.exceptions import OperationalError
 
 from core.redis import get_redis
 
@@ -21,6 +22,10 @@ logger = logging.getLogger(__name__)
 TENANT_QUEUE_PREFIX = "tenant."
 # A platform key (not one tenant's): "_" cannot start a slug, so it names no tenant.
 _GENERATION_KEY = "sociomile:_tenants:generation"
+
+
+# What a publish raises once Celery's own retries could not reach the broker.
+BROKER_UNAVAILABLE_ERRORS = (OperationalError, RecoverableConnectionError)
 
 
 def tenant_queue_name(schema_name: str) -> str:
@@ -50,6 +55,19 @@ def task_schema_name(task) -> str | None:
     if not schema_name or schema_name == get_public_schema_name():
         return None
     return schema_name
+
+
+def task_wake(task, *args) -> bool:
+    """Sends a task whose work is already stored elsewhere (queued creations in Redis, rows a run reads),
+    only to start it sooner. With the broker unreachable that is logged, not raised: what was accepted
+    stays accepted (a 202 is not turned into an error after the fact), and the safety-net sweep finds the
+    work once the broker is back. Returns whether the task was sent."""
+    try:
+        task.delay(*args)
+    except BROKER_UNAVAILABLE_ERRORS:
+        logger.warning("broker unreachable: %s not sent; the sweep will find its work", task.name, exc_info=True)
+        return False
+    return True
 
 
 def tenant_queues_changed() -> None:

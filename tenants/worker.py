@@ -303,12 +303,20 @@ class TenantQueueFollower:
         self.tenants: set[str] = set()  # open tenants (not being deleted), as of the last reconcile
         self.generation: int | None = None
         self.next_full_sync = 0.0
-        self.limits_reconciled: dict[str, int] = {}
+        self.is_starting = False
 
     def start(self) -> None:
+        """At the consumer's start (and restart after a lost connection): adds every tenant queue without
+        consuming yet. Celery's event loop starts consuming them all once it has its message callback; a
+        message delivered before that (a backlog waiting in a queue) would reach a consumer that has no
+        callback, which raises and leaves the delivery unacknowledged on the channel."""
         self.generation = None
         self.next_full_sync = 0.0
-        self.tick()
+        self.is_starting = True
+        try:
+            self.tick()
+        finally:
+            self.is_starting = False
 
     def stop(self) -> None:
         # Celery re-creates the task consumer on a reconnection with every selected queue and declares them
@@ -366,7 +374,8 @@ class TenantQueueFollower:
         self.cancel(sorted(consumed - wanted))
 
     def consume(self, schema_names: list[str], *, announce: bool = False) -> None:
-        """Starts consuming these tenants' queues: declared without waiting for each reply, consumed at once."""
+        """Starts consuming these tenants' queues: declared without waiting for each reply, consumed at once
+        (at the consumer's start, by Celery's event loop: see `start`)."""
         task_consumer = self.consumer.task_consumer
         queues = self.consumer.app.amqp.queues
         names = [tenant_queue_name(name) for name in schema_names]
@@ -382,7 +391,7 @@ class TenantQueueFollower:
                 task_consumer.add_queue(queue)
         finally:
             task_consumer.auto_declare = auto_declare
-        if names:
+        if names and not self.is_starting:
             task_consumer.consume()
         if announce or len(names) > 1:
             # The start's cost grows with the tenants (docs/architecture.md): say what it was.
