@@ -80,12 +80,22 @@ def tenant_queues_generation() -> int:
     return int(get_redis().get(_GENERATION_KEY) or 0)
 
 
+def _broadcast(command, queue_name: str) -> None:
+    # Only a shortcut: the generation bumped before it makes every worker reconcile within
+    # TENANT_QUEUE_SYNC_SECONDS anyway. So a broker outage here is logged, and never fails a tenant's
+    # creation or deletion that has already committed.
+    try:
+        command(queue_name, reply=False)
+    except BROKER_UNAVAILABLE_ERRORS:
+        logger.warning("broker unreachable: workers learn about %s at their next reconcile", queue_name, exc_info=True)
+
+
 def tenant_queue_open(*, schema_name: str) -> None:
     """Tells every running worker to start consuming the tenant's queue now (its next reconcile would too)."""
     from sociomile.celery import app
 
     tenant_queues_changed()
-    app.control.add_consumer(tenant_queue_name(schema_name), reply=False)
+    _broadcast(app.control.add_consumer, tenant_queue_name(schema_name))
 
 
 def tenant_queue_stop(*, schema_name: str) -> None:
@@ -93,7 +103,7 @@ def tenant_queue_stop(*, schema_name: str) -> None:
     from sociomile.celery import app
 
     tenant_queues_changed()
-    app.control.cancel_consumer(tenant_queue_name(schema_name), reply=False)
+    _broadcast(app.control.cancel_consumer, tenant_queue_name(schema_name))
 
 
 def tenant_queue_close(*, schema_name: str) -> None:
@@ -103,11 +113,15 @@ def tenant_queue_close(*, schema_name: str) -> None:
 
     tenant_queue_stop(schema_name=schema_name)
     queue_name = tenant_queue_name(schema_name)
-    with app.connection_for_write() as broker:
-        # A deleted queue takes its messages and bindings with it; deleting a missing one is not an error.
-        channel = broker.default_channel
-        channel.queue_delete(queue_name)
-        channel.exchange_delete(queue_name)
+    try:
+        with app.connection_for_write() as broker:
+            # A deleted queue takes its messages and bindings with it; deleting a missing one is no error.
+            channel = broker.default_channel
+            channel.queue_delete(queue_name)
+            channel.exchange_delete(queue_name)
+    except (*BROKER_UNAVAILABLE_ERRORS, ConnectionError):
+        # Called once the tenant is gone (after commit): its queue is left behind, unconsumed; say which.
+        logger.warning("broker unreachable: queue %s of a deleted tenant was not deleted", queue_name, exc_info=True)
 
 
 def tenant_queue_depths(*, schema_names: list[str]) -> dict[str, int]:

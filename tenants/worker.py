@@ -136,11 +136,24 @@ class TenantSlotGate:
     def is_paused(self, schema_name: str) -> bool:
         return schema_name in self.parked
 
+    def _slot_acquire(self, schema_name: str, token: str) -> int:
+        """tenant_slot_acquire, or SATURATED while Redis (or, for a lost limit, the database) is unreachable.
+
+        This runs inside the consumer's message callback: an exception here would stop the worker (Celery
+        treats what is not a *broker* connection error as unrecoverable, and Redis is not the broker). A
+        task that cannot ask is parked like one whose tenant is full, and asked for again with back-off."""
+        try:
+            return tenant_slot_acquire(
+                schema_name=schema_name, token=token, fallback_limit=self._fallback_limit(schema_name)
+            )
+        except Exception:
+            logger.warning("could not ask for a slot of %s; parking its tasks until Redis answers", schema_name,
+                           exc_info=True)  # fmt: skip
+            return SATURATED
+
     def _acquire(self, schema_name: str, request) -> int:
         token = f"{self.consumer.hostname}:{request.id}:{uuid.uuid4().hex[:8]}"
-        outcome = tenant_slot_acquire(
-            schema_name=schema_name, token=token, fallback_limit=self._fallback_limit(schema_name)
-        )
+        outcome = self._slot_acquire(schema_name, token)
         if outcome == ACQUIRED:
             self.leases[request] = (schema_name, token)
             self._release_when_done(request)
@@ -251,9 +264,7 @@ class TenantSlotGate:
                 if self._busy_processes() >= concurrency:
                     return  # no free process here: a slot taken now would sit idle
                 token = f"{self.consumer.hostname}:{head.request.id}:{uuid.uuid4().hex[:8]}"
-                outcome = tenant_slot_acquire(
-                    schema_name=schema_name, token=token, fallback_limit=self._fallback_limit(schema_name)
-                )
+                outcome = self._slot_acquire(schema_name, token)
                 if outcome == SATURATED:
                     self._back_off(schema_name, now)
                     break

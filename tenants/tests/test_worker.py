@@ -104,3 +104,25 @@ def test_a_worker_consumes_every_tenant_queue_of_hundreds_and_serves_a_new_tenan
         tenant_queues_changed()
         for slug in slugs:
             tenant_queue_close(schema_name=slug)
+
+
+def test_provisioning_tells_workers_through_the_generation_when_the_broker_is_unreachable(monkeypatch, caplog):
+    from kombu.exceptions import OperationalError
+
+    from tenants.queues import tenant_queue_open, tenant_queue_stop
+
+    def unreachable(*args, **kwargs):
+        raise OperationalError("[Errno 111] Connection refused")
+
+    # given a broker that refuses the broadcast
+    monkeypatch.setattr(app.control, "add_consumer", unreachable)
+    monkeypatch.setattr(app.control, "cancel_consumer", unreachable)
+    before = tenant_queues_generation()
+
+    # when a committed tenant's queue is opened, then stopped
+    tenant_queue_open(schema_name="unreachable-broker")
+    tenant_queue_stop(schema_name="unreachable-broker")
+
+    # then neither fails the caller; workers learn it from the generation, and the log says so
+    assert tenant_queues_generation() == before + 2
+    assert caplog.text.count("broker unreachable: workers learn about tenant.unreachable-broker") == 2
