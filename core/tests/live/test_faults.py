@@ -210,10 +210,12 @@ def test_worker_killed_mid_batch_is_redelivered_not_duplicated(live_stack, tenan
             client.delete(lock)
             victim = wait_until(lambda: _drain_in_transaction(conn), timeout=30, interval=0.002, what="a drain mid-batch")
         index = int(victim.removeprefix("worker"))
+        survivor = f"worker{1 - index}"
+        # read before the kill: RabbitMQ requeues the victim's messages the moment its connection drops, so
+        # the survivor may receive them before this line could run after the kill
+        survivor_offset = len(stack.log(survivor))
         stack.worker_kill(index)
         killed_at = time.monotonic()
-        survivor = f"worker{1 - index}"
-        survivor_offset = len(stack.log(survivor))
         # then the surviving worker takes over (the lease expires), new creations are persisted
         wait_until(lambda: _accepted_chat_persisted(stack, tenant, load, since=killed_at), timeout=20,
                    what="a chat accepted after the kill to be persisted")  # fmt: skip
