@@ -1,14 +1,14 @@
 """A whole Sociomile of its own, for the tests that break its dependencies (fault and soak tests).
 
-`LiveStack` runs its own PostgreSQL cluster and Redis server (separate from the ones `bin/test` started,
-because these tests kill and restart them), migrates the schema, and serves the app the way production
+`LiveStack` runs its own PostgreSQL cluster, Redis server and RabbitMQ node (separate from the ones
+`bin/test` started, because these tests kill and restart them), migrates the schema, and serves the app the way production
 does: gunicorn (gthread) on production settings, Celery worker processes and celery-beat. Tests talk to
-it only from the outside: HTTP to gunicorn, SQL to its PostgreSQL, commands to its Redis.
+it only from the outside: HTTP to gunicorn, SQL to its PostgreSQL, commands to its Redis and RabbitMQ.
 
 Redis runs with the documented production persistence, AOF with `appendfsync everysec` (see
 docs/configuration.md, "Redis persistence"); PostgreSQL with `fsync=off` (the faults are process deaths,
 which the OS page cache survives). Recovery timings
-that are minutes in production (visibility timeout, leases, sweeps) are seconds here: `FAST_ENV`.
+that are minutes in production (leases, sweeps) are seconds here: `FAST_ENV`.
 
 Also usable by hand: `python live_stack.py` starts a stack, prints its URLs and waits for Ctrl-C.
 """
@@ -37,10 +37,8 @@ PASSWORD = "stack-password-1234"
 BASE_DOMAIN = "localhost"
 
 # Recovery paths that take minutes in production come back in seconds (all kept consistent with each
-# other: the hard time limit stays under the visibility timeout, a batch fits in the drain lease).
+# other: a batch fits in the drain lease).
 FAST_ENV = {
-    "CELERY_VISIBILITY_TIMEOUT": "12",
-    "CELERY_UNACKED_RESTORE_INTERVAL": "1",
     "CELERY_TASK_SOFT_TIME_LIMIT": "8",
     "CELERY_TASK_TIME_LIMIT": "10",
     "TENANT_SLOT_LEASE_SECONDS": "3",
@@ -129,11 +127,16 @@ class LiveStack:
         self.pg_port = free_port()
         self.redis_dir = self.dir / "redis"
         self.redis_port = free_port()
+        self.rabbitmq_dir = self.dir / "rabbitmq"
+        self.amqp_port, self.amqp_dist_port = free_port(), free_port()
+        # One name for the node's whole life: its durable queues and messages live under it across restarts.
+        self.rabbitmq_node = f"sociomile-stack-{os.getpid()}-{self.amqp_port}@localhost"
         self.web_port = free_port()
         self.worker_count, self.worker_concurrency = workers, worker_concurrency
         self.web_workers, self.web_threads, self.with_beat = web_workers, web_threads, beat
         self.database_url = f"postgres://sociomile@127.0.0.1:{self.pg_port}/sociomile"
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        self.broker_url = f"amqp://guest:guest@127.0.0.1:{self.amqp_port}//"
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "sociomile.settings.production",
@@ -145,11 +148,11 @@ class LiveStack:
             "OUTBOUND_WEBHOOK_ALLOW_PRIVATE": "true",
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
+            "CELERY_BROKER_URL": self.broker_url,
             "LOG_LEVEL": "INFO",
             **FAST_ENV,
             **(extra_env or {}),
         }
-        self.env.pop("CELERY_BROKER_URL", None)
         self.processes: dict[str, subprocess.Popen] = {}
         self._logs: list = []
         self.web_url = f"http://127.0.0.1:{self.web_port}"
@@ -161,6 +164,7 @@ class LiveStack:
         self._psql_admin("CREATE ROLE sociomile LOGIN CREATEDB")
         self._psql_admin("CREATE DATABASE sociomile OWNER sociomile")
         self.redis_start()
+        self.rabbitmq_start()
         self.manage("migrate_schemas", "--noinput")
         self.web_start()
         for index in range(self.worker_count):
@@ -191,6 +195,7 @@ class LiveStack:
             if log.exists():
                 shutil.copy(log, kept / f"{log.parent.name}-{log.name}" if log.parent != self.dir else kept / log.name)
         self.redis_stop(graceful=False)
+        self.rabbitmq_stop(graceful=True)
         self.pg_stop()
         if os.environ.get("SOCIOMILE_KEEP_STACK"):
             print(f"stack kept in {self.dir}")
@@ -291,6 +296,44 @@ class LiveStack:
 
         wait_until(gone, timeout=20, what="redis to exit")
         (self.redis_dir / "redis.pid").unlink(missing_ok=True)
+
+    # --- RabbitMQ (the Celery broker) ---------------------------------------------------------------------
+
+    def rabbitmq_start(self) -> None:
+        """Starts (or restarts, with its queues and messages) the stack's node, by bin/lib.sh's recipe."""
+        script = 'source "$0/bin/lib.sh"; rabbitmq_start "$1" "$2" "$3" "$4"'
+        subprocess.run(["bash", "-c", script, str(ROOT), str(self.rabbitmq_dir), str(self.amqp_port),
+                        str(self.amqp_dist_port), self.rabbitmq_node], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+
+    def rabbitmq_pid(self) -> int | None:
+        try:
+            return int((self.rabbitmq_dir / "pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def rabbitmq_stop(self, *, graceful: bool) -> None:
+        """graceful: `rabbitmqctl stop`; else SIGKILL to the node's VM, as when the process dies."""
+        if graceful:
+            script = 'source "$0/bin/lib.sh"; rabbitmq_stop "$1"'
+            subprocess.run(["bash", "-c", script, str(ROOT), str(self.rabbitmq_dir)], check=False)
+            return
+        pid = self.rabbitmq_pid()
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+
+        def gone():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+        wait_until(gone, timeout=20, what="rabbitmq to exit")
+        (self.rabbitmq_dir / "pid").unlink(missing_ok=True)
 
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=2)
@@ -598,7 +641,8 @@ if __name__ == "__main__":
     else:
         stack = LiveStack().start()
         handle = stack.bootstrap(slug="demo", agents=3)
-        print(f"web {stack.web_url} (Host: {handle.host}), postgres {stack.database_url}, redis {stack.redis_url}")
+        print(f"web {stack.web_url} (Host: {handle.host}), postgres {stack.database_url}, redis {stack.redis_url}, "
+              f"broker {stack.broker_url}")
         print(json.dumps(handle.__dict__, indent=2))
         try:
             signal.pause()

@@ -179,12 +179,13 @@ def _scheduled_key() -> str:
 
 def _assignment_task_send(schema_name: str) -> None:
     from agents.tasks import assignment_run_task
+    from tenants.queues import task_wake
 
     with schema_context(schema_name):
         # One queued run is enough: it reads the state when it starts, after everything committed before
         # this point. The run clears the flag first thing, so events after that schedule another.
         if get_redis().set(_scheduled_key(), 1, nx=True, ex=_SCHEDULED_TTL_SECONDS):
-            assignment_run_task.delay()
+            task_wake(assignment_run_task)  # the chats wait in the table; the sweep runs it if the broker is away
 
 
 def assignment_schedule() -> None:

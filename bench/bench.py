@@ -193,7 +193,8 @@ def _process_trees_cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
 
 
 def _service_pids() -> dict[str, int]:
-    """PostgreSQL's postmaster and redis-server of this run, found by the ports in DATABASE_URL / REDIS_URL."""
+    """PostgreSQL's postmaster and redis-server of this run, found by the ports in DATABASE_URL / REDIS_URL,
+    and RabbitMQ's VM (its pid file)."""
     from urllib.parse import urlsplit
 
     ports = {"postgres": str(urlsplit(os.environ["DATABASE_URL"]).port), "redis": str(urlsplit(os.environ["REDIS_URL"]).port)}
@@ -211,6 +212,10 @@ def _service_pids() -> dict[str, int]:
             found["redis"] = int(entry)
         elif words and words[0].endswith("/postgres") and "-p" in words and words[words.index("-p") + 1] == ports["postgres"]:
             found["postgres"] = int(entry)
+    # The broker's Erlang VM, from the pid file bench/run's RabbitMQ node writes.
+    pid_file = os.environ.get("SOCIOMILE_RABBITMQ_PID_FILE")
+    if pid_file and Path(pid_file).is_file():
+        found["rabbitmq"] = int(Path(pid_file).read_text().strip())
     return found
 
 

@@ -140,3 +140,67 @@ redis_stop() {
   for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
   kill -9 "$pid" 2>/dev/null || true
 }
+
+ensure_rabbitmq() {
+  command -v rabbitmq-server >/dev/null 2>&1 || apt_install rabbitmq-server
+  command -v rabbitmq-server >/dev/null 2>&1 || die "rabbitmq-server not found"
+  log "rabbitmq: $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null || echo installed)"
+}
+
+# The CLI must use the rabbitmq user's Erlang cookie (the server drops root for that user).
+rabbitmq_ctl() {
+  if [ "$(id -u)" = 0 ] && id rabbitmq >/dev/null 2>&1; then
+    runuser -u rabbitmq -- env HOME=/var/lib/rabbitmq rabbitmqctl "$@"
+  else
+    rabbitmqctl "$@"
+  fi
+}
+
+# rabbitmq_start DIR PORT DIST_PORT [NODE]: a private RabbitMQ node on loopback, with its data, logs and
+# config in DIR, under a node name of its own (test runs may overlap: each makes a new name; bin/dev passes
+# a fixed one, since the node's data lives under its name). The name is kept in DIR/nodename for
+# rabbitmq_stop. epmd (port 4369) is shared by every node and is never stopped here.
+rabbitmq_start() {
+  local dir="$1" port="$2" dist_port="$3" node="${4:-sociomile-$$-$RANDOM-$(date +%s%N | cut -c10-16)@localhost}"
+  mkdir -p "$dir/mnesia" "$dir/log"
+  echo "$node" >"$dir/nodename"
+  echo '[].' >"$dir/enabled_plugins"
+  # consumer_timeout: an unacknowledged delivery older than this closes its channel and is redelivered.
+  # The worker puts back a task it parks before this (TENANT_PARK_MAX_SECONDS, kept below it), and the
+  # hard time limit of a task is below it too (docs/configuration.md).
+  cat >"$dir/rabbitmq.conf" <<CONF
+listeners.tcp.default = 127.0.0.1:$port
+consumer_timeout = ${RABBITMQ_CONSUMER_TIMEOUT_MS:-900000}
+log.console = false
+log.file.level = warning
+CONF
+  [ "$(id -u)" = 0 ] && id rabbitmq >/dev/null 2>&1 && chown -R rabbitmq "$dir"
+  RABBITMQ_NODENAME="$node" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$port" \
+    RABBITMQ_DIST_PORT="$dist_port" RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
+    RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" RABBITMQ_CONFIG_FILE="$dir/rabbitmq" \
+    RABBITMQ_PID_FILE="$dir/pid" setsid rabbitmq-server >"$dir/server.out" 2>&1 </dev/null &
+  echo $! >"$dir/launcher.pid"
+  # await_startup fails at once while the node is not registered yet: ask again until it answers.
+  local i
+  for i in $(seq 1 120); do
+    rabbitmq_ctl -n "$node" await_startup --timeout 60 >/dev/null 2>&1 && return 0
+    kill -0 "$(cat "$dir/launcher.pid")" 2>/dev/null || break
+    sleep 0.5
+  done
+  tail -n 30 "$dir/server.out" "$dir"/log/*.log >&2 2>/dev/null || true
+  die "RabbitMQ did not start (logs: $dir/log)"
+}
+
+# rabbitmq_stop DIR: stops the node rabbitmq_start started in DIR (by its own name, then by its own pid).
+rabbitmq_stop() {
+  local dir="$1" node pid
+  [ -s "$dir/nodename" ] || return 0
+  node="$(cat "$dir/nodename")"
+  rabbitmq_ctl -n "$node" stop >/dev/null 2>&1 || true
+  for pid in "$(cat "$dir/pid" 2>/dev/null)" "$(cat "$dir/launcher.pid" 2>/dev/null)"; do
+    [ -n "$pid" ] || continue
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  rm -f "$dir/nodename"
+}

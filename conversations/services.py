@@ -118,9 +118,11 @@ def _largest_message_number(application_id: int, chat_number: int) -> int:
 
 def _schedule_drain() -> None:
     from conversations.tasks import creations_persist_task
+    from tenants.queues import task_wake
 
-    # Sent in the request's tenant context: runs in this tenant's schema, on its queue.
-    creations_persist_task.delay()
+    # Sent in the request's tenant context: runs in this tenant's schema, on its queue. The records wait in
+    # Redis; if the broker is away the sweep drains them later.
+    task_wake(creations_persist_task)
 
 
 def _schedule_assignment() -> None:

@@ -1,5 +1,7 @@
 import sys
 
+import amqp.exceptions
+import kombu.exceptions
 import redis
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError as DatabaseInterfaceError
@@ -126,8 +128,11 @@ def not_found(request, exception=None):
 
 
 def _unavailable_dependency(error: BaseException | None) -> str | None:
-    """"database" or "redis" when the error (or what caused it) is that dependency being unreachable."""
+    """"database", "redis" or "broker" when the error (or what caused it) is that dependency being unreachable."""
     while error is not None:
+        # What a publish raises once Celery's own retries could not reach RabbitMQ.
+        if isinstance(error, (kombu.exceptions.OperationalError, amqp.exceptions.RecoverableConnectionError)):
+            return "broker"
         if isinstance(error, (DatabaseOperationalError, DatabaseInterfaceError)):
             return "database"
         if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
@@ -139,7 +144,7 @@ def _unavailable_dependency(error: BaseException | None) -> str | None:
 def server_error(request):
     """Django's handler500, also for errors raised before any view (the host lookup reads the database).
 
-    A dependency that is down (PostgreSQL restarting, Redis unreachable) is a 503 with Retry-After naming
+    A dependency that is down (PostgreSQL restarting, Redis or the broker unreachable) is a 503 with Retry-After naming
     it, not a 500: nothing was accepted, and the client should retry. /health keeps its own body then, so
     it names the failed dependency on a tenant host too, even when the host could not be looked up.
     """

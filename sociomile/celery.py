@@ -10,15 +10,6 @@ app = CeleryApp("sociomile")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-
-def _install_worker_steps(celery_app: CeleryApp) -> None:
-    # Imported here: the step imports Django models, which need the settings loaded first.
-    from tenants.concurrency import TenantConcurrencyStep
-    from tenants.queues import TenantQueuesStep
-
-    celery_app.steps["consumer"].add(TenantQueuesStep)
-    # Caps each tenant's running tasks at its `concurrency`, fleet-wide (tenants.concurrency).
-    celery_app.steps["consumer"].add(TenantConcurrencyStep)
-
-
-_install_worker_steps(app)
+# Every worker consumes each tenant's queue and caps each tenant's running tasks (tenants/worker.py). Named
+# by path: the step's module imports Django models, which need the settings loaded first.
+app.steps["consumer"].add("tenants.worker:TenantWorkerStep")

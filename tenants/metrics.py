@@ -127,7 +127,7 @@ def on_task_prerun(task_id=None, **kwargs) -> None:
 
 
 def on_task_postrun(task_id=None, task=None, state=None, **kwargs) -> None:
-    from tenants.concurrency import task_schema_name
+    from tenants.queues import task_schema_name
 
     started = _started.pop(task_id, None)
     schema_name = task_schema_name(task)

@@ -1,22 +1,31 @@
-"""Each tenant's own Celery queue: its name, routing tasks to it, and workers following tenants live.
+"""Each tenant's own Celery queue: its name, routing tasks to it, and opening, closing and measuring it.
 
 A task sent inside a tenant's context carries the `_schema_name` header (tenant-schemas-celery) and is
-routed to `tenant.<slug>`. Every worker consumes the `platform` queue plus one queue per tenant:
-`TenantQueuesStep` reconciles the consumed queues with the tenants table every
-TENANT_QUEUE_SYNC_SECONDS, and provisioning broadcasts add/cancel so the change is seen at once.
-Messages sent to a queue before any worker consumes it wait in Redis; nothing is lost in between.
+routed to `tenant.<slug>`, a durable RabbitMQ queue (declared by whoever publishes to it first, so a
+message sent before any worker consumes the queue waits in it). Every worker consumes the `platform`
+queue plus one queue per tenant; how it follows tenants as they come and go is tenants/worker.py.
+Provisioning and deletion broadcast add/cancel so workers react at once, and bump the tenants
+generation (`tenant_queues_changed`), which workers read on every tick to know whether to re-read the
+tenants table at all.
 """
 
 import logging
 
-from celery import bootsteps
-from django.conf import settings
-from django.db import connection
-from django_tenants.utils import get_public_schema_name, schema_context
+from amqp.exceptions import NotFound, RecoverableConnectionError
+from django_tenants.utils import get_public_schema_name
+from kombu.exceptions import OperationalError
+
+from core.redis import get_redis
 
 logger = logging.getLogger(__name__)
 
 TENANT_QUEUE_PREFIX = "tenant."
+# A platform key (not one tenant's): "_" cannot start a slug, so it names no tenant.
+_GENERATION_KEY = "sociomile:_tenants:generation"
+
+
+# What a publish raises once Celery's own retries could not reach the broker.
+BROKER_UNAVAILABLE_ERRORS = (OperationalError, RecoverableConnectionError)
 
 
 def tenant_queue_name(schema_name: str) -> str:
@@ -31,120 +40,130 @@ def route_task(name, args, kwargs, options, task=None, **kw):
     return None
 
 
+def request_schema_name(request) -> str | None:
+    """The tenant a task request belongs to (tenant-schemas-celery's header), None for platform work."""
+    schema_name = request.request_dict.get("_schema_name")
+    if not schema_name or schema_name == get_public_schema_name():
+        return None
+    return schema_name
+
+
+def task_schema_name(task) -> str | None:
+    """Inside a running task: its tenant, None for platform work."""
+    request = task.request
+    schema_name = (request.headers or {}).get("_schema_name") or request.get("_schema_name")
+    if not schema_name or schema_name == get_public_schema_name():
+        return None
+    return schema_name
+
+
+def task_wake(task, *args) -> bool:
+    """Sends a task whose work is already stored elsewhere (queued creations in Redis, rows a run reads),
+    only to start it sooner. With the broker unreachable that is logged, not raised: what was accepted
+    stays accepted (a 202 is not turned into an error after the fact), and the safety-net sweep finds the
+    work once the broker is back. Returns whether the task was sent."""
+    try:
+        task.delay(*args)
+    except BROKER_UNAVAILABLE_ERRORS:
+        logger.warning("broker unreachable: %s not sent; the sweep will find its work", task.name, exc_info=True)
+        return False
+    return True
+
+
+def tenant_queues_changed() -> None:
+    """Tells every worker the set of tenants (or a tenant's limit) changed: it reconciles at its next tick."""
+    get_redis().incr(_GENERATION_KEY)
+
+
+def tenant_queues_generation() -> int:
+    """A number that changes whenever tenants are created, deleted or given a new concurrency limit."""
+    return int(get_redis().get(_GENERATION_KEY) or 0)
+
+
+def _broadcast(command, queue_name: str) -> None:
+    # Only a shortcut: the generation bumped before it makes every worker reconcile within
+    # TENANT_QUEUE_SYNC_SECONDS anyway. So a broker outage here is logged, and never fails a tenant's
+    # creation or deletion that has already committed.
+    try:
+        command(queue_name, reply=False)
+    except BROKER_UNAVAILABLE_ERRORS:
+        logger.warning("broker unreachable: workers learn about %s at their next reconcile", queue_name, exc_info=True)
+
+
 def tenant_queue_open(*, schema_name: str) -> None:
-    """Tells every running worker to start consuming the tenant's queue now (the periodic sync would too)."""
+    """Tells every running worker to start consuming the tenant's queue now (its next reconcile would too)."""
     from sociomile.celery import app
 
-    app.control.add_consumer(tenant_queue_name(schema_name), reply=False)
+    tenant_queues_changed()
+    _broadcast(app.control.add_consumer, tenant_queue_name(schema_name))
 
 
 def tenant_queue_stop(*, schema_name: str) -> None:
     """Tells every running worker to stop consuming the tenant's queue now (what waits in it stays)."""
     from sociomile.celery import app
 
-    app.control.cancel_consumer(tenant_queue_name(schema_name), reply=False)
+    tenant_queues_changed()
+    _broadcast(app.control.cancel_consumer, tenant_queue_name(schema_name))
 
 
 def tenant_queue_close(*, schema_name: str) -> None:
-    """Stops every worker consuming the tenant's queue, then deletes the queue and what waits in it."""
+    """Stops every worker consuming the tenant's queue, then deletes the queue, what waits in it, and its
+    exchange (Celery makes one direct exchange per queue it creates)."""
     from sociomile.celery import app
 
     tenant_queue_stop(schema_name=schema_name)
     queue_name = tenant_queue_name(schema_name)
-    with app.connection_for_write() as broker:
-        channel = broker.default_channel
-        # kombu's queue_delete only deletes bindings this process declared (its in-memory state); the web
-        # process deleting a tenant may never have published to it. So the lists (one per priority step)
-        # and the queue's exchange binding are deleted by name.
-        channel.queue_delete(queue_name)
-        channel.client.delete(
-            *[channel._q_for_pri(queue_name, priority) for priority in channel.priority_steps],
-            channel.keyprefix_queue % queue_name,
-        )
+    try:
+        with app.connection_for_write() as broker:
+            # A deleted queue takes its messages and bindings with it; deleting a missing one is no error.
+            channel = broker.default_channel
+            channel.queue_delete(queue_name)
+            channel.exchange_delete(queue_name)
+    except (*BROKER_UNAVAILABLE_ERRORS, ConnectionError):
+        # Called once the tenant is gone (after commit): its queue is left behind, unconsumed; say which.
+        logger.warning("broker unreachable: queue %s of a deleted tenant was not deleted", queue_name, exc_info=True)
 
 
 def tenant_queue_depths(*, schema_names: list[str]) -> dict[str, int]:
-    """Messages waiting in each tenant's queue (not those a worker has reserved, parked or runs)."""
+    """Messages waiting in each tenant's queue (not those a worker has reserved, parked or runs).
+
+    One passive declare per queue on one channel; a queue nobody declared yet holds nothing (0). RabbitMQ
+    closes a channel on a passive declare of a missing queue, so the next queue gets a new channel."""
     from sociomile.celery import app
 
+    depths: dict[str, int] = {}
     if not schema_names:
-        return {}
+        return depths
     with app.connection_for_read() as broker:
-        channel = broker.default_channel
-        # kombu keeps one Redis list per priority step of a queue; a task without a priority uses the first.
-        with channel.client.pipeline(transaction=False) as pipe:
+        channel = None
+        try:
             for name in schema_names:
-                for priority in channel.priority_steps:
-                    pipe.llen(channel._q_for_pri(tenant_queue_name(name), priority))
-            lengths = pipe.execute()
-    steps = len(channel.priority_steps)
-    return {name: sum(lengths[index * steps : (index + 1) * steps]) for index, name in enumerate(schema_names)}
+                if channel is None:
+                    channel = broker.channel()
+                try:
+                    depths[name] = channel.queue_declare(tenant_queue_name(name), passive=True).message_count
+                except NotFound:
+                    depths[name] = 0
+                    channel = None
+        finally:
+            if channel is not None:
+                channel.close()
+    return depths
 
 
 def tenant_queue_depth(*, schema_name: str) -> int:
     return tenant_queue_depths(schema_names=[schema_name])[schema_name]
 
 
-def _tenant_concurrency_limits() -> dict[str, int]:
-    from tenants.models import Tenant
+def tenant_queue_exists(*, schema_name: str) -> bool:
+    """Whether the broker has the tenant's queue (after deletion it must not)."""
+    from sociomile.celery import app
 
-    with schema_context(get_public_schema_name()):
-        return dict(Tenant.objects.values_list("schema_name", "concurrency"))
-
-
-class TenantQueuesStep(bootsteps.StartStopStep):
-    """Worker consumer step: consume every tenant's queue, following tenants as they come and go."""
-
-    requires = {"celery.worker.consumer.tasks:Tasks"}
-
-    def __init__(self, parent, **kwargs):
-        super().__init__(parent, **kwargs)
-        self.timer_entry = None
-
-    def start(self, consumer):
-        self.sync(consumer)
-        self.timer_entry = consumer.timer.call_repeatedly(
-            settings.TENANT_QUEUE_SYNC_SECONDS, self.sync, (consumer,), priority=10
-        )
-
-    def stop(self, consumer):
-        if self.timer_entry is not None:
-            self.timer_entry.cancel()
-            self.timer_entry = None
-
-    def sync(self, consumer):
-        from tenants import concurrency
-
-        gate = getattr(consumer, "tenant_slot_gate", None)
+    with app.connection_for_read() as broker:
+        channel = broker.channel()
         try:
-            # Redis's cached limits are read before the database, so the compare-and-set below never
-            # overwrites a limit a PUT wrote after our database read (tenants.concurrency).
-            cached = concurrency.tenant_concurrency_limits_cached(schema_names=list(gate.limits) if gate else [])
-            limits = _tenant_concurrency_limits()
-            closed = concurrency.tenant_slots_is_closed(schema_names=list(limits))
-            open_limits = {name: limit for name, limit in limits.items() if name not in closed}
-            # A tenant first seen now was not read before the database: only fill its limit if Redis lost it.
-            unseen = [name for name in open_limits if name not in cached]
-            unseen_cached = concurrency.tenant_concurrency_limits_cached(schema_names=unseen)
-            cached.update({name: None for name, value in unseen_cached.items() if value is None})
-            concurrency.tenant_concurrency_limits_reconcile(
-                limits={name: limit for name, limit in open_limits.items() if name in cached}, cached_before=cached
-            )
-        except Exception:  # the database or Redis may be down for a while; keep consuming what we have
-            logger.warning("tenant queue sync: could not read the tenants", exc_info=True)
-            return
-        finally:
-            # The worker's main process must not hold a connection its forked children could inherit.
-            connection.close()
-        if gate is not None:
-            gate.limits = open_limits
-        # A tenant being deleted is not consumed any more; one at its concurrency limit is paused by the gate.
-        wanted = {
-            tenant_queue_name(name) for name in open_limits if gate is None or not gate.is_paused(name)
-        }
-        consumed = {queue.name for queue in consumer.task_consumer.queues}
-        for queue_name in sorted(wanted - consumed):
-            consumer.add_task_queue(queue_name)
-        for queue_name in sorted(consumed - wanted):
-            if queue_name.startswith(TENANT_QUEUE_PREFIX):
-                consumer.cancel_task_queue(queue_name)
+            channel.queue_declare(tenant_queue_name(schema_name), passive=True)
+        except NotFound:
+            return False
+        channel.close()
+        return True

@@ -291,16 +291,17 @@ def test_a_worker_never_logs_the_database_or_redis_password(live_db):
     }
     worker = WorkerProcess(name=f"secrets-{uuid.uuid4().hex[:6]}", concurrency=1, extra_env=environment)
     try:
-        # when it runs (connected to both: the banner and the ready line name the broker)
-        # (the broker URL is logged with the transport's name: core.broker:Transport://user:**@host...)
-        wait_for(lambda: "Connected to " in worker.log(), message="the worker to connect")
+        # when it runs (connected to all three: the banner and the ready line name the broker, RabbitMQ,
+        # and the tenant queue sync uses the database and Redis)
+        wait_for(lambda: "Connected to " in worker.log() and "tenant queues: started consuming" in worker.log(),
+                 message="the worker to connect")  # fmt: skip
     finally:
         worker.stop()
         redis.execute_command("ACL", "DELUSER", redis_user)
 
-    # then its log names the user, never a password
+    # then its log names the broker's user with its password masked, and never a password
     log = worker.log()
-    assert f"://{redis_user}:**@{host}:{port}" in log
+    assert "amqp://guest:**@127.0.0.1:" in log
     _assert_nowhere(redis_password, log)
     _assert_nowhere(database_password, log)
 

@@ -225,13 +225,13 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Celery --------------------------------------------------------------------------------------------
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
-# kombu's Redis transport with one fix: a worker that loses Redis while holding unacked tasks reconnects
-# instead of exiting (core/broker.py).
-CELERY_BROKER_TRANSPORT = "core.broker:Transport"
+# RabbitMQ: its consumers are pushed messages, so a worker consuming thousands of idle tenant queues costs
+# nothing while they are idle (kombu's Redis transport polls one list per queue: docs/architecture.md,
+# "Background work", has the measurement). Redis stays for counters, cache, locks and the slot semaphore.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:55672//")
 CELERY_TIMEZONE = TIME_ZONE
 # Tasks with no tenant (fan-outs, platform work) go here; each tenant's tasks go to its own queue
-# (tenants.queues.route_task), which every worker consumes (tenants.queues.TenantQueuesStep).
+# (tenants.queues.route_task), which every worker consumes (tenants.worker).
 CELERY_TASK_DEFAULT_QUEUE = "platform"
 CELERY_TASK_ROUTES = ("tenants.queues.route_task",)
 # No result backend: callers never wait on a task; outcomes live in the rows tasks write.
@@ -241,24 +241,22 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # One message per process at a time: a long task never sits on messages another process could run, and a
-# tenant's backlog is not hoarded by one process (fairness across tenant queues).
+# tenant's backlog is not hoarded by one process (fairness across tenant queues). Celery asks RabbitMQ for
+# a *global* (per-channel) prefetch (tasks.py `qos_global`: RabbitMQ >= 3.3), so a worker holds at most its
+# concurrency in unacknowledged messages across all its tenant queues, not that many per queue.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Hard and soft limits: a stuck task is killed well before the broker's visibility timeout, so a message
-# is never redelivered while its first delivery still runs.
+# Tenant queues are classic durable queues (kombu's default; messages are published persistent): Celery
+# must not go looking for quorum queues, which would turn the global prefetch off.
+CELERY_WORKER_DETECT_QUORUM_QUEUES = False
+# Publisher confirms: a publish returns once RabbitMQ has the message, so an accepted request (202) never
+# stands for a message still in a socket buffer when the connection broke.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+# RabbitMQ closes a channel holding a delivery unacknowledged longer than its consumer_timeout (bin/lib.sh
+# sets 15 min in the node's rabbitmq.conf) and redelivers everything the channel held. So every way a
+# worker holds a message stays below it: a task's hard time limit, and a task parked for its tenant's slot
+# (TENANT_PARK_MAX_SECONDS below), which is put back at the end of its queue after that long.
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
-# Redis has no real acks: an unacked message returns to its queue after this many seconds, which is how a
-# SIGKILLed worker's tasks come back. Keep it above the hard time limit.
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 600),
-    # How often a worker looks for messages whose worker died (older than the visibility timeout) and puts
-    # them back; kombu's default throttle would make that every 100 s, so every sweep really scans.
-    "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
-    "unacked_restore_throttle": 1,
-    "socket_timeout": 5,
-    "socket_connect_timeout": 5,
-    "health_check_interval": 25,
-}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TASK_SERIALIZER = "json"
@@ -317,15 +315,22 @@ QISCUS_MAX_RETRIES = env_int("QISCUS_MAX_RETRIES", 5)
 SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["StaffRoleEnum"] = ["admin", "agent"]
 # tenant-schemas-celery: keep the Tenant row a worker loads for a schema for a minute.
 CELERY_TASK_TENANT_CACHE_SECONDS = 60
-# How often each worker reconciles the tenant queues it consumes with the tenants table; a tenant created
-# or deleted is also announced at once by broadcast (tenants.queues).
+# How often each worker checks whether the tenants changed (one Redis read of the tenants generation) and,
+# when they did, reconciles the tenant queues it consumes with the tenants table; a tenant created or
+# deleted is also announced at once by broadcast (tenants.queues, tenants.worker).
 TENANT_QUEUE_SYNC_SECONDS = env_int("TENANT_QUEUE_SYNC_SECONDS", 2)
+# The safety net: a full reconcile (queues and the limits cached in Redis) this often even if nothing
+# announced a change (a generation bump lost while Redis was away).
+TENANT_QUEUE_FULL_SYNC_SECONDS = env_int("TENANT_QUEUE_FULL_SYNC_SECONDS", 300)
 # Per-tenant concurrency (tenants.concurrency): a running task holds a lease on one of its tenant's slots;
 # the lease is refreshed while the task runs and expires this long after its worker died.
 TENANT_SLOT_LEASE_SECONDS = env_int("TENANT_SLOT_LEASE_SECONDS", 30)
 # How often a worker retries the tasks it parked because their tenant was at its limit, and releases the
 # slots of tasks that ended in a way the pool did not report.
 TENANT_SLOT_POLL_SECONDS = 0.05
+# A task parked because its tenant is at its limit goes back to the end of its queue after this long, well
+# before RabbitMQ's consumer_timeout (15 min) would close the worker's channel over the unacked message.
+TENANT_PARK_MAX_SECONDS = env_int("TENANT_PARK_MAX_SECONDS", 300)
 # Deleting a tenant waits this long for its running tasks to finish before its schema is dropped.
 TENANT_DELETE_DRAIN_SECONDS = env_int("TENANT_DELETE_DRAIN_SECONDS", 60)
 

@@ -5,10 +5,9 @@ from core.models import User
 from sociomile.celery import app
 from tenants.selectors import tenant_probe_events
 
-# Workers whose dead peers' tasks come back within seconds, not minutes (kept above the hard time limit).
+# Workers whose dead peers' leases expire within seconds, not minutes (RabbitMQ redelivers their messages
+# as soon as their connection drops).
 FAST_RECOVERY_ENV = {
-    "CELERY_VISIBILITY_TIMEOUT": "10",
-    "CELERY_UNACKED_RESTORE_INTERVAL": "1",
     "CELERY_TASK_SOFT_TIME_LIMIT": "4",
     "CELERY_TASK_TIME_LIMIT": "5",
     "TENANT_SLOT_LEASE_SECONDS": "3",

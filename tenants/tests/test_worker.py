@@ -1,0 +1,128 @@
+"""The worker's tenant-queue following (tenants/worker.py): O(1) while tenants do not change, every tenant's
+queue consumed at scale, a new tenant served at once."""
+
+import socket
+import uuid
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django_tenants.utils import schema_context
+
+from conftest import WorkerProcess, api_client, make_user, token_for, wait_for
+from conversations.models import InboundEvent
+from core.models import User
+from sociomile.celery import app
+from tenants.models import Tenant
+from tenants.queues import tenant_queue_close, tenant_queue_name, tenant_queues_changed, tenant_queues_generation
+from tenants.worker import TenantQueueFollower
+
+
+class _Recorded:
+    """The follower's consume/cancel calls, recorded instead of sent to a worker's consumer."""
+
+    def __init__(self):
+        self.consumed: list[list[str]] = []
+        self.cancelled: list[list[str]] = []
+
+
+def _follower(monkeypatch, recorded: _Recorded, *, consumed: list[str]) -> TenantQueueFollower:
+    class Consumer:
+        class task_consumer:  # noqa: N801 (stands in for kombu's Consumer: only its queue list is read)
+            queues = [type("Queue", (), {"name": tenant_queue_name(name)})() for name in consumed]
+
+    follower = TenantQueueFollower(Consumer())
+    monkeypatch.setattr(follower, "consume", lambda names, announce=False: recorded.consumed.append(names))
+    monkeypatch.setattr(follower, "cancel", lambda names: recorded.cancelled.append(names))
+    return follower
+
+
+def test_a_tick_reads_no_table_while_tenants_do_not_change_and_reconciles_when_they_do(
+    session_tenants, live_db, django_assert_num_queries, monkeypatch, settings
+):
+    settings.TENANT_QUEUE_FULL_SYNC_SECONDS = 3600
+    recorded = _Recorded()
+    follower = _follower(monkeypatch, recorded, consumed=["alpha"])
+    # given a follower that reconciled once (at start: it consumes alpha's queue and adds beta's)
+    follower.start()
+    connection.set_schema_to_public()
+    assert recorded.consumed == [["beta"]] and recorded.cancelled == [[]]
+    assert follower.tenants >= {"alpha", "beta"}
+
+    # when it ticks while no tenant is created, deleted or given a new limit
+    with django_assert_num_queries(0):
+        for _ in range(20):
+            follower.tick()
+
+    # then it read no table and changed nothing (one Redis GET a tick)
+    assert recorded.consumed == [["beta"]]
+
+    # when a change is announced, the next tick reconciles (one read of the tenants table)
+    tenant_queues_changed()
+    with CaptureQueriesContext(connection) as queries:
+        follower.tick()
+    assert len([query for query in queries if '"tenants_tenant"' in query["sql"]]) == 1
+    assert follower.generation == tenant_queues_generation()
+    assert len(recorded.consumed) == 2
+
+
+@pytest.mark.worker
+def test_a_worker_consumes_every_tenant_queue_of_hundreds_and_serves_a_new_tenant_at_once(live_db, make_live_tenant):
+    # given 300 tenants (rows only: following queues needs no schema) before a worker starts
+    prefix = f"many{uuid.uuid4().hex[:4]}"
+    slugs = [f"{prefix}-{index:03d}" for index in range(300)]
+    Tenant.objects.bulk_create([Tenant(schema_name=slug, name=slug) for slug in slugs])
+    tenant_queues_changed()
+    worker = WorkerProcess(name=f"many-{uuid.uuid4().hex[:6]}", concurrency=1)
+    try:
+        # when it has started
+        node = f"{worker.name}@{socket.gethostname()}"
+        replies = app.control.inspect(destination=[node], timeout=5).active_queues() or {}
+        consumed = {queue["name"] for queues in replies.values() for queue in queues}
+
+        # then it consumes each of their queues, and says what the start cost
+        assert {tenant_queue_name(slug) for slug in slugs} <= consumed
+        started = [line for line in worker.log().splitlines() if "tenant queues: started consuming" in line]
+        assert len(started) == 1
+        assert int(started[0].split("started consuming ")[1].split()[0]) >= 300
+
+        # and a tenant created now is served at once (provisioning's broadcast reaches this worker too)
+        tenant = make_live_tenant("fresh")
+        platform = api_client(token=token_for(make_user(tenant=None, role=User.Role.PLATFORM_ADMIN), tenant=None))
+        response = platform.post(f"/api/tenants/{tenant.id}/messages", {"payload": {"n": 1}})
+        assert response.status_code == 202
+
+        def persisted():
+            with schema_context(tenant.schema_name):
+                return InboundEvent.objects.count() == 1
+
+        wait_for(persisted, timeout=10, message="the new tenant's event")
+        assert f"Started consuming from {tenant_queue_name(tenant.schema_name)}" in worker.log()
+    finally:
+        worker.stop()
+        Tenant.objects.filter(schema_name__in=slugs).delete()
+        tenant_queues_changed()
+        for slug in slugs:
+            tenant_queue_close(schema_name=slug)
+
+
+def test_provisioning_tells_workers_through_the_generation_when_the_broker_is_unreachable(monkeypatch, caplog):
+    from kombu.exceptions import OperationalError
+
+    from tenants.queues import tenant_queue_open, tenant_queue_stop
+
+    def unreachable(*args, **kwargs):
+        raise OperationalError("[Errno 111] Connection refused")
+
+    # given a broker that refuses the broadcast
+    monkeypatch.setattr(app.control, "add_consumer", unreachable)
+    monkeypatch.setattr(app.control, "cancel_consumer", unreachable)
+    before = tenant_queues_generation()
+
+    # when a committed tenant's queue is opened, then stopped
+    tenant_queue_open(schema_name="unreachable-broker")
+    tenant_queue_stop(schema_name="unreachable-broker")
+
+    # then neither fails the caller; workers learn it from the generation, and the log says so
+    assert tenant_queues_generation() == before + 2
+    assert caplog.text.count("broker unreachable: workers learn about tenant.unreachable-broker") == 2
