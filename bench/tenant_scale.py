@@ -1,0 +1,723 @@
+"""The `tenant_scale` scenario of bench/run: what idle tenants cost, and whether active ones notice them (issue 18).
+
+At each level of `--tenant-levels` (cumulative: 100, then up to 1,000, then up to 10,000), N idle tenants plus
+`--active-tenants` active ones exist, and a fresh stack (gunicorn, one Celery worker, celery-beat) is started:
+
+1. idle: the CPU each process spends over `--idle-seconds` with no traffic (web, worker tree, beat, PostgreSQL,
+   Redis, and the broker when it is a process of its own), as % of one core, and the memory of each;
+2. provisioning: `--provision-samples` tenants created through POST /api/tenants, timed (wall, at the client);
+3. load, open loop: chat creates at `--rate` per second in total over the active tenants and messages at
+   `--message-rate`, sent on a fixed schedule whatever the answers (a late answer does not delay the next
+   request; the send lag is recorded), with agents online in every active tenant. Each chat is polled
+   (GET .../chats/{n}) until it answers 200: create -> readable is from the create's send to that first 200
+   (the last 404 before it gives the resolution). Create -> assigned is `assigned_at - created_at` of the row
+   (`created_at` is stamped when the API accepts the chat);
+4. the memory of each process again, after the load.
+
+Idle tenants are built in bulk, not through the API (10,000 creations at ~0.2-0.5 s each would take an hour):
+the migrated template schema is copied in batches (`tenants.schemas.schema_clone`, as provisioning copies it),
+with the Tenant and Domain rows, and per tenant what provisioning makes inside its schema (the admin user,
+the outbound scheduler: the product's own services) and in Redis (its concurrency slots). The stack is
+stopped while a level is built and started afterwards, so the workers find every tenant in the tenants table.
+"""
+
+import heapq
+import http.client
+import json
+import os
+import random
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ACTIVE_PREFIX = "tsact"
+IDLE_PREFIX = "tsidle"
+PROVISION_PREFIX = "tsprov"
+PASSWORD = "bench-password-123"
+PLATFORM_ADMIN_EMAIL = "platform@bench.test"
+# Targets of issue 18 (at 10,000 tenants; shown at every level) and of every figure's ratio to the first level.
+TARGETS = {
+    "idle_cpu_percent_total": 5.0,
+    "create_to_readable_p99_ms": 250.0,
+    "create_to_assigned_p99_ms": 500.0,
+    "provisioning_median_seconds": 0.25,
+    "ratio_to_first_level": 1.5,
+}
+# A batch of schemas is copied in one transaction. Each copied relation holds a lock until the commit, and
+# PostgreSQL's lock table has max_locks_per_transaction (64) x max_connections (300 in bench/run) slots:
+# 50 schemas of ~100 relations stay well inside it.
+BUILD_BATCH = 50
+
+
+def add_arguments(parser) -> None:
+    """The scenario's flags (`--tenant-levels` and `--seconds` are shared with the other scenarios)."""
+    group = parser.add_argument_group("tenant_scale")
+    group.add_argument("--active-tenants", type=int, default=20, help="tenant_scale: tenants sending traffic")
+    group.add_argument("--active-agents", type=int, default=5, help="tenant_scale: online agents per active tenant")
+    group.add_argument("--rate", type=int, default=200, help="tenant_scale: chat creates/s offered, all active tenants")
+    group.add_argument("--message-rate", type=int, default=50, help="tenant_scale: messages/s offered")
+    group.add_argument("--idle-seconds", type=int, default=20, help="tenant_scale: quiet window for idle CPU")
+    group.add_argument("--settle-seconds", type=int, default=10, help="tenant_scale: wait after start-up")
+    group.add_argument("--provision-samples", type=int, default=3, help="tenant_scale: POST /api/tenants per level")
+    group.add_argument("--scale-worker-concurrency", type=int, default=4, help="tenant_scale: the worker's -c")
+    group.add_argument("--poll-interval-ms", type=int, default=20, help="tenant_scale: chat poll interval")
+    group.add_argument("--drain-timeout", type=int, default=90, help="tenant_scale: wait for stragglers, s")
+
+
+# --- processes: pids, CPU, memory ----------------------------------------------------------------------------
+
+
+def _listening_pid(port: int) -> int | None:
+    """The process listening on TCP `port` on this machine (the first of the sharers: not one of its children)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(fields[9])
+    holders = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{entry}/fd"):
+                target = os.readlink(f"/proc/{entry}/fd/{fd}")
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    holders.append(int(entry))
+                    break
+        except OSError:
+            continue
+    parents = {pid: _parent(pid) for pid in holders}
+    roots = [pid for pid in holders if parents[pid] not in parents]
+    return min(roots) if roots else None
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError):
+        return None
+
+
+def _service_pids() -> dict[str, int]:
+    """PostgreSQL's postmaster, Redis and the Celery broker (when it is not that Redis), by the ports in the env."""
+    from django.conf import settings
+
+    ports = {
+        "postgres": urlsplit(os.environ["DATABASE_URL"]).port,
+        "redis": urlsplit(os.environ["REDIS_URL"]).port,
+    }
+    broker = urlsplit(settings.CELERY_BROKER_URL or "")
+    if broker.port and not (broker.scheme.startswith("redis") and broker.port == ports["redis"]):
+        ports["broker"] = broker.port
+    pids = {name: _listening_pid(port) for name, port in ports.items()}
+    return {name: pid for name, pid in pids.items() if pid}
+
+
+def _tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            parent = _parent(int(entry))
+            if parent is not None:
+                children.setdefault(parent, []).append(int(entry))
+    pids, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        pids.append(pid)
+        stack += children.get(pid, [])
+    return pids
+
+
+def _memory_mb(root: int) -> dict[str, float]:
+    """RSS summed over the process tree, and PSS (shared pages split among their sharers: PostgreSQL's shared
+    buffers counted once), in MB."""
+    rss = pss = 0
+    for pid in _tree(root):
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+        except OSError:
+            continue
+    return {"rss_mb": round(rss / 1024, 1), "pss_mb": round(pss / 1024, 1)}
+
+
+# --- building tenants ----------------------------------------------------------------------------------------
+
+
+def _platform_admin_ensure() -> None:
+    from django_tenants.utils import schema_context
+
+    from core.models import User
+    from core.services import user_create
+
+    with schema_context("public"):
+        if not User.objects.filter(email=PLATFORM_ADMIN_EMAIL).exists():
+            user_create(email=PLATFORM_ADMIN_EMAIL, password=PASSWORD, role=User.Role.PLATFORM_ADMIN, name="Bench")
+
+
+def _active_tenants_ensure(*, count: int, agents: int) -> list[dict]:
+    """The tenants that send traffic, made through the product's services: an application and online agents each
+    (room for every chat of every level: capacity never decides a latency here)."""
+    from django.db import connection
+    from django_tenants.utils import schema_context
+
+    from agents.models import Agent
+    from agents.services import agent_create
+    from conversations.models import Application
+    from conversations.services import application_create
+    from tenants.models import Tenant
+    from tenants.services import tenant_create
+
+    active = []
+    for index in range(count):
+        slug = f"{ACTIVE_PREFIX}{index:02d}"
+        if not Tenant.objects.filter(schema_name=slug).exists():
+            tenant_create(name=slug, slug=slug, admin_email=f"admin@{slug}.test", admin_password=PASSWORD)
+        with schema_context(slug):
+            application = Application.objects.filter(name="load").first() or application_create(name="load")
+            for number in range(Agent.objects.count(), agents):
+                agent_create(email=f"agent{number}@{slug}.test", password=PASSWORD, is_online=True, max_customers=1_000_000)
+            active.append({"slug": slug, "token": application.token, "application_id": application.id})
+    connection.close()
+    return active
+
+
+def _tenant_count(prefix: str | None = None) -> int:
+    from tenants.models import Tenant
+
+    tenants = Tenant.objects.exclude(schema_name="public")
+    return tenants.filter(schema_name__startswith=prefix).count() if prefix else tenants.count()
+
+
+def tenants_bulk_build(*, count: int, start: int) -> float:
+    """Adds `count` idle tenants numbered from `start`, as provisioning would make them, in batches of BUILD_BATCH
+    per transaction; returns the seconds taken. The template must be migrated (bench/run runs migrate_schemas)."""
+    from django.conf import settings
+    from django.contrib.auth.hashers import make_password
+    from django.db import connection, transaction
+    from django_tenants.utils import schema_context
+
+    from core.models import User
+    from core.services import user_create
+    from scheduler.services import scheduler_ensure
+    from tenants import concurrency
+    from tenants.models import DEFAULT_TENANT_CONCURRENCY, Domain, Tenant, _column_statistics_copy
+    from tenants.schemas import schema_clone, schema_clone_unsupported, schema_migrations_pending
+    from tenants.services import tenant_domain_name
+
+    template = settings.TENANT_TEMPLATE_SCHEMA
+    unsupported = schema_clone_unsupported(source=template)
+    pending = schema_migrations_pending(schema=template)
+    if unsupported or pending:
+        raise RuntimeError(f"template {template} cannot be bulk-copied: unsupported {unsupported}, pending {pending}")
+    # One Argon2 hash for every admin (same password): hashing 10,000 of them would take longer than the copies.
+    password_hash = make_password(PASSWORD)
+    started = time.perf_counter()
+    copy_seconds = rows_seconds = 0.0
+    slugs = [f"{IDLE_PREFIX}{index:05d}" for index in range(start, start + count)]
+    for offset in range(0, len(slugs), BUILD_BATCH):
+        batch = slugs[offset : offset + BUILD_BATCH]
+        with transaction.atomic():
+            copy_started = time.perf_counter()
+            for slug in batch:
+                schema_clone(source=template, target=slug)
+                _column_statistics_copy(source=template, target=slug)
+            rows_started = time.perf_counter()
+            copy_seconds += rows_started - copy_started
+            # bulk_create skips Tenant.save(), which would copy the schema again.
+            tenants = Tenant.objects.bulk_create(
+                [Tenant(schema_name=slug, name=slug, concurrency=DEFAULT_TENANT_CONCURRENCY) for slug in batch]
+            )
+            Domain.objects.bulk_create(
+                [Domain(domain=tenant_domain_name(slug=t.schema_name), tenant=t, is_primary=True) for t in tenants]
+            )
+            for slug in batch:
+                with schema_context(slug):
+                    user_create(email=f"admin@{slug}.test", password=PASSWORD, password_hash=password_hash,
+                                role=User.Role.ADMIN, name="Administrator")  # fmt: skip
+                    scheduler_ensure()
+        rows_seconds += time.perf_counter() - rows_started  # the commit included
+        for slug in batch:
+            concurrency.tenant_slots_open(schema_name=slug, limit=DEFAULT_TENANT_CONCURRENCY)
+        print(f"   built {offset + len(batch)}/{count} idle tenants ({time.perf_counter() - started:.0f} s: "
+              f"schema copies {copy_seconds:.0f} s, rows and commits {rows_seconds:.0f} s)", flush=True)
+    connection.close()
+    return time.perf_counter() - started
+
+
+# --- the stack -----------------------------------------------------------------------------------------------
+
+
+def _stack_start(args, processes, harness) -> dict[str, int]:
+    """gunicorn, one worker (following every tenant queue), beat; returns their pids once the worker consumes
+    every tenant's queue."""
+    from sociomile.celery import app
+    from tenants.queues import TENANT_QUEUE_PREFIX
+
+    url = harness.start_web(processes, workers=args.web_workers, threads=args.web_threads)
+    hostname = f"tenant-scale-{time.time_ns()}@localhost"
+    log = processes.log_dir / "scale-worker.log"
+    processes.start(
+        "scale-worker",
+        [sys.executable, "-m", "celery", "-A", "sociomile", "worker", "-Q", "platform",
+         "--concurrency", str(args.scale_worker_concurrency), "--loglevel", "INFO", "--without-mingle",
+         "--without-gossip", "--hostname", hostname],
+    )  # fmt: skip
+    processes.start(
+        "scale-beat",
+        [sys.executable, "-m", "celery", "-A", "sociomile", "beat", "--loglevel", "INFO",
+         "--pidfile", str(processes.log_dir / "scale-beat.pid")],
+    )  # fmt: skip
+    harness.wait_until(lambda: log.exists() and "ready." in log.read_text(), 300, "the celery worker")
+    expected = _tenant_count()
+    deadline = time.monotonic() + 120 + expected / 50
+
+    def consumed() -> int:
+        replies = app.control.inspect(destination=[hostname], timeout=5).active_queues() or {}
+        return sum(q["name"].startswith(TENANT_QUEUE_PREFIX) for q in replies.get(hostname, []))
+
+    seen = consumed()
+    while seen < expected and time.monotonic() < deadline:
+        time.sleep(2)
+        seen = consumed()
+    if seen < expected:
+        print(f"   warning: the worker consumes {seen} of {expected} tenant queues", flush=True)
+    return {
+        "url": url,
+        "queues_consumed": seen,
+        "pids": {
+            "web": processes.running["web"].pid,
+            "worker": processes.running["scale-worker"].pid,
+            "beat": processes.running["scale-beat"].pid,
+            **_service_pids(),
+        },
+    }
+
+
+def _stack_stop(processes) -> None:
+    for name in ("scale-beat", "scale-worker", "web"):
+        processes.stop(name)
+
+
+# --- HTTP, open loop -----------------------------------------------------------------------------------------
+
+
+class _Http:
+    """Keep-alive HTTP/1.1 connections to the web server, one per thread."""
+
+    def __init__(self, url: str):
+        parts = urlsplit(url)
+        self.address = (parts.hostname, parts.port)
+        self.local = threading.local()
+
+    def request(self, method: str, path: str, *, host: str, body: dict | None = None, token: str | None = None):
+        headers = {"Host": host, "Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Token {token}"
+        data = json.dumps(body).encode() if body is not None else None
+        for attempt in (1, 2):
+            connection = getattr(self.local, "connection", None)
+            if connection is None:
+                connection = self.local.connection = http.client.HTTPConnection(*self.address, timeout=30)
+            try:
+                connection.request(method, path, body=data, headers=headers)
+                response = connection.getresponse()
+                return response.status, response.read()
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                self.local.connection = None
+                if attempt == 2:
+                    return 0, b""
+
+
+def _provision(http: _Http, *, samples: int) -> list[float]:
+    from django.conf import settings
+
+    platform = settings.BASE_DOMAIN
+    status, body = http.request("POST", "/api/auth/token", host=platform,
+                                body={"email": PLATFORM_ADMIN_EMAIL, "password": PASSWORD})  # fmt: skip
+    if status != 200:
+        raise RuntimeError(f"platform sign-in answered {status}: {body[:200]!r}")
+    token = json.loads(body)["token"]
+    timings = []
+    for index in range(samples):
+        slug = f"{PROVISION_PREFIX}{time.time_ns() % 10**12}"
+        started = time.perf_counter()
+        status, body = http.request("POST", "/api/tenants", host=platform, token=token, body={
+            "name": slug, "slug": slug, "admin_email": f"admin@{slug}.test", "admin_password": PASSWORD})  # fmt: skip
+        if status != 201:
+            raise RuntimeError(f"POST /api/tenants answered {status}: {body[:200]!r}")
+        timings.append(time.perf_counter() - started)
+    return timings
+
+
+def _warm_up(http: _Http, active: list[dict]) -> None:
+    """Reads from as many threads as the load uses, so that gunicorn's workers have imported everything and
+    opened their database connections before anything is timed (writes would leave chats in the queues)."""
+    from django.conf import settings
+
+    def read(index: int) -> None:
+        tenant = active[index % len(active)]
+        http.request("GET", f"/api/applications/{tenant['token']}/chats", host=f"{tenant['slug']}.{settings.BASE_DOMAIN}")
+
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        list(pool.map(read, range(256)))
+
+
+def _load(args, http: _Http, active: list[dict]) -> dict:
+    """Chat creates at `args.rate`/s and messages at `args.message_rate`/s on a fixed schedule (open loop), each
+    chat polled until readable. Returns the client-side figures and the chats made, per tenant."""
+    from django.conf import settings
+
+    base = settings.BASE_DOMAIN
+    interval = args.poll_interval_ms / 1000
+    chats: dict[tuple[int, int], dict] = {}  # (tenant index, number) -> {"sent", "readable", "last_404", "polls"}
+    latest: dict[int, int] = {}  # tenant index -> the latest chat number it got
+    counts = {"create_202": 0, "create_other": 0, "message_202": 0, "message_other": 0, "message_skipped": 0}
+    create_ms, message_ms, lags = [], [], []
+    lock = threading.Lock()
+    polls: list[tuple[float, int, int]] = []  # heap of (due, tenant index, number)
+    polls_ready = threading.Condition(lock)
+    stop_polling = threading.Event()
+
+    def chat_path(tenant: int, number: int | None = None) -> str:
+        path = f"/api/applications/{active[tenant]['token']}/chats"
+        return path if number is None else f"{path}/{number}"
+
+    def create(tenant: int, due: float) -> None:
+        sent = time.monotonic()
+        status, body = http.request("POST", chat_path(tenant), host=f"{active[tenant]['slug']}.{base}",
+                                    body={"customer_id": f"c{time.time_ns()}"})  # fmt: skip
+        answered = time.monotonic()
+        with lock:
+            lags.append(sent - due)
+            if status != 202:
+                counts["create_other"] += 1
+                return
+            counts["create_202"] += 1
+            create_ms.append((answered - sent) * 1000)
+            number = json.loads(body)["number"]
+            chats[tenant, number] = {"sent": sent, "readable": None, "last_404": answered, "polls": 0}
+            latest[tenant] = max(latest.get(tenant, 0), number)
+            heapq.heappush(polls, (answered, tenant, number))
+            polls_ready.notify()
+
+    def message(tenant: int, due: float) -> None:
+        with lock:
+            number = latest.get(tenant)
+        if number is None:
+            with lock:
+                counts["message_skipped"] += 1
+            return
+        sent = time.monotonic()
+        status, _ = http.request("POST", f"{chat_path(tenant, number)}/messages", host=f"{active[tenant]['slug']}.{base}",
+                                 body={"body": "hello from the tenant_scale bench"})  # fmt: skip
+        with lock:
+            lags.append(sent - due)
+            if status == 202:
+                counts["message_202"] += 1
+                message_ms.append((time.monotonic() - sent) * 1000)
+            else:
+                counts["message_other"] += 1
+
+    def poller() -> None:
+        while True:
+            with lock:
+                while not stop_polling.is_set() and (not polls or polls[0][0] > time.monotonic()):
+                    polls_ready.wait(timeout=max(0.0005, min(0.005, polls[0][0] - time.monotonic())) if polls else 0.05)
+                if stop_polling.is_set():
+                    return
+                _, tenant, number = heapq.heappop(polls)
+            status, _ = http.request("GET", chat_path(tenant, number), host=f"{active[tenant]['slug']}.{base}")
+            now = time.monotonic()
+            with lock:
+                chat = chats[tenant, number]
+                chat["polls"] += 1
+                if status == 200:
+                    chat["readable"] = now
+                else:
+                    # Every poll_interval for the first second, then backing off to a second between polls:
+                    # a system minutes behind must not be flooded by its observer.
+                    chat["last_404"] = now
+                    waited = now - chat["sent"]
+                    heapq.heappush(polls, (now + (interval if waited < 1 else min(1.0, waited / 10)), tenant, number))
+
+    schedule = []  # (offset s, kind, tenant index): evenly spaced, tenants in turn
+    for index in range(args.rate * args.seconds):
+        schedule.append((index / args.rate, create, index % len(active)))
+    for index in range(args.message_rate * args.seconds):
+        schedule.append((index / args.message_rate + 0.5 / args.message_rate, message, random.randrange(len(active))))
+    schedule.sort(key=lambda item: item[0])
+    pollers = [threading.Thread(target=poller, daemon=True) for _ in range(16)]
+    for thread in pollers:
+        thread.start()
+    with ThreadPoolExecutor(max_workers=64, thread_name_prefix="open-loop") as pool:
+        started = time.monotonic()
+        for offset, kind, tenant in schedule:
+            due = started + offset
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            pool.submit(kind, tenant, due)
+        offered_seconds = time.monotonic() - started
+    answered_seconds = time.monotonic() - started
+    deadline = time.monotonic() + args.drain_timeout
+    while time.monotonic() < deadline:
+        with lock:
+            if all(chat["readable"] is not None for chat in chats.values()):
+                break
+        time.sleep(0.2)
+    stop_polling.set()
+    with lock:
+        polls_ready.notify_all()
+    for thread in pollers:
+        thread.join()
+    readable = [1000 * (c["readable"] - c["sent"]) for c in chats.values() if c["readable"] is not None]
+    # The last 404 before the 200: the chat became readable between the two.
+    resolution = [1000 * (c["readable"] - c["last_404"]) for c in chats.values() if c["readable"] is not None]
+    return {
+        "offered_creates_per_second": args.rate,
+        "offered_messages_per_second": args.message_rate,
+        "seconds": args.seconds,
+        "achieved_creates_per_second": round(counts["create_202"] / answered_seconds, 1),
+        "achieved_messages_per_second": round(counts["message_202"] / answered_seconds, 1),
+        "schedule_kept_seconds": round(offered_seconds, 2),
+        "send_lag_p99_ms": round(1000 * _percentile(lags, 0.99), 1),
+        **counts,
+        "create_api_p50_ms": round(_percentile(create_ms, 0.5), 1),
+        "create_api_p99_ms": round(_percentile(create_ms, 0.99), 1),
+        "message_api_p99_ms": round(_percentile(message_ms, 0.99), 1),
+        "create_to_readable_p50_ms": round(_percentile(readable, 0.5), 1),
+        "create_to_readable_p99_ms": round(_percentile(readable, 0.99), 1),
+        "create_to_readable_max_ms": round(max(readable), 1) if readable else None,
+        "readable_resolution_median_ms": round(_percentile(resolution, 0.5), 1),
+        "not_readable_in_time": sum(c["readable"] is None for c in chats.values()),
+        "polls": sum(c["polls"] for c in chats.values()),
+        "_numbers": {tenant: [n for (t, n) in chats if t == tenant] for tenant in range(len(active))},
+    }
+
+
+def _assigned_latencies(active: list[dict], numbers: dict[int, list[int]], *, timeout: float) -> tuple[list[float], int]:
+    """assigned_at - created_at (ms) of the chats made by the load, waiting up to `timeout` for the last ones;
+    returns the latencies and how many were still not assigned (or not persisted)."""
+    from django.db import connection
+    from django_tenants.utils import schema_context
+
+    from conversations.models import Chat
+
+    deadline = time.monotonic() + timeout
+    while True:
+        latencies, missing = [], 0
+        for index, tenant in enumerate(active):
+            with schema_context(tenant["slug"]):
+                rows = list(Chat.objects.filter(application_id=tenant["application_id"], number__in=numbers.get(index, []))
+                            .values_list("created_at", "assigned_at"))  # fmt: skip
+            missing += len(numbers.get(index, [])) - len(rows)
+            for created, assigned in rows:
+                if assigned is None:
+                    missing += 1
+                else:
+                    latencies.append((assigned - created).total_seconds() * 1000)
+        if not missing or time.monotonic() > deadline:
+            connection.close()
+            return latencies, missing
+        time.sleep(1)
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+# --- the scenario --------------------------------------------------------------------------------------------
+
+
+def scenario_tenant_scale(args, processes) -> dict:
+    from bench import bench as harness  # here, not at import: bench.bench registers this scenario
+
+    levels_wanted = sorted(args.tenant_levels or [100, 1_000, 10_000])
+    _platform_admin_ensure()
+    build_started = time.perf_counter()
+    active = _active_tenants_ensure(count=args.active_tenants, agents=args.active_agents)
+    active_seconds = time.perf_counter() - build_started
+    levels = {}
+    for level in levels_wanted:
+        idle_now = _tenant_count() - len(active)
+        built = max(0, level - idle_now)
+        print(f"== tenant_scale: level {level}: building {built} idle tenants", flush=True)
+        build_seconds = tenants_bulk_build(count=built, start=_tenant_count(IDLE_PREFIX)) if built else 0.0
+        harness._database_settle(timeout=120)  # autovacuum of the new tables, and a checkpoint, before measuring
+        stack = _stack_start(args, processes, harness)
+        try:
+            time.sleep(args.settle_seconds)
+            pids = stack["pids"]
+            roots = {name: pid for name, pid in pids.items()}
+            before = harness._process_trees_cpu_seconds(roots)
+            started = time.perf_counter()
+            time.sleep(args.idle_seconds)
+            after = harness._process_trees_cpu_seconds(roots)
+            window = time.perf_counter() - started
+            idle_cpu = {name: round(100 * (after[name] - before[name]) / window, 2) for name in roots}
+            memory_idle = {name: _memory_mb(pid) for name, pid in roots.items()}
+            http = _Http(stack["url"])
+            provisioning = _provision(http, samples=args.provision_samples)
+            print(f"   idle CPU {idle_cpu}; provisioning {provisioning}", flush=True)
+            _warm_up(http, active)
+            load = _load(args, http, active)
+            numbers = load.pop("_numbers")
+            assigned, unassigned = _assigned_latencies(active, numbers, timeout=args.drain_timeout)
+            memory_loaded = {name: _memory_mb(pid) for name, pid in roots.items()}
+        finally:
+            _stack_stop(processes)
+        tenants = _tenant_count()
+        levels[str(level)] = {
+            "idle_tenants": tenants - len(active),
+            "active_tenants": len(active),
+            "tenants": tenants,
+            "built_idle_tenants": built,
+            "build_seconds": round(build_seconds, 1),
+            "worker_queues_consumed": stack["queues_consumed"],
+            "idle_window_seconds": round(window, 1),
+            "idle_cpu_percent": idle_cpu,
+            "idle_cpu_percent_total": round(sum(idle_cpu.values()), 2),
+            "provisioning_seconds": [round(t, 3) for t in provisioning],
+            "provisioning_median_seconds": round(statistics.median(provisioning), 3),
+            "load": load,
+            "create_to_readable_p50_ms": load["create_to_readable_p50_ms"],
+            "create_to_readable_p99_ms": load["create_to_readable_p99_ms"],
+            "create_to_assigned_p50_ms": round(_percentile(assigned, 0.5), 1),
+            "create_to_assigned_p99_ms": round(_percentile(assigned, 0.99), 1),
+            "not_assigned_in_time": unassigned,
+            "memory_idle_mb": memory_idle,
+            "memory_loaded_mb": memory_loaded,
+        }
+        print(json.dumps(levels[str(level)], indent=2), flush=True)
+    return {
+        "levels": levels,
+        "ratios_to_first_level": _ratios(levels),
+        "active_tenants_setup_seconds": round(active_seconds, 1),
+        "worker_concurrency": args.scale_worker_concurrency,
+        "web": {"workers": args.web_workers, "threads": args.web_threads},
+        "targets": {
+            "idle_cpu_percent_total": f"<= {TARGETS['idle_cpu_percent_total']} (% of one core, all processes)",
+            "create_to_readable_p99_ms": f"<= {TARGETS['create_to_readable_p99_ms']}",
+            "create_to_assigned_p99_ms": f"<= {TARGETS['create_to_assigned_p99_ms']}",
+            "provisioning_median_seconds": f"<= {TARGETS['provisioning_median_seconds']}",
+            "ratios_to_first_level": f"<= {TARGETS['ratio_to_first_level']}",
+        },
+    }
+
+
+RATIO_FIGURES = (
+    "idle_cpu_percent_total",
+    "provisioning_median_seconds",
+    "create_to_readable_p99_ms",
+    "create_to_assigned_p99_ms",
+)
+
+
+def _ratio(value, first):
+    if value is None or first is None or first != first or value != value or not first:  # None, NaN, zero
+        return None
+    return round(value / first, 2)
+
+
+def _ratios(levels: dict) -> dict:
+    """Each level's figures over the first level's (memory: RSS per process, PSS for PostgreSQL)."""
+    first = next(iter(levels.values()))
+    ratios = {}
+    for level, figures in levels.items():
+        ratios[level] = {name: _ratio(figures[name], first[name]) for name in RATIO_FIGURES}
+        for name, memory in figures["memory_loaded_mb"].items():
+            key = "pss_mb" if name == "postgres" else "rss_mb"
+            ratios[level][f"memory_{name}"] = _ratio(memory[key], first["memory_loaded_mb"].get(name, {}).get(key))
+    return ratios
+
+
+def _verdict(value, limit) -> str:
+    if value is None or value != value:
+        return "n/a"
+    return "met" if value <= limit else "**missed**"
+
+
+def markdown_lines(r: dict) -> list[str]:
+    """The scenario's section of the run's markdown."""
+    levels = list(r["levels"])
+    figures = r["levels"]
+    first = levels[0]
+    header = "| figure | target | " + " | ".join(f"level {level}" for level in levels)
+    header += " | " + " | ".join(f"ratio {level}/{first}" for level in levels[1:]) + " |"
+    rule = "| --- | --- | " + " | ".join("---:" for _ in levels) + " | " + " | ".join("---:" for _ in levels[1:]) + " |"
+
+    def row(name: str, target: str, cells: list[str], ratios: list[str] | None = None) -> str:
+        ratios = ratios if ratios is not None else ["" for _ in levels[1:]]
+        return f"| {name} | {target} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |"
+
+    def targeted(key: str) -> list[str]:
+        return [f"{figures[level][key]} ({_verdict(figures[level][key], TARGETS[key])})" for level in levels]
+
+    def ratio_cells(key: str) -> list[str]:
+        values = [r["ratios_to_first_level"][level].get(key) for level in levels[1:]]
+        return [f"{value} ({_verdict(value, TARGETS['ratio_to_first_level'])})" if value is not None else "n/a"
+                for value in values]  # fmt: skip
+
+    processes = list(figures[first]["idle_cpu_percent"])
+    load = [figures[level]["load"] for level in levels]
+    lines = [
+        f"## Tenant scale: idle tenants vs {figures[first]['active_tenants']} active ones (open loop, "
+        f"{load[0]['offered_creates_per_second']} chat creates/s + {load[0]['offered_messages_per_second']} messages/s "
+        f"offered for {load[0]['seconds']} s)", "",
+        header, rule,
+        row("tenants: all, idle (built in bulk at this level, in s)", "",
+            [f"{figures[level]['tenants']}, {figures[level]['idle_tenants']} ({figures[level]['built_idle_tenants']}, "
+             f"{figures[level]['build_seconds']} s)" for level in levels]),
+        row("idle CPU, all processes (% of one core)", f"<= {TARGETS['idle_cpu_percent_total']}",
+            targeted("idle_cpu_percent_total"), ratio_cells("idle_cpu_percent_total")),
+        *[row(f"idle CPU: {name}", "", [str(figures[level]["idle_cpu_percent"].get(name)) for level in levels])
+          for name in processes],
+        row("provisioning median s (POST /api/tenants)", f"<= {TARGETS['provisioning_median_seconds']}",
+            targeted("provisioning_median_seconds"), ratio_cells("provisioning_median_seconds")),
+        row("create -> readable p50 ms", "", [str(figures[level]["create_to_readable_p50_ms"]) for level in levels]),
+        row("create -> readable p99 ms", f"<= {TARGETS['create_to_readable_p99_ms']}",
+            targeted("create_to_readable_p99_ms"), ratio_cells("create_to_readable_p99_ms")),
+        row("create -> assigned p50 ms", "", [str(figures[level]["create_to_assigned_p50_ms"]) for level in levels]),
+        row("create -> assigned p99 ms", f"<= {TARGETS['create_to_assigned_p99_ms']}",
+            targeted("create_to_assigned_p99_ms"), ratio_cells("create_to_assigned_p99_ms")),
+        row("chats not readable / not assigned in time", "0",
+            [f"{x['not_readable_in_time']} / {figures[level]['not_assigned_in_time']}" for level, x in zip(levels, load)]),
+        row("achieved creates/s, messages/s", "",
+            [f"{x['achieved_creates_per_second']}, {x['achieved_messages_per_second']}" for x in load]),
+        row("create API p50 / p99 ms", "", [f"{x['create_api_p50_ms']} / {x['create_api_p99_ms']}" for x in load]),
+        row("send lag p99 ms (client behind its schedule)", "", [str(x["send_lag_p99_ms"]) for x in load]),
+        row("non-202 creates / messages", "0", [f"{x['create_other']} / {x['message_other']}" for x in load]),
+        row("poll resolution median ms (last 404 -> first 200)", "", [str(x["readable_resolution_median_ms"]) for x in load]),
+        *[row(f"memory after load: {name} (RSS MB{'; PSS' if name == 'postgres' else ''})", "",
+              [f"{figures[level]['memory_loaded_mb'][name]['rss_mb']}"
+               + (f"; {figures[level]['memory_loaded_mb'][name]['pss_mb']}" if name == "postgres" else "") for level in levels],
+              ratio_cells(f"memory_{name}"))
+          for name in processes],
+        row("worker: tenant queues consumed", "", [str(figures[level]["worker_queues_consumed"]) for level in levels]),
+        "",
+        f"A fresh stack per level (gunicorn {r['web']['workers']}x{r['web']['threads']} threads, one Celery worker "
+        f"-c {r['worker_concurrency']}, celery-beat), started after the level's idle tenants were built; idle CPU is over "
+        f"{figures[first]['idle_window_seconds']} s with no traffic, after a settle. Process CPU counts each process tree "
+        "(PostgreSQL: the postmaster, its backends, and those that ended). Readable: from the create's send to the first "
+        "200 of GET .../chats/{n}, polled every 20 ms for a second, then backing off. Assigned: the row's "
+        "assigned_at - created_at. Ratios are to the first level; targets (issue 18) apply at 10,000 tenants. "
+        "A shared 2-core machine: absolute figures move from run to run.", "",
+    ]  # fmt: skip
+    return lines
