@@ -49,8 +49,8 @@ TARGETS = {
 }
 # A batch of schemas is copied in one transaction. Each copied relation holds a lock until the commit, and
 # PostgreSQL's lock table has max_locks_per_transaction (64) x max_connections (300 in bench/run) slots:
-# 50 schemas of ~100 relations stay well inside it.
-BUILD_BATCH = 50
+# two connections copying 40 schemas of ~100 relations each stay inside it.
+BUILD_BATCH = 40
 
 
 def add_arguments(parser) -> None:
@@ -65,6 +65,7 @@ def add_arguments(parser) -> None:
     group.add_argument("--provision-samples", type=int, default=3, help="tenant_scale: POST /api/tenants per level")
     group.add_argument("--scale-worker-concurrency", type=int, default=4, help="tenant_scale: the worker's -c")
     group.add_argument("--poll-interval-ms", type=int, default=20, help="tenant_scale: chat poll interval")
+    group.add_argument("--build-parallel", type=int, default=2, help="tenant_scale: connections building tenants")
     group.add_argument("--drain-timeout", type=int, default=90, help="tenant_scale: wait for stragglers, s")
 
 
@@ -201,21 +202,14 @@ def _tenant_count(prefix: str | None = None) -> int:
     return tenants.filter(schema_name__startswith=prefix).count() if prefix else tenants.count()
 
 
-def tenants_bulk_build(*, count: int, start: int) -> float:
+def tenants_bulk_build(*, count: int, start: int, parallel: int = 2) -> float:
     """Adds `count` idle tenants numbered from `start`, as provisioning would make them, in batches of BUILD_BATCH
-    per transaction; returns the seconds taken. The template must be migrated (bench/run runs migrate_schemas)."""
+    per transaction on `parallel` connections at once; returns the seconds taken. The template must be migrated
+    (bench/run runs migrate_schemas)."""
     from django.conf import settings
     from django.contrib.auth.hashers import make_password
-    from django.db import connection, transaction
-    from django_tenants.utils import schema_context
 
-    from core.models import User
-    from core.services import user_create
-    from scheduler.services import scheduler_ensure
-    from tenants import concurrency
-    from tenants.models import DEFAULT_TENANT_CONCURRENCY, Domain, Tenant, _column_statistics_copy
-    from tenants.schemas import schema_clone, schema_clone_unsupported, schema_migrations_pending
-    from tenants.services import tenant_domain_name
+    from tenants.schemas import schema_clone_unsupported, schema_migrations_pending
 
     template = settings.TENANT_TEMPLATE_SCHEMA
     unsupported = schema_clone_unsupported(source=template)
@@ -224,37 +218,71 @@ def tenants_bulk_build(*, count: int, start: int) -> float:
         raise RuntimeError(f"template {template} cannot be bulk-copied: unsupported {unsupported}, pending {pending}")
     # One Argon2 hash for every admin (same password): hashing 10,000 of them would take longer than the copies.
     password_hash = make_password(PASSWORD)
-    started = time.perf_counter()
-    copy_seconds = rows_seconds = 0.0
     slugs = [f"{IDLE_PREFIX}{index:05d}" for index in range(start, start + count)]
-    for offset in range(0, len(slugs), BUILD_BATCH):
-        batch = slugs[offset : offset + BUILD_BATCH]
-        with transaction.atomic():
-            copy_started = time.perf_counter()
-            for slug in batch:
-                schema_clone(source=template, target=slug)
-                _column_statistics_copy(source=template, target=slug)
-            rows_started = time.perf_counter()
-            copy_seconds += rows_started - copy_started
-            # bulk_create skips Tenant.save(), which would copy the schema again.
-            tenants = Tenant.objects.bulk_create(
-                [Tenant(schema_name=slug, name=slug, concurrency=DEFAULT_TENANT_CONCURRENCY) for slug in batch]
-            )
-            Domain.objects.bulk_create(
-                [Domain(domain=tenant_domain_name(slug=t.schema_name), tenant=t, is_primary=True) for t in tenants]
-            )
-            for slug in batch:
-                with schema_context(slug):
-                    user_create(email=f"admin@{slug}.test", password=PASSWORD, password_hash=password_hash,
-                                role=User.Role.ADMIN, name="Administrator")  # fmt: skip
-                    scheduler_ensure()
-        rows_seconds += time.perf_counter() - rows_started  # the commit included
-        for slug in batch:
-            concurrency.tenant_slots_open(schema_name=slug, limit=DEFAULT_TENANT_CONCURRENCY)
-        print(f"   built {offset + len(batch)}/{count} idle tenants ({time.perf_counter() - started:.0f} s: "
-              f"schema copies {copy_seconds:.0f} s, rows and commits {rows_seconds:.0f} s)", flush=True)
-    connection.close()
+    batches = [slugs[offset : offset + BUILD_BATCH] for offset in range(0, len(slugs), BUILD_BATCH)]
+    progress = {"built": 0, "copies": 0.0, "rows": 0.0}
+    lock = threading.Lock()
+    started = time.perf_counter()
+
+    def build(batch: list[str]) -> None:
+        from django.db import connection
+
+        try:
+            copy_seconds, rows_seconds = _tenants_batch_build(batch=batch, template=template, password_hash=password_hash)
+        finally:
+            connection.close()  # this thread's own connection
+        with lock:
+            progress["built"] += len(batch)
+            progress["copies"] += copy_seconds
+            progress["rows"] += rows_seconds
+            print(f"   built {progress['built']}/{count} idle tenants ({time.perf_counter() - started:.0f} s; "
+                  f"summed over {parallel} connections: schema copies {progress['copies']:.0f} s, rows and commits "
+                  f"{progress['rows']:.0f} s)", flush=True)  # fmt: skip
+
+    # Copies are PostgreSQL's work (DDL and catalog writes): a second connection uses the second core. Their
+    # transactions share one row (celery-beat's PeriodicTasks change stamp), so the rows parts take turns.
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="tenant-build") as pool:
+        list(pool.map(build, batches))
     return time.perf_counter() - started
+
+
+def _tenants_batch_build(*, batch: list[str], template: str, password_hash: str) -> tuple[float, float]:
+    """One transaction: the schemas copied from the template, the Tenant and Domain rows, and in each schema
+    what provisioning makes there (tenants.services.tenant_create); then the tenants' slots in Redis.
+    Returns (seconds copying schemas, seconds writing rows and committing)."""
+    from django.db import transaction
+    from django_tenants.utils import schema_context
+
+    from core.models import User
+    from core.services import user_create
+    from scheduler.services import scheduler_ensure
+    from tenants import concurrency
+    from tenants.models import DEFAULT_TENANT_CONCURRENCY, Domain, Tenant, _column_statistics_copy
+    from tenants.schemas import schema_clone
+    from tenants.services import tenant_domain_name
+
+    with transaction.atomic():
+        copy_started = time.perf_counter()
+        for slug in batch:
+            schema_clone(source=template, target=slug)
+            _column_statistics_copy(source=template, target=slug)
+        rows_started = time.perf_counter()
+        # bulk_create skips Tenant.save(), which would copy the schema again.
+        tenants = Tenant.objects.bulk_create(
+            [Tenant(schema_name=slug, name=slug, concurrency=DEFAULT_TENANT_CONCURRENCY) for slug in batch]
+        )
+        Domain.objects.bulk_create(
+            [Domain(domain=tenant_domain_name(slug=t.schema_name), tenant=t, is_primary=True) for t in tenants]
+        )
+        for slug in batch:
+            with schema_context(slug):
+                user_create(email=f"admin@{slug}.test", password=PASSWORD, password_hash=password_hash,
+                            role=User.Role.ADMIN, name="Administrator")  # fmt: skip
+                scheduler_ensure()
+    ended = time.perf_counter()
+    for slug in batch:
+        concurrency.tenant_slots_open(schema_name=slug, limit=DEFAULT_TENANT_CONCURRENCY)
+    return rows_started - copy_started, ended - rows_started
 
 
 # --- the stack -----------------------------------------------------------------------------------------------
@@ -409,7 +437,8 @@ def _load(args, http: _Http, active: list[dict]) -> dict:
             counts["create_202"] += 1
             create_ms.append((answered - sent) * 1000)
             number = json.loads(body)["number"]
-            chats[tenant, number] = {"sent": sent, "readable": None, "last_404": answered, "polls": 0}
+            chats[tenant, number] = {"sent": sent, "sent_at": time.time() - (answered - sent), "readable": None,
+                                     "last_404": answered, "polls": 0}
             latest[tenant] = max(latest.get(tenant, 0), number)
             heapq.heappush(polls, (answered, tenant, number))
             polls_ready.notify()
@@ -484,7 +513,9 @@ def _load(args, http: _Http, active: list[dict]) -> dict:
         polls_ready.notify_all()
     for thread in pollers:
         thread.join()
-    readable = [1000 * (c["readable"] - c["sent"]) for c in chats.values() if c["readable"] is not None]
+    # A chat never seen readable counts with what is known of it (not readable at its last 404): the
+    # percentiles are then lower bounds, flagged as such.
+    readable = [1000 * ((c["readable"] or c["last_404"]) - c["sent"]) for c in chats.values()]
     # The last 404 before the 200: the chat became readable between the two.
     resolution = [1000 * (c["readable"] - c["last_404"]) for c in chats.values() if c["readable"] is not None]
     return {
@@ -504,15 +535,19 @@ def _load(args, http: _Http, active: list[dict]) -> dict:
         "create_to_readable_max_ms": round(max(readable), 1) if readable else None,
         "readable_resolution_median_ms": round(_percentile(resolution, 0.5), 1),
         "not_readable_in_time": sum(c["readable"] is None for c in chats.values()),
+        "create_to_readable_is_lower_bound": any(c["readable"] is None for c in chats.values()),
         "polls": sum(c["polls"] for c in chats.values()),
-        "_numbers": {tenant: [n for (t, n) in chats if t == tenant] for tenant in range(len(active))},
+        "_sent_at": {tenant: {n: c["sent_at"] for (t, n), c in chats.items() if t == tenant} for tenant in range(len(active))},
     }
 
 
-def _assigned_latencies(active: list[dict], numbers: dict[int, list[int]], *, timeout: float) -> tuple[list[float], int]:
+def _assigned_latencies(active: list[dict], sent_at: dict[int, dict[int, float]], *, timeout: float) -> tuple[list[float], int]:
     """assigned_at - created_at (ms) of the chats made by the load, waiting up to `timeout` for the last ones;
-    returns the latencies and how many were still not assigned (or not persisted)."""
+    returns the latencies and how many were still not assigned (or not persisted). Those count with what is
+    known of them (not assigned yet: now - created_at, or now - the create's send when the row is missing),
+    so that the percentiles are lower bounds rather than flattering."""
     from django.db import connection
+    from django.utils import timezone
     from django_tenants.utils import schema_context
 
     from conversations.models import Chat
@@ -521,15 +556,20 @@ def _assigned_latencies(active: list[dict], numbers: dict[int, list[int]], *, ti
     while True:
         latencies, missing = [], 0
         for index, tenant in enumerate(active):
+            sent = sent_at.get(index, {})
             with schema_context(tenant["slug"]):
-                rows = list(Chat.objects.filter(application_id=tenant["application_id"], number__in=numbers.get(index, []))
-                            .values_list("created_at", "assigned_at"))  # fmt: skip
-            missing += len(numbers.get(index, [])) - len(rows)
-            for created, assigned in rows:
-                if assigned is None:
-                    missing += 1
-                else:
+                rows = dict((number, (created, assigned)) for number, created, assigned in
+                            Chat.objects.filter(application_id=tenant["application_id"], number__in=list(sent))
+                            .values_list("number", "created_at", "assigned_at"))  # fmt: skip
+            now = timezone.now()
+            for number, sent_seconds in sent.items():
+                created, assigned = rows.get(number, (None, None))
+                if assigned is not None:
                     latencies.append((assigned - created).total_seconds() * 1000)
+                    continue
+                missing += 1
+                since = (now - created).total_seconds() if created else now.timestamp() - sent_seconds
+                latencies.append(since * 1000)
         if not missing or time.monotonic() > deadline:
             connection.close()
             return latencies, missing
@@ -559,7 +599,7 @@ def scenario_tenant_scale(args, processes) -> dict:
         idle_now = _tenant_count() - len(active)
         built = max(0, level - idle_now)
         print(f"== tenant_scale: level {level}: building {built} idle tenants", flush=True)
-        build_seconds = tenants_bulk_build(count=built, start=_tenant_count(IDLE_PREFIX)) if built else 0.0
+        build_seconds = tenants_bulk_build(count=built, start=_tenant_count(IDLE_PREFIX), parallel=args.build_parallel) if built else 0.0
         harness._database_settle(timeout=120)  # autovacuum of the new tables, and a checkpoint, before measuring
         stack = _stack_start(args, processes, harness)
         try:
@@ -578,8 +618,8 @@ def scenario_tenant_scale(args, processes) -> dict:
             print(f"   idle CPU {idle_cpu}; provisioning {provisioning}", flush=True)
             _warm_up(http, active)
             load = _load(args, http, active)
-            numbers = load.pop("_numbers")
-            assigned, unassigned = _assigned_latencies(active, numbers, timeout=args.drain_timeout)
+            sent_at = load.pop("_sent_at")
+            assigned, unassigned = _assigned_latencies(active, sent_at, timeout=args.drain_timeout)
             memory_loaded = {name: _memory_mb(pid) for name, pid in roots.items()}
         finally:
             _stack_stop(processes)
@@ -599,9 +639,11 @@ def scenario_tenant_scale(args, processes) -> dict:
             "load": load,
             "create_to_readable_p50_ms": load["create_to_readable_p50_ms"],
             "create_to_readable_p99_ms": load["create_to_readable_p99_ms"],
+            "create_to_readable_is_lower_bound": load["create_to_readable_is_lower_bound"],
             "create_to_assigned_p50_ms": round(_percentile(assigned, 0.5), 1),
             "create_to_assigned_p99_ms": round(_percentile(assigned, 0.99), 1),
             "not_assigned_in_time": unassigned,
+            "create_to_assigned_is_lower_bound": unassigned > 0,
             "memory_idle_mb": memory_idle,
             "memory_loaded_mb": memory_loaded,
         }
@@ -668,7 +710,11 @@ def markdown_lines(r: dict) -> list[str]:
         return f"| {name} | {target} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |"
 
     def targeted(key: str) -> list[str]:
-        return [f"{figures[level][key]} ({_verdict(figures[level][key], TARGETS[key])})" for level in levels]
+        # ">=": some chats never got there within the wait; they count with the time they had waited.
+        bound = {"create_to_readable_p99_ms": "create_to_readable_is_lower_bound",
+                 "create_to_assigned_p99_ms": "create_to_assigned_is_lower_bound"}.get(key)  # fmt: skip
+        return [(">= " if bound and figures[level].get(bound) else "")
+                + f"{figures[level][key]} ({_verdict(figures[level][key], TARGETS[key])})" for level in levels]
 
     def ratio_cells(key: str) -> list[str]:
         values = [r["ratios_to_first_level"][level].get(key) for level in levels[1:]]
@@ -717,7 +763,8 @@ def markdown_lines(r: dict) -> list[str]:
         f"{figures[first]['idle_window_seconds']} s with no traffic, after a settle. Process CPU counts each process tree "
         "(PostgreSQL: the postmaster, its backends, and those that ended). Readable: from the create's send to the first "
         "200 of GET .../chats/{n}, polled every 20 ms for a second, then backing off. Assigned: the row's "
-        "assigned_at - created_at. Ratios are to the first level; targets (issue 18) apply at 10,000 tenants. "
+        "assigned_at - created_at. \">=\": some chats never got there within the wait "
+        f"(--drain-timeout) and count with the time they had waited. Ratios are to the first level; targets (issue 18) apply at 10,000 tenants. "
         "A shared 2-core machine: absolute figures move from run to run.", "",
     ]  # fmt: skip
     return lines
