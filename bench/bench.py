@@ -26,6 +26,8 @@ Scenarios (more are added as capabilities land; see `--only`):
   Idempotency-Key, the ratio to bare POSTs (the product's `_post` alone, no database or Redis, just before
   and after each round), CPU milliseconds per message of each process (the sender, the receivers, this
   run's PostgreSQL and Redis: read from /proc), and a cProfile of one run.
+- `tenant_scale`: idle tenants at `--tenant-levels` (built in bulk) beside `--active-tenants` active ones: idle CPU
+  and memory of every process, provisioning, and open-loop create -> readable / assigned (bench/tenant_scale.py).
 """
 
 import argparse

@@ -227,10 +227,13 @@ def tenants_bulk_build(*, count: int, start: int, parallel: int = 2) -> float:
     def build(batch: list[str]) -> None:
         from django.db import connection
 
-        try:
+        if parallel == 1:  # on the caller's connection (and inside its transaction, if it is in one)
             copy_seconds, rows_seconds = _tenants_batch_build(batch=batch, template=template, password_hash=password_hash)
-        finally:
-            connection.close()  # this thread's own connection
+        else:
+            try:
+                copy_seconds, rows_seconds = _tenants_batch_build(batch=batch, template=template, password_hash=password_hash)
+            finally:
+                connection.close()  # this thread's own connection
         with lock:
             progress["built"] += len(batch)
             progress["copies"] += copy_seconds
@@ -241,8 +244,12 @@ def tenants_bulk_build(*, count: int, start: int, parallel: int = 2) -> float:
 
     # Copies are PostgreSQL's work (DDL and catalog writes): a second connection uses the second core. Their
     # transactions share one row (celery-beat's PeriodicTasks change stamp), so the rows parts take turns.
-    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="tenant-build") as pool:
-        list(pool.map(build, batches))
+    if parallel == 1:
+        for batch in batches:
+            build(batch)
+    else:
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="tenant-build") as pool:
+            list(pool.map(build, batches))
     return time.perf_counter() - started
 
 
