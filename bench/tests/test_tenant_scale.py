@@ -126,6 +126,7 @@ def _level(*, idle_cpu: float, readable_p99: float, lower_bound: bool = False) -
             "not_readable_in_time": 3 if lower_bound else 0, "achieved_creates_per_second": 199.0,
             "achieved_messages_per_second": 50.0, "create_api_p50_ms": 5.0, "create_api_p99_ms": 30.0,
             "send_lag_p99_ms": 2.0, "create_other": 0, "message_other": 0, "readable_resolution_median_ms": 21.0,
+            "api_confirmed_200": 600, "api_confirmed_other": 0,
         },
     }  # fmt: skip
 
