@@ -713,6 +713,11 @@ def scenario_tenant_scale(args, processes) -> dict:
     }
 
 
+# Figures that are lower bounds when some chats never got there within the wait, and the flag that says so.
+LOWER_BOUNDS = {
+    "create_to_readable_p99_ms": "create_to_readable_is_lower_bound",
+    "create_to_assigned_p99_ms": "create_to_assigned_is_lower_bound",
+}
 RATIO_FIGURES = (
     "idle_cpu_percent_total",
     "provisioning_median_seconds",
@@ -760,15 +765,26 @@ def markdown_lines(r: dict) -> list[str]:
 
     def targeted(key: str) -> list[str]:
         # ">=": some chats never got there within the wait; they count with the time they had waited.
-        bound = {"create_to_readable_p99_ms": "create_to_readable_is_lower_bound",
-                 "create_to_assigned_p99_ms": "create_to_assigned_is_lower_bound"}.get(key)  # fmt: skip
+        bound = LOWER_BOUNDS.get(key)
         return [(">= " if bound and figures[level].get(bound) else "")
                 + f"{figures[level][key]} ({_verdict(figures[level][key], TARGETS[key])})" for level in levels]
 
     def ratio_cells(key: str) -> list[str]:
-        values = [r["ratios_to_first_level"][level].get(key) for level in levels[1:]]
-        return [f"{value} ({_verdict(value, TARGETS['ratio_to_first_level'])})" if value is not None else "n/a"
-                for value in values]  # fmt: skip
+        limit = TARGETS["ratio_to_first_level"]
+        cells = []
+        for level in levels[1:]:
+            value = r["ratios_to_first_level"][level].get(key)
+            bound = LOWER_BOUNDS.get(key)
+            above, below = bound and figures[level].get(bound), bound and figures[first].get(bound)
+            if value is None or (above and below):
+                cells.append("n/a")
+            elif above:  # a lower bound over an exact figure: the ratio is at least this
+                cells.append(f">= {value} ({'**missed**' if value > limit else 'unknown'})")
+            elif below:  # an exact figure over a lower bound: the ratio is at most this
+                cells.append(f"<= {value} ({'met' if value <= limit else 'unknown'})")
+            else:
+                cells.append(f"{value} ({_verdict(value, limit)})")
+        return cells
 
     processes = list(figures[first]["idle_cpu_percent"])
     load = [figures[level]["load"] for level in levels]

@@ -146,6 +146,22 @@ def test_the_report_shows_targets_ratios_and_lower_bounds():
     row = next(line for line in lines if line.startswith("| idle CPU, all processes"))
     assert row == "| idle CPU, all processes (% of one core) | <= 5.0 | 2.0 (met) | 80.0 (**missed**) | 40.0 (**missed**) |"
     row = next(line for line in lines if line.startswith("| create -> readable p99"))
-    assert row == "| create -> readable p99 ms | <= 250.0 | 100.0 (met) | >= 3000.0 (**missed**) | 30.0 (**missed**) |"
+    assert row == "| create -> readable p99 ms | <= 250.0 | 100.0 (met) | >= 3000.0 (**missed**) | >= 30.0 (**missed**) |"
     row = next(line for line in lines if line.startswith("| create -> assigned p99"))
     assert row == "| create -> assigned p99 ms | <= 500.0 | nan (n/a) | nan (n/a) | n/a |"
+
+
+def test_a_ratio_over_or_under_a_lower_bound_claims_only_what_it_knows():
+    # given a readable p99 that is a lower bound at the second level only, close to the first level's
+    levels = {"100": _level(idle_cpu=2.0, readable_p99=1000.0), "1000": _level(idle_cpu=2.0, readable_p99=1200.0, lower_bound=True)}
+    result = {"levels": levels, "ratios_to_first_level": tenant_scale._ratios(levels), "worker_concurrency": 4,
+              "web": {"workers": 4, "threads": 4}}  # fmt: skip
+
+    # then its ratio (at least 1.2) is not called met
+    row = next(line for line in tenant_scale.markdown_lines(result) if line.startswith("| create -> readable p99"))
+    assert row.endswith("| >= 1.2 (unknown) |")
+
+    # and with the lower bound at the first level instead, the ratio is at most what it shows
+    levels["100"]["create_to_readable_is_lower_bound"], levels["1000"]["create_to_readable_is_lower_bound"] = True, False
+    row = next(line for line in tenant_scale.markdown_lines(result) if line.startswith("| create -> readable p99"))
+    assert row.endswith("| <= 1.2 (met) |")
