@@ -26,6 +26,8 @@ Scenarios (more are added as capabilities land; see `--only`):
   Idempotency-Key, the ratio to bare POSTs (the product's `_post` alone, no database or Redis, just before
   and after each round), CPU milliseconds per message of each process (the sender, the receivers, this
   run's PostgreSQL and Redis: read from /proc), and a cProfile of one run.
+- `tenant_scale`: idle tenants at `--tenant-levels` (built in bulk) beside `--active-tenants` active ones: idle CPU
+  and memory of every process, provisioning, and open-loop create -> readable / assigned (bench/tenant_scale.py).
 """
 
 import argparse
@@ -39,6 +41,8 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from bench import tenant_scale
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -767,7 +771,8 @@ def scenario_provisioning(args, processes: Processes) -> dict:
 
     fills = []  # (tenants existing before, seconds) for every creation made to reach the levels
     levels = {}
-    for level in sorted(args.tenant_levels):
+    tenant_levels = args.tenant_levels or [10, 200]
+    for level in sorted(tenant_levels):
         while count() < level:
             before = count()
             fills.append((before, create("fill")))
@@ -802,9 +807,9 @@ def scenario_provisioning(args, processes: Processes) -> dict:
             "password_hash_median_seconds": round(_median(hashes), 3),
         }
     connection.close()
-    first, last = (levels[str(level)]["median_seconds"] for level in (min(args.tenant_levels), max(args.tenant_levels)))
+    first, last = (levels[str(level)]["median_seconds"] for level in (min(tenant_levels), max(tenant_levels)))
     first_copy, last_copy = (levels[str(level)]["schema_copy_median_postgres_cpu_seconds"]
-                             for level in (min(args.tenant_levels), max(args.tenant_levels)))  # fmt: skip
+                             for level in (min(tenant_levels), max(tenant_levels)))  # fmt: skip
     tail = [seconds for _, seconds in fills[-10:]]
     head = [seconds for _, seconds in fills[:10]]
     return {
@@ -1022,6 +1027,7 @@ SCENARIOS = {
     "read_path": scenario_read_path,
     "provisioning": scenario_provisioning,
     "outbound": scenario_outbound,
+    "tenant_scale": tenant_scale.scenario_tenant_scale,
 }
 
 
@@ -1169,6 +1175,8 @@ def markdown(results: dict) -> str:
               f"{x['bare_cpu_ms_per_post_before']['sender']} | {x['bare_cpu_ms_per_post_before']['receiver']} |"
               for x in r["runs"].values() if "cpu_ms_per_send" in x], "",
         ]  # fmt: skip
+    if "tenant_scale" in results["scenarios"]:
+        lines += tenant_scale.markdown_lines(results["scenarios"]["tenant_scale"])
     return "\n".join(lines)
 
 
@@ -1191,10 +1199,12 @@ def main() -> None:
     parser.add_argument("--read-connections", type=int, default=4, help="wrk connections for the read path")
     parser.add_argument("--read-rounds", type=int, default=3, help="wrk runs per read-path endpoint (median p99)")
     parser.add_argument("--read-warmup-seconds", type=int, default=3, help="wrk warm-up per read-path endpoint")
-    parser.add_argument("--tenant-levels", type=int, nargs="+", default=[10, 200], help="tenants existing before")
+    parser.add_argument("--tenant-levels", type=int, nargs="+",
+                        help="tenants existing before (provisioning: 10 200; tenant_scale: idle tenants, 100 1000 10000)")
     parser.add_argument("--tenant-samples", type=int, default=3, help="timed creations at each level")
     parser.add_argument("--outbound-messages", type=int, default=5000, help="queued outbound messages")
     parser.add_argument("--outbound-runs", type=int, nargs="+", default=[1, 4, 8], help="concurrent runs to compare")
+    tenant_scale.add_arguments(parser)
     args = parser.parse_args()
 
     import django
