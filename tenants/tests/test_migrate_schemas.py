@@ -17,21 +17,25 @@ from django.db.migrations.loader import MigrationLoader
 from django_tenants.signals import schema_pre_migration
 from django_tenants.utils import quote_schema_name
 
-from tenants.models import Tenant
+from tenants.bulk import tenants_bulk_create
+from tenants.models import Domain, Tenant
 from tenants.schema_migrations import schemas_migration_state
-from tenants.schemas import schema_clone_many
 
 
 @pytest.fixture
 def bulk_tenants(live_db):
-    """Makes committed tenants whose schemas are copies of the template; drops them afterwards."""
+    """Makes committed tenants (rows, domains, schemas copied from the template, some transactions of 2
+    schemas); drops them afterwards."""
     made: list[str] = []
 
     def make(count: int) -> list[str]:
         slugs = [f"mig-{uuid.uuid4().hex[:8]}" for _ in range(count)]
-        schema_clone_many(source=settings.TENANT_TEMPLATE_SCHEMA, targets=slugs)
         made.extend(slugs)
-        Tenant.objects.bulk_create([Tenant(schema_name=slug, name=slug) for slug in slugs])
+        tenants = tenants_bulk_create(slugs=slugs, per_transaction=2)
+        assert [tenant.schema_name for tenant in tenants] == slugs
+        assert sorted(Domain.objects.filter(tenant__in=tenants).values_list("domain", flat=True)) == sorted(
+            f"{slug}.{settings.BASE_DOMAIN}" for slug in slugs
+        )
         return slugs
 
     yield make
