@@ -99,13 +99,15 @@ class SchemaMigrationFailed(Exception):
 class ProgressLine:
     """`migrating: n/N schemas (r/s, ETA s)` at most once a second, and once at the end."""
 
-    def __init__(self, *, total: int, write: Callable[[str], None], every_seconds: float = 1.0):
+    def __init__(self, *, total: int, write: Callable[[str], None] | None, every_seconds: float = 1.0):
         self.total, self.write, self.every_seconds = total, write, every_seconds
         self.done = 0
         self.started = self.last_written = time.monotonic()
 
     def advance(self) -> None:
         self.done += 1
+        if self.write is None:
+            return
         now = time.monotonic()
         if self.done == self.total or now - self.last_written >= self.every_seconds:
             self.last_written = now
@@ -121,12 +123,12 @@ def schemas_migrate(
     args: tuple,
     options: dict,
     processes: int,
-    write: Callable[[str], None],
+    write: Callable[[str], None] | None,
     after_each: Callable[[str], None] | None = None,
 ) -> None:
     """Runs Django's migrate in each schema (django-tenants' per-schema runner), `processes` at a time.
 
-    `after_each(schema)` runs in the same process once the schema is migrated. On a failure no further
+    `write` takes the progress line (None: no progress line). `after_each(schema)` runs in the same process once the schema is migrated. On a failure no further
     schema is started, the running ones finish, and SchemaMigrationFailed names the failed schemas: one
     migration that breaks on the first tenant would break on all of them.
     """

@@ -102,7 +102,7 @@ def _applied(schema: str) -> set[tuple[str, str]]:
 
 def _migrate(**options) -> tuple[str, str]:
     out, err = io.StringIO(), io.StringIO()
-    call_command("migrate_schemas", tenant=True, interactive=False, verbosity=0, stdout=out, stderr=err, **options)
+    call_command("migrate_schemas", tenant=True, interactive=False, verbosity=1, stdout=out, stderr=err, **options)
     connection.set_schema_to_public()
     return out.getvalue(), err.getvalue()
 

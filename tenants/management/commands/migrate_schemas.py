@@ -32,6 +32,7 @@ class Command(MigrateSchemasCommand):
         if options.get("schema_name") or any(options.get(name) for name in _SPECIAL_OPTIONS):
             return self._handle_every_schema(*args, **options)
         SyncCommon.handle(self, *args, **options)
+        self.verbosity = options.get("verbosity", 1)
         public = get_public_schema_name()
         if self.sync_public:
             GET_EXECUTOR_FUNCTION(codename=self.executor)(self.args, self.options).run_migrations(tenants=[public])
@@ -43,7 +44,8 @@ class Command(MigrateSchemasCommand):
         states = schemas_migration_state(schemas=schemas)
         self._report_unknown(states)
         stale = [schema for schema in schemas if not states[schema].is_up_to_date]
-        self.stdout.write(f"tenant schemas: {len(schemas)}, up to date: {len(schemas) - len(stale)}, to migrate: {len(stale)}")
+        if self.verbosity >= 1:
+            self.stdout.write(f"tenant schemas: {len(schemas)}, up to date: {len(schemas) - len(stale)}, to migrate: {len(stale)}")
         self._migrate(stale)
 
     def _migrate(self, schemas: list[str]) -> None:
@@ -57,7 +59,7 @@ class Command(MigrateSchemasCommand):
         processes = getattr(settings, "TENANT_MULTIPROCESSING_MAX_PROCESSES", 2) if executor == "multiprocessing" else 1
         try:
             schemas_migrate(schemas=schemas, args=self.args, options=self.options, processes=processes,
-                            write=self.stdout.write, after_each=_tenant_hooks)  # fmt: skip
+                            write=self.stdout.write if self.verbosity >= 1 else None, after_each=_tenant_hooks)  # fmt: skip
         except SchemaMigrationFailed as error:
             raise CommandError(str(error)) from error
 
