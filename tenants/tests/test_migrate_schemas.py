@@ -59,11 +59,11 @@ def migrate_calls(tmp_path):
             file.write(f"{os.getpid()} {schema_name}\n")
 
     schema_pre_migration.connect(recording, weak=False)
-    def calls(*, forget: bool = False) -> list[tuple[str, str]]:
+    def calls(*, forget: bool = False, every_schema: bool = False) -> list[tuple[str, str]]:
         rows = [tuple(line.split(" ")) for line in record.read_text().splitlines()]
         if forget:  # the given's own migrate runs are not the ones under test
             record.write_text("")
-        return [(pid, schema) for pid, schema in rows if schema != settings.TENANT_TEMPLATE_SCHEMA]
+        return [(pid, schema) for pid, schema in rows if every_schema or schema != settings.TENANT_TEMPLATE_SCHEMA]
 
     yield calls
     schema_pre_migration.disconnect(recording)
@@ -102,7 +102,8 @@ def _applied(schema: str) -> set[tuple[str, str]]:
 
 def _migrate(**options) -> tuple[str, str]:
     out, err = io.StringIO(), io.StringIO()
-    call_command("migrate_schemas", tenant=True, interactive=False, verbosity=1, stdout=out, stderr=err, **options)
+    options.setdefault("tenant", True)
+    call_command("migrate_schemas", interactive=False, verbosity=1, stdout=out, stderr=err, **options)
     connection.set_schema_to_public()
     return out.getvalue(), err.getvalue()
 
@@ -112,14 +113,31 @@ def test_up_to_date_schemas_are_not_migrated(bulk_tenants, migrate_calls):
     slugs = bulk_tenants(5)
     assert all(state.is_up_to_date for state in schemas_migration_state(schemas=slugs).values())
 
-    # when a deploy runs migrate_schemas
-    out, err = _migrate()
+    # when a deploy runs migrate_schemas (public, template and tenants)
+    out, err = _migrate(tenant=False)
 
     # then no schema goes through Django's migrate, and the run says so
-    assert migrate_calls() == []
+    assert migrate_calls(every_schema=True) == []
     total = Tenant.objects.exclude(schema_name="public").count()
+    assert "public schema: up to date" in out
+    assert f"template schema {settings.TENANT_TEMPLATE_SCHEMA}: up to date" in out
     assert f"tenant schemas: {total}, up to date: {total}, to migrate: 0" in out
     assert err == ""
+
+
+def test_the_template_is_migrated_when_it_lacks_a_migration(live_db, migrate_calls):
+    # given a template without the last agents migration
+    template = settings.TENANT_TEMPLATE_SCHEMA
+    missing = _unapply_last_agents_migration(template)
+    migrate_calls(forget=True)
+
+    # when a deploy runs migrate_schemas
+    out, _ = _migrate()
+
+    # then the template was migrated (and nothing else), and lacks nothing any more
+    assert [schema for _, schema in migrate_calls(every_schema=True)] == [template]
+    assert missing in _applied(template)
+    assert schemas_migration_state(schemas=[template])[template].is_up_to_date
 
 
 def test_only_the_schema_that_lacks_a_migration_is_migrated_and_ends_like_the_others(bulk_tenants, migrate_calls):
@@ -158,7 +176,7 @@ def test_a_schema_recording_a_migration_the_code_lacks_is_reported(bulk_tenants,
     _, err = _migrate()
 
     # then it is named on stderr (nothing to apply in it: not migrated)
-    assert "1 tenant schema(s) record migrations this code does not have" in err
+    assert "1 schema(s) record migrations this code does not have" in err
     assert "agents.9999_from_newer_code" in err and slugs[1] in err
     assert slugs[0] not in err
     assert migrate_calls() == []
