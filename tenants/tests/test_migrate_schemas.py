@@ -19,6 +19,7 @@ from django_tenants.utils import quote_schema_name
 
 from tenants.bulk import tenants_bulk_create
 from tenants.models import Domain, Tenant
+from tenants.schemas import schema_clone
 from tenants.schema_migrations import schemas_migration_state
 
 
@@ -259,14 +260,25 @@ def template_statistics_target(live_db):
         cursor.execute(f"ALTER TABLE {table} ALTER COLUMN body SET STATISTICS -1")
 
 
-def test_bulk_copies_are_whole_schemas_with_the_templates_statistics_targets(template_statistics_target, bulk_tenants):
-    # when schemas are copied in bulk
+def test_copies_are_whole_schemas_with_the_templates_statistics_targets(template_statistics_target, bulk_tenants):
+    # when schemas are copied in bulk, and one as provisioning copies it
     first, second = bulk_tenants(2)
+    single = f"mig-one-{uuid.uuid4().hex[:8]}"
+    schema_clone(source=settings.TENANT_TEMPLATE_SCHEMA, target=single)
 
     # then each has the template's migrations, tables and per-column statistics targets
     template = settings.TENANT_TEMPLATE_SCHEMA
     assert _statistics_targets(template) == [("conversations_message", "body", 321)]
-    for schema in (first, second):
-        assert _applied(schema) == _applied(template)
-        assert _columns(schema, "conversations_message") == _columns(template, "conversations_message")
-        assert _statistics_targets(schema) == _statistics_targets(template)
+    try:
+        for schema in (first, second, single):
+            _assert_like_the_template(schema)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP SCHEMA {quote_schema_name(single)} CASCADE")
+
+
+def _assert_like_the_template(schema: str) -> None:
+    template = settings.TENANT_TEMPLATE_SCHEMA
+    assert _applied(schema) == _applied(template)
+    assert _columns(schema, "conversations_message") == _columns(template, "conversations_message")
+    assert _statistics_targets(schema) == _statistics_targets(template)
