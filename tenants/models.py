@@ -63,9 +63,9 @@ class Tenant(TenantMixin):
             logger.warning("template %s has objects our copy does not handle (%s): using django-tenants' clone",
                            template, "; ".join(unsupported))  # fmt: skip
             CloneSchema().clone_schema(template, self.schema_name, "DATA")
+            _column_statistics_copy(source=template, target=self.schema_name)
         else:
-            schema_clone(source=template, target=self.schema_name)
-        _column_statistics_copy(source=template, target=self.schema_name)
+            schema_clone(source=template, target=self.schema_name)  # statistics targets included
         pending = schema_migrations_pending(schema=self.schema_name)
         if pending:
             logger.warning("template %s is behind the code (%d migrations, first %s.%s): migrating %s; "
@@ -77,7 +77,7 @@ class Tenant(TenantMixin):
 
 
 def _column_statistics_copy(*, source: str, target: str) -> None:
-    """Gives the clone the per-column statistics targets the template has (`ALTER COLUMN ... SET STATISTICS`,
+    """Gives django-tenants' clone the per-column statistics targets the template has (`ALTER COLUMN ... SET STATISTICS`,
     set by migrations such as conversations.0005): the clone copies tables, not those settings, and the
     migrations that set them are already recorded as applied in the clone."""
     with connection.cursor() as cursor:

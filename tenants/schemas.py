@@ -13,6 +13,8 @@ path set to the new schema: foreign keys, indexes and identity sequences land in
 new schema, without any rewriting of SQL text.
 """
 
+from collections.abc import Iterable
+
 from django.db import connection, transaction
 from django.db.migrations.loader import MigrationLoader
 from django_tenants.utils import quote_schema_name
@@ -82,6 +84,16 @@ SELECT c.relname, a.attname, a.attidentity, s.relname, q.seqstart, q.seqincremen
  ORDER BY c.relname, a.attnum
 """
 
+# Per-column statistics targets (`ALTER COLUMN ... SET STATISTICS`, set by migrations such as
+# conversations.0005): LIKE does not copy them, and the migrations that set them are recorded as applied
+# in the copy. (PostgreSQL 17 stores "not set" as NULL rather than -1: both fail the comparison.)
+_STATISTICS_SQL = """
+SELECT c.relname, a.attname, a.attstattarget
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+ WHERE a.attrelid = ANY(%(tables)s) AND a.attnum > 0 AND NOT a.attisdropped AND a.attstattarget > 0
+ ORDER BY c.relname, a.attnum
+"""
+
 # Keys and foreign keys (CHECK constraints come with LIKE); foreign keys last: they need the referenced
 # tables' primary and unique keys in place.
 _CONSTRAINTS_SQL = """
@@ -120,7 +132,7 @@ def schema_clone_unsupported(*, source: str) -> list[str]:
 
 def schema_clone(*, source: str, target: str) -> None:
     """Creates schema `target` as a copy of `source`: tables, identity columns and their sequences (fresh,
-    or past the copied rows), indexes, constraints, comments and rows.
+    or past the copied rows), indexes, constraints, comments, column statistics targets and rows.
 
     Atomic: a failure leaves no `target` behind, and the caller's transaction usable. The caller checks
     `schema_clone_unsupported` first.
@@ -143,6 +155,31 @@ def schema_clone(*, source: str, target: str) -> None:
             cursor.execute("SELECT set_config('search_path', %s, false)", [search_path])
 
 
+def schema_clone_many(*, source: str, targets: list[str], per_transaction: int = 25) -> None:
+    """Creates every schema of `targets` as a copy of `source`, as `schema_clone` does, reading the source's
+    catalog once: for building thousands of tenants' schemas at once (benchmarks, scale tests).
+
+    Each group of `per_transaction` schemas is one transaction (a failure leaves none of that group). Every
+    relation a transaction creates holds a lock until it commits, and PostgreSQL's lock table holds
+    max_locks_per_transaction x max_connections entries: ~100 relations a schema, so keep groups small.
+    Must not be called inside a transaction (each group commits).
+    """
+    source_sql = quote_schema_name(source)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('search_path')")
+        search_path = cursor.fetchone()[0]
+        try:
+            cursor.execute(f"SET search_path = {source_sql}")
+            script = ";\n".join(_schema_clone_statements(cursor=cursor, source_sql=source_sql))
+            for start in range(0, len(targets), per_transaction):
+                with transaction.atomic():
+                    for target in targets[start : start + per_transaction]:
+                        target_sql = quote_schema_name(target)
+                        cursor.execute(f"CREATE SCHEMA {target_sql}; SET LOCAL search_path = {target_sql};\n{script}")
+        finally:
+            cursor.execute("SELECT set_config('search_path', %s, false)", [search_path])
+
+
 def _schema_clone_statements(*, cursor, source_sql: str) -> list[str]:
     """The SQL that makes the clone, run with the search path set to the new schema."""
     cursor.execute(_TABLES_SQL, {"schema": source_sql})
@@ -155,6 +192,8 @@ def _schema_clone_statements(*, cursor, source_sql: str) -> list[str]:
         columns.setdefault(oid, []).append(_quote(column))
     cursor.execute(_IDENTITY_COLUMNS_SQL, {"tables": table_ids})
     identities = cursor.fetchall()
+    cursor.execute(_STATISTICS_SQL, {"tables": table_ids})
+    statistics = cursor.fetchall()
     cursor.execute(_CONSTRAINTS_SQL, {"tables": table_ids})
     constraints = cursor.fetchall()
     cursor.execute(_INDEXES_SQL, {"tables": table_ids})
@@ -200,6 +239,8 @@ def _schema_clone_statements(*, cursor, source_sql: str) -> list[str]:
             f"SELECT setval(pg_get_serial_sequence({_literal(_quote(table))}, {_literal(column)}), max({_quote(column)})) "
             f"FROM {_quote(table)} HAVING max({_quote(column)}) IS NOT NULL"
         )
+    for table, column, target in statistics:
+        statements.append(f"ALTER TABLE {_quote(table)} ALTER COLUMN {_quote(column)} SET STATISTICS {int(target)}")
     for table, constraint, definition in constraints:
         statements.append(f"ALTER TABLE {_quote(table)} ADD CONSTRAINT {_quote(constraint)} {definition}")
     statements.extend(indexes)
@@ -214,8 +255,9 @@ _migration_nodes: frozenset[tuple[str, str]] | None = None
 _migration_replacements: dict[tuple[str, str], list[tuple[str, str]]] = {}
 
 
-def _migration_graph() -> tuple[frozenset[tuple[str, str]], dict[tuple[str, str], list[tuple[str, str]]]]:
-    """Every migration of the code, read from disk once per process (the code does not change under it)."""
+def migration_graph() -> tuple[frozenset[tuple[str, str]], dict[tuple[str, str], list[tuple[str, str]]]]:
+    """Every migration of the code, and what each squashed one replaces: read from disk once per process
+    (the code does not change under it)."""
     global _migration_nodes, _migration_replacements
     if _migration_nodes is None:
         loader = MigrationLoader(None, ignore_no_migrations=True)
@@ -224,13 +266,23 @@ def _migration_graph() -> tuple[frozenset[tuple[str, str]], dict[tuple[str, str]
     return _migration_nodes, _migration_replacements
 
 
-def schema_migrations_pending(*, schema: str) -> list[tuple[str, str]]:
-    """Migrations of the code not recorded as applied in `schema` (one query; the graph is cached)."""
-    nodes, replacements = _migration_graph()
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT app, name FROM {quote_schema_name(schema)}.django_migrations")
-        applied = set(cursor.fetchall())
-    return sorted(
+def schema_migrations_compare(*, applied: Iterable[tuple[str, str]]) -> tuple[tuple, tuple]:
+    """(missing, unknown) for a schema whose django_migrations holds `applied`: the code's migrations it
+    lacks (a squash counts as applied when all it replaces is), and its rows the code does not know."""
+    nodes, replacements = migration_graph()
+    applied = set(applied)
+    replaced = {old for olds in replacements.values() for old in olds}
+    missing = sorted(
         node for node in nodes
         if node not in applied and not (node in replacements and all(r in applied for r in replacements[node]))
     )  # fmt: skip
+    unknown = sorted(row for row in applied if row not in nodes and row not in replaced)
+    return tuple(missing), tuple(unknown)
+
+
+def schema_migrations_pending(*, schema: str) -> list[tuple[str, str]]:
+    """Migrations of the code not recorded as applied in `schema` (one query; the graph is cached)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT app, name FROM {quote_schema_name(schema)}.django_migrations")
+        missing, _ = schema_migrations_compare(applied=cursor.fetchall())
+    return list(missing)

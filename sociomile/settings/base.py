@@ -73,6 +73,9 @@ ROOT_URLCONF = "sociomile.urls_tenants"
 # New tenant schemas are cloned from this one, kept migrated by `migrate_schemas` (tenants.services).
 # Not a valid slug (underscore), so no tenant can ever be called this.
 TENANT_TEMPLATE_SCHEMA = "tenant_template"
+# `migrate_schemas --executor=multiprocessing` migrates this many tenant schemas at once (each in a process
+# with its own connection); only schemas that lack a migration are migrated at all (tenants.schema_migrations).
+TENANT_MULTIPROCESSING_MAX_PROCESSES = env_int("MIGRATE_PROCESSES", 2)
 # Slugs that would shadow the platform host's own names or PostgreSQL's schemas.
 TENANT_RESERVED_SLUGS = {"public", "www", "api", "admin", "docs", "static", "health", "metrics", "template"}
 
