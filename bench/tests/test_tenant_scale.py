@@ -7,15 +7,13 @@ import socket
 
 from django.conf import settings
 from django.db import connection
-from django_celery_beat.models import PeriodicTask
 from django_tenants.utils import schema_context
 
 from bench import tenant_scale
 from core.models import User
 from core.redis import get_redis, tenant_keys_delete
 from scheduler.models import SchedulerSetting
-from scheduler.services import outbound_periodic_task_name
-from tenants.models import Tenant
+from tenants.models import Tenant, TenantWork
 from tenants.services import tenant_create
 
 
@@ -31,9 +29,8 @@ def _tables(schema: str) -> list[tuple]:
 
 def _state(slug: str) -> dict:
     """What provisioning leaves of a tenant, its slug written `<slug>`: rows in public and in its schema, the
-    beat entry, the concurrency limit in Redis, and its tables."""
+    due work it was given (no beat entry: tenants.work), the concurrency limit in Redis, and its tables."""
     tenant = Tenant.objects.get(schema_name=slug)
-    task = PeriodicTask.objects.get(name=outbound_periodic_task_name(schema_name=slug))
     with schema_context(slug):
         users = list(User.objects.values_list("email", "role", "is_staff", "is_superuser", "is_active", "name"))
         admin = User.objects.get()
@@ -45,8 +42,7 @@ def _state(slug: str) -> dict:
         "users": users,
         "password_checks": password_checks,
         "scheduler": scheduler,
-        "beat": [task.task, json.loads(task.headers), task.enabled, task.interval.every, task.interval.period,
-                 task.expire_seconds],  # fmt: skip
+        "work": sorted(TenantWork.objects.filter(tenant=tenant).values_list("kind", flat=True)),
         "slot_limit": (get_redis().get(f"sociomile:{slug}:slots:limit") or b"").decode(),
         "tables": _tables(slug),
     }
@@ -63,7 +59,7 @@ def test_a_bulk_built_tenant_is_what_provisioning_makes(db, django_capture_on_co
         # when the bench builds two idle tenants in bulk (on this test's connection: rolled back afterwards)
         seconds = tenant_scale.tenants_bulk_build(count=2, start=0, parallel=1)
 
-        # then each has every row, beat entry, Redis limit and table the provisioned one has, and nothing else
+        # then each has every row, due-work mark, Redis limit and table the provisioned one has, and nothing else
         assert seconds > 0
         assert sorted(Tenant.objects.filter(schema_name__startswith="tsidle").values_list("schema_name", flat=True)) == [
             "tsidle00000",
