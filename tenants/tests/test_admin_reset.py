@@ -1,7 +1,10 @@
 """The platform admin resets a tenant admin (POST /api/tenants/{id}/admin-reset, and the platform admin's
 action): the way back into a tenant that has lost its admins."""
 
+import threading
+
 import pytest
+from django.db import connections
 from django.test import Client
 from django_tenants.utils import schema_context
 from rest_framework.authtoken.models import Token
@@ -79,3 +82,69 @@ def test_the_platform_admin_action_resets_an_admin(tenant_a, db):
     with schema_context(tenant_a.schema_name):
         user = User.objects.get(email="boss@alpha.test")
         assert (user.role, user.is_active, user.check_password("New-pass-4567")) == ("admin", True, True)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"email": "boss\\u0000@alpha.test", "password": "New-pass-4567"}',
+        b'{"email": "boss@alpha.test", "password": "New-pass-\\ud800-4567"}',
+        b'{"email\\ud800": "boss@alpha.test", "password": "New-pass-4567"}',
+        b'{"email": 0, "password": "New-pass-4567"}',
+        b'{"email": "boss@alpha.test", "password": ["New-pass-4567"]}',
+        b'{"email": "boss@alpha.test", "password": "New-pass-4567"',
+    ],
+)
+def test_hostile_bodies_are_400_and_write_nothing(platform_api, tenant_a, raw):
+    response = platform_api.post(f"/api/tenants/{tenant_a.id}/admin-reset", raw, content_type="application/json")
+
+    assert response.status_code == 400
+    with schema_context(tenant_a.schema_name):
+        assert not User.objects.filter(email__startswith="boss").exists()
+
+
+def test_forged_ids_and_other_tokens_are_refused(platform_api, tenant_a, tenant_a_admin):
+    tenant_admin_on_platform = api_client(token=token_for(tenant_a_admin, tenant=tenant_a))
+    body = {"email": "boss@alpha.test", "password": "New-pass-4567"}
+
+    assert platform_api.post("/api/tenants/999999/admin-reset", body).status_code == 404
+    assert platform_api.post("/api/tenants/99999999999999999999/admin-reset", body).status_code == 404
+    assert tenant_admin_on_platform.post(f"/api/tenants/{tenant_a.id}/admin-reset", body).status_code == 401
+    assert api_client().post(f"/api/tenants/{tenant_a.id}/admin-reset", body).status_code == 401
+    on_tenant_host = api_client(tenant=tenant_a, token=token_for(tenant_a_admin, tenant=tenant_a))
+    assert on_tenant_host.post(f"/api/tenants/{tenant_a.id}/admin-reset", body).status_code == 404
+    with schema_context(tenant_a.schema_name):
+        assert not User.objects.filter(email="boss@alpha.test").exists()
+
+
+def test_the_same_reset_twice_at_once_makes_one_admin_and_no_500(make_live_tenant):
+    # given a committed tenant and a committed platform admin (the threads each use their own connection)
+    tenant = make_live_tenant("reset-twice")
+    platform_admin = make_user(tenant=None, role=User.Role.PLATFORM_ADMIN, email=f"root-{tenant.schema_name}@x.test")
+    token = token_for(platform_admin, tenant=None)
+    barrier, answers = threading.Barrier(2), []
+
+    def reset():
+        client = api_client(token=token)
+        barrier.wait()
+        try:
+            response = client.post(f"/api/tenants/{tenant.id}/admin-reset", {"email": "boss@x.test", "password": "New-pass-4567"})
+            answers.append(response.status_code)
+        finally:
+            connections.close_all()
+
+    try:
+        threads = [threading.Thread(target=reset) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        # then one request made the admin; the other found it made (200) or was told it exists (400): never a 500
+        assert sorted(answers) in ([200, 201], [201, 400])
+        with schema_context(tenant.schema_name):
+            assert User.objects.filter(email="boss@x.test", role=User.Role.ADMIN, is_active=True).count() == 1
+    finally:
+        # A raw delete: the model's cascade would reach tenant tables (chats) the public schema does not have.
+        Token.objects.filter(user_id=platform_admin.id).delete()
+        User.objects.filter(id=platform_admin.id)._raw_delete(User.objects.db)
