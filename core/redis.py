@@ -87,8 +87,8 @@ def redis_script(source: str) -> RedisScript:
     """The Lua script `source`, called as `script(keys=[...], args=[...])` with EVALSHA.
 
     A call runs on a connection of the calling thread's own, outside the client's pool: on the message-create
-    path the pool's checkout (a lock, a readiness poll, its bookkeeping) and the client's command layers were
-    half of the CPU the Redis call cost. Our scripts allocate numbers and queue or trim records, so none may
+    path the pool's checkout (a lock, a readiness poll, its bookkeeping) and the client's command layers cost
+    as much CPU as the rest of the Redis call (bench/README.md, "Figures behind the code"). Our scripts allocate numbers and queue or trim records, so none may
     run twice: a script is sent once and never again once sent, whatever retries a client is configured with.
     A lost reply reaches the caller as redis.ConnectionError or redis.TimeoutError (the API answers 503; a task
     retries at its own level, where each step is idempotent) and drops the connection; the next call opens a
