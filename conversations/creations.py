@@ -1,5 +1,10 @@
 """Queued creations: numbers allocated in Redis at request time, rows persisted in batches by a task.
 
+A "creation" is a write waiting for persistence: a chat or a message the API has accepted (202, with its
+number) whose row is not in PostgreSQL yet. It is a JSON record in the tenant's pending list in Redis until
+the drain (`creations_persist_task` -> conversations.services.creations_persist) inserts it; "the creations"
+of a tenant are that list. Where a message is persisted: here it is queued, the drain writes its row.
+
 A create request runs one Lua script that atomically increments the application's (or chat's) counter
 and appends the creation, number included, to the tenant's pending list. So a number is never handed
 out without its creation being queued, and a chat's creation is always queued before any message of
