@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from core.redis import get_redis, redis_delete_if_equal, redis_script, redis_script_load, redis_script_source, tenant_key
+from core.redis import get_redis, redis_delete_if_equal, redis_script, redis_script_source, tenant_key
 
 # Appends ARGV[1] to a list and returns its length: a script that must not run twice for one call.
 _APPEND = "return redis.call('RPUSH', KEYS[1], ARGV[1])"
