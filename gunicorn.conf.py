@@ -3,8 +3,8 @@ given on its command line win (bench/run passes its own worker counts).
 
 gthread workers: one process per core or two, each with a few threads. The API's requests mostly wait on
 Redis or PostgreSQL round trips, which threads overlap; processes give the cores to Python, whose GIL lets
-one thread of a process run at a time. Sync workers were measured slower here (~1.3 vs ~0.9 ms of CPU per
-trivial request): they close every connection, so each request also pays a TCP handshake. Each thread holds
+one thread of a process run at a time. Sync workers were measured slower (bench/README.md, "Figures behind
+the code"): they close every connection, so each request also pays a TCP handshake. Each thread holds
 its own PostgreSQL connection (CONN_MAX_AGE): workers x threads per web machine must fit the database's
 max_connections along with the Celery workers.
 """

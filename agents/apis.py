@@ -31,7 +31,7 @@ from core.models import EMAIL_MAX_LENGTH, User
 from core.openapi import ERROR_RESPONSE
 from core.pagination import CursorPagination, paginate
 from core.permissions import IsTenantAdmin, IsTenantStaff
-from core.serializers import NameField
+from core.serializers import NameField, StrictSerializer
 
 MAX_CUSTOMERS_LIMIT = 1000
 
@@ -45,18 +45,6 @@ class AgentOutputSerializer(serializers.Serializer):
     is_online = serializers.BooleanField()
     max_customers = serializers.IntegerField()
     active_chats = serializers.IntegerField()
-
-
-class StrictSerializer(serializers.Serializer):
-    """Refuses fields it does not know (a typo must not be silently ignored)."""
-
-    refuses_unknown_fields = True  # core.openapi.AutoSchema: `additionalProperties: false` in the schema
-
-    def validate(self, attrs):
-        unknown = set(self.initial_data) - set(self.fields)
-        if unknown:
-            raise serializers.ValidationError({field: ["Unknown field."] for field in sorted(unknown)})
-        return attrs
 
 
 def _agent_or_404(agent_id: int) -> Agent:

@@ -177,7 +177,7 @@ def _scheduled_key() -> str:
     return tenant_key(connection.schema_name, "assignment", "scheduled")
 
 
-def _assignment_task_send(schema_name: str) -> None:
+def _assignment_run_schedule(schema_name: str) -> None:
     from agents.tasks import assignment_run_task
     from tenants.queues import task_wake
 
@@ -196,7 +196,7 @@ def assignment_schedule() -> None:
     """
     schema_name = connection.schema_name
     tenant_work_mark(kind=TenantWork.Kind.ASSIGNMENT, due_at=tenant_work_soon())
-    transaction.on_commit(lambda: _assignment_task_send(schema_name))
+    transaction.on_commit(lambda: _assignment_run_schedule(schema_name))
 
 
 def assignment_scheduled_clear() -> None:
@@ -437,7 +437,7 @@ def assignment_run(*, batch_size: int | None = None) -> int:
                 # and none of its assignments would be visible until arrivals stopped.
                 break
         if qiscus_assigned:
-            _qiscus_sync_on_commit(qiscus_assigned)
+            _qiscus_assign_schedule(qiscus_assigned)
     if assigned:
         logger.info("assigned %s chats", assigned)
     return assigned
@@ -515,7 +515,7 @@ def chat_assign(*, chat: Chat, agent: Agent) -> Chat:
             deadline = now + timedelta(seconds=settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS)
             tenant_work_mark(kind=TenantWork.Kind.ASSIGNMENT, due_at=deadline)
         if chat.application_id == allocation_settings_get().qiscus_application_id:
-            _qiscus_sync_on_commit([(chat.id, agent.pk)])
+            _qiscus_assign_schedule([(chat.id, agent.pk)])
     return chat
 
 
@@ -615,7 +615,7 @@ def qiscus_is_configured() -> bool:
     return bool(settings.QISCUS_BASE_URL and settings.QISCUS_APP_ID and settings.QISCUS_SECRET_KEY)
 
 
-def _qiscus_sync_on_commit(pairs: list[tuple[int, int]]) -> None:
+def _qiscus_assign_schedule(pairs: list[tuple[int, int]]) -> None:
     if not qiscus_is_configured():
         return
     schema_name = connection.schema_name

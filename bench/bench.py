@@ -310,13 +310,13 @@ def scenario_drain(args, processes: Processes) -> dict:
         chat_create(application=application)
         creations_persist(batch_size=1000)
         # queue N message creations with no drain scheduled: the workers start once all are queued
-        original = services._schedule_drain
-        services._schedule_drain = lambda: None
+        original = services._drain_schedule
+        services._drain_schedule = lambda: None
         try:
             for index in range(args.messages):
                 services.message_create(application=application, chat_number=1, body=f"message {index} " + "x" * 40)
         finally:
-            services._schedule_drain = original
+            services._drain_schedule = original
         assert creations.pending_count() == args.messages
         chat_id = application.chats.get(number=1).id
 

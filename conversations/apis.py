@@ -8,7 +8,7 @@ from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
-from rest_framework.permissions import AllowAny, BasePermission
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.settings import ISO_8601, api_settings
 from rest_framework.views import APIView
@@ -43,7 +43,7 @@ from core.models import User
 from core.openapi import ERROR_RESPONSE
 from core.pagination import CursorPagination, paginate
 from core.parsers import json_decode
-from core.permissions import IsTenantAdmin, IsTenantStaff
+from core.permissions import IsTenantAdmin, IsTenantAgent, IsTenantStaff
 from core.serializers import NameField
 
 # --- serializers shared by several endpoints -----------------------------------------------------------------
@@ -98,12 +98,13 @@ class MessageOutputSerializer(serializers.Serializer):
     def to_representation(self, message):
         """What DRF makes of the fields above, built directly: a page serializes up to 200 messages, and DRF's
         walk over the fields (a datetime field alone re-reads the time zone and checks its format per value)
-        was about a third of a list or search request's CPU. tests/test_serializers.py holds it equal to DRF's."""
+        dominated a list or search request's CPU (bench/README.md, "Figures behind the code").
+        tests/test_serializers.py holds it equal to DRF's."""
         created_at, updated_at = message.created_at, message.updated_at
         if api_settings.DATETIME_FORMAT != ISO_8601 or not (_is_aware(created_at) and _is_aware(updated_at)):
             return super().to_representation(message)
         # Read once per serializer: a page's rows all go through this one (its list's child), in one request's
-        # time zone, and the lookup (a context-local read) was a tenth of what a row cost here.
+        # time zone, and the lookup (a context-local read) is a measurable part of what a row costs here.
         zone = self.__dict__.get("_zone")
         if zone is None:
             zone = self._zone = timezone.get_current_timezone()
@@ -146,7 +147,7 @@ def _message_body(data) -> str:
     """The request's message body, validated as MessageBodySerializer validates it.
 
     A string within the limits is taken as it is: that is every create the API serves, and building a
-    serializer costs a deep copy of its fields per request (~7% of a create's CPU). Anything else goes
+    serializer costs a deep copy of its fields per request (bench/README.md has the share). Anything else goes
     through the serializer, so every 400 and its body are the serializer's own.
     """
     body = data.get("body") if type(data) is dict else None
@@ -487,14 +488,6 @@ class ChannelWebhookApi(APIView):
 
 
 # --- staff: the inbox, escalation, tickets ------------------------------------------------------------------
-
-
-class IsTenantAgent(BasePermission):
-    message = "Only this tenant's agents may do this."
-
-    def has_permission(self, request, view):
-        user = request.user
-        return bool(IsTenantStaff().has_permission(request, view) and user.role == User.Role.AGENT)
 
 
 class ChatInboxListApi(APIView):

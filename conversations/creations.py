@@ -1,5 +1,10 @@
 """Queued creations: numbers allocated in Redis at request time, rows persisted in batches by a task.
 
+A "creation" is a write waiting for persistence: a chat or a message the API has accepted (202, with its
+number) whose row is not in PostgreSQL yet. It is a JSON record in the tenant's pending list in Redis until
+the drain (`creations_persist_task` -> conversations.services.creations_persist) inserts it; "the creations"
+of a tenant are that list. Where a message is persisted: here it is queued, the drain writes its row.
+
 A create request runs one Lua script that atomically increments the application's (or chat's) counter
 and appends the creation, number included, to the tenant's pending list. So a number is never handed
 out without its creation being queued, and a chat's creation is always queued before any message of
@@ -27,11 +32,12 @@ If Redis loses a counter, the next allocation re-seeds it from the largest numbe
 import json
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
 
-from core.redis import get_redis, redis_script, tenant_key
+from core.redis import get_redis, redis_delete_if_equal, redis_script_load, tenant_key
 from tenants.work import CREATIONS_ACTIVE_KEY
 
 NEEDS_SEED = -1
@@ -42,95 +48,13 @@ CLAIM_LOST = -2
 class DeliveryClaimLost(Exception):
     """The inbound delivery's idempotency claim expired and was taken over; nothing was queued."""
 
-# ARGV[1] of both allocation scripts is the record, a JSON object without its number: the script appends the
-# number to the text (cheaper than decoding and encoding it in Lua, about half the script's time in Redis).
-
-# Both allocation scripts also add the tenant (ARGV: its schema name) to the platform's set of tenants with
-# queued creations (KEYS[4] of the chat script, KEYS[5] of the message one; tenants.work), scored with Redis'
-# clock if it is not there yet: in the same step as the record is queued, so no queued creation is ever
-# missing from the drains' safety net. NX: the score says since when the tenant's creations have waited
-# without a drain making progress (each batch re-scores it, _LOCK_RENEW), not when the last one came: under
-# steady traffic with a dead drain, the entry still grows old and the dispatcher sends a drain.
-
-# Returns {number, scheduled, created}, or -1 when the counter is missing (re-seed, then call again).
-# With KEYS[5] (the inbound webhook's "open chat of this customer" record): if it holds a chat number, that
-# number is returned and nothing is allocated (created = 0); otherwise the new chat's number is recorded
-# there in the same step, so two deliveries for a new customer can never open two chats.
-_CHAT_ALLOCATE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if KEYS[5] then
-  local open = redis.call('GET', KEYS[5])
-  if open then return {tonumber(open), 0, 0} end
-end
-local number = redis.call('INCR', KEYS[1])
-redis.call('RPUSH', KEYS[2], string.sub(ARGV[1], 1, -2) .. ',"number":' .. number .. '}')
-redis.call('ZADD', KEYS[4], 'NX', redis.call('TIME')[1], ARGV[5])
--- a new chat's message counter starts at 0, so its first message needs no database read
-redis.call('SET', ARGV[2] .. number .. ARGV[3], 0, 'NX')
-local scheduled = redis.call('SET', KEYS[3], 1, 'NX', 'EX', tonumber(ARGV[4]))
-if KEYS[5] then redis.call('SET', KEYS[5], number, 'EX', tonumber(ARGV[6])) end
-return {number, scheduled and 1 or 0, 1}
-"""
-
-# Returns the new message number; 0 when the chat number was never allocated; -1 to re-seed.
-# With KEYS[6] (an inbound delivery's idempotency record, conversations.inbound): -2 unless it still holds
-# this delivery's claim ARGV[5]; else the answer is stored there (for ARGV[6] seconds) in the same step as
-# the message is queued, so no crash can leave a queued message whose delivery a retry would repeat.
-_MESSAGE_ALLOCATE = """
-local chats = redis.call('GET', KEYS[1])
-if not chats then return -1 end
-if tonumber(ARGV[2]) > tonumber(chats) then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
-if KEYS[6] and redis.call('GET', KEYS[6]) ~= ARGV[5] then return -2 end
-local number = redis.call('INCR', KEYS[2])
-redis.call('RPUSH', KEYS[3], string.sub(ARGV[1], 1, -2) .. ',"number":' .. number .. '}')
-redis.call('ZADD', KEYS[5], 'NX', redis.call('TIME')[1], ARGV[4])
-local scheduled = redis.call('SET', KEYS[4], 1, 'NX', 'EX', tonumber(ARGV[3]))
-if KEYS[6] then
-  local answer = cjson.encode({chat_number = tonumber(ARGV[2]), message_number = number})
-  redis.call('SET', KEYS[6], answer, 'EX', tonumber(ARGV[6]))
-end
-return {number, scheduled and 1 or 0}
-"""
-
-_LOCK_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-# Renews the drain's lease and keeps `scheduled` set for as long: while a drain runs, requests send no task
-# (it will see their records). If the drain's worker dies, both expire together and requests schedule again.
-# The drain's heartbeat too: the tenant's entry among tenants with queued creations (KEYS[3]) is re-scored
-# now (XX: never re-added after the drain removed it), so only a drain that stopped making progress lets it
-# grow older than CREATIONS_SWEEP_SECONDS.
-_LOCK_RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-redis.call('SET', KEYS[2], 1, 'EX', tonumber(ARGV[2]))
-redis.call('ZADD', KEYS[3], 'XX', redis.call('TIME')[1], ARGV[3])
-return 1
-"""
-
-# The drain's way out: `scheduled` is deleted only if the list is empty, in the same step, so a record queued
-# a moment later finds it unset and its request sends a new drain. The tenant leaves the set of tenants with
-# queued creations (KEYS[4]) in that step too: a record queued a moment later puts it back. 1: done; 0:
-# records are waiting (drain them); -1: the lease is no longer ours (the drain holding it now is responsible).
-_FINISH_IF_EMPTY = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-if redis.call('LLEN', KEYS[2]) > 0 then return 0 end
-redis.call('DEL', KEYS[3])
-redis.call('ZREM', KEYS[4], ARGV[2])
-return 1
-"""
-
-# Trims the committed records only while the drain still holds the lock, in one step. A drain whose lease
-# ran out (a slow batch) must not trim: the drain that took over read the same head of the list, re-inserts
-# it idempotently and trims it itself; a second trim would drop records nobody persisted.
-_PENDING_REMOVE_IF_HOLDER = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('LTRIM', KEYS[2], tonumber(ARGV[2]), -1)
-return 1
-"""
+# The scripts: conversations/scripts/*.lua (what each takes and returns is written at its top).
+_SCRIPTS = Path(__file__).resolve().parent / "scripts"
+_CHAT_ALLOCATE = _SCRIPTS / "chat_allocate.lua"
+_MESSAGE_ALLOCATE = _SCRIPTS / "message_allocate.lua"
+_LOCK_RENEW = _SCRIPTS / "lock_renew.lua"
+_FINISH_IF_EMPTY = _SCRIPTS / "finish_if_empty.lua"
+_PENDING_REMOVE_IF_HOLDER = _SCRIPTS / "pending_remove_if_holder.lua"
 
 # A drain that has not started within this many seconds is assumed lost; the next creation schedules another.
 SCHEDULED_TTL_SECONDS = 30
@@ -160,8 +84,8 @@ def lock_key() -> str:
     return _key("creations", "lock")
 
 
-def _run(script: str, keys: list[str], args: list, seed: Callable[[], None]):
-    allocate = redis_script(script)
+def _run(script: Path, keys: list[str], args: list, seed: Callable[[], None]):
+    allocate = redis_script_load(script)
     result = allocate(keys=keys, args=args)
     if result == NEEDS_SEED:
         seed()
@@ -251,7 +175,7 @@ def pending_peek(limit: int) -> list[dict]:
 def pending_remove(*, count: int, token: str) -> bool:
     """Drops the first `count` records once they are committed, if the drain still holds the lock (`token`).
     False: the lease ran out and another drain owns the list now; stop draining."""
-    return bool(redis_script(_PENDING_REMOVE_IF_HOLDER)(keys=[lock_key(), pending_key()], args=[token, count]))
+    return bool(redis_script_load(_PENDING_REMOVE_IF_HOLDER)(keys=[lock_key(), pending_key()], args=[token, count]))
 
 
 def pending_count() -> int:
@@ -269,7 +193,7 @@ FINISHED, RECORDS_WAITING, LEASE_LOST = 1, 0, -1
 def finish_if_empty(token: str) -> int:
     """Unsets `scheduled` if the list is empty, atomically: FINISHED, RECORDS_WAITING or LEASE_LOST."""
     keys = [lock_key(), pending_key(), scheduled_key(), CREATIONS_ACTIVE_KEY]
-    return int(redis_script(_FINISH_IF_EMPTY)(keys=keys, args=[token, connection.schema_name]))
+    return int(redis_script_load(_FINISH_IF_EMPTY)(keys=keys, args=[token, connection.schema_name]))
 
 
 def lock_acquire() -> str | None:
@@ -282,8 +206,8 @@ def lock_renew(token: str) -> bool:
     drain); False if the lease ran out and another drain took the lock."""
     lease = settings.CREATIONS_LOCK_LEASE_SECONDS
     keys = [lock_key(), scheduled_key(), CREATIONS_ACTIVE_KEY]
-    return bool(redis_script(_LOCK_RENEW)(keys=keys, args=[token, lease, connection.schema_name]))
+    return bool(redis_script_load(_LOCK_RENEW)(keys=keys, args=[token, lease, connection.schema_name]))
 
 
 def lock_release(token: str) -> None:
-    redis_script(_LOCK_RELEASE)(keys=[lock_key()], args=[token])
+    redis_delete_if_equal(lock_key(), token)

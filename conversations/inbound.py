@@ -16,11 +16,9 @@ import json
 import uuid
 from dataclasses import dataclass
 
-from pathlib import Path
-
 from django.db import connection
 
-from core.redis import get_redis, redis_script_load, tenant_key, window_count
+from core.redis import get_redis, redis_delete_if_equal, tenant_key, window_count
 
 SIGNATURE_HEADER = "X-Sociomile-Signature"
 SIGNATURE_PREFIX = "sha256="
@@ -35,9 +33,6 @@ DELIVERY_CLAIM_SECONDS = 30
 OPEN_CHAT_TTL_SECONDS = 7 * 24 * 3600
 
 _CLAIM_PREFIX = "claim:"
-
-_DELETE_IF_EQUAL = Path(__file__).resolve().parent / "scripts" / "delete_if_equal.lua"
-
 
 def _key(*parts: object) -> str:
     return tenant_key(connection.schema_name, *parts)
@@ -126,7 +121,7 @@ def delivery_answer(*, key: str) -> dict | None:
 def delivery_abandon(*, delivery: Delivery) -> None:
     """Releases a claim whose handling failed before its message was queued, so a retry can start at once.
     A claim already replaced by an answer is left alone."""
-    redis_script_load(_DELETE_IF_EQUAL)(keys=[delivery.key], args=[delivery.claim])
+    redis_delete_if_equal(delivery.key, delivery.claim)
 
 
 # --- the customer's open chat -------------------------------------------------------------------------------
@@ -150,4 +145,4 @@ def open_chat_remember(*, application_id: int, customer_id: str, chat_number: in
 def open_chat_forget(*, application_id: int, customer_id: str, chat_number: int) -> None:
     """Drops the record if it still names `chat_number` (resolved): never a newer chat another request opened."""
     key = open_chat_key(application_id=application_id, customer_id=customer_id)
-    redis_script_load(_DELETE_IF_EQUAL)(keys=[key], args=[str(chat_number)])
+    redis_delete_if_equal(key, str(chat_number))

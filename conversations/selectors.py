@@ -76,8 +76,8 @@ def chat_open_for_customer_get(*, application: Application, customer_id: str) ->
 
 # What a page of messages reads of each: named rows (`.number`, `.body`, ..., `.chat_number`), not Message
 # instances. A page serializes up to 200 of them, and the API writes these fields and no others: a model per
-# row (its __init__, signals, the chat set on each) made fetching and serializing 51 of them ~1.8 ms of CPU
-# instead of ~1.5 (docs/architecture.md, "Message pages").
+# row (its __init__, signals, the chat set on each) made fetching and serializing a page measurably slower
+# (bench/README.md, "Figures behind the code"; docs/architecture.md, "Message pages").
 MESSAGE_ROW = ("chat_number", "number", "body", "sender", "created_at", "updated_at")
 
 
@@ -99,11 +99,10 @@ def message_get(*, chat: Chat, number: int) -> Message | None:
 
 # How much of a chat one search page may read (docs/architecture.md, "Search"). A page stops at `limit` matches
 # or after this many buckets of numbers past its cursor, whichever comes first: a rare word then costs a few short
-# pages instead of one request reading the whole chat (64 buckets: ~1.5 ms of PostgreSQL for a rare word on the
-# slow bench machine, ~8 ms if they held 640 matches).
+# pages instead of one request reading the whole chat (what 64 buckets cost: bench/README.md).
 SEARCH_MAX_BUCKETS_PER_PAGE = 64
 # A query with no run of 3 letters or digits has no trigram to look up: those pages walk the (chat, number)
-# index and filter each row instead (~2 us a row there), over fewer numbers.
+# index and filter each row instead (dearer per row than a trigram lookup), over fewer numbers.
 SEARCH_WALK_NUMBERS_PER_PAGE = 8 * SEARCH_BUCKET_SIZE
 
 

@@ -116,7 +116,7 @@ def _largest_message_number(application_id: int, chat_number: int) -> int:
     return largest or 0
 
 
-def _schedule_drain() -> None:
+def _drain_schedule() -> None:
     from conversations.tasks import creations_persist_task
     from tenants.queues import task_wake
 
@@ -125,7 +125,7 @@ def _schedule_drain() -> None:
     task_wake(creations_persist_task)
 
 
-def _schedule_assignment() -> None:
+def _assignment_schedule() -> None:
     from agents.services import assignment_schedule
 
     assignment_schedule()
@@ -141,7 +141,7 @@ def chat_create(*, application: Application, customer_id: str | None = None) -> 
         application_id=application.id, record=record, seed_from=lambda: _largest_chat_number(application.id)
     )
     if drain_needed:
-        _schedule_drain()
+        _drain_schedule()
     return number
 
 
@@ -177,7 +177,7 @@ def message_create(
         return None
     number, drain_needed = allocated
     if drain_needed:
-        _schedule_drain()
+        _drain_schedule()
     return number
 
 
@@ -228,7 +228,7 @@ def _customer_open_chat_number(*, application: Application, customer_id: str) ->
             open_chat_ttl=inbound.OPEN_CHAT_TTL_SECONDS,
         )
         if drain_needed:
-            _schedule_drain()
+            _drain_schedule()
         return number
     raise ConflictError("The customer's chat changed while this delivery was handled; retry.")
 
@@ -401,7 +401,7 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
         # row locks, never before (a resolve holds its chat, then marks; this batch, marking first, would then
         # wait for that chat's row with the mark held: a deadlock).
         if chats_added:
-            _schedule_assignment()  # new waiting chats: served once this batch commits
+            _assignment_schedule()  # new waiting chats: served once this batch commits
         if chats_added or messages_added:
             # The counts just changed: the periodic recount (the safety net for counts changed by hand) is
             # due for this tenant within COUNTS_RECONCILE_SECONDS; the earliest mark stands.
@@ -475,7 +475,7 @@ def creations_persist(*, batch_size: int, linger_seconds: float = 0.0, max_secon
             creations.lock_release(token)
         if hand_over:
             # `scheduled` stays set: the new task is the drain requests count on.
-            _schedule_drain()
+            _drain_schedule()
             return handled
         if creations.pending_count() == 0:
             return handled
@@ -516,7 +516,7 @@ def counts_reconcile() -> int | None:
         creations.lock_release(token)
     if creations.pending_count():
         # A drain that found the lock held by this recount returned, trusting the holder to look again.
-        _schedule_drain()
+        _drain_schedule()
     if repaired:
         logger.warning("repaired %s drifted counts", repaired)
     return repaired

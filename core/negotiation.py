@@ -7,8 +7,8 @@ class ContentNegotiation(DefaultContentNegotiation):
 
     A request with no Accept header (or `*/*`) and no format override gets the view's first renderer, with
     that renderer's media type: exactly what DRF's loop returns for it, since `*/*` matches every renderer
-    and the first match wins. Every other request goes through DRF's code (406s included). Measured on the
-    message-create path: the parse was ~5% of a request's CPU.
+    and the first match wins. Every other request goes through DRF's code (406s included). The parse showed
+    up in the message-create path's profile (bench/README.md, "Figures behind the code").
     """
 
     def select_renderer(self, request, renderers, format_suffix=None):

@@ -31,3 +31,11 @@ class IsTenantAdmin(BasePermission):
     def has_permission(self, request, view):
         user = request.user
         return bool(user and user.is_authenticated and not _on_platform_host() and user.is_tenant_admin)
+
+
+class IsTenantAgent(BasePermission):
+    message = "Only this tenant's agents may do this."
+
+    def has_permission(self, request, view):
+        user = request.user
+        return bool(IsTenantStaff().has_permission(request, view) and user.role == User.Role.AGENT)

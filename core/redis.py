@@ -1,5 +1,6 @@
 import hashlib
 import os
+import re
 import threading
 from collections.abc import Sequence
 from functools import cache
@@ -55,6 +56,28 @@ class RedisScript:
             connection.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
             return connection.read_response()
 
+    def many(self, calls: Sequence[tuple[Sequence, Sequence]]) -> list:
+        """Runs the script once per `(keys, args)` in `calls`, all sent in one write and read back in order
+        (a pipeline on the thread's connection): one round trip for a batch of idempotent reads or writes.
+        As for a single call, only a call that Redis answered NOSCRIPT (it ran nothing) is sent again."""
+        connection = _thread_connection()
+        commands = [("EVALSHA", self.sha, len(keys), *keys, *args) for keys, args in calls]
+        connection.send_packed_command(connection.pack_commands(commands))
+        replies, missing = [], []
+        for index in range(len(commands)):
+            try:
+                replies.append(connection.read_response())
+            except NoScriptError:
+                replies.append(None)
+                missing.append(index)
+        if missing:
+            connection.send_command("SCRIPT", "LOAD", self.source)
+            connection.read_response()
+            connection.send_packed_command(connection.pack_commands([commands[index] for index in missing]))
+            for index in missing:
+                replies[index] = connection.read_response()
+        return replies
+
 
 _scripts: dict[str, RedisScript] = {}
 _threads = threading.local()
@@ -64,8 +87,8 @@ def redis_script(source: str) -> RedisScript:
     """The Lua script `source`, called as `script(keys=[...], args=[...])` with EVALSHA.
 
     A call runs on a connection of the calling thread's own, outside the client's pool: on the message-create
-    path the pool's checkout (a lock, a readiness poll, its bookkeeping) and the client's command layers were
-    half of the CPU the Redis call cost. Our scripts allocate numbers and queue or trim records, so none may
+    path the pool's checkout (a lock, a readiness poll, its bookkeeping) and the client's command layers cost
+    as much CPU as the rest of the Redis call (bench/README.md, "Figures behind the code"). Our scripts allocate numbers and queue or trim records, so none may
     run twice: a script is sent once and never again once sent, whatever retries a client is configured with.
     A lost reply reaches the caller as redis.ConnectionError or redis.TimeoutError (the API answers 503; a task
     retries at its own level, where each step is idempotent) and drops the connection; the next call opens a
@@ -77,6 +100,16 @@ def redis_script(source: str) -> RedisScript:
 
 
 _SCRIPT_FILES: dict[str, RedisScript] = {}
+_SCRIPTS = Path(__file__).resolve().parent / "scripts"
+# `--! include <name>` on a line of its own is replaced by core/scripts/lib/<name>.lua: Lua in Redis has no
+# modules, and a snippet several scripts need (the server's clock in ms) is then written once.
+_INCLUDE = re.compile(r"^--! include ([a-z_]+)$", re.MULTILINE)
+
+
+def redis_script_source(path: str | Path) -> str:
+    """The text of the Lua file `path` as Redis runs it: its `--! include <name>` lines replaced by the
+    snippets of core/scripts/lib/."""
+    return _INCLUDE.sub(lambda match: (_SCRIPTS / "lib" / f"{match[1]}.lua").read_text().rstrip("\n"), Path(path).read_text())
 
 
 def redis_script_load(path: str | Path) -> RedisScript:
@@ -84,7 +117,7 @@ def redis_script_load(path: str | Path) -> RedisScript:
     `redis_script`: the one way a script is called, never retried once sent. Read once per process."""
     script = _SCRIPT_FILES.get(str(path))
     if script is None:
-        script = _SCRIPT_FILES[str(path)] = redis_script(Path(path).read_text())
+        script = _SCRIPT_FILES[str(path)] = redis_script(redis_script_source(path))
     return script
 
 
@@ -99,9 +132,6 @@ def _thread_connection() -> redis.Connection:
     return connection
 
 
-_SCRIPTS = Path(__file__).resolve().parent / "scripts"
-
-
 def window_count(key: str, *, window_seconds: int) -> tuple[int, int]:
     """Counts one event in the fixed window kept at `key` (tenant-scoped: build it with `tenant_key`); returns
     the count so far in the window and the seconds until it ends. The window starts with its first event and
@@ -114,6 +144,12 @@ def window_count(key: str, *, window_seconds: int) -> tuple[int, int]:
 def window_uncount(key: str) -> None:
     """Takes back one event counted by `window_count`, if its window is still open (never a key with no expiry)."""
     redis_script_load(_SCRIPTS / "window_uncount.lua")(keys=[key])
+
+
+def redis_delete_if_equal(key: str, value: str) -> bool:
+    """Deletes `key` only if it still holds `value` (a lock token, a claim this caller wrote), never a value
+    another process wrote since; True if it deleted. The one compare-and-delete every app uses."""
+    return bool(redis_script_load(_SCRIPTS / "delete_if_equal.lua")(keys=[key], args=[value]))
 
 
 def tenant_key(schema_name: str, *parts: object) -> str:

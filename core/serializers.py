@@ -74,3 +74,25 @@ class NameField(serializers.CharField):
         if isinstance(data, str) and _CONTROL.search(data):
             self.fail("control_characters")
         return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer only, in a query string too: DRF's IntegerField would also take "4", 4.0 and true
+    (`strict_json_types_install` refuses those only in a JSON body)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know (a typo must not be silently ignored)."""
+
+    refuses_unknown_fields = True  # core.openapi.AutoSchema: `additionalProperties: false` in the schema
+
+    def validate(self, attrs):
+        unknown = set(self.initial_data) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError({field: ["Unknown field."] for field in sorted(unknown)})
+        return attrs

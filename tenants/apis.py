@@ -15,7 +15,7 @@ from conversations.selectors import inbound_event_list
 from core.models import EMAIL_MAX_LENGTH, User
 from core.pagination import CursorPagination, paginate
 from core.permissions import IsPlatformAdmin
-from core.serializers import NameField
+from core.serializers import NameField, StrictIntegerField
 from tenants.metrics import TenantMetricsCollector
 from tenants.models import MAX_TENANT_CONCURRENCY, Tenant
 from tenants.selectors import tenant_get, tenant_list, tenant_primary_domain, tenant_runtime_stats
@@ -24,7 +24,7 @@ from tenants.services import (
     tenant_concurrency_set,
     tenant_create,
     tenant_delete,
-    tenant_event_publish,
+    tenant_event_schedule,
 )
 
 
@@ -124,15 +124,6 @@ class TenantDetailApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class StrictIntegerField(serializers.IntegerField):
-    """A JSON integer only: DRF's IntegerField would also take "4", 4.0 and true."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, bool) or not isinstance(data, int):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
 class TenantConcurrencyApi(APIView):
     """How many of the tenant's tasks may run at once across all workers; effective without a restart."""
 
@@ -178,7 +169,7 @@ class TenantMessageListCreateApi(APIView):
         tenant = _tenant_or_404(tenant_id)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        event_id = tenant_event_publish(tenant=tenant, payload=serializer.validated_data["payload"])
+        event_id = tenant_event_schedule(tenant=tenant, payload=serializer.validated_data["payload"])
         return Response({"id": str(event_id)}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses={200: OutputSerializer(many=True)})

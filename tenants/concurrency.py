@@ -15,31 +15,25 @@ tenants/worker.py. The cap is a counting semaphore in Redis, one per tenant (doc
 
 Acquiring is one Lua script (drop expired leases, compare the count with the limit, add the lease), so
 two workers never both take the last slot. The scripts that change state (acquire, limit compare-and-set,
-limit fill) run through core.redis.redis_script, which never sends a script twice: a retried acquire
+limit fill) run through core.redis's script runner, which never sends a script twice: a retried acquire
 would report SATURATED for a lease it had already taken. They live in tenants/scripts/*.lua.
 """
 
 import time
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 
 from django.conf import settings
 
-from core.redis import get_redis, redis_script, tenant_key
+from core.redis import get_redis, redis_script_load, tenant_key
 
 ACQUIRED, SATURATED, CLOSED, LIMIT_UNKNOWN = 1, 0, -1, -2
 
 _SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
 
-@cache
-def _script_source(name: str) -> str:
-    return (_SCRIPTS / f"{name}.lua").read_text()
-
-
 def _run_script(name: str, *, keys: list, args: list = ()):
-    return redis_script(_script_source(name))(keys=keys, args=args)
+    return redis_script_load(_SCRIPTS / f"{name}.lua")(keys=keys, args=args)
 
 
 def _slots_key(schema_name: str) -> str:
@@ -84,20 +78,17 @@ def tenant_slot_release(*, schema_name: str, token: str) -> None:
 def tenant_slots_refresh(*, schema_name: str, tokens: list[str]) -> None:
     """Extends the leases of tasks that still run (called by the worker that runs them)."""
     if tokens:
-        # Idempotent (a resent refresh sets a later expiry on the same leases), so the pooled client is fine.
-        get_redis().eval(_script_source("slots_refresh"), 1, _slots_key(schema_name), _lease_ms(), *tokens)
+        _run_script("slots_refresh", keys=[_slots_key(schema_name)], args=[_lease_ms(), *tokens])
 
 
 def tenant_slots_in_use(*, schema_name: str) -> int:
     """How many of the tenant's tasks run right now, across every worker (live leases)."""
-    return int(get_redis().eval(_script_source("slots_in_use"), 1, _slots_key(schema_name)))
+    return int(_run_script("slots_in_use", keys=[_slots_key(schema_name)]))
 
 
 def tenant_slots_in_use_many(*, schema_names: list[str]) -> dict[str, int]:
-    with get_redis().pipeline(transaction=False) as pipe:
-        for name in schema_names:
-            pipe.eval(_script_source("slots_in_use"), 1, _slots_key(name))
-        return {name: int(count) for name, count in zip(schema_names, pipe.execute())}
+    counts = redis_script_load(_SCRIPTS / "slots_in_use.lua").many([([_slots_key(name)], []) for name in schema_names])
+    return {name: int(count) for name, count in zip(schema_names, counts)}
 
 
 def tenant_concurrency_limit_set(*, schema_name: str, limit: int) -> None:

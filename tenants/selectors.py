@@ -45,7 +45,7 @@ def tenant_primary_domain(*, tenant: Tenant) -> str | None:
 
 
 def tenant_probe_events(*, schema_name: str, run_id: str) -> list[dict]:
-    """The starts and ends recorded by a probe run (tenants.services.tenant_probe_send), in order."""
+    """The starts and ends recorded by a probe run (tenants.services.tenant_probe_schedule), in order."""
     return [json.loads(raw) for raw in get_redis().lrange(tenant_key(schema_name, "probes", run_id), 0, -1)]
 
 

@@ -222,7 +222,7 @@ def tenant_template_sync(*, verbosity: int = 0) -> None:
     connection.set_schema_to_public()
 
 
-def tenant_event_publish(*, tenant: Tenant, payload: dict) -> uuid.UUID:
+def tenant_event_schedule(*, tenant: Tenant, payload: dict) -> uuid.UUID:
     """Publishes an event to the tenant's queue; the tenant's consumers persist it in its event log."""
     from conversations.tasks import inbound_event_record_task
 
@@ -236,7 +236,7 @@ def tenant_event_publish(*, tenant: Tenant, payload: dict) -> uuid.UUID:
 PROBE_TTL_SECONDS = 3600
 
 
-def tenant_probe_send(*, tenant: Tenant, count: int = 1, duration_ms: int = 0) -> str:
+def tenant_probe_schedule(*, tenant: Tenant, count: int = 1, duration_ms: int = 0) -> str:
     """Sends `count` diagnostic probes to the tenant's queue (tenants.tasks.tenant_probe_task); returns the run id."""
     from tenants.tasks import tenant_probe_task
 

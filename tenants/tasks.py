@@ -21,7 +21,7 @@ def tenant_work_dispatch_task() -> None:
 def tenant_probe_task(self, run_id: str, index: int, duration_ms: int = 0) -> None:
     """Diagnostic: occupies one of the tenant's slots for `duration_ms` and records when it ran, where.
 
-    Sent in a tenant's context (`tenant_probe_send`), it goes through exactly what the tenant's real work
+    Sent in a tenant's context (`tenant_probe_schedule`), it goes through exactly what the tenant's real work
     goes through: its queue, its consumers, its concurrency cap. Operators use it to check a tenant end to
     end (queue latency, cap, fairness); the tests use it to measure overlap. Writes nothing but a
     short-lived Redis list under the tenant's own key, so it is safe to run on a live tenant.

@@ -25,13 +25,14 @@ meanwhile, else moved to the next due time. Idle cost: one indexed query and one
 
 import logging
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context
 
-from core.redis import get_redis, redis_script
+from core.redis import get_redis, redis_script_load
 from tenants.models import TenantWork
 
 logger = logging.getLogger(__name__)
@@ -51,14 +52,8 @@ CREATIONS_DRAIN_TASK = "conversations.tasks.creations_persist_task"
 # seconds). Beside `sociomile:_closed-tenants:*`, the other platform-wide keys.
 CREATIONS_ACTIVE_KEY = "sociomile:_active-tenants:creations"
 
-# Entries scored at or before ARGV[1] (up to ARGV[3]) are taken and re-scored ARGV[2] (now): a drain sent
-# for them that is lost too is sent again one sweep period later, not at every dispatch. XX: an entry the
-# drain removed meanwhile is not brought back.
-_CREATIONS_CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, name in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], name) end
-return due
-"""
+# tenants/scripts/creations_claim.lua: the tenants whose drain is overdue, re-scored in the same step.
+_CREATIONS_CLAIM = Path(__file__).resolve().parent / "scripts" / "creations_claim.lua"
 
 _MARK = """
 INSERT INTO {table} (tenant_id, kind, due_at, version)
@@ -190,7 +185,7 @@ def tenant_work_dispatch(*, now: datetime | None = None, limit: int | None = Non
     limit = limit or settings.TENANT_WORK_DISPATCH_BATCH
     lease_until = now + timedelta(seconds=settings.TENANT_WORK_LEASE_SECONDS)
     stale_before = now.timestamp() - settings.CREATIONS_SWEEP_SECONDS
-    drains = redis_script(_CREATIONS_CLAIM)(keys=[CREATIONS_ACTIVE_KEY], args=[stale_before, now.timestamp(), limit])
+    drains = redis_script_load(_CREATIONS_CLAIM)(keys=[CREATIONS_ACTIVE_KEY], args=[stale_before, now.timestamp(), limit])
     sent: dict[str, int] = {}
     # The claim and the sends in one transaction: if sending fails (the broker away), the leases roll back
     # and the rows are due again at the next dispatch, not one lease later.

@@ -3,7 +3,7 @@ from django_tenants.utils import schema_context
 
 from agents import services as agent_services
 from agents.models import Agent
-from conftest import PASSWORD, api_client, token_for
+from core.tests.support import api_client, PASSWORD, token_for
 from conversations import services as conversation_services
 from conversations.models import Application
 
@@ -30,7 +30,7 @@ def runs(monkeypatch):
 def chats(monkeypatch):
     """`chats(tenant, application, n)`: creates n chats through the normal path (numbers from Redis, rows
     by the drain), drained in this process; returns their numbers."""
-    monkeypatch.setattr(conversation_services, "_schedule_drain", lambda: None)
+    monkeypatch.setattr(conversation_services, "_drain_schedule", lambda: None)
 
     def create(tenant, application: Application, count: int, *, customer_prefix: str = "customer") -> list[int]:
         with schema_context(tenant.schema_name):

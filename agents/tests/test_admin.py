@@ -6,7 +6,7 @@ from django_tenants.utils import schema_context
 
 from agents.models import Agent
 from agents.services import assignment_run, chat_resolve
-from conftest import PASSWORD, host_of
+from core.tests.support import host_of, PASSWORD
 from conversations.models import Chat
 
 

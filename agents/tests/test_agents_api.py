@@ -7,7 +7,7 @@ from django.db import connections
 from django_tenants.utils import schema_context
 
 from agents.models import Agent
-from conftest import PASSWORD, api_client, make_user, token_for
+from core.tests.support import api_client, make_user, PASSWORD, token_for
 from core.models import User
 
 

@@ -9,7 +9,7 @@ from django_tenants.utils import schema_context
 from agents.models import Agent, Assignment
 from agents.services import agent_active_chats_reconcile, assignment_run, chat_assign, chat_resolve
 from agents.tasks import assignment_run_task
-from conftest import api_client, make_user, token_for
+from core.tests.support import api_client, make_user, token_for
 from conversations.models import Chat, Message
 
 

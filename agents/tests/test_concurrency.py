@@ -21,7 +21,7 @@ from agents.services import (
     chat_assign,
     chat_resolve,
 )
-from conftest import PASSWORD, api_client, token_for, wait_for
+from core.tests.support import api_client, PASSWORD, token_for, wait_for
 from conversations import services as conversation_services
 from conversations.models import Application, Chat
 from conversations.services import application_create, chat_create
@@ -192,7 +192,7 @@ def test_active_chats_stay_exact_under_concurrent_assigns_resolves_transfers_and
     # given four online agents with room for 2-5 chats each and 40 waiting chats (the queue runs dry halfway, so
     # transfers find room), with a 1 s reply timeout
     # (runs requeue chats nobody answered)
-    monkeypatch.setattr(conversation_services, "_schedule_drain", lambda: None)
+    monkeypatch.setattr(conversation_services, "_drain_schedule", lambda: None)
     tenant = make_live_tenant("counts")
     schema = tenant.schema_name
     with schema_context(schema):

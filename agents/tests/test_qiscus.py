@@ -11,7 +11,7 @@ from django_tenants.utils import schema_context
 
 from agents.models import Agent, AllocationSettings
 from agents.services import allocation_settings_get, assignment_run
-from conftest import PASSWORD, api_client, wait_for
+from core.tests.support import api_client, PASSWORD, wait_for
 from conversations.models import Chat
 from conversations.services import creations_persist
 from sociomile.celery import app as celery_app
@@ -102,7 +102,7 @@ def integration(tenant_a, monkeypatch):
     """A client of tenant A's host carrying the tenant's integration key, drains done in-process."""
     from conversations import services
 
-    monkeypatch.setattr(services, "_schedule_drain", lambda: None)
+    monkeypatch.setattr(services, "_drain_schedule", lambda: None)
     with schema_context(tenant_a.schema_name):
         key = allocation_settings_get().qiscus_integration_key
     client = api_client(tenant=tenant_a)

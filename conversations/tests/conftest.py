@@ -1,7 +1,7 @@
 import pytest
 from django_tenants.utils import schema_context
 
-from conftest import api_client, make_user, token_for
+from core.tests.support import api_client, make_user, token_for
 from conversations import services
 from conversations.models import Application
 from core.models import User
@@ -25,7 +25,7 @@ def drain(monkeypatch):
     def schedule():
         drainer.scheduled += 1
 
-    monkeypatch.setattr(services, "_schedule_drain", schedule)
+    monkeypatch.setattr(services, "_drain_schedule", schedule)
     return drainer
 
 

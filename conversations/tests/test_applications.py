@@ -3,7 +3,7 @@ import re
 import pytest
 from django_tenants.utils import schema_context
 
-from conftest import api_client
+from core.tests.support import api_client
 from conversations.models import Application
 
 

@@ -6,7 +6,7 @@ import pytest
 from django.conf import settings
 from django_tenants.utils import schema_context
 
-from conftest import api_client
+from core.tests.support import api_client
 from conversations.apis import MessageBodySerializer
 from conversations import creations, services
 from conversations.models import Application, Chat, Message

@@ -6,7 +6,7 @@ import pytest
 from django.db import connections
 from django_tenants.utils import schema_context
 
-from conftest import api_client, wait_for
+from core.tests.support import api_client, wait_for
 from conversations.models import Application, Chat, Message
 from conversations.services import application_create
 
@@ -118,12 +118,12 @@ def test_the_dispatcher_drains_creations_whose_drain_task_was_lost(celery_worker
     tenant = make_live_tenant("sweep")
     with schema_context(tenant.schema_name):
         application = application_create(name="Sweep")
-        original = services._schedule_drain
-        services._schedule_drain = lambda: None
+        original = services._drain_schedule
+        services._drain_schedule = lambda: None
         try:
             numbers = [services.chat_create(application=application) for _ in range(3)]
         finally:
-            services._schedule_drain = original
+            services._drain_schedule = original
     assert numbers == [1, 2, 3]
 
     # when the dispatcher runs once the tenant's queued creations are older than the sweep period (sent from the

@@ -9,11 +9,11 @@ from django.test import Client
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from conftest import PASSWORD, host_of, make_user, wait_for
+from core.tests.support import host_of, make_user, PASSWORD, wait_for
 from conversations.models import InboundEvent
 from conversations.services import inbound_event_attempt_failed, inbound_event_record
 from core.models import User
-from tenants.services import tenant_event_publish
+from tenants.services import tenant_event_schedule
 from tenants.tests.support import live_platform_api
 
 
@@ -27,7 +27,7 @@ def test_a_payload_the_database_refuses_is_parked_dead_after_bounded_retries(cel
     poison = {"text": "before\u0000after", "n": 1}
 
     # when it is published, followed by a good one
-    poison_id = str(tenant_event_publish(tenant=tenant, payload=poison))
+    poison_id = str(tenant_event_schedule(tenant=tenant, payload=poison))
     good_id = platform.post(f"/api/tenants/{tenant.id}/messages", {"payload": {"n": 2}}).json()["id"]
 
     # then the good one is processed, and the poison is parked dead after 3 attempts (test settings) with

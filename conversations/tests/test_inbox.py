@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 from django_tenants.utils import schema_context
 
-from conftest import PASSWORD, api_client, make_user, token_for, wait_for
+from core.tests.support import api_client, make_user, PASSWORD, token_for, wait_for
 from conversations import creations, services
 from conversations.models import Chat, Message, Ticket
 from conversations.tests.factories import webhook_deliver

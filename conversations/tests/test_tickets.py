@@ -5,7 +5,7 @@ from django.test import Client
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from conftest import PASSWORD, api_client, host_of, make_user, token_for
+from core.tests.support import api_client, host_of, make_user, PASSWORD, token_for
 from conversations.models import Chat, Ticket
 from conversations.services import ticket_create, ticket_status_set
 from conversations.tests.factories import webhook_deliver

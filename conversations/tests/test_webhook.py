@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import connections
 from django_tenants.utils import schema_context
 
-from conftest import api_client, wait_for
+from core.tests.support import api_client, wait_for
 from conversations import creations, inbound, services
 from conversations.models import Application, Chat, Message
 from conversations.tests.factories import webhook_deliver

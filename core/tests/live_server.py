@@ -11,7 +11,9 @@ import sys
 import requests
 from django.conf import settings
 
-from conftest import ChildProcess, wait_for
+from core.tests.fixtures.workers import ChildProcess
+
+from core.tests.support import wait_for
 
 
 def _free_port() -> int:

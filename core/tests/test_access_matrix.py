@@ -26,7 +26,7 @@ from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context
 
 from agents.services import agents_ensure, allocation_settings_get
-from conftest import api_client, make_user, token_for
+from core.tests.support import api_client, make_user, token_for
 from conversations import inbound
 from conversations.models import Chat, Message, Ticket
 from conversations.services import application_create
@@ -382,7 +382,7 @@ def test_the_tenant_admin_edits_an_agents_reply_but_not_a_customers_message(owne
     # given an admin signed in to the tenant's Django admin, on the chat's page
     from django.test import Client
 
-    from conftest import PASSWORD, host_of
+    from core.tests.support import host_of, PASSWORD
 
     tenant = ownership["tenant"]
     with schema_context(tenant.schema_name):

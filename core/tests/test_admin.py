@@ -1,6 +1,6 @@
 from django.test import Client
 
-from conftest import PASSWORD, host_of, make_user
+from core.tests.support import host_of, make_user, PASSWORD
 from core.models import User
 
 

@@ -20,7 +20,7 @@ from django_tenants.utils import schema_context
 
 from agents import services as agent_services
 from agents.models import Agent
-from conftest import PASSWORD, TEST_OUTPUT, make_user
+from core.tests.support import make_user, PASSWORD, TEST_OUTPUT
 from conversations import services as conversation_services
 from conversations.models import Chat
 from core.models import User
@@ -144,7 +144,7 @@ def test_a_supervisor_assigns_and_resolves_a_waiting_chat_then_sets_an_agent_off
 ):
     # No worker here: the drain and the assignment runs the services would schedule are left out, so the
     # chat waits until the supervisor acts.
-    monkeypatch.setattr(conversation_services, "_schedule_drain", lambda: None)
+    monkeypatch.setattr(conversation_services, "_drain_schedule", lambda: None)
     monkeypatch.setattr(agent_services, "assignment_schedule", lambda: None)
     tenant = make_live_tenant("web")
     base = server(tenant.schema_name)

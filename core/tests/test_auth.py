@@ -1,6 +1,6 @@
 import pytest
 
-from conftest import PASSWORD, api_client, make_user, token_for
+from core.tests.support import api_client, make_user, PASSWORD, token_for
 from core.models import User
 
 

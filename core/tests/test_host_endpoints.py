@@ -1,6 +1,6 @@
 import pytest
 
-from conftest import api_client
+from core.tests.support import api_client
 from core import redis as core_redis
 
 

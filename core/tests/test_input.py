@@ -8,7 +8,7 @@ import pytest
 from django_tenants.utils import schema_context
 
 from agents.services import agent_create, allocation_settings_get
-from conftest import PASSWORD, api_client
+from core.tests.support import api_client, PASSWORD
 from conversations.services import application_create
 from core.parsers import json_decode
 from rest_framework.exceptions import ParseError
@@ -116,7 +116,7 @@ def test_the_platform_event_log_refuses_what_it_could_not_store_and_publishes_no
     import tenants.apis
 
     published = []
-    monkeypatch.setattr(tenants.apis, "tenant_event_publish", lambda **kwargs: published.append(kwargs))
+    monkeypatch.setattr(tenants.apis, "tenant_event_schedule", lambda **kwargs: published.append(kwargs))
 
     response = platform_api.post(
         f"/api/tenants/{tenant_a.id}/messages", data=f'{{"payload": {payload}}}', content_type="application/json"

@@ -31,7 +31,7 @@ def test_a_forged_cursor_position_is_a_400_on_every_list(platform_api, tenant_a_
 
     from conversations import services
 
-    monkeypatch.setattr(services, "_schedule_drain", lambda: None)  # drained here, below
+    monkeypatch.setattr(services, "_drain_schedule", lambda: None)  # drained here, below
     with schema_context(tenant_a.schema_name):
         application = services.application_create(name="cursors")
         services.chat_create(application=application)
@@ -85,7 +85,7 @@ def test_every_forged_cursor_on_every_list_is_a_400_or_a_page(platform_api, tena
     from conversations import services
     from scheduler.services import outbound_message_create
 
-    monkeypatch.setattr(services, "_schedule_drain", lambda: None)  # drained here, below
+    monkeypatch.setattr(services, "_drain_schedule", lambda: None)  # drained here, below
     with schema_context(tenant_a.schema_name):
         application = services.application_create(name="cursors")
         for customer in ("c1", "c2", "c3"):

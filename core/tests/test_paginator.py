@@ -1,7 +1,7 @@
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from conftest import make_user
+from core.tests.support import make_user
 from core import paginator as paging
 from core.models import User
 from core.paginator import CappedCountPaginator

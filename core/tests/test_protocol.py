@@ -7,7 +7,7 @@ import json
 import pytest
 from django.conf import settings
 
-from conftest import api_client
+from core.tests.support import api_client
 from core.tests.live_server import LiveServer
 
 

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from core.redis import get_redis, redis_script, tenant_key
+from core.redis import get_redis, redis_delete_if_equal, redis_script, redis_script_source, tenant_key
 
 # Appends ARGV[1] to a list and returns its length: a script that must not run twice for one call.
 _APPEND = "return redis.call('RPUSH', KEYS[1], ARGV[1])"
@@ -134,11 +134,10 @@ def test_the_pooled_client_never_sends_a_command_again_whose_reply_was_lost(list
         get_redis.cache_clear()
 
 
-# Scripts run only through core.redis.redis_script (or redis_script_load). tenants/concurrency.py and
-# tenants/queues.py are being moved to another broker in their own change; get_redis() no longer retries, so
-# their calls are not run twice either.
+# Scripts run only through core.redis's runner (redis_script_load, or redis_script): never the pooled
+# client's eval, whose retries and pooling the runner exists to avoid.
 _EVAL_CALL = re.compile(r"\.(eval|evalsha|register_script|script_load)\(")
-_EVAL_ALLOWED = {"core/redis.py", "tenants/concurrency.py", "tenants/queues.py"}
+_EVAL_ALLOWED = {"core/redis.py"}
 
 
 def test_no_script_is_run_outside_the_no_retry_loader():
@@ -197,3 +196,79 @@ def test_a_window_count_expires_with_its_window_and_an_uncount_never_makes_a_key
     redis.delete(key)
     window_uncount(key)  # its window is over: nothing to take back, and no key left without an expiry
     assert redis.exists(key) == 0
+
+
+_ROOT = Path(__file__).resolve().parents[2]
+_LUA_FILES = sorted(path for path in _ROOT.glob("*/scripts/*.lua"))
+
+
+def test_every_script_file_compiles_in_redis_with_its_snippets():
+    # given every <app>/scripts/*.lua, its `--! include` lines expanded
+    assert len(_LUA_FILES) >= 14
+    for path in _LUA_FILES:
+        source = redis_script_source(path)
+        # then no include is left, and Redis accepts it (SCRIPT LOAD compiles without running)
+        assert "--! include" not in source, path
+        assert get_redis().script_load(source), path
+
+
+def test_shared_snippets_are_written_once():
+    # The server clock in ms (core/scripts/lib/now_ms.lua) and compare-and-delete (core/scripts/delete_if_equal.lua)
+    # have one text each; a script needing them includes or calls them instead of carrying a copy.
+    clock_in_ms = re.compile(r"\*\s*1000\s*\+\s*math\.floor")
+    compare_and_delete = re.compile(r"GET', KEYS\[1\]\) == ARGV\[1\] then return redis\.call\('DEL'")
+    sources = {path: path.read_text() for path in [*_LUA_FILES, *_ROOT.glob("*/scripts/lib/*.lua")]}
+    sources |= {path: path.read_text() for path in _ROOT.glob("*/**/*.py") if ".venv" not in path.parts}
+    assert [str(path.relative_to(_ROOT)) for path, text in sources.items() if clock_in_ms.search(text)] == ["core/scripts/lib/now_ms.lua"]
+    assert [str(path.relative_to(_ROOT)) for path, text in sources.items() if compare_and_delete.search(text)] == ["core/scripts/delete_if_equal.lua"]
+
+
+# scheduler/services.py keeps its wave-caching script inline until its package split lands (issue 21, item 2).
+_INLINE_LUA_ALLOWED = {"scheduler/services.py"}
+
+
+def test_no_lua_is_written_inline_in_python():
+    found = [
+        str(path.relative_to(_ROOT))
+        for path in sorted(_ROOT.glob("*/**/*.py"))
+        if "tests" not in path.parts and path.relative_to(_ROOT).parts[0] not in (".venv", "bench")
+        and str(path.relative_to(_ROOT)) not in _INLINE_LUA_ALLOWED
+        and "redis.call(" in path.read_text()
+    ]
+    assert found == []
+
+
+def test_the_now_ms_snippet_is_the_servers_clock_in_ms():
+    # given a script that includes the snippet
+    source = redis_script_source(_ROOT / "tenants" / "scripts" / "slots_in_use.lua").replace(
+        "return redis.call('ZCOUNT', KEYS[1], '(' .. now_ms(), '+inf')", "return now_ms()"
+    )
+    seconds, microseconds = get_redis().time()
+    # then it returns Redis' TIME in ms
+    assert abs(redis_script(source)() - (seconds * 1000 + microseconds // 1000)) < 5000
+
+
+def test_delete_if_equal_deletes_only_the_callers_value(list_key):
+    # given a key another process rewrote since this caller set it
+    get_redis().set(list_key, "theirs")
+    # when the caller deletes "its" value, nothing is deleted; with the value held, it is
+    assert redis_delete_if_equal(list_key, "mine") is False
+    assert get_redis().get(list_key) == b"theirs"
+    assert redis_delete_if_equal(list_key, "theirs") is True
+    assert get_redis().exists(list_key) == 0
+
+
+def test_many_runs_each_call_once_in_order_even_after_redis_forgot_the_script(list_key):
+    # given the script was known, then Redis dropped every script
+    script = redis_script(_APPEND)
+    assert script(keys=[list_key], args=["first"]) == 1
+    get_redis().script_flush()
+
+    # when three calls go in one batch
+    lengths = script.many([([list_key], ["a"]), ([list_key], ["b"]), ([list_key], ["c"])])
+
+    # then each ran once, in order (NOSCRIPT ran nothing, so they were sent again after the load)
+    assert lengths == [2, 3, 4]
+    assert get_redis().lrange(list_key, 0, -1) == [b"first", b"a", b"b", b"c"]
+    # and a batch on a known script runs each call once too
+    assert script.many([([list_key], ["d"])]) == [5]

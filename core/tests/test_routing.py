@@ -10,7 +10,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django_tenants.utils import schema_context
 
-from conftest import ROOT, _test_database_url, api_client, wait_for
+from core.tests.fixtures.workers import _test_database_url
+
+from core.tests.support import api_client, ROOT, wait_for
 from conversations import creations, services
 from conversations.models import Application
 from conversations.services import application_create
@@ -21,7 +23,7 @@ from core import routing
 def routing_listening(monkeypatch):
     """The routing listener of this process running and subscribed (the first request starts it). Creations
     stay queued in Redis: no drain task is sent (no worker runs here)."""
-    monkeypatch.setattr(services, "_schedule_drain", lambda: None)
+    monkeypatch.setattr(services, "_drain_schedule", lambda: None)
     routing.routing_listener_ensure()
     wait_for(lambda: routing.routing_generation() is not None, timeout=5, message="the routing listener")
 

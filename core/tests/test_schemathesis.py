@@ -34,7 +34,7 @@ from schemathesis.pytest.lazy import get_all_tests
 
 from agents.apis import INTEGRATION_KEY_HEADER
 from agents.services import agent_create, allocation_settings_get, chat_assign
-from conftest import PASSWORD
+from core.tests.support import PASSWORD
 from conversations import services as conversation_services
 from conversations.inbound import SIGNATURE_HEADER
 from conversations.models import Chat

@@ -17,7 +17,8 @@ from django.test import Client, override_settings
 from django_tenants.utils import schema_context
 
 from agents.services import allocation_settings_get
-from conftest import PASSWORD, ROOT, WorkerProcess, api_client, host_of, make_user, token_for, wait_for
+from core.tests.fixtures.workers import WorkerProcess
+from core.tests.support import api_client, host_of, make_user, PASSWORD, ROOT, token_for, wait_for
 from conversations import inbound
 from conversations.models import Application
 from conversations.services import application_create

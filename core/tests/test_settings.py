@@ -47,3 +47,17 @@ def test_an_outbound_auth_key_or_webhook_url_that_is_not_visible_ascii_is_refuse
     assert env_header_value("OUTBOUND_AUTH_KEY", "") == "a-Good_key.123"
     monkeypatch.delenv("OUTBOUND_AUTH_KEY")
     assert env_header_value("OUTBOUND_AUTH_KEY", "") == ""
+
+
+def test_each_setting_is_defined_in_one_concern_module():
+    # sociomile/settings/base.py gathers the modules by concern with `import *`: a name set in two of them
+    # would silently take the value of whichever is imported last.
+    import importlib
+    from collections import Counter
+
+    names = Counter()
+    for module in ("agents", "api", "celery", "conversations", "database", "logs", "redis", "scheduler", "security", "tenancy"):
+        settings_module = importlib.import_module(f"sociomile.settings.{module}")
+        names.update(name for name in vars(settings_module) if name.isupper())
+    assert [name for name, count in names.items() if count > 1] == []
+    assert len(names) > 90

@@ -10,7 +10,7 @@ from django.test import Client
 from django_tenants.utils import schema_context
 from rest_framework.authtoken.models import Token
 
-from conftest import PASSWORD, api_client, host_of, make_user
+from core.tests.support import api_client, host_of, make_user, PASSWORD
 from core.models import User
 from core.redis import get_redis, tenant_key
 

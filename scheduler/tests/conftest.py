@@ -5,7 +5,9 @@ import uuid
 
 import pytest
 
-from conftest import TEST_OUTPUT, ChildProcess, wait_for
+from core.tests.fixtures.workers import ChildProcess
+
+from core.tests.support import TEST_OUTPUT, wait_for
 
 
 class BeatProcess(ChildProcess):

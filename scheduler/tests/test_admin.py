@@ -7,7 +7,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.test import Client
 from django_tenants.utils import schema_context
 
-from conftest import PASSWORD, host_of, make_user
+from core.tests.support import host_of, make_user, PASSWORD
 from core.models import User
 from scheduler.models import OutboundMessage, SchedulerSetting
 from scheduler.services import outbound_message_create

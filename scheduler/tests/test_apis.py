@@ -9,7 +9,9 @@ from django.utils.dateparse import parse_datetime
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_tenants.utils import schema_context
 
-from conftest import Reply, api_client, make_user, token_for
+from core.tests.fixtures.webhooks import Reply
+
+from core.tests.support import api_client, make_user, token_for
 from core.models import User
 from scheduler.models import OutboundMessage, SchedulerSetting
 from scheduler.services import outbound_message_create, outbound_send_due, scheduler_update

@@ -5,7 +5,7 @@ import time
 import pytest
 from django_tenants.utils import schema_context
 
-from conftest import api_client, token_for, wait_for
+from core.tests.support import api_client, token_for, wait_for
 from core.models import User
 from scheduler.models import OutboundMessage
 

@@ -5,7 +5,7 @@ from datetime import timedelta
 from django_celery_beat.models import PeriodicTask
 from django_tenants.utils import schema_context
 
-from conftest import PASSWORD
+from core.tests.support import PASSWORD
 from scheduler.models import SchedulerSetting
 from scheduler.services import scheduler_ensure
 from scheduler.tests.factories import make_outbound_messages

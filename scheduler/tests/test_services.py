@@ -17,7 +17,9 @@ from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from conftest import Reply, WebhookReceiver, _handler, _Server, wait_for
+from core.tests.fixtures.webhooks import _handler, Reply, _Server, WebhookReceiver
+
+from core.tests.support import wait_for
 from core.redis import get_redis
 from scheduler.models import OutboundMessage, SchedulerSetting
 from scheduler.services import (

@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 from django_tenants.utils import schema_context
 
-from conftest import PASSWORD, host_of, make_user
+from core.tests.support import host_of, make_user, PASSWORD
 from core.models import User
 from core.outbound_urls import OutboundUrlRefused, OutboundUrlUnresolved, outbound_url_check
 from scheduler.models import OutboundMessage, SchedulerSetting

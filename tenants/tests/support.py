@@ -1,6 +1,6 @@
 """Helpers for the tests that run real workers: probe runs, overlap, worker processes that recover fast."""
 
-from conftest import api_client, make_user, token_for
+from core.tests.support import api_client, make_user, token_for
 from core.models import User
 from sociomile.celery import app
 from tenants.selectors import tenant_probe_events

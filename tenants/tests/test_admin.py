@@ -7,7 +7,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django_tenants.utils import schema_context
 
-from conftest import PASSWORD, host_of, make_user
+from core.tests.support import host_of, make_user, PASSWORD
 from core.models import User
 from tenants.models import Domain, Tenant
 from tenants.services import tenant_create

@@ -9,7 +9,7 @@ from django.test import Client
 from django_tenants.utils import schema_context
 from rest_framework.authtoken.models import Token
 
-from conftest import PASSWORD, api_client, host_of, make_user, token_for
+from core.tests.support import api_client, host_of, make_user, PASSWORD, token_for
 from core.models import User
 
 

@@ -2,7 +2,7 @@ import pytest
 from django.db import connection
 from django_tenants.utils import schema_context, schema_exists
 
-from conftest import PASSWORD, api_client
+from core.tests.support import api_client, PASSWORD
 from core.models import User
 from core.services import user_delete
 from tenants.models import Domain, Tenant
@@ -130,7 +130,7 @@ def test_platform_api_is_not_served_on_tenant_hosts(tenant_a_admin_api):
 
 
 def test_tenant_lifecycle_create_serve_delete(live_db):
-    from conftest import make_user, token_for
+    from core.tests.support import make_user, token_for
 
     admin = make_user(tenant=None, role=User.Role.PLATFORM_ADMIN)
     platform = api_client(token=token_for(admin, tenant=None))

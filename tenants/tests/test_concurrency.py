@@ -4,7 +4,7 @@ The cap itself, fairness, deletion and shutdown run through real workers in test
 
 import pytest
 
-from conftest import api_client, token_for
+from core.tests.support import api_client, token_for
 from core.redis import get_redis
 from tenants.models import Tenant
 

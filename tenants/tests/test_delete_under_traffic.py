@@ -11,7 +11,7 @@ from django_tenants.utils import schema_context
 from rest_framework.test import APIClient
 
 from agents.services import agent_create
-from conftest import PASSWORD, make_user, token_for
+from core.tests.support import make_user, PASSWORD, token_for
 from conversations.services import application_create
 from core.models import User
 from core.services import user_delete

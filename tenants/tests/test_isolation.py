@@ -3,7 +3,7 @@
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from conftest import api_client, make_user
+from core.tests.support import api_client, make_user
 from conversations.models import InboundEvent
 from conversations.services import inbound_event_record
 from core.models import User

@@ -2,7 +2,7 @@
 
 from django.test import override_settings
 
-from conftest import api_client, make_user, token_for
+from core.tests.support import api_client, make_user, token_for
 from core.models import User
 from tenants.metrics import tenant_metrics_forget, tenant_task_observe
 

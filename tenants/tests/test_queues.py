@@ -3,7 +3,7 @@
 import pytest
 from django_tenants.utils import schema_context
 
-from conftest import api_client, make_user, token_for, wait_for
+from core.tests.support import api_client, make_user, token_for, wait_for
 from conversations.models import InboundEvent
 from core.models import User
 from core.redis import get_redis

@@ -20,7 +20,7 @@ import conversations.tasks  # noqa: F401
 import scheduler.tasks  # noqa: F401
 from agents import services as agent_services
 from agents.models import Assignment
-from conftest import PASSWORD
+from core.tests.support import PASSWORD
 from conversations import creations
 from conversations import services as conversation_services
 from conversations.models import Application, Chat
@@ -73,8 +73,8 @@ def sends(monkeypatch):
 def lost_triggers(monkeypatch):
     """Every direct trigger dropped: new waiting chats, agents online, queued creations send no task. The
     index is then the only way the work can be found."""
-    monkeypatch.setattr(agent_services, "_assignment_task_send", lambda schema_name: None)
-    monkeypatch.setattr(conversation_services, "_schedule_drain", lambda: None)
+    monkeypatch.setattr(agent_services, "_assignment_run_schedule", lambda schema_name: None)
+    monkeypatch.setattr(conversation_services, "_drain_schedule", lambda: None)
 
 
 def _work(tenant) -> dict[str, tuple]:
@@ -428,8 +428,8 @@ def test_a_drain_batch_and_a_resolve_marking_at_once_do_not_deadlock(make_live_t
     # Every transaction takes the tenant's work mark last, after its chat and agent row locks. Here a resolve
     # holds chat 1 (as chat_resolve does) and marks a moment later, while a drain batch persists a message of
     # chat 1 (which waits for that chat's row) and a new chat (which marks the same assignment row).
-    monkeypatch.setattr(conversation_services, "_schedule_drain", lambda: None)
-    monkeypatch.setattr(agent_services, "_assignment_task_send", lambda schema_name: None)
+    monkeypatch.setattr(conversation_services, "_drain_schedule", lambda: None)
+    monkeypatch.setattr(agent_services, "_assignment_run_schedule", lambda schema_name: None)
     tenant = make_live_tenant("deadlock")
     with schema_context(tenant.schema_name):
         application = conversation_services.application_create(name="Deadlock")

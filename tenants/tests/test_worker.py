@@ -9,7 +9,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django_tenants.utils import schema_context
 
-from conftest import WorkerProcess, api_client, make_user, token_for, wait_for
+from core.tests.fixtures.workers import WorkerProcess
+
+from core.tests.support import api_client, make_user, token_for, wait_for
 from conversations.models import InboundEvent
 from core.models import User
 from sociomile.celery import app

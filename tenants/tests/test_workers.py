@@ -15,7 +15,9 @@ import pytest
 from django.db import connection
 from django_tenants.utils import schema_context, schema_exists
 
-from conftest import WorkerProcess, _test_database_url, wait_for
+from core.tests.fixtures.workers import _test_database_url, WorkerProcess
+
+from core.tests.support import wait_for
 from conversations.models import InboundEvent
 from core.redis import get_redis, tenant_keys_delete
 from live_stack import child_pids
@@ -28,7 +30,7 @@ from tenants.concurrency import (
 from tenants.metrics import tenant_metrics_read
 from tenants.models import Tenant
 from tenants.queues import tenant_queue_depth
-from tenants.services import tenant_delete, tenant_probe_send
+from tenants.services import tenant_delete, tenant_probe_schedule
 from tenants.tests.support import (
     FAST_RECOVERY_ENV,
     finished,
@@ -87,7 +89,7 @@ def test_cap_holds_across_workers_and_a_live_raise_takes_effect(workers, make_li
     # given a tenant capped at 2, with 16 half-second tasks and at least 8 idle pool processes on 4 workers
     tenant = make_live_tenant("cap", concurrency=2)
     platform = live_platform_api()
-    run_id = tenant_probe_send(tenant=tenant, count=16, duration_ms=500)
+    run_id = tenant_probe_schedule(tenant=tenant, count=16, duration_ms=500)
     wait_for(lambda: finished(tenant.schema_name, run_id) >= 4, timeout=20, message="4 probes to finish at N=2")
 
     # when the cap is raised to 4 while its backlog runs
@@ -120,13 +122,13 @@ def test_a_tenant_backlog_does_not_delay_another_tenant(workers, make_live_tenan
     # than all the workers' processes) so the backlog competes for every process
     busy = make_live_tenant("busy", concurrency=1)
     quiet = make_live_tenant("quiet")
-    tenant_probe_send(tenant=busy, count=2000, duration_ms=50)
+    tenant_probe_schedule(tenant=busy, count=2000, duration_ms=50)
     live_platform_api().put(f"/api/tenants/{busy.id}/config/concurrency", {"workers": 64})
     wait_for(lambda: tenant_slots_in_use(schema_name=busy.schema_name) >= 6, message="the backlog to fill the workers")
 
     # when tenant B sends one task
     sent_at = _redis_now()
-    run_id = tenant_probe_send(tenant=quiet, count=1, duration_ms=0)
+    run_id = tenant_probe_schedule(tenant=quiet, count=1, duration_ms=0)
 
     # then it runs within a small bound, while most of A's backlog still waits
     wait_for(lambda: finished(quiet.schema_name, run_id) == 1, timeout=10, message="tenant B's task")
@@ -142,7 +144,7 @@ def test_a_tenant_backlog_does_not_delay_another_tenant(workers, make_live_tenan
 def test_deleting_a_tenant_waits_for_its_running_tasks_then_drops_it(workers, make_live_tenant, monkeypatch):
     # given a tenant with 2 tasks running (its cap) and 4 more waiting or parked
     tenant = make_live_tenant("drain", concurrency=2)
-    run_id = tenant_probe_send(tenant=tenant, count=6, duration_ms=1000)
+    run_id = tenant_probe_schedule(tenant=tenant, count=6, duration_ms=1000)
     wait_for(lambda: tenant_slots_in_use(schema_name=tenant.schema_name) == 2, message="2 tasks to run")
     # (the probes' records are the tenant's Redis keys, deleted last with all the others: read them just before)
     recorded = {}
@@ -176,12 +178,12 @@ def test_sigterm_lets_the_running_task_finish_before_the_worker_exits(workers, m
     # worker parks...
     assert tenant_slot_acquire(schema_name=saturated.schema_name, token="held-by-the-test", fallback_limit=1) == 1
     parked_count = 12
-    parked_run = tenant_probe_send(tenant=saturated, count=parked_count, duration_ms=50)
+    parked_run = tenant_probe_schedule(tenant=saturated, count=parked_count, duration_ms=50)
     wait_for(lambda: f"tenant {saturated.schema_name} is at its concurrency limit" in worker.log(),
              message="the worker to park a task")  # fmt: skip
     # ...and a worker with one pool process, parking one of them and running a 1.5-second task of another
     # tenant (as many of those are sent as all workers have processes, so one lands on its only process)
-    run_id = tenant_probe_send(tenant=tenant, count=count, duration_ms=1500)
+    run_id = tenant_probe_schedule(tenant=tenant, count=count, duration_ms=1500)
 
     def running_on_worker():
         return [index for index, interval in probe_intervals(tenant.schema_name, run_id).items()

@@ -1,0 +1,31 @@
+"""The conversations app: message limits, the drain of queued creations, the inbound webhook, the event log."""
+
+from sociomile.settings.env import env_int, env_str
+
+# --- Messages and the drain of queued creations (conversations.creations) ---------------------------------
+MESSAGE_MAX_LENGTH = env_int("MESSAGE_MAX_LENGTH", 10_000)
+# Queued chat and message creations persisted per transaction by one drain (conversations.services).
+CREATIONS_BATCH_SIZE = env_int("CREATIONS_BATCH_SIZE", 1000)
+# The one drain of a tenant holds a lease, renewed before each batch; a drain whose worker was killed blocks
+# the tenant's drains for at most this long. It only has to outlast one batch (one transaction).
+CREATIONS_LOCK_LEASE_SECONDS = env_int("CREATIONS_LOCK_LEASE_SECONDS", 30)
+# A drain whose batch is not full waits this long once for more records: under steady load, fewer and bigger
+# batches (less worker CPU per message), at the cost of rows appearing up to this much later.
+CREATIONS_DRAIN_LINGER_MS = env_int("CREATIONS_DRAIN_LINGER_MS", 20)
+# Under steady load one drain task keeps draining; after this long it hands over to a new task, so a task
+# never runs for ever (worker shutdown waits for it) and the tenant's other tasks get its slot in between.
+CREATIONS_DRAIN_MAX_SECONDS = env_int("CREATIONS_DRAIN_MAX_SECONDS", 5)
+
+# --- Inbound channel webhook (conversations.inbound) -----------------------------------------------------
+# Deliveries accepted per application per window (a fixed window counted in Redis, across web processes);
+# the one over the limit is answered 429 with Retry-After.
+WEBHOOK_RATE_LIMIT = env_int("WEBHOOK_RATE_LIMIT", 600)
+WEBHOOK_RATE_WINDOW_SECONDS = env_int("WEBHOOK_RATE_WINDOW_SECONDS", 60)
+# How long the answer to a delivery with an external_id is kept: a repeat within it gets the same answer.
+WEBHOOK_IDEMPOTENCY_TTL_SECONDS = env_int("WEBHOOK_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)
+
+# --- Tenant event log ----------------------------------------------------------------------------------
+# An event its consumer fails to persist is retried (exponential backoff with jitter from this base, in
+# seconds) and parked as `dead` with its last error after this many attempts (conversations.tasks).
+INBOUND_EVENT_MAX_ATTEMPTS = env_int("INBOUND_EVENT_MAX_ATTEMPTS", 5)
+INBOUND_EVENT_RETRY_BACKOFF_SECONDS = float(env_str("INBOUND_EVENT_RETRY_BACKOFF_SECONDS", "2"))
