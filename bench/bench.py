@@ -906,10 +906,11 @@ def scenario_outbound(args, processes: Processes) -> dict:
         same number of threads, with no database or Redis at all: what the machine allows right now."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from scheduler.services import _http_target, _post
+        from core.transport import http_target
+        from scheduler.services.run import _post
 
         concurrency = settings.OUTBOUND_SEND_CONCURRENCY
-        target = _http_target(concurrency=concurrency, url=webhook_url)
+        target = http_target(concurrency=concurrency, url=webhook_url, user_agent="sociomile-outbound")
         setting = SchedulerSetting(webhook_url=webhook_url, auth_key="")  # never saved
 
         def post(index: int) -> None:
