@@ -8,7 +8,6 @@ the claim is conditional on the run's claim token, so a run that lost its claim 
 lease) can neither send nor record anything for that message.
 """
 
-import contextlib
 import json
 import logging
 import random
@@ -24,6 +23,7 @@ from django_tenants.utils import schema_context
 from core.redis import redis_script
 from core.text import storable_text
 from core.transport import HttpTarget, http_body_start, http_post, http_send_and_collect, http_target
+from events.services import OUTBOUND_FAILED, OUTBOUND_SENT, event_time, events_record
 from scheduler.models import OutboundMessage, SchedulerSetting
 from scheduler.services.schedule import _tenant_schema_name, outbound_cache_key, scheduler_ensure
 
@@ -71,13 +71,18 @@ def outbound_recover_expired(*, now: datetime) -> int:
     The receiver may have got the first request; it de-duplicates by the unchanged Idempotency-Key.
     """
     expired = OutboundMessage.objects.filter(status=OutboundMessage.Status.SENDING, lease_expires_at__lt=now)
-    exhausted = expired.filter(attempts__gte=settings.OUTBOUND_MAX_ATTEMPTS).update(
-        status=OutboundMessage.Status.FAILED,
-        claim_token=None,
-        lease_expires_at=None,
-        last_error="Delivery outcome unknown: the sending run stopped before recording it, and no attempts are left.",
-        updated_at=now,
-    )
+    with transaction.atomic():  # the failures and their outbound.failed events together
+        given_up = list(
+            expired.filter(attempts__gte=settings.OUTBOUND_MAX_ATTEMPTS).select_for_update(skip_locked=True).values_list("id", flat=True)
+        )
+        exhausted = OutboundMessage.objects.filter(id__in=given_up, status=OutboundMessage.Status.SENDING).update(
+            status=OutboundMessage.Status.FAILED,
+            claim_token=None,
+            lease_expires_at=None,
+            last_error="Delivery outcome unknown: the sending run stopped before recording it, and no attempts are left.",
+            updated_at=now,
+        )
+        _outbound_events_record(messages=list(OutboundMessage.objects.filter(id__in=given_up, status=OutboundMessage.Status.FAILED)))
     retried = expired.update(
         status=OutboundMessage.Status.PENDING,
         claim_token=None,
@@ -127,7 +132,7 @@ FROM unnest(%(ids)s::uuid[], %(statuses)s::varchar[], %(provider_ids)s::varchar[
             %(next_attempts_at)s::timestamptz[], %(errors)s::text[])
      AS outcome(id, status, provider_id, next_attempt_at, error)
 WHERE message.id = outcome.id AND message.status = 'sending' AND message.claim_token = %(claim_token)s
-RETURNING message.id
+RETURNING {columns}
 """
 
 # Messages claimed but never tried (the run was interrupted): due again at once, the attempt counted by the
@@ -219,13 +224,13 @@ _UNRECORDABLE_ERROR = "The delivery outcome could not be stored; see the worker 
 
 
 def _outcome_rows_write(*, claim_token: uuid.UUID, rows: dict, now: datetime) -> set[uuid.UUID]:
-    """One UPDATE for the rows; the ids written (those whose claim is still ours)."""
-    # Inside a caller's transaction (tests, a shell), a savepoint keeps a refused statement from breaking it;
-    # a run in autocommit needs none, and pays no extra round trip.
-    guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
-    with guard, connection.cursor() as cursor:
+    """One UPDATE for the rows, and the events of the final ones (outbound.sent / outbound.failed) in the same
+    transaction; the ids written (those whose claim is still ours)."""
+    # A transaction (a savepoint inside a caller's): an outcome and its event commit together, and a refused
+    # statement (the outcome's or its event's) breaks neither the caller's transaction nor the other rows.
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            _OUTCOMES_RECORD,
+            _OUTCOMES_RECORD.format(columns=_EVENT_COLUMNS),
             {
                 "now": now,
                 "claim_token": claim_token,
@@ -236,7 +241,27 @@ def _outcome_rows_write(*, claim_token: uuid.UUID, rows: dict, now: datetime) ->
                 "errors": [row[3] for row in rows.values()],
             },
         )
-        return {row[0] for row in cursor.fetchall()}
+        written = [OutboundMessage.from_db(connection.alias, _EVENT_FIELDS, row) for row in cursor.fetchall()]
+        _outbound_events_record(messages=written)
+        return {message.id for message in written}
+
+
+# What an outbound event carries: the outbound message as the API lists it.
+_EVENT_FIELDS = ["id", "to", "content", "status", "attempts", "message_id", "sent_at", "last_error", "created_at"]
+_EVENT_COLUMNS = ", ".join(f'message."{name}"' for name in _EVENT_FIELDS)
+
+
+def _outbound_events_record(*, messages: list[OutboundMessage]) -> None:
+    """outbound.sent / outbound.failed for the messages that reached a final status, in the caller's transaction."""
+    final = {OutboundMessage.Status.SENT: OUTBOUND_SENT, OutboundMessage.Status.FAILED: OUTBOUND_FAILED}
+    events_record(events=[
+        (final[message.status], {
+            "id": str(message.id), "to": message.to, "content": message.content, "status": message.status,
+            "attempts": message.attempts, "message_id": message.message_id, "sent_at": event_time(message.sent_at),
+            "last_error": message.last_error, "created_at": event_time(message.created_at),
+        }, None, None, False)
+        for message in messages if message.status in final
+    ])  # fmt: skip
 
 
 def _outcomes_record(
