@@ -199,17 +199,23 @@ def webhook_deliveries_send(*, max_seconds: float | None = None) -> DeliveryRunS
     summary = DeliveryRunSummary()
     max_seconds = settings.EVENTS_RUN_MAX_SECONDS if max_seconds is None else max_seconds
     deadline = time.monotonic() + max_seconds
-    while True:
-        claim_token = uuid.uuid4()
-        claimed_rows = webhook_deliveries_claim(
-            claim_token=claim_token, now=timezone.now(), limit=settings.EVENTS_DELIVERY_BATCH
-        )
-        if not claimed_rows:
-            break
-        summary.rounds += 1
-        _round_send(claim_token=claim_token, claimed_rows=claimed_rows, summary=summary)
-        if time.monotonic() >= deadline:
-            break
+    # One keep-alive pool per endpoint URL for the whole run: rounds reuse its connections.
+    targets: dict[str, HttpTarget] = {}
+    try:
+        while True:
+            claim_token = uuid.uuid4()
+            claimed_rows = webhook_deliveries_claim(
+                claim_token=claim_token, now=timezone.now(), limit=settings.EVENTS_DELIVERY_BATCH
+            )
+            if not claimed_rows:
+                break
+            summary.rounds += 1
+            _round_send(claim_token=claim_token, claimed_rows=claimed_rows, summary=summary, targets=targets)
+            if time.monotonic() >= deadline:
+                break
+    finally:
+        for target in targets.values():
+            target.manager.clear()
     if summary.rounds:
         logger.info(
             "webhook deliveries: %d succeeded, %d to retry, %d dead", summary.succeeded, summary.retrying, summary.dead
@@ -217,7 +223,9 @@ def webhook_deliveries_send(*, max_seconds: float | None = None) -> DeliveryRunS
     return summary
 
 
-def _round_send(*, claim_token: uuid.UUID, claimed_rows: list[tuple], summary: DeliveryRunSummary) -> None:
+def _round_send(
+    *, claim_token: uuid.UUID, claimed_rows: list[tuple], summary: DeliveryRunSummary, targets: dict[str, HttpTarget]
+) -> None:
     events = {event.id: event for event in Event.objects.filter(id__in={row[1] for row in claimed_rows})}
     endpoints = {endpoint.id: endpoint for endpoint in WebhookEndpoint.objects.filter(id__in={row[2] for row in claimed_rows})}
     claimed = [
@@ -225,49 +233,47 @@ def _round_send(*, claim_token: uuid.UUID, claimed_rows: list[tuple], summary: D
                  webhook_id=events[event_id].webhook_id, body=webhook_envelope(events[event_id]))
         for delivery_id, event_id, endpoint_id, attempts in claimed_rows
     ]  # fmt: skip
-    concurrency = max(1, min(settings.EVENTS_SEND_CONCURRENCY, len(claimed)))
+    concurrency = settings.EVENTS_SEND_CONCURRENCY
     schema_name = connection.schema_name
-    targets: dict[uuid.UUID, HttpTarget] = {}
-    try:
-        for endpoint in endpoints.values():
-            targets[endpoint.id] = http_target(
+    for endpoint in endpoints.values():
+        if endpoint.url not in targets:
+            targets[endpoint.url] = http_target(
                 concurrency=concurrency, url=endpoint.url, user_agent="sociomile-webhooks",
                 timeout_seconds=settings.EVENTS_HTTP_TIMEOUT_SECONDS,
             )  # fmt: skip
 
-        def send(delivery: _Claimed) -> _Sent:
-            with schema_context(schema_name):  # log lines from the sending threads name the tenant
-                started = time.monotonic()
-                attempted_at = timezone.now()
-                try:
-                    body = delivery.body.decode()
-                    headers = {
-                        "webhook-id": delivery.webhook_id,
-                        "webhook-timestamp": str(int(attempted_at.timestamp())),
-                        "webhook-signature": webhook_signature(
-                            endpoint=endpoints[delivery.endpoint_id], webhook_id=delivery.webhook_id,
-                            timestamp=attempted_at, body=body, now=attempted_at,
-                        ),
-                    }  # fmt: skip
-                    result = http_post(target=targets[delivery.endpoint_id], body=delivery.body, headers=headers)
-                except Exception as error:  # a bug here must not leave the round waiting for an answer forever
-                    logger.exception("webhook delivery %s: sending failed unexpectedly", delivery.id)
-                    result = HttpResult(error=f"{error.__class__.__name__}: {error}", transient=True)
-                return _Sent(result=result, attempted_at=attempted_at, duration_ms=int((time.monotonic() - started) * 1000))
+    def send(delivery: _Claimed) -> _Sent:
+        with schema_context(schema_name):  # log lines from the sending threads name the tenant
+            started = time.monotonic()
+            attempted_at = timezone.now()
+            try:
+                body = delivery.body.decode()
+                headers = {
+                    "webhook-id": delivery.webhook_id,
+                    "webhook-timestamp": str(int(attempted_at.timestamp())),
+                    "webhook-signature": webhook_signature(
+                        endpoint=endpoints[delivery.endpoint_id], webhook_id=delivery.webhook_id,
+                        timestamp=attempted_at, body=body, now=attempted_at,
+                    ),
+                }  # fmt: skip
+                result = http_post(target=targets[endpoints[delivery.endpoint_id].url], body=delivery.body, headers=headers)
+            except Exception as error:  # a bug here must not leave the round waiting for an answer forever
+                logger.exception("webhook delivery %s: sending failed unexpectedly", delivery.id)
+                result = HttpResult(error=f"{error.__class__.__name__}: {error}", transient=True)
+            return _Sent(result=result, attempted_at=attempted_at, duration_ms=int((time.monotonic() - started) * 1000))
 
-        http_send_and_collect(
-            items=claimed,
-            send=send,
-            record=lambda results: _outcomes_record(claim_token=claim_token, results=results, summary=summary),
-            renew=lambda: _renew(claim_token=claim_token),
-            renew_every=settings.EVENTS_LEASE_SECONDS / 4,
-            release=lambda untried: _release(claim_token=claim_token, untried=untried),
-            concurrency=concurrency,
-            thread_name_prefix=f"webhooks-{schema_name}",
-        )
-    finally:
-        for target in targets.values():
-            target.manager.clear()
+    http_send_and_collect(
+        items=claimed,
+        send=send,
+        record=lambda results: _outcomes_record(
+            claim_token=claim_token, results=results, summary=summary, endpoints=endpoints
+        ),
+        renew=lambda: _renew(claim_token=claim_token),
+        renew_every=settings.EVENTS_LEASE_SECONDS / 4,
+        release=lambda untried: _release(claim_token=claim_token, untried=untried),
+        concurrency=max(1, min(concurrency, len(claimed))),
+        thread_name_prefix=f"webhooks-{schema_name}",
+    )
 
 
 def _outcome_row(*, delivery: _Claimed, sent: _Sent, now: datetime) -> tuple[str, int | None, str | None, datetime | None]:
@@ -288,8 +294,12 @@ def _outcome_row(*, delivery: _Claimed, sent: _Sent, now: datetime) -> tuple[str
     return Delivery.Status.FAILED, result.status, error, now + timedelta(seconds=delay)
 
 
-def _outcomes_record(*, claim_token: uuid.UUID, results: list[tuple[_Claimed, _Sent]], summary: DeliveryRunSummary) -> None:
-    """Writes a batch of outcomes, their attempts and their endpoints' health in one transaction."""
+def _outcomes_record(
+    *, claim_token: uuid.UUID, results: list[tuple[_Claimed, _Sent]], summary: DeliveryRunSummary,
+    endpoints: dict[uuid.UUID, WebhookEndpoint],
+) -> None:  # fmt: skip
+    """Writes a batch of outcomes, their attempts and their endpoints' health in one transaction. `endpoints`
+    as the round read them: a healthy endpoint that stays healthy costs no write."""
     now = timezone.now()
     rows = {delivery.id: (delivery, sent, _outcome_row(delivery=delivery, sent=sent, now=now)) for delivery, sent in results}
     health: dict[uuid.UUID, tuple[bool, datetime | None]] = {}
@@ -315,10 +325,17 @@ def _outcomes_record(*, claim_token: uuid.UUID, results: list[tuple[_Claimed, _S
             },
         )
         written = {row[0] for row in cursor.fetchall()}
-        cursor.execute(
-            _ENDPOINT_HEALTH,
-            {"ids": list(health), "succeeded": [h[0] for h in health.values()], "failed_at": [h[1] for h in health.values()]},
-        )
+        # Written where it may change: a failure, or a success of an endpoint the round saw failing (another
+        # run may have recorded a failure since: the next failure or success here writes it right again).
+        changed = {
+            endpoint_id: state for endpoint_id, state in health.items()
+            if not state[0] or endpoints[endpoint_id].failing_since is not None
+        }  # fmt: skip
+        if changed:
+            cursor.execute(
+                _ENDPOINT_HEALTH,
+                {"ids": list(changed), "succeeded": [h[0] for h in changed.values()], "failed_at": [h[1] for h in changed.values()]},
+            )
         failing = [endpoint_id for endpoint_id, (succeeded, _) in health.items() if not succeeded]
         if failing:
             cursor.execute(
