@@ -10,6 +10,7 @@ nothing for that delivery. A run killed mid-send loses nothing: the lease runs o
 again, with the same `webhook-id`.
 """
 
+import contextlib
 import json
 import logging
 import random
@@ -310,7 +311,16 @@ def _outcomes_record(
         else:
             failed_at = min(failed_at or sent.attempted_at, sent.attempted_at)
         health[delivery.endpoint_id] = (succeeded, failed_at)
-    with transaction.atomic(), connection.cursor() as cursor:
+    # Written where it may change: a failure, or a success of an endpoint the round saw failing (another run
+    # may have recorded a failure since: the next failure or success here writes it right again).
+    changed = {
+        endpoint_id: state for endpoint_id, state in health.items()
+        if not state[0] or endpoints[endpoint_id].failing_since is not None
+    }  # fmt: skip
+    failing = [endpoint_id for endpoint_id, (succeeded, _) in health.items() if not succeeded]
+    # All healthy (the common case): one statement, atomic by itself, and no BEGIN / COMMIT round trips.
+    guard = transaction.atomic() if changed or failing else contextlib.nullcontext()
+    with guard, connection.cursor() as cursor:
         cursor.execute(
             _OUTCOMES_RECORD,
             {
@@ -325,18 +335,11 @@ def _outcomes_record(
             },
         )
         written = {row[0] for row in cursor.fetchall()}
-        # Written where it may change: a failure, or a success of an endpoint the round saw failing (another
-        # run may have recorded a failure since: the next failure or success here writes it right again).
-        changed = {
-            endpoint_id: state for endpoint_id, state in health.items()
-            if not state[0] or endpoints[endpoint_id].failing_since is not None
-        }  # fmt: skip
         if changed:
             cursor.execute(
                 _ENDPOINT_HEALTH,
                 {"ids": list(changed), "succeeded": [h[0] for h in changed.values()], "failed_at": [h[1] for h in changed.values()]},
             )
-        failing = [endpoint_id for endpoint_id, (succeeded, _) in health.items() if not succeeded]
         if failing:
             cursor.execute(
                 _DEACTIVATE,

@@ -108,8 +108,9 @@ class Delivery(models.Model):
             ),
         ]
         indexes = [
-            # The claim: unfinished deliveries by due time.
-            models.Index(fields=["next_attempt_at"], condition=Q(status__in=["pending", "failed"]), name="delivery_due_idx"),
+            # The claim walks unfinished deliveries in event order and stops at its LIMIT (no sort of every
+            # due row per round).
+            models.Index(fields=["event"], condition=Q(status__in=["pending", "failed"]), name="delivery_claim_order_idx"),
             # The order rule: an unfinished earlier delivery of the same chat to the same endpoint.
             models.Index(
                 fields=["endpoint", "chat_id", "event"], condition=Q(status__in=["pending", "failed"]), name="delivery_chat_order_idx"
