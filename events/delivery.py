@@ -42,7 +42,7 @@ _NO_EARLIER_UNFINISHED = """
 NOT EXISTS (
     SELECT 1 FROM events_delivery AS earlier
     WHERE earlier.endpoint_id = delivery.endpoint_id AND earlier.chat_id = delivery.chat_id
-      AND earlier.event_id < delivery.event_id AND earlier.status IN ('pending', 'failed')
+      AND earlier.event_id < delivery.event_id AND (earlier.status = 'pending' OR earlier.status = 'failed')
 )
 """
 
@@ -50,7 +50,7 @@ _CLAIM = f"""
 WITH due AS (
     SELECT delivery.id FROM events_delivery AS delivery
     JOIN events_webhookendpoint AS endpoint ON endpoint.id = delivery.endpoint_id AND endpoint.is_active
-    WHERE delivery.status IN ('pending', 'failed') AND delivery.next_attempt_at <= %(now)s
+    WHERE (delivery.status = 'pending' OR delivery.status = 'failed') AND delivery.next_attempt_at <= %(now)s
       AND (delivery.lease_expires_at IS NULL OR delivery.lease_expires_at < %(now)s)
       AND {_NO_EARLIER_UNFINISHED}
     ORDER BY delivery.event_id
@@ -69,7 +69,7 @@ _NEXT_DUE = f"""
 SELECT min(greatest(delivery.next_attempt_at, coalesce(delivery.lease_expires_at, delivery.next_attempt_at)))
 FROM events_delivery AS delivery
 JOIN events_webhookendpoint AS endpoint ON endpoint.id = delivery.endpoint_id AND endpoint.is_active
-WHERE delivery.status IN ('pending', 'failed') AND {_NO_EARLIER_UNFINISHED}
+WHERE (delivery.status = 'pending' OR delivery.status = 'failed') AND {_NO_EARLIER_UNFINISHED}
 """
 
 _RENEW = """

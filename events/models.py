@@ -70,6 +70,11 @@ class WebhookEndpoint(models.Model):
         return self.url
 
 
+# A partial index's condition as two equalities, not IN: PostgreSQL prints an IN's array with casts that a
+# schema copy (tenants.schemas) re-reads differently, and the copy must equal a migrated schema's catalog.
+_UNFINISHED = Q(status="pending") | Q(status="failed")
+
+
 class Delivery(models.Model):
     """One event to one endpoint: its status, attempts and, while a run sends it, the run's claim.
 
@@ -110,10 +115,10 @@ class Delivery(models.Model):
         indexes = [
             # The claim walks unfinished deliveries in event order and stops at its LIMIT (no sort of every
             # due row per round).
-            models.Index(fields=["event"], condition=Q(status__in=["pending", "failed"]), name="delivery_claim_order_idx"),
+            models.Index(fields=["event"], condition=_UNFINISHED, name="delivery_claim_order_idx"),
             # The order rule: an unfinished earlier delivery of the same chat to the same endpoint.
             models.Index(
-                fields=["endpoint", "chat_id", "event"], condition=Q(status__in=["pending", "failed"]), name="delivery_chat_order_idx"
+                fields=["endpoint", "chat_id", "event"], condition=_UNFINISHED, name="delivery_chat_order_idx"
             ),
             models.Index(fields=["endpoint", "created_at", "id"], name="delivery_endpoint_created_idx"),
         ]

@@ -94,11 +94,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='delivery',
-            index=models.Index(condition=models.Q(('status__in', ['pending', 'failed'])), fields=['event'], name='delivery_claim_order_idx'),
+            index=models.Index(condition=models.Q(('status', 'pending'), ('status', 'failed'), _connector='OR'), fields=['event'], name='delivery_claim_order_idx'),
         ),
         migrations.AddIndex(
             model_name='delivery',
-            index=models.Index(condition=models.Q(('status__in', ['pending', 'failed'])), fields=['endpoint', 'chat_id', 'event'], name='delivery_chat_order_idx'),
+            index=models.Index(condition=models.Q(('status', 'pending'), ('status', 'failed'), _connector='OR'), fields=['endpoint', 'chat_id', 'event'], name='delivery_chat_order_idx'),
         ),
         migrations.AddIndex(
             model_name='delivery',
