@@ -34,6 +34,7 @@ from core.exceptions import ConflictError
 from core.models import User
 from core.redis import get_redis, tenant_key
 from core.services import user_create, user_last_admin_check
+from events.services import CHAT_ASSIGNED, CHAT_RESOLVED, CHAT_TRANSFERRED, events_record_chats
 from tenants.models import TenantWork
 from tenants.work import tenant_work_mark, tenant_work_settle, tenant_work_soon, tenant_work_version
 
@@ -430,6 +431,7 @@ def assignment_run(*, batch_size: int | None = None) -> int:
             cursor.execute(_ASSIGN_CHATS, [chat_ids, agent_ids, times])
             cursor.execute(_TOUCH_AGENTS, [list(last_touch), list(last_touch.values()), [added[a] for a in last_touch]])
             cursor.execute(_LOG_STINTS, [Assignment.Reason.QUEUE, chat_ids, agent_ids, times])
+            events_record_chats(type=CHAT_ASSIGNED, chat_ids=chat_ids)
             assigned += len(chat_ids)
             if len(head) < requested:
                 # The queue ran dry. Chats arriving from now on schedule a run of their own; looping for
@@ -471,6 +473,7 @@ def chat_resolve(*, chat: Chat, by: User | None = None) -> Chat:
             # assignment to commit, never deadlocks with it.
             Agent.objects.filter(pk=chat.assigned_agent_id).update(active_chats=F("active_chats") - 1)
             assignment_schedule()
+        events_record_chats(type=CHAT_RESOLVED, chat_ids=[chat.id])
     return chat
 
 
@@ -516,6 +519,7 @@ def chat_assign(*, chat: Chat, agent: Agent) -> Chat:
             tenant_work_mark(kind=TenantWork.Kind.ASSIGNMENT, due_at=deadline)
         if chat.application_id == allocation_settings_get().qiscus_application_id:
             _qiscus_assign_schedule([(chat.id, agent.pk)])
+        events_record_chats(type=CHAT_TRANSFERRED if transferred else CHAT_ASSIGNED, chat_ids=[chat.id])
     return chat
 
 

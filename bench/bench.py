@@ -26,6 +26,8 @@ Scenarios (more are added as capabilities land; see `--only`):
   Idempotency-Key, the ratio to bare POSTs (the product's `_post` alone, no database or Redis, just before
   and after each round), CPU milliseconds per message of each process (the sender, the receivers, this
   run's PostgreSQL and Redis: read from /proc), and a cProfile of one run.
+- `events`: outgoing webhook deliveries/s against bare signed POSTs, and message create -> delivered p50/p99 at a
+  fixed offered rate through a real worker (bench/events.py).
 - `tenant_scale`: idle tenants at `--tenant-levels` (built in bulk) beside `--active-tenants` active ones: idle CPU
   and memory of every process, provisioning, and open-loop create -> readable / assigned (bench/tenant_scale.py).
 """
@@ -42,6 +44,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench import events as events_scenario
 from bench import tenant_scale
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -906,10 +909,11 @@ def scenario_outbound(args, processes: Processes) -> dict:
         same number of threads, with no database or Redis at all: what the machine allows right now."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from scheduler.services import _http_target, _post
+        from core.transport import http_target
+        from scheduler.services.run import _post
 
         concurrency = settings.OUTBOUND_SEND_CONCURRENCY
-        target = _http_target(concurrency=concurrency, url=webhook_url)
+        target = http_target(concurrency=concurrency, url=webhook_url, user_agent="sociomile-outbound")
         setting = SchedulerSetting(webhook_url=webhook_url, auth_key="")  # never saved
 
         def post(index: int) -> None:
@@ -1028,6 +1032,7 @@ SCENARIOS = {
     "provisioning": scenario_provisioning,
     "outbound": scenario_outbound,
     "tenant_scale": tenant_scale.scenario_tenant_scale,
+    "events": events_scenario.scenario_events,
 }
 
 
@@ -1177,6 +1182,8 @@ def markdown(results: dict) -> str:
         ]  # fmt: skip
     if "tenant_scale" in results["scenarios"]:
         lines += tenant_scale.markdown_lines(results["scenarios"]["tenant_scale"])
+    if "events" in results["scenarios"]:
+        lines += events_scenario.markdown_lines(results["scenarios"]["events"])
     return "\n".join(lines)
 
 
@@ -1205,6 +1212,7 @@ def main() -> None:
     parser.add_argument("--outbound-messages", type=int, default=5000, help="queued outbound messages")
     parser.add_argument("--outbound-runs", type=int, nargs="+", default=[1, 4, 8], help="concurrent runs to compare")
     tenant_scale.add_arguments(parser)
+    events_scenario.add_arguments(parser)
     args = parser.parse_args()
 
     import django

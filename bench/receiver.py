@@ -18,8 +18,13 @@ import os
 import signal
 import socket
 import sys
+import time
 
 _HEADERS_END = b"\r\n\r\n"
+# The header each line records, and whether the arrival time (Unix seconds) follows it: the events scenario
+# counts webhook-ids and measures create -> delivered with the same receiver.
+_KEY_HEADER = os.environ.get("BENCH_RECEIVER_KEY_HEADER", "idempotency-key")
+_WITH_TIMES = os.environ.get("BENCH_RECEIVER_TIMES") == "1"
 _MAX_HEAD = 64 * 1024
 
 
@@ -62,8 +67,8 @@ class Receiver(asyncio.Protocol):
             if len(self.buffer) < end + 4 + length:
                 break  # the body is still on its way
             del self.buffer[: end + 4 + length]
-            key = headers.get("idempotency-key", "")
-            self.keys.append(key)
+            key = headers.get(_KEY_HEADER, "")
+            self.keys.append(f"{key} {time.time():.6f}" if _WITH_TIMES else key)
             wants_close = headers.get("connection", "").lower() == "close" or head[0].endswith("HTTP/1.0")
             answers.append(_answer(202, json.dumps({"messageId": f"m-{key}"}).encode(), close=wants_close))
             if wants_close:

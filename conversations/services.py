@@ -17,6 +17,7 @@ from conversations.selectors import chat_open_for_customer_get
 from core.exceptions import ConflictError
 from core.models import User
 from core.text import storable_text
+from events.services import TICKET_CREATED, TICKET_UPDATED, event_record_ticket, events_record_creations
 from tenants.models import TenantWork
 from tenants.work import tenant_work_mark
 
@@ -297,7 +298,7 @@ def ticket_create(*, chat: Chat, title: str, description: str, priority: str, cr
         with transaction.atomic():
             chat = Chat.objects.select_for_update().get(id=chat.id)
             chat_access_check(chat=chat, user=created_by, action="escalate it")
-            return Ticket.objects.create(
+            ticket = Ticket.objects.create(
                 chat=chat,
                 title=title,
                 description=description,
@@ -305,6 +306,8 @@ def ticket_create(*, chat: Chat, title: str, description: str, priority: str, cr
                 assigned_agent=created_by,
                 created_by=created_by,
             )
+            event_record_ticket(type=TICKET_CREATED, ticket=ticket)
+            return ticket
     except IntegrityError as error:
         if getattr(error.__cause__, "sqlstate", None) != "23505":  # anything but the unique violation
             raise
@@ -312,8 +315,10 @@ def ticket_create(*, chat: Chat, title: str, description: str, priority: str, cr
 
 
 def ticket_status_set(*, ticket: Ticket, status: str) -> Ticket:
-    ticket.status = status
-    ticket.save(update_fields=["status", "updated_at"])
+    with transaction.atomic():  # the change and its event together
+        ticket.status = status
+        ticket.save(update_fields=["status", "updated_at"])
+        event_record_ticket(type=TICKET_UPDATED, ticket=ticket)
     return ticket
 
 
@@ -406,6 +411,7 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
             # The counts just changed: the periodic recount (the safety net for counts changed by hand) is
             # due for this tenant within COUNTS_RECONCILE_SECONDS; the earliest mark stands.
             tenant_work_mark(kind=TenantWork.Kind.COUNTS, due_at=timezone.now() + timedelta(seconds=settings.COUNTS_RECONCILE_SECONDS))
+        events_record_creations(records=records)  # events (the outbox) last: their work mark after the others
     return sum(chats_added.values()), sum(messages_added.values())
 
 

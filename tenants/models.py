@@ -115,6 +115,7 @@ class TenantWork(models.Model):
         ASSIGNMENT = "assignment", "Assignment"
         OUTBOUND = "outbound", "Outbound send"
         COUNTS = "counts", "Counts reconcile"
+        WEBHOOKS = "webhooks", "Webhook deliveries"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="work")
     kind = models.CharField(max_length=20, choices=Kind.choices)

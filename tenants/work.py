@@ -45,6 +45,7 @@ KIND_TASKS = {
     Kind.ASSIGNMENT: "agents.tasks.assignment_sweep_task",
     Kind.OUTBOUND: "scheduler.tasks.outbound_send_due_task",
     Kind.COUNTS: "conversations.tasks.counts_reconcile_task",
+    Kind.WEBHOOKS: "events.tasks.webhook_deliveries_send_task",
 }
 CREATIONS_DRAIN_TASK = "conversations.tasks.creations_persist_task"
 

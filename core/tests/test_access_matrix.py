@@ -121,6 +121,15 @@ ACCESS = {
     (TENANT, "POST api/outbound-messages"): TENANT_ADMIN,
     (TENANT, "GET api/outbound-messages/<uuid:message_id>"): TENANT_ADMIN,
     (TENANT, "POST api/outbound-messages/<uuid:message_id>/retry"): TENANT_ADMIN,
+    # outgoing webhooks (events)
+    (TENANT, "GET api/webhook-endpoints"): TENANT_ADMIN,
+    (TENANT, "POST api/webhook-endpoints"): TENANT_ADMIN,
+    (TENANT, "GET api/webhook-endpoints/<uuid:endpoint_id>"): TENANT_ADMIN,
+    (TENANT, "PATCH api/webhook-endpoints/<uuid:endpoint_id>"): TENANT_ADMIN,
+    (TENANT, "DELETE api/webhook-endpoints/<uuid:endpoint_id>"): TENANT_ADMIN,
+    (TENANT, "POST api/webhook-endpoints/<uuid:endpoint_id>/rotate-secret"): TENANT_ADMIN,
+    (TENANT, "GET api/webhook-endpoints/<uuid:endpoint_id>/deliveries"): TENANT_ADMIN,
+    (TENANT, "POST api/webhook-deliveries/<uuid:delivery_id>/redeliver"): TENANT_ADMIN,
 }
 
 # The wrong credentials each access class must refuse, and with which status.
@@ -223,7 +232,8 @@ def matrix(tenant_a, tenant_b, platform_token):
         "tenant": tenant_a,
         "other_tenant": tenant_b,
         "values": {"token": application.token, "number": 1, "message_number": 1, "ticket_id": 1,
-                   "agent_id": agent.id, "message_id": uuid.uuid4(), "tenant_id": tenant_a.id},  # fmt: skip
+                   "agent_id": agent.id, "message_id": uuid.uuid4(), "tenant_id": tenant_a.id,
+                   "endpoint_id": uuid.uuid4(), "delivery_id": uuid.uuid4()},  # fmt: skip
         "foreign_values": {"token": foreign.token},
         "foreign_secret": foreign.webhook_secret,
         "tokens": {

@@ -224,7 +224,7 @@ def test_shared_snippets_are_written_once():
 
 
 # scheduler/services.py keeps its wave-caching script inline until its package split lands (issue 21, item 2).
-_INLINE_LUA_ALLOWED = {"scheduler/services.py"}
+_INLINE_LUA_ALLOWED: set[str] = set()
 
 
 def test_no_lua_is_written_inline_in_python():

@@ -135,6 +135,8 @@ BUSINESS_RULE_400 = {
     "POST /api/agents": "weak password, taken email",
     "POST /api/applications/{token}/chats/{number}/assign": "no agent with this agent_id",
     "PATCH /api/scheduler": "webhook_url: Django's URL validator is stricter than `format: uri` (63-char labels)",
+    "POST /api/webhook-endpoints": "url: as PATCH /api/scheduler's webhook_url; application: an existing token",
+    "PATCH /api/webhook-endpoints/{endpoint_id}": "url: as PATCH /api/scheduler's webhook_url",
 }
 POSITIVE_STATUSES = ["2xx", "401", "403", "404", "409", "429"]
 

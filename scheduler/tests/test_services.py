@@ -390,7 +390,7 @@ def test_deeply_nested_2xx_json_fails_once_and_is_not_resent(configured_a, webho
 
 def test_an_outcome_the_database_refuses_still_leaves_sending(configured_a, webhook_receiver, monkeypatch):
     # given outcomes that reach the statement uncleaned (a defect of ours) beside a healthy one
-    import scheduler.services as services
+    import scheduler.services.run as services
 
     monkeypatch.setattr(services, "storable_text", lambda text, max_length=None: text)
     scheduler_update(batch_size=2)
@@ -439,7 +439,7 @@ def test_a_lost_claim_neither_sends_nor_records(configured_a, webhook_receiver):
     assert [m.id for m in stale] == [message.id]
     OutboundMessage.objects.filter(id=message.id).update(claim_token="00000000-0000-0000-0000-00000000000b")
 
-    from scheduler.services import _Outcome, _outcomes_record
+    from scheduler.services.run import _Outcome, _outcomes_record
 
     written = _outcomes_record(
         claim_token=stale[0].claim_token, results=[(message, _Outcome("sent", message_id="x"), 1)], now=timezone.now()
@@ -490,7 +490,7 @@ def test_a_failure_inside_a_sending_thread_is_retried_and_logged_under_the_tenan
     # given a bug in the request code, which runs on the run's sending threads
     from django_tenants.log import TenantContextFilter
 
-    from scheduler import services
+    from scheduler.services import run as services
 
     def broken(**kwargs):
         raise RuntimeError("boom")

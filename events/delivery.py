@@ -1,0 +1,394 @@
+"""The delivery engine: a tenant's run claims due deliveries, POSTs them signed (Standard Webhooks) through
+the shared transport (core.transport), and records the outcomes in batches.
+
+A run goes round after round while deliveries are due (up to EVENTS_RUN_MAX_SECONDS). Each round claims up
+to EVENTS_DELIVERY_BATCH due deliveries in one UPDATE over a SELECT ... FOR UPDATE SKIP LOCKED: a claim sets
+a token and a lease and counts the attempt, and leaves the status as it is, so an unfinished earlier
+delivery of a chat keeps holding back the later ones (the order rule) while it is in flight. Every write
+after the claim is conditional on the token: a run that lost its claim (it stalled past the lease) records
+nothing for that delivery. A run killed mid-send loses nothing: the lease runs out and the delivery is due
+again, with the same `webhook-id`.
+"""
+
+import contextlib
+import json
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from django_tenants.utils import schema_context
+from standardwebhooks import Webhook
+
+from core.text import storable_text
+from core.transport import HttpResult, HttpTarget, http_body_start, http_post, http_send_and_collect, http_target
+from events.models import Delivery, Event, WebhookEndpoint
+from events.services import event_time
+from tenants.models import TenantWork
+from tenants.work import tenant_work_settle, tenant_work_version
+
+logger = logging.getLogger(__name__)
+
+ERROR_MAX_LENGTH = 1000
+
+# The order rule, shared by the claim and the next-due query: no unfinished delivery of an earlier event of
+# the same chat to the same endpoint (chat_id NULL: an event of no chat, never held back).
+_NO_EARLIER_UNFINISHED = """
+NOT EXISTS (
+    SELECT 1 FROM events_delivery AS earlier
+    WHERE earlier.endpoint_id = delivery.endpoint_id AND earlier.chat_id = delivery.chat_id
+      AND earlier.event_id < delivery.event_id AND (earlier.status = 'pending' OR earlier.status = 'failed')
+)
+"""
+
+_CLAIM = f"""
+WITH due AS (
+    SELECT delivery.id FROM events_delivery AS delivery
+    JOIN events_webhookendpoint AS endpoint ON endpoint.id = delivery.endpoint_id AND endpoint.is_active
+    WHERE (delivery.status = 'pending' OR delivery.status = 'failed') AND delivery.next_attempt_at <= %(now)s
+      AND (delivery.lease_expires_at IS NULL OR delivery.lease_expires_at < %(now)s)
+      AND {_NO_EARLIER_UNFINISHED}
+    ORDER BY delivery.event_id
+    LIMIT %(limit)s
+    FOR UPDATE OF delivery SKIP LOCKED
+)
+UPDATE events_delivery AS delivery
+SET claim_token = %(claim_token)s, lease_expires_at = %(lease_expires_at)s, attempts = delivery.attempts + 1
+FROM due WHERE delivery.id = due.id
+RETURNING delivery.id, delivery.event_id, delivery.endpoint_id, delivery.attempts
+"""
+
+# When the tenant's next run is due: the earliest moment a delivery at the head of its chat's line (the only
+# ones a run may send) can go: its next attempt, or its lease running out.
+_NEXT_DUE = f"""
+SELECT min(greatest(delivery.next_attempt_at, coalesce(delivery.lease_expires_at, delivery.next_attempt_at)))
+FROM events_delivery AS delivery
+JOIN events_webhookendpoint AS endpoint ON endpoint.id = delivery.endpoint_id AND endpoint.is_active
+WHERE (delivery.status = 'pending' OR delivery.status = 'failed') AND {_NO_EARLIER_UNFINISHED}
+"""
+
+_RENEW = """
+UPDATE events_delivery SET lease_expires_at = %(lease_expires_at)s WHERE claim_token = %(claim_token)s
+"""
+
+# Claimed but never tried (the run was interrupted): due again at once, the attempt counted by the claim
+# taken back.
+_RELEASE = """
+UPDATE events_delivery SET claim_token = NULL, lease_expires_at = NULL, attempts = greatest(attempts - 1, 0)
+WHERE id = ANY(%(ids)s) AND claim_token = %(claim_token)s
+"""
+
+# A round's outcomes in one statement: the deliveries still claimed by this run, and every attempt (it
+# happened, whoever holds the claim now) of a delivery that still exists.
+_OUTCOMES_RECORD = """
+WITH outcome AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(statuses)s::text[], %(codes)s::integer[], %(errors)s::text[],
+                         %(next_attempts_at)s::timestamptz[], %(attempted_at)s::timestamptz[], %(durations)s::integer[])
+        AS outcome(id, status, code, error, next_attempt_at, attempted_at, duration_ms)
+),
+updated AS (
+    UPDATE events_delivery AS delivery
+    SET status = outcome.status, last_status_code = outcome.code, last_error = outcome.error,
+        next_attempt_at = coalesce(outcome.next_attempt_at, delivery.next_attempt_at),
+        delivered_at = CASE WHEN outcome.status = 'succeeded' THEN outcome.attempted_at ELSE delivery.delivered_at END,
+        claim_token = NULL, lease_expires_at = NULL
+    FROM outcome WHERE delivery.id = outcome.id AND delivery.claim_token = %(claim_token)s
+    RETURNING delivery.id
+),
+attempts AS (
+    INSERT INTO events_deliveryattempt (delivery_id, attempted_at, status_code, error, duration_ms)
+    SELECT outcome.id, outcome.attempted_at, outcome.code, outcome.error, outcome.duration_ms
+    FROM outcome JOIN events_delivery AS delivery ON delivery.id = outcome.id
+)
+SELECT id FROM updated
+"""
+
+# Each endpoint's health after a round: any success clears its failure record; only failures start it (at
+# the round's first failure) or keep it.
+_ENDPOINT_HEALTH = """
+UPDATE events_webhookendpoint AS endpoint
+SET failing_since = CASE WHEN health.succeeded THEN NULL ELSE coalesce(endpoint.failing_since, health.failed_at) END
+FROM unnest(%(ids)s::uuid[], %(succeeded)s::boolean[], %(failed_at)s::timestamptz[]) AS health(id, succeeded, failed_at)
+WHERE endpoint.id = health.id
+"""
+
+_DEACTIVATE = """
+UPDATE events_webhookendpoint SET is_active = false, deactivated_at = %(now)s, updated_at = %(now)s
+WHERE id = ANY(%(ids)s) AND is_active AND failing_since <= %(failing_before)s
+RETURNING id, url
+"""
+
+
+@dataclass
+class DeliveryRunSummary:
+    rounds: int = 0
+    succeeded: int = 0
+    retrying: int = 0
+    dead: int = 0
+    deactivated: list[uuid.UUID] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    id: uuid.UUID
+    endpoint_id: uuid.UUID
+    attempts: int
+    webhook_id: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class _Sent:
+    result: HttpResult
+    attempted_at: datetime
+    duration_ms: int
+
+
+def webhook_retry_delay(*, attempts: int) -> float | None:
+    """Seconds before the next attempt after `attempts` failed ones, with jitter (0.8x to 1.2x: deliveries that
+    failed together, an endpoint's outage, come back spread out); None: no attempts left, the delivery is dead."""
+    schedule = settings.EVENTS_RETRY_SCHEDULE_SECONDS
+    if attempts > len(schedule):
+        return None
+    return schedule[attempts - 1] * random.uniform(0.8, 1.2)
+
+
+def webhook_signature(*, endpoint: WebhookEndpoint, webhook_id: str, timestamp: datetime, body: str, now: datetime) -> str:
+    """The `webhook-signature` header: `v1,<sig>` with the secret, and a second one with the previous secret
+    while its rotation overlap lasts."""
+    signatures = [Webhook(endpoint.secret).sign(webhook_id, timestamp, body)]
+    if endpoint.previous_secret and endpoint.previous_secret_expires_at and endpoint.previous_secret_expires_at > now:
+        signatures.append(Webhook(endpoint.previous_secret).sign(webhook_id, timestamp, body))
+    return " ".join(signatures)
+
+
+def webhook_envelope(event: Event) -> bytes:
+    """The body every endpoint gets for `event`: the same bytes on every attempt."""
+    return json.dumps(
+        {"id": event.webhook_id, "type": event.type, "created_at": event_time(event.created_at), "data": event.data},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode()
+
+
+def webhook_deliveries_claim(*, claim_token: uuid.UUID, now: datetime, limit: int) -> list[tuple]:
+    """Claims up to `limit` due deliveries that head their chat's line, oldest event first (one statement).
+    Returns (id, event id, endpoint id, attempts counting this one)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM,
+            {
+                "now": now,
+                "limit": limit,
+                "claim_token": claim_token,
+                "lease_expires_at": now + timedelta(seconds=settings.EVENTS_LEASE_SECONDS),
+            },
+        )
+        return sorted(cursor.fetchall(), key=lambda row: row[1])
+
+
+def webhook_deliveries_send(*, max_seconds: float | None = None) -> DeliveryRunSummary:
+    """One delivery run of the tenant: rounds of claim, send, record until nothing is due or the time is up.
+
+    Safe to run concurrently with itself (claims never overlap; the order rule holds across runs, since an
+    in-flight delivery stays unfinished until its outcome is written)."""
+    summary = DeliveryRunSummary()
+    max_seconds = settings.EVENTS_RUN_MAX_SECONDS if max_seconds is None else max_seconds
+    deadline = time.monotonic() + max_seconds
+    # One keep-alive pool per endpoint URL for the whole run: rounds reuse its connections.
+    targets: dict[str, HttpTarget] = {}
+    try:
+        while True:
+            claim_token = uuid.uuid4()
+            claimed_rows = webhook_deliveries_claim(
+                claim_token=claim_token, now=timezone.now(), limit=settings.EVENTS_DELIVERY_BATCH
+            )
+            if not claimed_rows:
+                break
+            summary.rounds += 1
+            _round_send(claim_token=claim_token, claimed_rows=claimed_rows, summary=summary, targets=targets)
+            if time.monotonic() >= deadline:
+                break
+    finally:
+        for target in targets.values():
+            target.manager.clear()
+    if summary.rounds:
+        logger.info(
+            "webhook deliveries: %d succeeded, %d to retry, %d dead", summary.succeeded, summary.retrying, summary.dead
+        )
+    return summary
+
+
+def _round_send(
+    *, claim_token: uuid.UUID, claimed_rows: list[tuple], summary: DeliveryRunSummary, targets: dict[str, HttpTarget]
+) -> None:
+    events = {event.id: event for event in Event.objects.filter(id__in={row[1] for row in claimed_rows})}
+    endpoints = {endpoint.id: endpoint for endpoint in WebhookEndpoint.objects.filter(id__in={row[2] for row in claimed_rows})}
+    claimed = [
+        _Claimed(id=delivery_id, endpoint_id=endpoint_id, attempts=attempts,
+                 webhook_id=events[event_id].webhook_id, body=webhook_envelope(events[event_id]))
+        for delivery_id, event_id, endpoint_id, attempts in claimed_rows
+    ]  # fmt: skip
+    concurrency = settings.EVENTS_SEND_CONCURRENCY
+    schema_name = connection.schema_name
+    for endpoint in endpoints.values():
+        if endpoint.url not in targets:
+            targets[endpoint.url] = http_target(
+                concurrency=concurrency, url=endpoint.url, user_agent="sociomile-webhooks",
+                timeout_seconds=settings.EVENTS_HTTP_TIMEOUT_SECONDS,
+            )  # fmt: skip
+
+    def send(delivery: _Claimed) -> _Sent:
+        with schema_context(schema_name):  # log lines from the sending threads name the tenant
+            started = time.monotonic()
+            attempted_at = timezone.now()
+            try:
+                body = delivery.body.decode()
+                headers = {
+                    "webhook-id": delivery.webhook_id,
+                    "webhook-timestamp": str(int(attempted_at.timestamp())),
+                    "webhook-signature": webhook_signature(
+                        endpoint=endpoints[delivery.endpoint_id], webhook_id=delivery.webhook_id,
+                        timestamp=attempted_at, body=body, now=attempted_at,
+                    ),
+                }  # fmt: skip
+                result = http_post(target=targets[endpoints[delivery.endpoint_id].url], body=delivery.body, headers=headers)
+            except Exception as error:  # a bug here must not leave the round waiting for an answer forever
+                logger.exception("webhook delivery %s: sending failed unexpectedly", delivery.id)
+                result = HttpResult(error=f"{error.__class__.__name__}: {error}", transient=True)
+            return _Sent(result=result, attempted_at=attempted_at, duration_ms=int((time.monotonic() - started) * 1000))
+
+    http_send_and_collect(
+        items=claimed,
+        send=send,
+        record=lambda results: _outcomes_record(
+            claim_token=claim_token, results=results, summary=summary, endpoints=endpoints
+        ),
+        renew=lambda: _renew(claim_token=claim_token),
+        renew_every=settings.EVENTS_LEASE_SECONDS / 4,
+        release=lambda untried: _release(claim_token=claim_token, untried=untried),
+        concurrency=max(1, min(concurrency, len(claimed))),
+        thread_name_prefix=f"webhooks-{schema_name}",
+    )
+
+
+def _outcome_row(*, delivery: _Claimed, sent: _Sent, now: datetime) -> tuple[str, int | None, str | None, datetime | None]:
+    """(status, status code, error, next attempt at) for one answer."""
+    result = sent.result
+    if result.status is not None and 200 <= result.status < 300:
+        return Delivery.Status.SUCCEEDED, result.status, None, None
+    if result.status is not None:
+        error = f"HTTP {result.status}: {http_body_start(result.data)}"
+    else:
+        error = result.error or "unknown error"
+    error = storable_text(error, max_length=ERROR_MAX_LENGTH)
+    if result.status is None and not result.transient:
+        return Delivery.Status.DEAD, None, error, None  # a refused URL (SSRF) and the like: retrying cannot help
+    delay = webhook_retry_delay(attempts=delivery.attempts)
+    if delay is None:
+        return Delivery.Status.DEAD, result.status, f"{error} (gave up after {delivery.attempts} attempts)", None
+    return Delivery.Status.FAILED, result.status, error, now + timedelta(seconds=delay)
+
+
+def _outcomes_record(
+    *, claim_token: uuid.UUID, results: list[tuple[_Claimed, _Sent]], summary: DeliveryRunSummary,
+    endpoints: dict[uuid.UUID, WebhookEndpoint],
+) -> None:  # fmt: skip
+    """Writes a batch of outcomes, their attempts and their endpoints' health in one transaction. `endpoints`
+    as the round read them: a healthy endpoint that stays healthy costs no write."""
+    now = timezone.now()
+    rows = {delivery.id: (delivery, sent, _outcome_row(delivery=delivery, sent=sent, now=now)) for delivery, sent in results}
+    health: dict[uuid.UUID, tuple[bool, datetime | None]] = {}
+    for delivery, sent, (status, _, _, _) in rows.values():
+        succeeded, failed_at = health.get(delivery.endpoint_id, (False, None))
+        if status == Delivery.Status.SUCCEEDED:
+            succeeded = True
+        else:
+            failed_at = min(failed_at or sent.attempted_at, sent.attempted_at)
+        health[delivery.endpoint_id] = (succeeded, failed_at)
+    # Written where it may change: a failure, or a success of an endpoint the round saw failing (another run
+    # may have recorded a failure since: the next failure or success here writes it right again).
+    changed = {
+        endpoint_id: state for endpoint_id, state in health.items()
+        if not state[0] or endpoints[endpoint_id].failing_since is not None
+    }  # fmt: skip
+    failing = [endpoint_id for endpoint_id, (succeeded, _) in health.items() if not succeeded]
+    # All healthy (the common case): one statement, atomic by itself, and no BEGIN / COMMIT round trips.
+    guard = transaction.atomic() if changed or failing else contextlib.nullcontext()
+    with guard, connection.cursor() as cursor:
+        cursor.execute(
+            _OUTCOMES_RECORD,
+            {
+                "claim_token": claim_token,
+                "ids": list(rows),
+                "statuses": [row[2][0] for row in rows.values()],
+                "codes": [row[2][1] for row in rows.values()],
+                "errors": [row[2][2] for row in rows.values()],
+                "next_attempts_at": [row[2][3] for row in rows.values()],
+                "attempted_at": [row[1].attempted_at for row in rows.values()],
+                "durations": [row[1].duration_ms for row in rows.values()],
+            },
+        )
+        written = {row[0] for row in cursor.fetchall()}
+        if changed:
+            cursor.execute(
+                _ENDPOINT_HEALTH,
+                {"ids": list(changed), "succeeded": [h[0] for h in changed.values()], "failed_at": [h[1] for h in changed.values()]},
+            )
+        if failing:
+            cursor.execute(
+                _DEACTIVATE,
+                {
+                    "ids": failing,
+                    "now": now,
+                    "failing_before": now - timedelta(seconds=settings.EVENTS_ENDPOINT_DEACTIVATE_AFTER_SECONDS),
+                },
+            )
+            for endpoint_id, url in cursor.fetchall():
+                summary.deactivated.append(endpoint_id)
+                logger.warning("webhook endpoint %s (%s) deactivated: every delivery failed for 24 h", endpoint_id, url)
+    for delivery_id, (_, _, (status, _, _, _)) in rows.items():
+        if delivery_id not in written:
+            logger.warning("webhook delivery %s: claim lost before its outcome (%s) was recorded", delivery_id, status)
+        elif status == Delivery.Status.SUCCEEDED:
+            summary.succeeded += 1
+        elif status == Delivery.Status.FAILED:
+            summary.retrying += 1
+        else:
+            summary.dead += 1
+
+
+def _renew(*, claim_token: uuid.UUID) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RENEW,
+            {"claim_token": claim_token, "lease_expires_at": timezone.now() + timedelta(seconds=settings.EVENTS_LEASE_SECONDS)},
+        )
+
+
+def _release(*, claim_token: uuid.UUID, untried: list[_Claimed]) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(_RELEASE, {"ids": [delivery.id for delivery in untried], "claim_token": claim_token})
+
+
+def webhook_deliveries_next_due_at() -> datetime | None:
+    """When the tenant next has a delivery to send (None: nothing unfinished on an active endpoint)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_NEXT_DUE)
+        return cursor.fetchone()[0]
+
+
+def webhook_work_version() -> int | None:
+    """The tenant's `webhooks` mark as a run's task starts (see tenants.work.tenant_work_settle)."""
+    return tenant_work_version(kind=TenantWork.Kind.WEBHOOKS)
+
+
+def webhook_work_settle(*, version: int | None) -> None:
+    """The end of a run's task: the tenant's mark goes to the next delivery's due time (retries, leases, what
+    the run left for lack of time), or goes away when nothing is unfinished."""
+    tenant_work_settle(kind=TenantWork.Kind.WEBHOOKS, version=version, next_due_at=webhook_deliveries_next_due_at())

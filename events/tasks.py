@@ -1,0 +1,19 @@
+from django.db import OperationalError
+
+from events.delivery import webhook_deliveries_send, webhook_work_settle, webhook_work_version
+from events.services import webhook_deliveries_scheduled_clear
+from sociomile.celery import app
+
+
+# Idempotent (claims, leases and token-conditional writes), so a transient database error is retried; the
+# tenant's `webhooks` mark catches anything that still slips through: it stays until a run settles it.
+@app.task(ignore_result=True, autoretry_for=(OperationalError,), retry_backoff=1, retry_jitter=True, max_retries=3)
+def webhook_deliveries_send_task() -> None:
+    """One delivery run of the tenant's webhooks: sent on commit of the events that made deliveries (the
+    fast path) and by the dispatcher when the tenant's `webhooks` mark comes due (retries, the safety net).
+    A run with nothing due sends nothing. At its end the mark moves to the next due delivery, or goes."""
+    # Cleared before the run claims anything: deliveries committed from here on send another run.
+    webhook_deliveries_scheduled_clear()
+    version = webhook_work_version()
+    webhook_deliveries_send()
+    webhook_work_settle(version=version)

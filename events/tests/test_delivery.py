@@ -1,0 +1,270 @@
+"""The delivery engine against a real local HTTP receiver, real PostgreSQL and Redis."""
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_tenants.utils import schema_context
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from agents.services import agent_create, assignment_run, chat_assign, chat_resolve
+from core.tests.support import PASSWORD
+from conversations.models import Chat, Ticket
+from conversations.services import chat_create, message_create, ticket_create, ticket_status_set
+from events.delivery import webhook_deliveries_next_due_at, webhook_deliveries_send, webhook_envelope
+from events.models import Delivery, DeliveryAttempt, Event, WebhookEndpoint
+from events.services import (
+    event_record,
+    webhook_delivery_redeliver,
+    webhook_endpoint_create,
+    webhook_endpoint_rotate_secret,
+)
+from scheduler.models import OutboundMessage
+from scheduler.services.run import _outbound_events_record
+
+
+def _make_due() -> None:
+    """The clock moved past every retry's next attempt."""
+    Delivery.objects.filter(status__in=["pending", "failed"]).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+
+
+def _verified(endpoint_secret: str, request) -> dict:
+    return Webhook(endpoint_secret).verify(request.body, request.headers)
+
+
+def test_every_event_type_arrives_once_with_a_valid_signature(tenant_a, application_a, drained, event_receiver, tenant_a_admin):
+    # given an endpoint for every type, and one of each type made through the product's services
+    with schema_context(tenant_a.schema_name):
+        endpoint = webhook_endpoint_create(url=event_receiver.url, events=["*"])
+        first = agent_create(email="one@a.test", password=PASSWORD, name="One", role="agent", max_customers=2, is_online=True)
+        second = agent_create(email="two@a.test", password=PASSWORD, name="Two", role="agent", max_customers=2, is_online=True)
+        number = chat_create(application=application_a, customer_id="c")
+        message_create(application=application_a, chat_number=number, body="Hello")
+    drained(tenant_a)
+    with schema_context(tenant_a.schema_name):
+        chat = Chat.objects.get()
+        assignment_run()
+        chat.refresh_from_db()
+        chat_assign(chat=chat, agent=second if chat.assigned_agent_id == first.user_id else first)
+        ticket = ticket_create(chat=chat, title="T", description="", priority="low", created_by=tenant_a_admin)
+        ticket_status_set(ticket=Ticket.objects.get(id=ticket.id), status="closed")
+        chat_resolve(chat=chat)
+        sent = OutboundMessage.objects.create(to="+6281200000001", content="x", status="sent", message_id="m")
+        failed = OutboundMessage.objects.create(to="+6281200000002", content="y", status="failed", last_error="e")
+        _outbound_events_record(messages=[sent, failed])
+
+        # when the tenant's delivery run goes
+        summary = webhook_deliveries_send()
+
+        # then every event arrived exactly once, signed, with its envelope as the body
+        events = {event.webhook_id: event for event in Event.objects.all()}
+        received = event_receiver.received()
+        assert sorted(request.headers["webhook-id"] for request in received) == sorted(events)
+        for request in received:
+            envelope = _verified(endpoint.secret, request)
+            event = events[request.headers["webhook-id"]]
+            assert envelope == json.loads(webhook_envelope(event))
+            assert envelope["id"] == event.webhook_id and envelope["type"] == event.type
+            assert request.headers["content-type"] == "application/json"
+        assert sorted(event.type for event in events.values()) == sorted([
+            "chat.created", "message.created", "chat.assigned", "chat.transferred", "ticket.created",
+            "ticket.updated", "chat.resolved", "outbound.sent", "outbound.failed",
+        ])  # fmt: skip
+        assert summary.succeeded == len(events) == 9
+        assert set(Delivery.objects.values_list("status", "attempts")) == {("succeeded", 1)}
+        # and the chat's events arrived in the order they happened
+        chat_events = [events[r.headers["webhook-id"]] for r in received if events[r.headers["webhook-id"]].chat_id == chat.id]
+        assert [event.id for event in chat_events] == sorted(event.id for event in chat_events)
+
+
+def test_503_503_200_is_three_attempts_with_one_webhook_id(tenant_a, event_receiver):
+    with schema_context(tenant_a.schema_name):
+        webhook_endpoint_create(url=event_receiver.url, events=["*"])
+        event_record(type="chat.sla_breached", data={"number": 1})
+        event_receiver.script(503, 503, 200)
+
+        before = timezone.now()
+        webhook_deliveries_send()
+        delivery = Delivery.objects.get()
+        # the first retry about 5 s later (jitter: 0.8x to 1.2x)
+        assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("failed", 1, 503)
+        assert before + timedelta(seconds=4) <= delivery.next_attempt_at <= timezone.now() + timedelta(seconds=6)
+        assert webhook_deliveries_send().rounds == 0  # not due yet: nothing sent
+
+        _make_due()
+        webhook_deliveries_send()
+        delivery.refresh_from_db()
+        assert (delivery.status, delivery.attempts) == ("failed", 2)
+        assert delivery.next_attempt_at >= timezone.now() + timedelta(seconds=47)  # about 1 min
+
+        _make_due()
+        webhook_deliveries_send()
+        delivery.refresh_from_db()
+        assert (delivery.status, delivery.attempts, delivery.last_status_code, delivery.last_error) == ("succeeded", 3, 200, None)
+        assert delivery.delivered_at is not None
+        assert [a.status_code for a in DeliveryAttempt.objects.filter(delivery=delivery)] == [503, 503, 200]
+        ids = {request.headers["webhook-id"] for request in event_receiver.received()}
+        assert (len(event_receiver.received()), ids) == (3, {delivery.event.webhook_id})
+        assert webhook_deliveries_next_due_at() is None
+
+
+def test_a_chats_later_event_waits_while_an_earlier_one_is_retried(tenant_a, event_receiver):
+    with schema_context(tenant_a.schema_name):
+        webhook_endpoint_create(url=event_receiver.url, events=["*"])
+        event_record(type="chat.assigned", data={"n": 1}, chat_id=101)
+        event_record(type="chat.resolved", data={"n": 2}, chat_id=101)
+        event_record(type="chat.assigned", data={"n": 3}, chat_id=202)  # another chat: never held back
+        event_receiver.script(503)
+
+        webhook_deliveries_send()
+        # only the first event of chat 101 (failed) and chat 202's went; 101's second waits. The two went in
+        # parallel (different chats are not ordered), so they may arrive either way round.
+        assert sorted(json.loads(r.body)["data"]["n"] for r in event_receiver.received()) == [1, 3]
+        webhook_deliveries_send()
+        assert len(event_receiver.received()) == 2  # still waiting: the retry is not due
+
+        _make_due()
+        webhook_deliveries_send()
+        assert [json.loads(r.body)["data"]["n"] for r in event_receiver.received()][2:] == [1, 2]
+        assert set(Delivery.objects.values_list("status", flat=True)) == {"succeeded"}
+
+
+def test_a_dead_delivery_releases_the_chats_next_event(tenant_a, event_receiver, settings):
+    settings.EVENTS_RETRY_SCHEDULE_SECONDS = [5]  # two attempts in all
+    with schema_context(tenant_a.schema_name):
+        webhook_endpoint_create(url=event_receiver.url, events=["*"])
+        event_record(type="chat.assigned", data={"n": 1}, chat_id=7)
+        event_record(type="chat.resolved", data={"n": 2}, chat_id=7)
+        event_receiver.script(500, 500)
+
+        webhook_deliveries_send()
+        _make_due()
+        webhook_deliveries_send()
+
+        first, second = Delivery.objects.order_by("event_id")
+        assert (first.status, first.attempts, first.last_error) == ("dead", 2, "HTTP 500: ok (gave up after 2 attempts)")
+        assert (second.status, second.attempts) == ("succeeded", 1)
+        assert [json.loads(r.body)["data"]["n"] for r in event_receiver.received()] == [1, 1, 2]
+
+
+def test_rotation_signs_with_both_secrets_for_24_hours_then_only_the_new_one(tenant_a, event_receiver):
+    with schema_context(tenant_a.schema_name):
+        endpoint = webhook_endpoint_create(url=event_receiver.url, events=["*"])
+        old = endpoint.secret
+        new = webhook_endpoint_rotate_secret(endpoint_id=endpoint.id)
+        assert new != old and new.startswith("whsec_")
+        endpoint.refresh_from_db()
+        assert timedelta(hours=23, minutes=59) < endpoint.previous_secret_expires_at - timezone.now() <= timedelta(hours=24)
+
+        event_record(type="chat.sla_breached", data={"n": 1})
+        webhook_deliveries_send()
+        [during] = event_receiver.received()
+        assert len(during.headers["webhook-signature"].split(" ")) == 2
+        assert _verified(old, during)["data"] == {"n": 1}
+        assert _verified(new, during)["data"] == {"n": 1}
+
+        # when the 24 h have passed (the overlap's end moved into the past)
+        WebhookEndpoint.objects.filter(id=endpoint.id).update(previous_secret_expires_at=timezone.now() - timedelta(seconds=1))
+        event_record(type="chat.sla_breached", data={"n": 2})
+        webhook_deliveries_send()
+        after = event_receiver.received()[1]
+        assert len(after.headers["webhook-signature"].split(" ")) == 1
+        assert _verified(new, after)["data"] == {"n": 2}
+        with pytest.raises(WebhookVerificationError):
+            _verified(old, after)
+
+
+def test_a_url_that_resolves_to_a_private_address_at_send_time_is_refused(tenant_a, event_receiver, settings):
+    # given an endpoint accepted earlier, whose host is now a private address (guard on, as in production)
+    with schema_context(tenant_a.schema_name):
+        webhook_endpoint_create(url=event_receiver.url, events=["*"])
+        settings.OUTBOUND_WEBHOOK_ALLOW_PRIVATE = False
+        event_record(type="chat.sla_breached", data={"n": 1})
+
+        webhook_deliveries_send()
+
+        delivery = Delivery.objects.get()
+        assert delivery.status == "dead"
+        assert delivery.last_error.startswith("Not sent: The host \"127.0.0.1\" resolves to a loopback, private")
+        assert event_receiver.received() == []
+
+
+def test_an_endpoint_failing_for_24_hours_is_deactivated(tenant_a, event_receiver):
+    with schema_context(tenant_a.schema_name):
+        endpoint = webhook_endpoint_create(url=event_receiver.url, events=["*"])
+        event_record(type="chat.sla_breached", data={"n": 1})
+        event_receiver.default_status = 500
+
+        webhook_deliveries_send()
+        endpoint.refresh_from_db()
+        assert endpoint.is_active and endpoint.failing_since is not None
+
+        # a success clears the record
+        event_receiver.default_status = 200
+        _make_due()
+        webhook_deliveries_send()
+        endpoint.refresh_from_db()
+        assert endpoint.failing_since is None
+
+        # only failures since 24 h: deactivated, and its deliveries wait (no run picks them up)
+        event_receiver.default_status = 500
+        WebhookEndpoint.objects.filter(id=endpoint.id).update(failing_since=timezone.now() - timedelta(hours=24, seconds=1))
+        event_record(type="chat.sla_breached", data={"n": 2})
+        summary = webhook_deliveries_send()
+        endpoint.refresh_from_db()
+        assert (endpoint.is_active, summary.deactivated) == (False, [endpoint.id])
+        assert endpoint.deactivated_at is not None
+        _make_due()
+        assert webhook_deliveries_send().rounds == 0
+        assert webhook_deliveries_next_due_at() is None
+
+
+def test_redeliver_sends_the_same_webhook_id_again(tenant_a, event_receiver):
+    with schema_context(tenant_a.schema_name):
+        webhook_endpoint_create(url=event_receiver.url, events=["*"])
+        event_record(type="chat.sla_breached", data={"n": 1})
+        webhook_deliveries_send()
+        delivery = Delivery.objects.get()
+
+        webhook_delivery_redeliver(delivery_id=delivery.id)
+        webhook_deliveries_send()
+
+        delivery.refresh_from_db()
+        first, second = event_receiver.received()
+        assert first.headers["webhook-id"] == second.headers["webhook-id"] == delivery.event.webhook_id
+        assert first.body == second.body
+        assert (delivery.status, delivery.attempts) == ("succeeded", 1)
+
+
+def test_tenant_a_endpoint_never_receives_tenant_b_events(tenant_a, tenant_b, event_receiver):
+    for tenant in (tenant_a, tenant_b):
+        with schema_context(tenant.schema_name):
+            webhook_endpoint_create(url=f"{event_receiver.url}/{tenant.schema_name}", events=["*"])
+            event_record(type="chat.sla_breached", data={"tenant": tenant.schema_name})
+    for tenant in (tenant_a, tenant_b):
+        with schema_context(tenant.schema_name):
+            webhook_deliveries_send()
+
+    by_path = {(r.path, json.loads(r.body)["data"]["tenant"]) for r in event_receiver.received()}
+    assert by_path == {
+        (f"/events/{tenant_a.schema_name}", tenant_a.schema_name),
+        (f"/events/{tenant_b.schema_name}", tenant_b.schema_name),
+    }
+    assert len(event_receiver.received()) == 2
+
+
+def test_a_timeout_is_retried(tenant_a, event_receiver, settings):
+    settings.EVENTS_HTTP_TIMEOUT_SECONDS = 1
+    with schema_context(tenant_a.schema_name):
+        webhook_endpoint_create(url=event_receiver.url, events=["*"])
+        event_record(type="chat.sla_breached", data={"n": 1})
+        event_receiver.script(None)  # hangs
+
+        webhook_deliveries_send()
+
+        delivery = Delivery.objects.get()
+        assert (delivery.status, delivery.last_status_code) == ("failed", None)
+        assert delivery.last_error.startswith("ReadTimeout")
+        assert DeliveryAttempt.objects.get().error.startswith("ReadTimeout")

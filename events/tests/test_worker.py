@@ -1,0 +1,84 @@
+"""Delivery through real worker processes: the run sent on commit delivers, and a worker SIGKILLed mid-send
+loses nothing (the delivery comes back, once its lease ends, with the same webhook-id)."""
+
+import os
+import signal
+import socket
+import uuid
+
+import pytest
+from django.db import connection
+from django_tenants.utils import schema_context
+from standardwebhooks import Webhook
+
+from core.tests.fixtures.workers import WorkerProcess
+from core.tests.support import wait_for
+from events import services as event_services
+from events.models import Delivery
+from events.services import event_record, webhook_endpoint_create
+from live_stack import child_pids
+from sociomile.celery import app
+from tenants.work import tenant_work_dispatch
+
+pytestmark = pytest.mark.worker
+
+
+def test_an_event_committed_is_delivered_by_a_live_worker(make_live_tenant, celery_worker, event_receiver):
+    tenant = make_live_tenant("evt")
+    with schema_context(tenant.schema_name):
+        endpoint = webhook_endpoint_create(url=event_receiver.url, events=["*"])
+        event_record(type="chat.sla_breached", data={"n": 1})  # autocommit: committed, the run sent on commit
+
+        wait_for(lambda: Delivery.objects.filter(status="succeeded").count() == 1, timeout=30, message="the delivery")
+        [request] = event_receiver.received()
+        assert Webhook(endpoint.secret).verify(request.body, request.headers)["data"] == {"n": 1}
+
+
+def test_a_worker_killed_mid_send_loses_nothing(make_live_tenant, celery_worker, event_receiver, settings, monkeypatch):
+    # given a worker of its own (short delivery lease, long request timeout) that alone gets the tenant's first
+    # run (on a queue only it consumes), and a receiver that holds that first request open
+    queue = f"events-victim-{uuid.uuid4().hex[:6]}"
+    victim = WorkerProcess(
+        name=f"victim-{uuid.uuid4().hex[:6]}", concurrency=1,
+        extra_env={"EVENTS_LEASE_SECONDS": "3", "EVENTS_HTTP_TIMEOUT_SECONDS": "60"},
+    )  # fmt: skip
+    try:
+        node = f"{victim.name}@{socket.gethostname()}"
+        assert app.control.add_consumer(queue, destination=[node], reply=True, timeout=10)
+        tenant = make_live_tenant("evtkill")
+        settings.TENANT_WORK_GRACE_SECONDS = 0  # the safety net's mark is due at once
+        monkeypatch.setattr(event_services, "_deliveries_task_send", lambda schema_name: None)  # no fast path here
+        event_receiver.script(None)
+        with schema_context(tenant.schema_name):
+            endpoint = webhook_endpoint_create(url=event_receiver.url, events=["*"])
+            event_record(type="chat.sla_breached", data={"n": 1})
+            app.send_task("events.tasks.webhook_deliveries_send_task", queue=queue)
+        assert event_receiver.arrived.wait(30), "the victim's request"
+
+        # when the worker is killed outright mid-send
+        for pid in [victim.process.pid, *child_pids(victim.process.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        victim.process.wait(timeout=10)
+    finally:
+        victim.stop()
+    event_receiver.released.set()
+
+    # then the dispatcher (the tenant's `webhooks` mark) sends a run to a live worker, which sends it again
+    # once the lease is over: delivered, with the same webhook-id and a valid signature
+    def delivered() -> bool:
+        connection.set_schema_to_public()
+        tenant_work_dispatch()
+        with schema_context(tenant.schema_name):
+            return Delivery.objects.filter(status="succeeded").exists()
+
+    wait_for(delivered, timeout=45, interval=0.5, message="the delivery after the kill")
+    first, second = event_receiver.received()[:2]
+    with schema_context(tenant.schema_name):
+        delivery = Delivery.objects.get()
+        assert first.headers["webhook-id"] == second.headers["webhook-id"] == delivery.event.webhook_id
+        assert Webhook(endpoint.secret).verify(second.body, second.headers)["data"] == {"n": 1}
+        assert (delivery.status, delivery.attempts) == ("succeeded", 2)
+    assert victim.process.returncode == -signal.SIGKILL
