@@ -30,7 +30,7 @@ from django_tenants.utils import schema_context
 from agents.models import Agent, AllocationSettings, Assignment
 from conversations.access import chat_access_check
 from conversations.models import Application, Chat
-from core.exceptions import ConflictError
+from core.exceptions import Conflict, RetryLater
 from core.models import User
 from core.redis import get_redis, tenant_key
 from core.services import user_create, user_last_admin_check
@@ -127,7 +127,7 @@ def agent_update(
     is_online: bool | None = None,
 ) -> Agent:
     """Edits an agent; going online or gaining capacity schedules an assignment run. Demoting the tenant's
-    last active admin is refused (ConflictError, 409)."""
+    last active admin is refused (Conflict, 409)."""
     if role is not None and role not in STAFF_ROLES:
         raise ValidationError({"role": [f"Must be one of: {', '.join(STAFF_ROLES)}."]})
     with transaction.atomic():
@@ -450,14 +450,14 @@ def chat_resolve(*, chat: Chat, by: User | None = None) -> Chat:
     """Resolves a chat (by its assigned agent, an admin, or the system when `by` is None) and, if it held
     an agent's capacity, schedules the run that serves the next waiting chat.
 
-    Raises PermissionDenied for another agent, ConflictError if the chat is already resolved.
+    Raises PermissionDenied for another agent, Conflict if the chat is already resolved.
     """
     with transaction.atomic():
         chat = Chat.objects.select_for_update().get(id=chat.id)
         # Checked on the locked row: an assignee changed since the view read the chat is seen here.
         chat_access_check(chat=chat, user=by, action="resolve it")
         if chat.status == Chat.Status.RESOLVED:
-            raise ConflictError("The chat is already resolved.")
+            raise Conflict("The chat is already resolved.")
         held_capacity = chat.status == Chat.Status.ASSIGNED
         now = timezone.now()
         chat.status = Chat.Status.RESOLVED
@@ -477,7 +477,7 @@ def chat_resolve(*, chat: Chat, by: User | None = None) -> Chat:
 def chat_assign(*, chat: Chat, agent: Agent) -> Chat:
     """Gives a chat to a chosen agent (an admin's manual assignment, or a transfer of an assigned chat).
 
-    The agent must be online and below its limit (ConflictError otherwise): the capacity rule holds for
+    The agent must be online and below its limit (Conflict otherwise): the capacity rule holds for
     admins too. Runs under the tenant's assignment lock, so it never races the engine. A transfer frees
     the previous agent's slot, which schedules a run.
     """
@@ -485,14 +485,14 @@ def chat_assign(*, chat: Chat, agent: Agent) -> Chat:
         _lock_tenant_assignment(cursor)
         chat = Chat.objects.select_for_update().get(id=chat.id)
         if chat.status == Chat.Status.RESOLVED:
-            raise ConflictError("The chat is resolved.")
+            raise Conflict("The chat is resolved.")
         if chat.status == Chat.Status.ASSIGNED and chat.assigned_agent_id == agent.pk:
             return chat
         agent = Agent.objects.select_for_update(no_key=True).select_related("user").get(pk=agent.pk)
         if not agent.is_online or not agent.user.is_active:
-            raise ConflictError("The agent is offline.")
+            raise Conflict("The agent is offline.")
         if agent.active_chats >= agent.max_customers:
-            raise ConflictError("The agent is at its max_customers.")
+            raise Conflict("The agent is at its max_customers.")
         now = timezone.now()  # after the count, as in assignment_run
         transferred = chat.status == Chat.Status.ASSIGNED
         if transferred and chat.assigned_agent_id is not None:
@@ -709,7 +709,7 @@ def qiscus_room_resolve(*, room_id: str, resolved_by: dict | None = None) -> Cha
     persisted as waiting and later take an agent's slot. So the resolve waits up to
     QISCUS_RESOLVE_WAIT_SECONDS for the row; if it is still not there, it schedules
     `qiscus_room_resolve_task` (which resolves the chat once its row exists, retrying until then) and raises
-    ConflictError with a Retry-After: the chat ends resolved either way.
+    RetryLater (409 with Retry-After): the chat ends resolved either way.
     """
     application = qiscus_application_get()
     qiscus_agent_learn(qiscus_agent=resolved_by)
@@ -719,9 +719,8 @@ def qiscus_room_resolve(*, room_id: str, resolved_by: dict | None = None) -> Cha
         chat = _qiscus_chat_wait(application=application, number=int(queued))
         if chat is None:
             qiscus_room_resolve_schedule(room_id=room_id, chat_number=int(queued))
-            error = ConflictError("The room's chat is still being created; it will be resolved as soon as it exists.")
-            error.wait = 1  # Retry-After (DRF's exception handler): a repeat then finds it resolved
-            raise error
+            # A repeat after Retry-After then finds it resolved.
+            raise RetryLater("The room's chat is still being created; it will be resolved as soon as it exists.", seconds=1)
     if chat is None:
         return None
     return _qiscus_chat_resolve(chat)
@@ -741,7 +740,7 @@ def _qiscus_chat_resolve(chat: Chat) -> Chat:
         return chat  # Qiscus may deliver a webhook twice: nothing more to do
     try:
         return chat_resolve(chat=chat)
-    except ConflictError:
+    except Conflict:
         return Chat.objects.get(id=chat.id)
 
 

@@ -14,7 +14,7 @@ from conversations import creations, inbound
 from conversations.access import chat_access_check
 from conversations.models import Application, Chat, InboundEvent, Message, Ticket
 from conversations.selectors import chat_open_for_customer_get
-from core.exceptions import ConflictError
+from core.exceptions import Conflict, RetryLater
 from core.models import User
 from core.text import storable_text
 from tenants.models import TenantWork
@@ -230,7 +230,7 @@ def _customer_open_chat_number(*, application: Application, customer_id: str) ->
         if drain_needed:
             _schedule_drain()
         return number
-    raise ConflictError("The customer's chat changed while this delivery was handled; retry.")
+    raise Conflict("The customer's chat changed while this delivery was handled; retry.")
 
 
 def _delivery_claim(*, application: Application, external_id: str) -> inbound.Delivery:
@@ -240,9 +240,7 @@ def _delivery_claim(*, application: Application, external_id: str) -> inbound.De
         if delivery.claim is not None or delivery.answer is not None:
             return delivery
         if time.monotonic() > deadline:
-            error = ConflictError("A delivery with this external_id is being handled; retry shortly.")
-            error.wait = 1  # answered as Retry-After by DRF's exception handler
-            raise error
+            raise RetryLater("A delivery with this external_id is being handled; retry shortly.", seconds=1)
         # An identical delivery holds the claim; its answer is normally stored within milliseconds.
         time.sleep(0.02)
 
@@ -275,10 +273,10 @@ def webhook_message_receive(*, application: Application, customer_id: str, body:
                 return {"chat_number": chat_number, "message_number": message_number}
             # The record names a chat Redis never allocated (its counters were lost and re-seeded): open anew.
             inbound.open_chat_forget(application_id=application.id, customer_id=customer_id, chat_number=chat_number)
-        raise ConflictError("The customer's chat could not be found or opened; retry.")
+        raise Conflict("The customer's chat could not be found or opened; retry.")
     except creations.DeliveryClaimLost as error:
         # Our claim expired and an identical delivery took over; it will answer.
-        raise ConflictError("A delivery with this external_id is being handled; retry shortly.") from error
+        raise Conflict("A delivery with this external_id is being handled; retry shortly.") from error
     except BaseException:
         if delivery is not None:
             inbound.delivery_abandon(delivery=delivery)
@@ -292,7 +290,7 @@ def ticket_create(*, chat: Chat, title: str, description: str, priority: str, cr
     """Escalates a chat to a ticket, owned by the agent who escalated it. Only the chat's assigned agent or an
     admin may (PermissionDenied otherwise), checked on the locked chat row, so a transfer committed meanwhile
     is seen. One ticket per chat: the unique index decides between concurrent escalations, and the loser gets
-    a ConflictError (409)."""
+    a Conflict (409)."""
     try:
         with transaction.atomic():
             chat = Chat.objects.select_for_update().get(id=chat.id)
@@ -308,7 +306,7 @@ def ticket_create(*, chat: Chat, title: str, description: str, priority: str, cr
     except IntegrityError as error:
         if getattr(error.__cause__, "sqlstate", None) != "23505":  # anything but the unique violation
             raise
-        raise ConflictError("This chat already has a ticket.") from error
+        raise Conflict("This chat already has a ticket.") from error
 
 
 def ticket_status_set(*, ticket: Ticket, status: str) -> Ticket:

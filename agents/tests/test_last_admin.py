@@ -10,7 +10,7 @@ from django_tenants.utils import schema_context
 
 from agents.services import agent_for_user, agent_update
 from conftest import PASSWORD, api_client, host_of, make_user, token_for
-from core.exceptions import ConflictError
+from core.exceptions import Conflict
 from core.models import User
 
 
@@ -102,7 +102,7 @@ def test_a_demotion_waits_for_a_concurrent_one_and_is_then_refused(make_live_ten
                     demoted.set()
                     release.wait(10)
             outcome[target] = "demoted"
-        except ConflictError:
+        except Conflict:
             outcome[target] = "refused"
         finally:
             connections.close_all()
