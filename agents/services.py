@@ -29,6 +29,7 @@ from django_tenants.utils import schema_context
 
 from agents.models import Agent, AllocationSettings, Assignment
 from conversations.access import chat_access_check
+from conversations.lock_objects import advisory_xact_lock, agent_lock, assignment_lock, chat_lock
 from conversations.models import Application, Chat
 from core.exceptions import Conflict, RetryLater
 from core.models import User
@@ -40,8 +41,6 @@ from tenants.work import tenant_work_mark, tenant_work_settle, tenant_work_soon,
 logger = logging.getLogger(__name__)
 
 STAFF_ROLES = (User.Role.ADMIN, User.Role.AGENT)
-# Arbitrary first key of our advisory locks ("SM"); the second is a hash of the tenant's schema name.
-_ADVISORY_LOCK_CLASS = 0x534D
 # A run that was scheduled but has not started within this many seconds is assumed lost: the next event
 # schedules another (and the dispatcher sends one once the tenant's mark comes due).
 _SCHEDULED_TTL_SECONDS = 30
@@ -132,10 +131,10 @@ def agent_update(
         raise ValidationError({"role": [f"Must be one of: {', '.join(STAFF_ROLES)}."]})
     with transaction.atomic():
         if role is not None:
-            # Before the agent's row (admins' user rows, then the agent: one order for every caller).
+            # Before the agent's row: the lock order (conversations.lock_objects).
             user_last_admin_check(user_id=agent.pk, remains_admin=role == User.Role.ADMIN)
         # Locked: a concurrent edit or assignment run sees this change whole or not at all.
-        agent = Agent.objects.select_for_update(no_key=True).select_related("user").get(pk=agent.pk)
+        agent = agent_lock(agent_id=agent.pk)
         will_be_online = agent.is_online if is_online is None else is_online
         more_room = will_be_online and (
             not agent.is_online or (max_customers is not None and max_customers > agent.max_customers)
@@ -206,23 +205,6 @@ def assignment_scheduled_clear() -> None:
 # --- the engine --------------------------------------------------------------------------------------------
 
 
-def _lock_tenant_assignment(cursor) -> None:
-    # Why one lock per tenant rather than row locks or SKIP LOCKED: an assignment is a decision over the
-    # whole queue and the whole pool of agents at once. With SKIP LOCKED, a second worker would skip the
-    # head chat its neighbour holds and assign the next one (FIFO broken if the neighbour then fails), and
-    # two workers could both count an agent at 1 of 2 and both give it a chat (limit broken). Serialising
-    # runs per tenant makes every rule hold by construction, and costs little because one run assigns a
-    # whole batch per statement (1,000s a second). A transaction-level advisory lock is released by
-    # COMMIT/ROLLBACK and by a dead connection, so a killed worker never leaves it held. Advisory locks are
-    # database-wide: the key includes the schema, so tenants never wait for one another (a hash collision
-    # would only serialise two tenants, never break a rule).
-    _advisory_xact_lock(cursor, f"assignment:{connection.schema_name}")
-
-
-def _advisory_xact_lock(cursor, name: str) -> None:
-    cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_ADVISORY_LOCK_CLASS, name])
-
-
 # Assigned chats whose agent is gone: its user deleted (the chat's agent set to null) or deactivated (it
 # can no longer sign in to answer). Two lookups in indexes on the agent, so that a run costs the same with
 # 100 or 100,000 assigned chats (an OR of the two made PostgreSQL read every assigned chat). Returns each
@@ -265,6 +247,7 @@ UPDATE agents_assignment SET ended_at = %s, end_reason = %s WHERE chat_id = ANY(
 # waits until the run has committed: never assigned a chat after its offline switch was acknowledged.
 # The lock also holds every agent's `active_chats` still until this run commits: a resolve decrements it
 # after this run, never under it.
+# Taken before the queue's head: the one exception to the lock order, explained in conversations.lock_objects.
 _ELIGIBLE_AGENTS = """
 SELECT agent.user_id, agent.max_customers, agent.last_assigned_at, agent.active_chats
 FROM agents_agent AS agent JOIN core_user AS u ON u.id = agent.user_id
@@ -363,7 +346,7 @@ def _pick(heap: list, *, avoid: int | None) -> tuple | None:
 def assignment_run(*, batch_size: int | None = None) -> int:
     """Assigns waiting chats to eligible agents, oldest chat first, until the queue or the capacity runs out.
 
-    One transaction under the tenant's assignment lock (see `_lock_tenant_assignment`): eligible agents and
+    One transaction under the tenant's assignment lock (conversations.lock_objects.assignment_lock): eligible agents and
     their active counts are read once, the choices are made in memory (a heap ordered by active chats, then
     last assignment), and each round of `batch_size` chats is written with three statements. Returns the
     number of chats assigned.
@@ -373,7 +356,7 @@ def assignment_run(*, batch_size: int | None = None) -> int:
     qiscus_assigned: list[tuple[int, int]] = []
     assigned = 0
     with transaction.atomic(), connection.cursor() as cursor:
-        _lock_tenant_assignment(cursor)
+        assignment_lock()
         _requeue(cursor, now=timezone.now())
 
         cursor.execute(_ELIGIBLE_AGENTS)
@@ -453,7 +436,7 @@ def chat_resolve(*, chat: Chat, by: User | None = None) -> Chat:
     Raises PermissionDenied for another agent, Conflict if the chat is already resolved.
     """
     with transaction.atomic():
-        chat = Chat.objects.select_for_update().get(id=chat.id)
+        chat = chat_lock(chat_id=chat.id)
         # Checked on the locked row: an assignee changed since the view read the chat is seen here.
         chat_access_check(chat=chat, user=by, action="resolve it")
         if chat.status == Chat.Status.RESOLVED:
@@ -467,7 +450,7 @@ def chat_resolve(*, chat: Chat, by: User | None = None) -> Chat:
             ended_at=now, end_reason=Assignment.EndReason.RESOLVED
         )
         if held_capacity:
-            # After the chat's row lock, as every path takes them (chat, then agent): waits for a running
+            # After the chat's row lock, in the lock order (conversations.lock_objects): waits for a running
             # assignment to commit, never deadlocks with it.
             Agent.objects.filter(pk=chat.assigned_agent_id).update(active_chats=F("active_chats") - 1)
             assignment_schedule()
@@ -481,14 +464,14 @@ def chat_assign(*, chat: Chat, agent: Agent) -> Chat:
     admins too. Runs under the tenant's assignment lock, so it never races the engine. A transfer frees
     the previous agent's slot, which schedules a run.
     """
-    with transaction.atomic(), connection.cursor() as cursor:
-        _lock_tenant_assignment(cursor)
-        chat = Chat.objects.select_for_update().get(id=chat.id)
+    with transaction.atomic():
+        assignment_lock()
+        chat = chat_lock(chat_id=chat.id)
         if chat.status == Chat.Status.RESOLVED:
             raise Conflict("The chat is resolved.")
         if chat.status == Chat.Status.ASSIGNED and chat.assigned_agent_id == agent.pk:
             return chat
-        agent = Agent.objects.select_for_update(no_key=True).select_related("user").get(pk=agent.pk)
+        agent = agent_lock(agent_id=agent.pk)
         if not agent.is_online or not agent.user.is_active:
             raise Conflict("The agent is offline.")
         if agent.active_chats >= agent.max_customers:
@@ -551,7 +534,7 @@ def agent_active_chats_reconcile() -> list[int]:
     (a raw SQL edit, the chat's change form in the Django admin), and is logged. Returns the agents fixed.
     """
     with transaction.atomic(), connection.cursor() as cursor:
-        _lock_tenant_assignment(cursor)
+        assignment_lock()
         cursor.execute(_ACTIVE_CHATS_LOCK)
         cursor.execute(_ACTIVE_CHATS_RECOUNT)
         fixed = [row[0] for row in cursor.fetchall()]
@@ -674,7 +657,7 @@ def qiscus_room_allocate(*, room_id: str, candidate_agent: dict | None = None) -
     redis = get_redis()
     with transaction.atomic(), connection.cursor() as cursor:
         # One allocation per room at a time (the decision below reads, then creates).
-        _advisory_xact_lock(cursor, f"qiscus:{connection.schema_name}:{room_id}")
+        advisory_xact_lock(name=f"qiscus:{connection.schema_name}:{room_id}")
         open_chat = (
             Chat.objects.filter(application=application, customer_id=room_id)
             .filter(status__in=[Chat.Status.WAITING, Chat.Status.ASSIGNED])

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from conversations import creations, inbound
 from conversations.access import chat_access_check
+from conversations.lock_objects import chat_lock
 from conversations.models import Application, Chat, InboundEvent, Message, Ticket
 from conversations.selectors import chat_open_for_customer_get
 from core.exceptions import Conflict, RetryLater
@@ -293,7 +294,7 @@ def ticket_create(*, chat: Chat, title: str, description: str, priority: str, cr
     a Conflict (409)."""
     try:
         with transaction.atomic():
-            chat = Chat.objects.select_for_update().get(id=chat.id)
+            chat = chat_lock(chat_id=chat.id)
             chat_access_check(chat=chat, user=created_by, action="escalate it")
             return Ticket.objects.create(
                 chat=chat,
@@ -395,9 +396,8 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
                 cursor.execute(_MISSING_CHATS, columns[:2])
                 for app_id, chat_number in cursor.fetchall():
                     logger.error("queued messages for chat %s of application %s, which does not exist", chat_number, app_id)
-        # The tenant's work marks last, as every transaction that marks takes them: after its chat and agent
-        # row locks, never before (a resolve holds its chat, then marks; this batch, marking first, would then
-        # wait for that chat's row with the mark held: a deadlock).
+        # The tenant's work marks last, after the chat rows this batch touched: the lock order
+        # (conversations.lock_objects).
         if chats_added:
             _schedule_assignment()  # new waiting chats: served once this batch commits
         if chats_added or messages_added:
