@@ -10,6 +10,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from agents.services import assignment_schedule
 from conversations import creations, inbound
 from conversations.access import chat_access_check
 from conversations.lock_objects import chat_lock
@@ -124,12 +125,6 @@ def _schedule_drain() -> None:
     # Sent in the request's tenant context: runs in this tenant's schema, on its queue. The records wait in
     # Redis; if the broker is away the sweep drains them later.
     task_wake(creations_persist_task)
-
-
-def _schedule_assignment() -> None:
-    from agents.services import assignment_schedule
-
-    assignment_schedule()
 
 
 def chat_create(*, application: Application, customer_id: str | None = None) -> int:
@@ -399,7 +394,7 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
         # The tenant's work marks last, after the chat rows this batch touched: the lock order
         # (conversations.lock_objects).
         if chats_added:
-            _schedule_assignment()  # new waiting chats: served once this batch commits
+            assignment_schedule()  # new waiting chats: served once this batch commits
         if chats_added or messages_added:
             # The counts just changed: the periodic recount (the safety net for counts changed by hand) is
             # due for this tenant within COUNTS_RECONCILE_SECONDS; the earliest mark stands.

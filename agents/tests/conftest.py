@@ -23,6 +23,7 @@ def runs(monkeypatch):
         counter.scheduled += 1
 
     monkeypatch.setattr(agent_services, "assignment_schedule", schedule)
+    monkeypatch.setattr(conversation_services, "assignment_schedule", schedule)  # the drain's new waiting chats
     return counter
 
 

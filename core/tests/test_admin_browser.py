@@ -146,6 +146,7 @@ def test_a_supervisor_assigns_and_resolves_a_waiting_chat_then_sets_an_agent_off
     # chat waits until the supervisor acts.
     monkeypatch.setattr(conversation_services, "_schedule_drain", lambda: None)
     monkeypatch.setattr(agent_services, "assignment_schedule", lambda: None)
+    monkeypatch.setattr(conversation_services, "assignment_schedule", lambda: None)
     tenant = make_live_tenant("web")
     base = server(tenant.schema_name)
     agent_email = f"ana@{tenant.schema_name}.test"
