@@ -17,6 +17,7 @@ safety net costs only tenants that have such work.
 
 import heapq
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -343,13 +344,65 @@ def _pick(heap: list, *, avoid: int | None) -> tuple | None:
     return second
 
 
+def assignment_pool(agents: list[tuple[int, int, datetime | None, int]]) -> list[tuple]:
+    """The eligible agents with room, as the heap `assignment_round_plan` picks from: from rows of (agent id,
+    max customers, last assigned at, active chats), entries (active chats, last assigned at (never first),
+    agent id, free slots). The heap's order is the assignment rule: fewest active chats, then the oldest
+    last assignment, then the lowest id."""
+    heap = [
+        (count, last_assigned_at or _NEVER, agent_id, max_customers - count)
+        for agent_id, max_customers, last_assigned_at, count in agents
+        if count < max_customers
+    ]
+    heapq.heapify(heap)
+    return heap
+
+
+@dataclass
+class RoundPlan:
+    """One round's decisions, in the order the chats were served, as the engine's three statements take them."""
+
+    chat_ids: list[int] = field(default_factory=list)
+    agent_ids: list[int] = field(default_factory=list)
+    times: list[datetime] = field(default_factory=list)
+    last_touch: dict[int, datetime] = field(default_factory=dict)  # agent -> its last assignment of the round
+    added: dict[int, int] = field(default_factory=dict)  # agent -> chats it got this round
+    assigned: list[ChatAssigned] = field(default_factory=list)
+
+
+def assignment_round_plan(
+    *, pool: list[tuple], head: list[tuple[int, int, datetime]], avoid: dict[int, int], at: datetime
+) -> RoundPlan:
+    """Decides who gets each chat of `head` ((id, application id, created at), oldest first), in order, until
+    the pool runs out. Pure: no database, no clock; `pool` (from `assignment_pool`) is updated in place, so
+    the next round goes on from it. `avoid` names, per chat, the agent it last timed out with (passed over
+    when another agent is eligible). Each assignment gets its own microsecond after `at` (and never before
+    its chat's creation), so assignment times, and the tie-break on them, follow the order of service."""
+    plan = RoundPlan()
+    for chat_id, application_id, created_at in head:
+        entry = _pick(pool, avoid=avoid.get(chat_id))
+        if entry is None:
+            break
+        count, _, agent_id, free = entry
+        at = max(at + timedelta(microseconds=1), created_at)
+        plan.chat_ids.append(chat_id)
+        plan.agent_ids.append(agent_id)
+        plan.times.append(at)
+        plan.last_touch[agent_id] = at
+        plan.added[agent_id] = plan.added.get(agent_id, 0) + 1
+        plan.assigned.append(ChatAssigned(chat_id, agent_id, application_id))
+        if free > 1:
+            heapq.heappush(pool, (count + 1, at, agent_id, free - 1))
+    return plan
+
+
 def assignment_run(*, batch_size: int | None = None) -> int:
     """Assigns waiting chats to eligible agents, oldest chat first, until the queue or the capacity runs out.
 
-    One transaction under the tenant's assignment lock (conversations.lock_objects.assignment_lock): eligible agents and
-    their active counts are read once, the choices are made in memory (a heap ordered by active chats, then
-    last assignment), and each round of `batch_size` chats is written with three statements. Returns the
-    number of chats assigned.
+    One transaction under the tenant's assignment lock (conversations.lock_objects.assignment_lock):
+    eligible agents and their active counts are read once, the choices are made in memory
+    (`assignment_round_plan`), and each round of `batch_size` chats is written with three statements.
+    Returns the number of chats assigned.
     """
     batch_size = batch_size or settings.ASSIGNMENT_BATCH_SIZE
     announced: list[ChatAssigned] = []
@@ -359,21 +412,10 @@ def assignment_run(*, batch_size: int | None = None) -> int:
         _requeue(cursor, now=timezone.now())
 
         cursor.execute(_ELIGIBLE_AGENTS)
-        agents = cursor.fetchall()
-        if not agents:
-            return 0
-        # Heap entries: (active chats, last assigned at (never first), agent id, free slots).
-        heap = []
-        for agent_id, max_customers, last_assigned_at, count in agents:
-            if count < max_customers:
-                heap.append((count, last_assigned_at or _NEVER, agent_id, max_customers - count))
-        heapq.heapify(heap)
-
-        # Each assignment gets its own microsecond, so assignment times (and the tie-break on them) follow
-        # the order in which the chats were served, even within one batch and across batches.
+        pool = assignment_pool(cursor.fetchall())
         at = _NEVER
-        while heap:
-            capacity = sum(entry[3] for entry in heap)
+        while pool:
+            capacity = sum(entry[3] for entry in pool)
             requested = min(batch_size, capacity)
             cursor.execute(_WAITING_HEAD, [requested])
             head = cursor.fetchall()
@@ -389,29 +431,16 @@ def assignment_run(*, batch_size: int | None = None) -> int:
             if settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS > 0:
                 cursor.execute(_TIMED_OUT_WITH, [[chat_id for chat_id, _, _ in head]])
                 avoid = dict(cursor.fetchall())
-            chat_ids, agent_ids, times = [], [], []
-            last_touch: dict[int, datetime] = {}
-            added: dict[int, int] = {}
-            for chat_id, application_id, created_at in head:
-                entry = _pick(heap, avoid=avoid.get(chat_id))
-                if entry is None:
-                    break
-                count, _, agent_id, free = entry
-                at = max(at + timedelta(microseconds=1), created_at)
-                chat_ids.append(chat_id)
-                agent_ids.append(agent_id)
-                times.append(at)
-                last_touch[agent_id] = at
-                added[agent_id] = added.get(agent_id, 0) + 1
-                if free > 1:
-                    heapq.heappush(heap, (count + 1, at, agent_id, free - 1))
-                announced.append(ChatAssigned(chat_id, agent_id, application_id))
-            if not chat_ids:
+            plan = assignment_round_plan(pool=pool, head=head, avoid=avoid, at=at)
+            if not plan.chat_ids:
                 break
-            cursor.execute(_ASSIGN_CHATS, [chat_ids, agent_ids, times])
-            cursor.execute(_TOUCH_AGENTS, [list(last_touch), list(last_touch.values()), [added[a] for a in last_touch]])
-            cursor.execute(_LOG_STINTS, [Assignment.Reason.QUEUE, chat_ids, agent_ids, times])
-            assigned += len(chat_ids)
+            at = plan.times[-1]
+            cursor.execute(_ASSIGN_CHATS, [plan.chat_ids, plan.agent_ids, plan.times])
+            touched = list(plan.last_touch)
+            cursor.execute(_TOUCH_AGENTS, [touched, [plan.last_touch[a] for a in touched], [plan.added[a] for a in touched]])
+            cursor.execute(_LOG_STINTS, [Assignment.Reason.QUEUE, plan.chat_ids, plan.agent_ids, plan.times])
+            assigned += len(plan.chat_ids)
+            announced += plan.assigned
             if len(head) < requested:
                 # The queue ran dry. Chats arriving from now on schedule a run of their own; looping for
                 # them here would keep this transaction (and the tenant's lock) open while they keep coming,
