@@ -1,4 +1,4 @@
-"""Agents (availability, capacity) and the assignment engine: who gets which waiting chat, and when.
+"""The assignment engine: who gets which waiting chat, and when; resolving and assigning by hand.
 
 Rules (PRODUCT.md, "Asynchronous work"):
 - waiting chats are served strictly in arrival order: `created_at`, then application, then number;
@@ -21,189 +21,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from django_tenants.utils import schema_context
 
 from agents.hooks import ChatAssigned, chats_assigned_announce
-from agents.models import Agent, AllocationSettings, Assignment
+from agents.models import Agent, Assignment
+from agents.services.agents import agents_ensure
+from agents.services.schedule import assignment_schedule
 from conversations.access import chat_access_check
 from conversations.lock_objects import agent_lock, assignment_lock, chat_lock
 from conversations.models import Chat
 from core.exceptions import Conflict
 from core.models import User
-from core.redis import get_redis, tenant_key
-from core.services import user_create, user_last_admin_check
 from tenants.models import TenantWork
-from tenants.work import tenant_work_mark, tenant_work_settle, tenant_work_soon, tenant_work_version
+from tenants.work import tenant_work_mark, tenant_work_settle, tenant_work_version
 
 logger = logging.getLogger(__name__)
 
-STAFF_ROLES = (User.Role.ADMIN, User.Role.AGENT)
-# A run that was scheduled but has not started within this many seconds is assumed lost: the next event
-# schedules another (and the dispatcher sends one once the tenant's mark comes due).
-_SCHEDULED_TTL_SECONDS = 30
 _NEVER = datetime.min.replace(tzinfo=UTC)
-
-
-# --- settings and agents ------------------------------------------------------------------------------------
-
-
-def allocation_settings_get() -> AllocationSettings:
-    """The tenant's allocation settings row, created on first use."""
-    row, _ = AllocationSettings.objects.get_or_create(id=AllocationSettings.SINGLETON_ID)
-    return row
-
-
-def agent_for_user(*, user: User) -> Agent:
-    """The user's Agent row, created (offline, tenant default capacity) if the user never had one."""
-    agent = Agent.objects.filter(user=user).first()
-    if agent is None:
-        agents_ensure()
-        agent = Agent.objects.get(user=user)
-    return agent
-
-
-def agents_ensure() -> int:
-    """Gives every admin and agent of this tenant an Agent row (offline, default capacity) if it has none.
-
-    Users made by the agents API get theirs at once; this covers the others (the tenant's first admin,
-    users added in the Django admin). Idempotent and cheap; returns the rows added.
-    """
-    default = allocation_settings_get().default_max_customers
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO agents_agent (user_id, is_online, max_customers, qiscus_agent_id)
-            SELECT id, false, %s, '' FROM core_user WHERE role = ANY(%s)
-            ON CONFLICT (user_id) DO NOTHING
-            """,
-            [default, list(STAFF_ROLES)],
-        )
-        return cursor.rowcount
-
-
-def agent_access_check(*, agent: Agent, user: User, fields: set[str]) -> None:
-    """Who may change an agent: an admin any field, an agent only its own `is_online` (PermissionDenied).
-    Used by the agents API and by the tenant admin's agent pages and actions."""
-    if user.is_tenant_admin:
-        return
-    if agent.pk != user.id or set(fields) - {"is_online"}:
-        raise PermissionDenied("Agents may only set their own is_online.")
-
-
-def agent_create(
-    *,
-    email: str,
-    password: str,
-    name: str = "",
-    role: str = User.Role.AGENT,
-    max_customers: int | None = None,
-    is_online: bool = False,
-) -> Agent:
-    """Creates a tenant user and its Agent in one transaction (a refused email or password writes nothing)."""
-    if role not in STAFF_ROLES:
-        raise ValidationError({"role": [f"Must be one of: {', '.join(STAFF_ROLES)}."]})
-    with transaction.atomic():
-        user = user_create(email=email, password=password, role=role, name=name)
-        agent = Agent.objects.create(
-            user=user,
-            is_online=is_online,
-            max_customers=allocation_settings_get().default_max_customers if max_customers is None else max_customers,
-        )
-        if is_online:
-            assignment_schedule()
-    return agent
-
-
-def agent_update(
-    *,
-    agent: Agent,
-    name: str | None = None,
-    role: str | None = None,
-    max_customers: int | None = None,
-    is_online: bool | None = None,
-) -> Agent:
-    """Edits an agent; going online or gaining capacity schedules an assignment run. Demoting the tenant's
-    last active admin is refused (Conflict, 409)."""
-    if role is not None and role not in STAFF_ROLES:
-        raise ValidationError({"role": [f"Must be one of: {', '.join(STAFF_ROLES)}."]})
-    with transaction.atomic():
-        if role is not None:
-            # Before the agent's row: the lock order (conversations.lock_objects).
-            user_last_admin_check(user_id=agent.pk, remains_admin=role == User.Role.ADMIN)
-        # Locked: a concurrent edit or assignment run sees this change whole or not at all.
-        agent = agent_lock(agent_id=agent.pk)
-        will_be_online = agent.is_online if is_online is None else is_online
-        more_room = will_be_online and (
-            not agent.is_online or (max_customers is not None and max_customers > agent.max_customers)
-        )
-        agent_fields = []
-        if is_online is not None and is_online != agent.is_online:
-            agent.is_online = is_online
-            agent_fields.append("is_online")
-        if max_customers is not None and max_customers != agent.max_customers:
-            agent.max_customers = max_customers
-            agent_fields.append("max_customers")
-        if agent_fields:
-            agent.save(update_fields=agent_fields)
-        user_fields = []
-        if name is not None and name != agent.user.name:
-            agent.user.name = name
-            user_fields.append("name")
-        if role is not None and role != agent.user.role:
-            agent.user.role = role
-            # Admins use the tenant's Django admin; agents the API only (as core.services.user_create does).
-            agent.user.is_staff = agent.user.is_superuser = role == User.Role.ADMIN
-            user_fields += ["role", "is_staff", "is_superuser"]
-        if user_fields:
-            agent.user.save(update_fields=user_fields)
-        if more_room:
-            assignment_schedule()
-    return agent
-
-
-def agent_set_online(*, agent: Agent, is_online: bool) -> Agent:
-    """Puts an agent on- or offline. Going offline keeps its current chats; it just gets no new ones."""
-    return agent_update(agent=agent, is_online=is_online)
-
-
-# --- scheduling runs ---------------------------------------------------------------------------------------
-
-
-def _scheduled_key() -> str:
-    return tenant_key(connection.schema_name, "assignment", "scheduled")
-
-
-def _assignment_task_send(schema_name: str) -> None:
-    from agents.tasks import assignment_run_task
-    from tenants.queues import task_wake
-
-    with schema_context(schema_name):
-        # One queued run is enough: it reads the state when it starts, after everything committed before
-        # this point. The run clears the flag first thing, so events after that schedule another.
-        if get_redis().set(_scheduled_key(), 1, nx=True, ex=_SCHEDULED_TTL_SECONDS):
-            task_wake(assignment_run_task)  # the chats wait in the table; the sweep runs it if the broker is away
-
-
-def assignment_schedule() -> None:
-    """Runs the assignment for this tenant once the current transaction commits (at most one queued run).
-
-    Also marks the tenant's assignment work, in the current transaction: the run settles it, and if the
-    run is never sent or lost, the dispatcher sends one TENANT_WORK_GRACE_SECONDS later.
-    """
-    schema_name = connection.schema_name
-    tenant_work_mark(kind=TenantWork.Kind.ASSIGNMENT, due_at=tenant_work_soon())
-    transaction.on_commit(lambda: _assignment_task_send(schema_name))
-
-
-def assignment_scheduled_clear() -> None:
-    get_redis().delete(_scheduled_key())
-
-
-# --- the engine --------------------------------------------------------------------------------------------
 
 
 # Assigned chats whose agent is gone: its user deleted (the chat's agent set to null) or deactivated (it
