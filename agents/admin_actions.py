@@ -8,7 +8,7 @@ from django.template.response import TemplateResponse
 from agents.models import Agent
 from agents.selectors import agent_list
 from agents.services import chat_assign, chat_resolve
-from core.exceptions import ConflictError
+from core.exceptions import Conflict
 
 
 class AgentChoiceField(forms.ModelChoiceField):
@@ -34,8 +34,8 @@ def chats_assign(modeladmin, request, queryset, *, agent: Agent) -> None:
         try:
             chat_assign(chat=chat, agent=agent)
             done += 1
-        except ConflictError as error:
-            modeladmin.message_user(request, f"Chat {chat.number}: {error.detail}", messages.WARNING)
+        except Conflict as error:
+            modeladmin.message_user(request, f"Chat {chat.number}: {error}", messages.WARNING)
             break
     modeladmin.message_user(request, f"{done} chat(s) assigned to {agent.user}.", messages.SUCCESS)
 
@@ -51,7 +51,7 @@ class ChatActionsMixin:
             try:
                 chat_resolve(chat=chat, by=request.user)
                 done += 1
-            except ConflictError:
+            except Conflict:
                 skipped += 1
         self.message_user(request, f"{done} chat(s) resolved.")
         if skipped:

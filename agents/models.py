@@ -19,7 +19,7 @@ class AllocationSettings(models.Model):
     """The tenant's allocation settings: one row per tenant schema (pk 1), made on first use.
 
     `default_max_customers` is what a new agent gets when its creator does not say; the Qiscus key and
-    application belong to the tenant's Qiscus adapter (agents.services.qiscus_*).
+    application belong to the tenant's Qiscus adapter (integrations/qiscus/).
     """
 
     SINGLETON_ID = 1

@@ -10,11 +10,13 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from agents.services import assignment_schedule
 from conversations import creations, inbound
 from conversations.access import chat_access_check
+from conversations.lock_objects import chat_lock
 from conversations.models import Application, Chat, InboundEvent, Message, Ticket
 from conversations.selectors import chat_open_for_customer_get
-from core.exceptions import ConflictError
+from core.exceptions import Conflict, RetryLater
 from core.models import User
 from core.text import storable_text
 from events.services import TICKET_CREATED, TICKET_UPDATED, event_record_ticket, events_record_creations
@@ -126,12 +128,6 @@ def _drain_schedule() -> None:
     task_wake(creations_persist_task)
 
 
-def _assignment_schedule() -> None:
-    from agents.services import assignment_schedule
-
-    assignment_schedule()
-
-
 def chat_create(*, application: Application, customer_id: str | None = None) -> int:
     """Allocates the application's next chat number and queues the chat's creation; returns the number.
 
@@ -231,7 +227,7 @@ def _customer_open_chat_number(*, application: Application, customer_id: str) ->
         if drain_needed:
             _drain_schedule()
         return number
-    raise ConflictError("The customer's chat changed while this delivery was handled; retry.")
+    raise Conflict("The customer's chat changed while this delivery was handled; retry.")
 
 
 def _delivery_claim(*, application: Application, external_id: str) -> inbound.Delivery:
@@ -241,9 +237,7 @@ def _delivery_claim(*, application: Application, external_id: str) -> inbound.De
         if delivery.claim is not None or delivery.answer is not None:
             return delivery
         if time.monotonic() > deadline:
-            error = ConflictError("A delivery with this external_id is being handled; retry shortly.")
-            error.wait = 1  # answered as Retry-After by DRF's exception handler
-            raise error
+            raise RetryLater("A delivery with this external_id is being handled; retry shortly.", seconds=1)
         # An identical delivery holds the claim; its answer is normally stored within milliseconds.
         time.sleep(0.02)
 
@@ -276,10 +270,10 @@ def webhook_message_receive(*, application: Application, customer_id: str, body:
                 return {"chat_number": chat_number, "message_number": message_number}
             # The record names a chat Redis never allocated (its counters were lost and re-seeded): open anew.
             inbound.open_chat_forget(application_id=application.id, customer_id=customer_id, chat_number=chat_number)
-        raise ConflictError("The customer's chat could not be found or opened; retry.")
+        raise Conflict("The customer's chat could not be found or opened; retry.")
     except creations.DeliveryClaimLost as error:
         # Our claim expired and an identical delivery took over; it will answer.
-        raise ConflictError("A delivery with this external_id is being handled; retry shortly.") from error
+        raise Conflict("A delivery with this external_id is being handled; retry shortly.") from error
     except BaseException:
         if delivery is not None:
             inbound.delivery_abandon(delivery=delivery)
@@ -293,10 +287,10 @@ def ticket_create(*, chat: Chat, title: str, description: str, priority: str, cr
     """Escalates a chat to a ticket, owned by the agent who escalated it. Only the chat's assigned agent or an
     admin may (PermissionDenied otherwise), checked on the locked chat row, so a transfer committed meanwhile
     is seen. One ticket per chat: the unique index decides between concurrent escalations, and the loser gets
-    a ConflictError (409)."""
+    a Conflict (409)."""
     try:
         with transaction.atomic():
-            chat = Chat.objects.select_for_update().get(id=chat.id)
+            chat = chat_lock(chat_id=chat.id)
             chat_access_check(chat=chat, user=created_by, action="escalate it")
             ticket = Ticket.objects.create(
                 chat=chat,
@@ -311,7 +305,7 @@ def ticket_create(*, chat: Chat, title: str, description: str, priority: str, cr
     except IntegrityError as error:
         if getattr(error.__cause__, "sqlstate", None) != "23505":  # anything but the unique violation
             raise
-        raise ConflictError("This chat already has a ticket.") from error
+        raise Conflict("This chat already has a ticket.") from error
 
 
 def ticket_status_set(*, ticket: Ticket, status: str) -> Ticket:
@@ -402,11 +396,10 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
                 cursor.execute(_MISSING_CHATS, columns[:2])
                 for app_id, chat_number in cursor.fetchall():
                     logger.error("queued messages for chat %s of application %s, which does not exist", chat_number, app_id)
-        # The tenant's work marks last, as every transaction that marks takes them: after its chat and agent
-        # row locks, never before (a resolve holds its chat, then marks; this batch, marking first, would then
-        # wait for that chat's row with the mark held: a deadlock).
+        # The tenant's work marks last, after the chat rows this batch touched: the lock order
+        # (conversations.lock_objects).
         if chats_added:
-            _assignment_schedule()  # new waiting chats: served once this batch commits
+            assignment_schedule()  # new waiting chats: served once this batch commits
         if chats_added or messages_added:
             # The counts just changed: the periodic recount (the safety net for counts changed by hand) is
             # due for this tenant within COUNTS_RECONCILE_SECONDS; the earliest mark stands.

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.http import HttpResponseRedirect
 from rest_framework.authtoken.models import TokenProxy
 
-from core.exceptions import ConflictError, SignInThrottled
+from core.exceptions import Conflict, SignInThrottled
 from core.models import User
 from core.services import user_admin_change_check, user_delete, user_sign_in, user_sign_in_unlock
 
@@ -24,7 +24,7 @@ class SignInLimitedAuthenticationForm(AdminAuthenticationForm):
             try:
                 self.user_cache = user_sign_in(request=self.request, email=email, password=password)
             except SignInThrottled as error:
-                raise ValidationError(str(error.detail), code="sign_in_throttled") from error
+                raise ValidationError(str(error), code="sign_in_throttled") from error
             if self.user_cache is None:
                 raise self.get_invalid_login_error()
             self.confirm_login_allowed(self.user_cache)
@@ -105,7 +105,7 @@ class UserAdmin(BaseUserAdmin):
         )
 
     # A tenant never loses its last active admin here either (core.services.user_last_admin_check): the
-    # services raise ConflictError inside the page's transaction, which is rolled back and the refusal shown.
+    # services raise Conflict inside the page's transaction, which is rolled back and the refusal shown.
     def save_model(self, request, obj, form, change):
         with transaction.atomic():
             user_admin_change_check(user=obj)
@@ -119,21 +119,21 @@ class UserAdmin(BaseUserAdmin):
             with transaction.atomic():
                 for user in queryset:
                     user_delete(user=user)
-        except ConflictError as error:
-            self.message_user(request, str(error.detail), messages.ERROR)
+        except Conflict as error:
+            self.message_user(request, str(error), messages.ERROR)
 
     def changeform_view(self, request, *args, **kwargs):
         try:
             return super().changeform_view(request, *args, **kwargs)
-        except ConflictError as error:
-            self.message_user(request, str(error.detail), messages.ERROR)
+        except Conflict as error:
+            self.message_user(request, str(error), messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
 
     def delete_view(self, request, *args, **kwargs):
         try:
             return super().delete_view(request, *args, **kwargs)
-        except ConflictError as error:
-            self.message_user(request, str(error.detail), messages.ERROR)
+        except Conflict as error:
+            self.message_user(request, str(error), messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
 
 

@@ -10,7 +10,7 @@ from django_tenants.utils import get_public_schema_name
 from rest_framework.authtoken.models import Token
 from rest_framework.throttling import BaseThrottle
 
-from core.exceptions import ConflictError, SignInThrottled
+from core.exceptions import Conflict, SignInThrottled
 from core.models import User, normalize_email
 from core.redis import get_redis, tenant_key, window_count, window_uncount
 
@@ -69,7 +69,7 @@ def user_sign_in(*, request, email: str, password: str) -> User | None:
         if count > limit:
             waits.append(seconds_left)
     if waits:
-        raise SignInThrottled(wait=max(waits))
+        raise SignInThrottled(seconds=max(waits))
     user = authenticate(request, username=email, password=password)
     if user is not None:
         get_redis().delete(email_key)
@@ -117,7 +117,7 @@ LAST_ADMIN_REFUSAL = (
 
 
 def user_last_admin_check(*, user_id: int, remains_admin: bool) -> None:
-    """Refuses (ConflictError, 409) a change that would leave a tenant without an active admin: demoting,
+    """Refuses (Conflict, 409) a change that would leave a tenant without an active admin: demoting,
     deactivating or deleting its only one. Call it inside the transaction that makes the change, before it.
 
     The tenant's active admin rows are locked (FOR NO KEY UPDATE, in id order) and only then counted, so two
@@ -136,7 +136,7 @@ def user_last_admin_check(*, user_id: int, remains_admin: bool) -> None:
         .values_list("id", flat=True)
     )
     if admins == [user_id]:
-        raise ConflictError(LAST_ADMIN_REFUSAL)
+        raise Conflict(LAST_ADMIN_REFUSAL)
 
 
 def user_admin_change_check(*, user: User) -> None:
@@ -151,7 +151,7 @@ def user_admin_change_check(*, user: User) -> None:
 
 
 def user_delete(*, user: User) -> None:
-    """Deletes a user of the current schema; never a tenant's last active admin (ConflictError).
+    """Deletes a user of the current schema; never a tenant's last active admin (Conflict).
 
     In the public schema Django's deletion collector cannot be used: tenant apps' tables (chats,
     messages) point at users but exist only in tenant schemas, and the collector would query them. A

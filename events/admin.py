@@ -5,7 +5,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from core.admin import secret_hint, tenant_admin_site
-from core.exceptions import ConflictError
+from core.exceptions import Conflict
 from core.outbound_urls import OutboundUrlRefused, outbound_url_check
 from core.paginator import CappedCountPaginator
 from core.text import visible_ascii_validator
@@ -146,7 +146,7 @@ class DeliveryAdmin(admin.ModelAdmin):
             try:
                 webhook_delivery_redeliver(delivery_id=delivery_id)
                 done += 1
-            except ConflictError:
+            except Conflict:
                 skipped += 1
         self.message_user(request, f"{done} deliver(ies) queued again.", messages.SUCCESS)
         if skipped:

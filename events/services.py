@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from core.exceptions import ConflictError
+from core.exceptions import Conflict
 from core.redis import get_redis, tenant_key
 from events.models import Delivery, Event, WebhookEndpoint
 from tenants.models import TenantWork
@@ -298,7 +298,7 @@ def webhook_delivery_redeliver(*, delivery_id: uuid.UUID) -> Delivery:
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().select_related("endpoint").get(id=delivery_id)
         if not delivery.endpoint.is_active:
-            raise ConflictError("The endpoint is inactive; activate it first.")
+            raise Conflict("The endpoint is inactive; activate it first.")
         now = timezone.now()
         delivery.status = Delivery.Status.PENDING
         delivery.attempts = 0

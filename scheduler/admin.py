@@ -3,7 +3,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 
 from core.admin import secret_hint, tenant_admin_site
-from core.exceptions import ConflictError
+from core.exceptions import Conflict
 from core.outbound_urls import OutboundUrlRefused, outbound_url_check
 from core.paginator import CappedCountPaginator
 from core.text import visible_ascii_validator
@@ -71,7 +71,7 @@ class OutboundMessageAdmin(admin.ModelAdmin):
             try:
                 outbound_message_retry(message_id=message_id)
                 retried += 1
-            except ConflictError:
+            except Conflict:
                 skipped += 1
         self.message_user(request, f"{retried} message(s) queued again.", messages.SUCCESS)
         if skipped:

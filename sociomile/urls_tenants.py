@@ -9,6 +9,7 @@ urlpatterns = [
     *host_urlpatterns(urlconf="sociomile.urls_tenants"),
     path("api/", include("conversations.urls")),
     path("api/", include("agents.urls")),
+    path("api/", include("integrations.qiscus.urls")),
     path("admin/", tenant_admin_site.urls),
     path("api/", include("scheduler.urls")),
     path("api/", include("events.urls")),

@@ -12,10 +12,10 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
-from django.http import Http404
 from django.utils import timezone
 from django_tenants.utils import quote_schema_name, schema_context
 
+from core.exceptions import NotFound
 from core.models import User, normalize_email
 from core.redis import get_redis, tenant_key, tenant_keys_delete
 from core.routing import routing_changed
@@ -102,7 +102,7 @@ TENANT_DELETE_REQUESTS_GRACE_SECONDS = 0.5
 _DELETE_CLAIM_STALE_SECONDS = 300
 
 
-class TenantNotFound(Http404):
+class TenantNotFound(NotFound):
     """No such tenant, or it is being deleted (404)."""
 
 

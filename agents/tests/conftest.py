@@ -2,6 +2,8 @@ import pytest
 from django_tenants.utils import schema_context
 
 from agents import services as agent_services
+from agents.services import agents as agents_module
+from agents.services import assignment as assignment_module
 from agents.models import Agent
 from core.tests.support import api_client, PASSWORD, token_for
 from conversations import services as conversation_services
@@ -22,7 +24,9 @@ def runs(monkeypatch):
     def schedule():
         counter.scheduled += 1
 
-    monkeypatch.setattr(agent_services, "assignment_schedule", schedule)
+    # Every module that calls it (the drain's new waiting chats included).
+    for module in (agents_module, assignment_module, conversation_services):
+        monkeypatch.setattr(module, "assignment_schedule", schedule)
     return counter
 
 

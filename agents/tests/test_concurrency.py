@@ -25,7 +25,7 @@ from core.tests.support import api_client, PASSWORD, token_for, wait_for
 from conversations import services as conversation_services
 from conversations.models import Application, Chat
 from conversations.services import application_create, chat_create
-from core.exceptions import ConflictError
+from core.exceptions import Conflict
 from core.models import User
 
 
@@ -103,7 +103,7 @@ def _hammer(tenant, application: Application) -> None:
             if chat is not None:
                 try:
                     chat_resolve(chat=chat)  # schedules a run on the worker
-                except ConflictError:
+                except Conflict:
                     pass  # another resolver was first
             if rng.random() < 0.3:
                 assignment_run()  # and races it from here
@@ -221,7 +221,7 @@ def test_active_chats_stay_exact_under_concurrent_assigns_resolves_transfers_and
                     iteration += 1
                     try:
                         work(rng)
-                    except ConflictError:
+                    except Conflict:
                         pass  # another thread resolved or filled it first
         except BaseException as error:
             errors.append(error)

@@ -9,8 +9,8 @@ from django.test import Client
 from django_tenants.utils import schema_context
 
 from agents.services import agent_for_user, agent_update
-from core.tests.support import api_client, host_of, make_user, PASSWORD, token_for
-from core.exceptions import ConflictError
+from core.tests.support import PASSWORD, api_client, host_of, make_user, token_for
+from core.exceptions import Conflict
 from core.models import User
 
 
@@ -102,7 +102,7 @@ def test_a_demotion_waits_for_a_concurrent_one_and_is_then_refused(make_live_ten
                     demoted.set()
                     release.wait(10)
             outcome[target] = "demoted"
-        except ConflictError:
+        except Conflict:
             outcome[target] = "refused"
         finally:
             connections.close_all()

@@ -32,7 +32,6 @@ from hypothesis import settings as hypothesis_settings
 from schemathesis.core.result import Ok
 from schemathesis.pytest.lazy import get_all_tests
 
-from agents.apis import INTEGRATION_KEY_HEADER
 from agents.services import agent_create, allocation_settings_get, chat_assign
 from core.tests.support import PASSWORD
 from conversations import services as conversation_services
@@ -42,6 +41,7 @@ from conversations.services import ticket_create
 from core.models import User
 from core.services import user_create, user_delete, user_token_get_or_create
 from core.tests.live_server import LiveServer
+from integrations.qiscus.apis import INTEGRATION_KEY_HEADER
 from scheduler.services import outbound_message_create
 from tenants.models import Tenant
 from tenants.services import tenant_create, tenant_delete

@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from core.exceptions import ConflictError
+from core.exceptions import Conflict
 from scheduler.models import OutboundMessage, validate_e164
 from scheduler.services.schedule import _outbound_work_mark_new_message
 
@@ -40,6 +40,6 @@ def outbound_message_retry(*, message_id: uuid.UUID) -> OutboundMessage:
         )
         message = OutboundMessage.objects.get(id=message_id)  # DoesNotExist for an unknown id
         if not updated:
-            raise ConflictError(f'Only failed messages can be retried; this one is "{message.status}".')
+            raise Conflict(f'Only failed messages can be retried; this one is "{message.status}".')
         _outbound_work_mark_new_message()
     return message

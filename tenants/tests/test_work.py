@@ -20,6 +20,7 @@ import conversations.tasks  # noqa: F401
 import scheduler.tasks  # noqa: F401
 from agents import services as agent_services
 from agents.models import Assignment
+from agents.services import schedule as assignment_schedule_module
 from core.tests.support import PASSWORD
 from conversations import creations
 from conversations import services as conversation_services
@@ -73,7 +74,7 @@ def sends(monkeypatch):
 def lost_triggers(monkeypatch):
     """Every direct trigger dropped: new waiting chats, agents online, queued creations send no task. The
     index is then the only way the work can be found."""
-    monkeypatch.setattr(agent_services, "_assignment_run_schedule", lambda schema_name: None)
+    monkeypatch.setattr(assignment_schedule_module, "_assignment_run_schedule", lambda schema_name: None)
     monkeypatch.setattr(conversation_services, "_drain_schedule", lambda: None)
 
 
@@ -322,7 +323,7 @@ def test_a_mark_made_during_a_run_keeps_the_work(tenant_a, sends, monkeypatch, s
 
     def run_with_a_concurrent_event(**kwargs):
         assigned = real_run(**kwargs)
-        agent_services.tenant_work_mark(kind="assignment", due_at=timezone.now())
+        tenant_work_mark(kind="assignment", due_at=timezone.now())
         return assigned
 
     with schema_context(tenant_a.schema_name):
@@ -429,7 +430,7 @@ def test_a_drain_batch_and_a_resolve_marking_at_once_do_not_deadlock(make_live_t
     # holds chat 1 (as chat_resolve does) and marks a moment later, while a drain batch persists a message of
     # chat 1 (which waits for that chat's row) and a new chat (which marks the same assignment row).
     monkeypatch.setattr(conversation_services, "_drain_schedule", lambda: None)
-    monkeypatch.setattr(agent_services, "_assignment_run_schedule", lambda schema_name: None)
+    monkeypatch.setattr(assignment_schedule_module, "_assignment_run_schedule", lambda schema_name: None)
     tenant = make_live_tenant("deadlock")
     with schema_context(tenant.schema_name):
         application = conversation_services.application_create(name="Deadlock")

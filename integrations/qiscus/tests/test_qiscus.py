@@ -294,7 +294,7 @@ def test_allocation_assignment_in_qiscus_and_mark_as_resolved(
 def test_no_qiscus_call_without_configuration_or_for_other_applications(
     tenant_a, make_agent, chats, application_a, fake_qiscus, monkeypatch
 ):
-    from agents import tasks
+    from integrations.qiscus import tasks
 
     sent = []
     monkeypatch.setattr(tasks.qiscus_assign_agent_task, "delay", lambda *args: sent.append(args))
@@ -313,13 +313,13 @@ def test_no_qiscus_call_without_configuration_or_for_other_applications(
 
 
 def test_a_room_resolved_before_its_chat_is_persisted_ends_resolved(tenant_a, integration, monkeypatch):
-    from agents import services as agent_services
-    from agents.services import qiscus_queued_chat_resolve
+    from integrations.qiscus import services as qiscus_services
+    from integrations.qiscus.services import qiscus_queued_chat_resolve
 
     # given the room's chat allocated, not yet persisted, and no drain within the wait
-    monkeypatch.setattr(agent_services, "QISCUS_RESOLVE_WAIT_SECONDS", 0.1)
+    monkeypatch.setattr(qiscus_services, "QISCUS_RESOLVE_WAIT_SECONDS", 0.1)
     scheduled = []
-    monkeypatch.setattr(agent_services, "qiscus_room_resolve_schedule", lambda **kwargs: scheduled.append(kwargs))
+    monkeypatch.setattr(qiscus_services, "qiscus_room_resolve_schedule", lambda **kwargs: scheduled.append(kwargs))
     assert integration.post(ALLOCATION_URL, custom_agent_allocation_payload()).status_code == 202
 
     # when Qiscus marks the room resolved at once
@@ -330,7 +330,7 @@ def test_a_room_resolved_before_its_chat_is_persisted_ends_resolved(tenant_a, in
     assert early["Retry-After"] == "1"
     assert scheduled == [{"room_id": "1905692", "chat_number": 1}]
     with schema_context(tenant_a.schema_name):
-        with pytest.raises(agent_services.QiscusChatNotPersisted):  # the task retries until the row exists
+        with pytest.raises(qiscus_services.QiscusChatNotPersisted):  # the task retries until the row exists
             qiscus_queued_chat_resolve(room_id="1905692", chat_number=1)
         # once the drain has persisted the chat (waiting), the task resolves it; a second run changes nothing
         creations_persist(batch_size=100)

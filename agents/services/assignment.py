@@ -1,0 +1,456 @@
+"""The assignment engine: who gets which waiting chat, and when; resolving and assigning by hand.
+
+Rules (PRODUCT.md, "Asynchronous work"):
+- waiting chats are served strictly in arrival order: `created_at`, then application, then number;
+- an agent is eligible when it is online, its user active, and it holds fewer assigned (unresolved) chats
+  than its `max_customers`;
+- the eligible agent with the fewest active chats wins; ties go to the one whose last assignment is the
+  oldest (never assigned first), then to the lowest id.
+
+Every change that can make an assignment possible schedules a run (`assignment_schedule`): a batch of
+chats persisted, an agent going online or gaining capacity, a chat resolved or transferred. The same call
+marks the tenant's `assignment` work in the due-work index (tenants.work), in the change's transaction: if
+the run's task is lost, the dispatcher sends one. Each run settles that mark at its end
+(`assignment_work_settle`): kept while chats wait for a free agent or a reply deadline is ahead, so the
+safety net costs only tenants that have such work.
+"""
+
+import heapq
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from agents.hooks import ChatAssigned, chats_assigned_announce
+from agents.models import Agent, Assignment
+from agents.services.agents import agents_ensure
+from agents.services.schedule import assignment_schedule
+from conversations.access import chat_access_check
+from conversations.lock_objects import agent_lock, assignment_lock, chat_lock
+from conversations.models import Chat
+from core.exceptions import Conflict
+from core.models import User
+from events.services import CHAT_ASSIGNED, CHAT_RESOLVED, CHAT_TRANSFERRED, events_record_chats
+from tenants.models import TenantWork
+from tenants.work import tenant_work_mark, tenant_work_settle, tenant_work_version
+
+logger = logging.getLogger(__name__)
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+# Assigned chats whose agent is gone: its user deleted (the chat's agent set to null) or deactivated (it
+# can no longer sign in to answer). Two lookups in indexes on the agent, so that a run costs the same with
+# 100 or 100,000 assigned chats (an OR of the two made PostgreSQL read every assigned chat). Returns each
+# chat's agent, whose active chats go down; the status is re-checked on the row, so a chat resolved
+# meanwhile is left alone.
+_REQUEUE_ORPHANS = """
+UPDATE conversations_chat AS chat
+SET status = 'waiting', assigned_agent_id = NULL, assigned_at = NULL, updated_at = %s
+FROM (
+    SELECT id, assigned_agent_id FROM conversations_chat WHERE assigned_agent_id IS NULL AND status = 'assigned'
+    UNION ALL
+    SELECT chat.id, chat.assigned_agent_id
+    FROM core_user AS u JOIN conversations_chat AS chat ON chat.assigned_agent_id = u.id
+    WHERE NOT u.is_active AND chat.status = 'assigned'
+) AS gone
+WHERE chat.id = gone.id AND chat.status = 'assigned'
+RETURNING chat.id, gone.assigned_agent_id
+"""
+
+# Assigned chats whose agent has not written since it got them. The status is re-checked by the UPDATE
+# itself, so a chat resolved meanwhile is left alone.
+_REQUEUE_TIMED_OUT = """
+UPDATE conversations_chat AS chat
+SET status = 'waiting', assigned_agent_id = NULL, assigned_at = NULL, updated_at = %(now)s
+FROM conversations_chat AS before
+WHERE before.id = chat.id
+  AND chat.status = 'assigned' AND chat.assigned_at < %(cutoff)s
+  AND NOT EXISTS (
+      SELECT 1 FROM conversations_message AS m
+      WHERE m.chat_id = chat.id AND m.sender = 'agent' AND m.created_at >= chat.assigned_at
+  )
+RETURNING chat.id, before.assigned_agent_id
+"""
+
+_CLOSE_STINTS = """
+UPDATE agents_assignment SET ended_at = %s, end_reason = %s WHERE chat_id = ANY(%s) AND ended_at IS NULL
+"""
+
+# Locked so that an agent going offline (or losing capacity) either commits before this run reads it, or
+# waits until the run has committed: never assigned a chat after its offline switch was acknowledged.
+# The lock also holds every agent's `active_chats` still until this run commits: a resolve decrements it
+# after this run, never under it.
+# Taken before the queue's head: the one exception to the lock order, explained in conversations.lock_objects.
+_ELIGIBLE_AGENTS = """
+SELECT agent.user_id, agent.max_customers, agent.last_assigned_at, agent.active_chats
+FROM agents_agent AS agent JOIN core_user AS u ON u.id = agent.user_id
+WHERE agent.is_online AND u.is_active AND agent.max_customers > 0
+ORDER BY agent.user_id
+FOR NO KEY UPDATE OF agent
+"""
+
+# The head of the queue. Locked so that a concurrent resolve of a waiting chat waits for this run.
+_WAITING_HEAD = """
+SELECT id, application_id, created_at FROM conversations_chat
+WHERE status = 'waiting'
+ORDER BY created_at, application_id, number
+LIMIT %s
+FOR UPDATE
+"""
+
+# The agent each chat of the batch last timed out with, if its latest stint ended that way.
+_TIMED_OUT_WITH = """
+SELECT chat_id, agent_id FROM (
+    SELECT DISTINCT ON (chat_id) chat_id, agent_id, end_reason FROM agents_assignment
+    WHERE chat_id = ANY(%s) ORDER BY chat_id, id DESC
+) AS latest WHERE end_reason = 'timed_out'
+"""
+
+_ASSIGN_CHATS = """
+UPDATE conversations_chat AS chat
+SET status = 'assigned', assigned_agent_id = d.agent, assigned_at = d.at, updated_at = d.at
+FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[]) AS d(id, agent, at)
+WHERE chat.id = d.id
+"""
+
+_TOUCH_AGENTS = """
+UPDATE agents_agent AS agent SET last_assigned_at = d.at, active_chats = agent.active_chats + d.added
+FROM unnest(%s::bigint[], %s::timestamptz[], %s::integer[]) AS d(id, at, added)
+WHERE agent.user_id = d.id
+"""
+
+# Agents' active chats changed by `delta` (negative when chats leave them). Rows in id order, the order the
+# engine locks them in.
+_ACTIVE_CHATS_ADD = """
+UPDATE agents_agent AS agent SET active_chats = agent.active_chats + d.delta
+FROM (SELECT * FROM unnest(%s::bigint[], %s::integer[]) AS u(id, delta) ORDER BY id) AS d
+WHERE agent.user_id = d.id
+"""
+
+_LOG_STINTS = """
+INSERT INTO agents_assignment (chat_id, agent_id, reason, assigned_at, end_reason)
+SELECT d.chat, d.agent, %s, d.at, ''
+FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[]) WITH ORDINALITY AS d(chat, agent, at, position)
+ORDER BY d.position
+"""
+
+
+def _requeue(cursor, *, now: datetime) -> None:
+    """Puts back at the head of the queue the chats whose agent is gone, and (if the reply timeout is on)
+    those whose agent has not replied in time. They keep their arrival time, hence their place."""
+    cursor.execute(_REQUEUE_ORPHANS, [now])
+    orphans = cursor.fetchall()
+    if orphans:
+        cursor.execute(_CLOSE_STINTS, [now, Assignment.EndReason.REQUEUED, [chat_id for chat_id, _ in orphans]])
+        _active_chats_add(cursor, agent_ids=[agent_id for _, agent_id in orphans], delta=-1)
+        logger.warning("requeued %s chats whose agent was deleted or deactivated", len(orphans))
+    timeout = settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS
+    if timeout > 0:
+        cursor.execute(_REQUEUE_TIMED_OUT, {"now": now, "cutoff": now - timedelta(seconds=timeout)})
+        timed_out = cursor.fetchall()
+        if timed_out:
+            cursor.execute(_CLOSE_STINTS, [now, Assignment.EndReason.TIMED_OUT, [chat_id for chat_id, _ in timed_out]])
+            _active_chats_add(cursor, agent_ids=[agent_id for _, agent_id in timed_out], delta=-1)
+            logger.info("requeued %s chats whose agent did not reply within %ss", len(timed_out), timeout)
+
+
+def _active_chats_add(cursor, *, agent_ids: list[int | None], delta: int) -> None:
+    """Adds `delta` to each listed agent's active chats, once per time it is listed (None: a deleted agent)."""
+    totals: dict[int, int] = {}
+    for agent_id in agent_ids:
+        if agent_id is not None:
+            totals[agent_id] = totals.get(agent_id, 0) + delta
+    if totals:
+        cursor.execute(_ACTIVE_CHATS_ADD, [list(totals), list(totals.values())])
+
+
+def _pick(heap: list, *, avoid: int | None) -> tuple | None:
+    """Pops the best agent entry, passing over `avoid` when another agent is eligible."""
+    if not heap:
+        return None
+    best = heapq.heappop(heap)
+    if best[2] != avoid or not heap:
+        return best
+    second = heapq.heappop(heap)
+    heapq.heappush(heap, best)
+    return second
+
+
+def assignment_pool(agents: list[tuple[int, int, datetime | None, int]]) -> list[tuple]:
+    """The eligible agents with room, as the heap `assignment_round_plan` picks from: from rows of (agent id,
+    max customers, last assigned at, active chats), entries (active chats, last assigned at (never first),
+    agent id, free slots). The heap's order is the assignment rule: fewest active chats, then the oldest
+    last assignment, then the lowest id."""
+    heap = [
+        (count, last_assigned_at or _NEVER, agent_id, max_customers - count)
+        for agent_id, max_customers, last_assigned_at, count in agents
+        if count < max_customers
+    ]
+    heapq.heapify(heap)
+    return heap
+
+
+@dataclass
+class RoundPlan:
+    """One round's decisions, in the order the chats were served, as the engine's three statements take them."""
+
+    chat_ids: list[int] = field(default_factory=list)
+    agent_ids: list[int] = field(default_factory=list)
+    times: list[datetime] = field(default_factory=list)
+    last_touch: dict[int, datetime] = field(default_factory=dict)  # agent -> its last assignment of the round
+    added: dict[int, int] = field(default_factory=dict)  # agent -> chats it got this round
+    assigned: list[ChatAssigned] = field(default_factory=list)
+
+
+def assignment_round_plan(
+    *, pool: list[tuple], head: list[tuple[int, int, datetime]], avoid: dict[int, int], at: datetime
+) -> RoundPlan:
+    """Decides who gets each chat of `head` ((id, application id, created at), oldest first), in order, until
+    the pool runs out. Pure: no database, no clock; `pool` (from `assignment_pool`) is updated in place, so
+    the next round goes on from it. `avoid` names, per chat, the agent it last timed out with (passed over
+    when another agent is eligible). Each assignment gets its own microsecond after `at` (and never before
+    its chat's creation), so assignment times, and the tie-break on them, follow the order of service."""
+    plan = RoundPlan()
+    for chat_id, application_id, created_at in head:
+        entry = _pick(pool, avoid=avoid.get(chat_id))
+        if entry is None:
+            break
+        count, _, agent_id, free = entry
+        at = max(at + timedelta(microseconds=1), created_at)
+        plan.chat_ids.append(chat_id)
+        plan.agent_ids.append(agent_id)
+        plan.times.append(at)
+        plan.last_touch[agent_id] = at
+        plan.added[agent_id] = plan.added.get(agent_id, 0) + 1
+        plan.assigned.append(ChatAssigned(chat_id, agent_id, application_id))
+        if free > 1:
+            heapq.heappush(pool, (count + 1, at, agent_id, free - 1))
+    return plan
+
+
+def assignment_run(*, batch_size: int | None = None) -> int:
+    """Assigns waiting chats to eligible agents, oldest chat first, until the queue or the capacity runs out.
+
+    One transaction under the tenant's assignment lock (conversations.lock_objects.assignment_lock):
+    eligible agents and their active counts are read once, the choices are made in memory
+    (`assignment_round_plan`), and each round of `batch_size` chats is written with three statements.
+    Returns the number of chats assigned.
+    """
+    batch_size = batch_size or settings.ASSIGNMENT_BATCH_SIZE
+    announced: list[ChatAssigned] = []
+    assigned = 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        assignment_lock()
+        _requeue(cursor, now=timezone.now())
+
+        cursor.execute(_ELIGIBLE_AGENTS)
+        pool = assignment_pool(cursor.fetchall())
+        at = _NEVER
+        while pool:
+            capacity = sum(entry[3] for entry in pool)
+            requested = min(batch_size, capacity)
+            cursor.execute(_WAITING_HEAD, [requested])
+            head = cursor.fetchall()
+            if not head:
+                break
+            # The clock is read after the counts and after this batch of chats was read: every resolve the
+            # counts reflect committed (and was stamped) before it, so in the history a freed slot always
+            # ends before the assignment that reuses it begins; and every chat read committed before it, so
+            # no chat is assigned before it was created (a chat's own created_at is the floor as well, in
+            # case it came from a machine whose clock runs ahead).
+            at = max(at, timezone.now())
+            avoid: dict[int, int] = {}
+            if settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS > 0:
+                cursor.execute(_TIMED_OUT_WITH, [[chat_id for chat_id, _, _ in head]])
+                avoid = dict(cursor.fetchall())
+            plan = assignment_round_plan(pool=pool, head=head, avoid=avoid, at=at)
+            if not plan.chat_ids:
+                break
+            at = plan.times[-1]
+            cursor.execute(_ASSIGN_CHATS, [plan.chat_ids, plan.agent_ids, plan.times])
+            touched = list(plan.last_touch)
+            cursor.execute(_TOUCH_AGENTS, [touched, [plan.last_touch[a] for a in touched], [plan.added[a] for a in touched]])
+            cursor.execute(_LOG_STINTS, [Assignment.Reason.QUEUE, plan.chat_ids, plan.agent_ids, plan.times])
+            events_record_chats(type=CHAT_ASSIGNED, chat_ids=plan.chat_ids)
+            assigned += len(plan.chat_ids)
+            announced += plan.assigned
+            if len(head) < requested:
+                # The queue ran dry. Chats arriving from now on schedule a run of their own; looping for
+                # them here would keep this transaction (and the tenant's lock) open while they keep coming,
+                # and none of its assignments would be visible until arrivals stopped.
+                break
+        chats_assigned_announce(announced)
+    if assigned:
+        logger.info("assigned %s chats", assigned)
+    return assigned
+
+
+# --- resolve and manual assignment -----------------------------------------------------------------------
+
+
+def chat_resolve(*, chat: Chat, by: User | None = None) -> Chat:
+    """Resolves a chat (by its assigned agent, an admin, or the system when `by` is None) and, if it held
+    an agent's capacity, schedules the run that serves the next waiting chat.
+
+    Raises PermissionDenied for another agent, Conflict if the chat is already resolved.
+    """
+    with transaction.atomic():
+        chat = chat_lock(chat_id=chat.id)
+        # Checked on the locked row: an assignee changed since the view read the chat is seen here.
+        chat_access_check(chat=chat, user=by, action="resolve it")
+        if chat.status == Chat.Status.RESOLVED:
+            raise Conflict("The chat is already resolved.")
+        held_capacity = chat.status == Chat.Status.ASSIGNED
+        now = timezone.now()
+        chat.status = Chat.Status.RESOLVED
+        chat.resolved_at = now
+        chat.save(update_fields=["status", "resolved_at", "updated_at"])
+        Assignment.objects.filter(chat=chat, ended_at__isnull=True).update(
+            ended_at=now, end_reason=Assignment.EndReason.RESOLVED
+        )
+        if held_capacity:
+            # After the chat's row lock, in the lock order (conversations.lock_objects): waits for a running
+            # assignment to commit, never deadlocks with it.
+            Agent.objects.filter(pk=chat.assigned_agent_id).update(active_chats=F("active_chats") - 1)
+            assignment_schedule()
+        events_record_chats(type=CHAT_RESOLVED, chat_ids=[chat.id])
+    return chat
+
+
+def chat_assign(*, chat: Chat, agent: Agent) -> Chat:
+    """Gives a chat to a chosen agent (an admin's manual assignment, or a transfer of an assigned chat).
+
+    The agent must be online and below its limit (Conflict otherwise): the capacity rule holds for
+    admins too. Runs under the tenant's assignment lock, so it never races the engine. A transfer frees
+    the previous agent's slot, which schedules a run.
+    """
+    with transaction.atomic():
+        assignment_lock()
+        chat = chat_lock(chat_id=chat.id)
+        if chat.status == Chat.Status.RESOLVED:
+            raise Conflict("The chat is resolved.")
+        if chat.status == Chat.Status.ASSIGNED and chat.assigned_agent_id == agent.pk:
+            return chat
+        agent = agent_lock(agent_id=agent.pk)
+        if not agent.is_online or not agent.user.is_active:
+            raise Conflict("The agent is offline.")
+        if agent.active_chats >= agent.max_customers:
+            raise Conflict("The agent is at its max_customers.")
+        now = timezone.now()  # after the count, as in assignment_run
+        transferred = chat.status == Chat.Status.ASSIGNED
+        if transferred and chat.assigned_agent_id is not None:
+            Agent.objects.filter(pk=chat.assigned_agent_id).update(active_chats=F("active_chats") - 1)
+        Assignment.objects.filter(chat=chat, ended_at__isnull=True).update(
+            ended_at=now, end_reason=Assignment.EndReason.TRANSFERRED
+        )
+        chat.status = Chat.Status.ASSIGNED
+        chat.assigned_agent_id = agent.pk
+        chat.assigned_at = now
+        chat.save(update_fields=["status", "assigned_agent", "assigned_at", "updated_at"])
+        agent.last_assigned_at = now
+        agent.active_chats += 1  # its row is locked above: no lost update
+        agent.save(update_fields=["last_assigned_at", "active_chats"])
+        Assignment.objects.create(chat=chat, agent=agent, reason=Assignment.Reason.MANUAL, assigned_at=now)
+        if transferred:
+            assignment_schedule()
+        if settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS > 0:
+            # The chat's reply deadline: a run then requeues it if the agent has not written.
+            deadline = now + timedelta(seconds=settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS)
+            tenant_work_mark(kind=TenantWork.Kind.ASSIGNMENT, due_at=deadline)
+        chats_assigned_announce([ChatAssigned(chat.id, agent.pk, chat.application_id)])
+        events_record_chats(type=CHAT_TRANSFERRED if transferred else CHAT_ASSIGNED, chat_ids=[chat.id])
+    return chat
+
+
+def agent_active_chats(*, agent: Agent) -> int:
+    """The agent's active chats counted from the chats themselves (the truth `Agent.active_chats` keeps)."""
+    return Chat.objects.filter(assigned_agent_id=agent.pk, status=Chat.Status.ASSIGNED).count()
+
+
+# Every agent row locked first, in id order (as the engine locks them), and only then counted, in a statement
+# of its own and so with a fresh snapshot. A transaction that changed a chat and already its agent's count
+# holds that agent's row: the lock waits for it to commit and the count then sees its chat. One that changed
+# a chat but not yet the count is not seen by the count, and applies its delta after this commits. Either
+# way the result is exact.
+_ACTIVE_CHATS_LOCK = "SELECT user_id FROM agents_agent ORDER BY user_id FOR NO KEY UPDATE"
+_ACTIVE_CHATS_RECOUNT = """
+UPDATE agents_agent AS agent SET active_chats = counted.total
+FROM (
+    SELECT a.user_id, (
+        SELECT count(*) FROM conversations_chat AS chat
+        WHERE chat.assigned_agent_id = a.user_id AND chat.status = 'assigned'
+    ) AS total
+    FROM agents_agent AS a
+) AS counted
+WHERE agent.user_id = counted.user_id AND agent.active_chats <> counted.total
+RETURNING agent.user_id
+"""
+
+
+def agent_active_chats_reconcile() -> list[int]:
+    """Recounts every agent's active chats from the chats and fixes the stored count where it differs.
+
+    The services keep the count exact; a difference means a chat changed by a path that bypasses them
+    (a raw SQL edit, the chat's change form in the Django admin), and is logged. Returns the agents fixed.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        assignment_lock()
+        cursor.execute(_ACTIVE_CHATS_LOCK)
+        cursor.execute(_ACTIVE_CHATS_RECOUNT)
+        fixed = [row[0] for row in cursor.fetchall()]
+    if fixed:
+        logger.error("active chats recounted for agents %s: a path changed chats without the services", fixed)
+    return fixed
+
+
+def assignment_sweep() -> int:
+    """The tenant's assignment work as the dispatcher sends it (tenants.work): Agent rows for staff users
+    made outside the agents API, active chats recounted, then a run (which also requeues chats past the
+    reply timeout). Returns the chats assigned."""
+    agents_ensure()
+    agent_active_chats_reconcile()
+    return assignment_run()
+
+
+# The earliest reply deadline ahead: assigned chats whose agent has not written since (as _REQUEUE_TIMED_OUT).
+_EARLIEST_UNANSWERED_ASSIGNMENT = """
+SELECT min(chat.assigned_at) FROM conversations_chat AS chat
+WHERE chat.status = 'assigned' AND NOT EXISTS (
+    SELECT 1 FROM conversations_message AS m
+    WHERE m.chat_id = chat.id AND m.sender = 'agent' AND m.created_at >= chat.assigned_at
+)
+"""
+
+
+def assignment_next_due_at(*, now: datetime) -> datetime | None:
+    """When the tenant's assignment work is next due, with no event to trigger it: chats still waiting (no
+    free agent) are looked at again in ASSIGNMENT_SWEEP_SECONDS; else the earliest reply deadline, if the
+    reply timeout is on; else never (None)."""
+    if Chat.objects.filter(status=Chat.Status.WAITING).exists():
+        return now + timedelta(seconds=settings.ASSIGNMENT_SWEEP_SECONDS)
+    timeout = settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS
+    if timeout > 0:
+        with connection.cursor() as cursor:
+            cursor.execute(_EARLIEST_UNANSWERED_ASSIGNMENT)
+            earliest = cursor.fetchone()[0]
+        if earliest is not None:
+            return earliest + timedelta(seconds=timeout)
+    return None
+
+
+def assignment_work_version() -> int | None:
+    """The tenant's assignment mark as a run starts (see tenants.work.tenant_work_settle)."""
+    return tenant_work_version(kind=TenantWork.Kind.ASSIGNMENT)
+
+
+def assignment_work_settle(*, version: int | None) -> None:
+    """Ends a run's share of the tenant's assignment mark: removed when nothing waits and no deadline is
+    ahead (and no event marked it since the run started), else due at the next safety-net look."""
+    tenant_work_settle(
+        kind=TenantWork.Kind.ASSIGNMENT, version=version, next_due_at=assignment_next_due_at(now=timezone.now())
+    )
