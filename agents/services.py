@@ -34,6 +34,7 @@ from core.exceptions import ConflictError
 from core.models import User
 from core.redis import get_redis, tenant_key
 from core.services import user_create, user_last_admin_check
+from reports.services import report_chat_resolved, report_chats_assigned
 from tenants.models import TenantWork
 from tenants.work import tenant_work_mark, tenant_work_settle, tenant_work_soon, tenant_work_version
 
@@ -430,6 +431,7 @@ def assignment_run(*, batch_size: int | None = None) -> int:
             cursor.execute(_ASSIGN_CHATS, [chat_ids, agent_ids, times])
             cursor.execute(_TOUCH_AGENTS, [list(last_touch), list(last_touch.values()), [added[a] for a in last_touch]])
             cursor.execute(_LOG_STINTS, [Assignment.Reason.QUEUE, chat_ids, agent_ids, times])
+            report_chats_assigned(chat_ids=chat_ids, agent_ids=agent_ids, times=times)
             assigned += len(chat_ids)
             if len(head) < requested:
                 # The queue ran dry. Chats arriving from now on schedule a run of their own; looping for
@@ -466,6 +468,7 @@ def chat_resolve(*, chat: Chat, by: User | None = None) -> Chat:
         Assignment.objects.filter(chat=chat, ended_at__isnull=True).update(
             ended_at=now, end_reason=Assignment.EndReason.RESOLVED
         )
+        report_chat_resolved(chat=chat)
         if held_capacity:
             # After the chat's row lock, as every path takes them (chat, then agent): waits for a running
             # assignment to commit, never deadlocks with it.
@@ -508,6 +511,7 @@ def chat_assign(*, chat: Chat, agent: Agent) -> Chat:
         agent.active_chats += 1  # its row is locked above: no lost update
         agent.save(update_fields=["last_assigned_at", "active_chats"])
         Assignment.objects.create(chat=chat, agent=agent, reason=Assignment.Reason.MANUAL, assigned_at=now)
+        report_chats_assigned(chat_ids=[chat.id], agent_ids=[agent.pk], times=[now])
         if transferred:
             assignment_schedule()
         if settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS > 0:

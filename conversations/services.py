@@ -17,6 +17,7 @@ from conversations.selectors import chat_open_for_customer_get
 from core.exceptions import ConflictError
 from core.models import User
 from core.text import storable_text
+from reports.services import report_creations_persisted
 from tenants.models import TenantWork
 from tenants.work import tenant_work_mark
 
@@ -322,7 +323,7 @@ INSERT INTO conversations_chat (application_id, number, status, customer_id, mes
 SELECT r.app, r.number, 'waiting', r.customer_id, 0, r.at, r.at
 FROM unnest(%s::bigint[], %s::integer[], %s::text[], %s::timestamptz[]) AS r(app, number, customer_id, at)
 ON CONFLICT (application_id, number) DO NOTHING
-RETURNING application_id
+RETURNING application_id, id
 """
 
 _INSERT_MESSAGES = """
@@ -333,7 +334,7 @@ FROM unnest(%s::bigint[], %s::integer[], %s::integer[], %s::text[], %s::text[], 
 JOIN conversations_chat AS chat ON chat.application_id = r.app AND chat.number = r.chat_number
 LEFT JOIN core_user AS author ON author.id = r.author
 ON CONFLICT (chat_id, number) DO NOTHING
-RETURNING chat_id
+RETURNING chat_id, id
 """
 
 _MISSING_CHATS = """
@@ -364,6 +365,7 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
         # its own statement (and can be isolated) rather than the commit.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         chats_added: Counter = Counter()
+        inserted_chats, inserted_messages = [], []
         if chats:
             cursor.execute(
                 _INSERT_CHATS,
@@ -374,7 +376,8 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
                     [r["at"] for r in chats],
                 ],
             )
-            chats_added.update(row[0] for row in cursor.fetchall())
+            inserted_chats = cursor.fetchall()
+            chats_added.update(row[0] for row in inserted_chats)
             if chats_added:
                 cursor.execute(_ADD_CHATS_COUNT, [list(chats_added), list(chats_added.values())])
         messages_added: Counter = Counter()
@@ -389,7 +392,8 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
                 [r["at"] for r in messages],
             ]
             cursor.execute(_INSERT_MESSAGES, columns)
-            messages_added.update(row[0] for row in cursor.fetchall())
+            inserted_messages = cursor.fetchall()
+            messages_added.update(row[0] for row in inserted_messages)
             if messages_added:
                 cursor.execute(_ADD_MESSAGES_COUNT, [list(messages_added), list(messages_added.values())])
             if sum(messages_added.values()) < len(messages):
@@ -397,6 +401,7 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
                 cursor.execute(_MISSING_CHATS, columns[:2])
                 for app_id, chat_number in cursor.fetchall():
                     logger.error("queued messages for chat %s of application %s, which does not exist", chat_number, app_id)
+        report_creations_persisted(chat_ids=[row[1] for row in inserted_chats], message_ids=[row[1] for row in inserted_messages])
         # The tenant's work marks last, as every transaction that marks takes them: after its chat and agent
         # row locks, never before (a resolve holds its chat, then marks; this batch, marking first, would then
         # wait for that chat's row with the mark held: a deadlock).

@@ -11,6 +11,7 @@ urlpatterns = [
     path("api/", include("agents.urls")),
     path("admin/", tenant_admin_site.urls),
     path("api/", include("scheduler.urls")),
+    path("api/", include("reports.urls")),
 ]
 
 handler400 = "core.apis.bad_request"

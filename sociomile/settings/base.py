@@ -59,6 +59,7 @@ TENANT_APPS = [
     "conversations",
     "agents",
     "scheduler",
+    "reports",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
