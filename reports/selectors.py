@@ -112,3 +112,31 @@ def report_summary(*, report_range: ReportRange, group_by: str) -> dict:
         tokens = dict(Application.objects.filter(id__in=list(figures)).values_list("id", "token"))
         data = [_row(tokens.get(key), figures[key]) for key in sorted(figures)]
     return {"data": data, "totals": totals}
+
+
+DASHBOARD_DAYS = 14
+
+
+def report_dashboard_get(*, today: date) -> dict:
+    """What the tenant admin's index page charts: the last DASHBOARD_DAYS days to `today` (UTC days) by day
+    and by agent, from the same summary as the API, plus the queue length and the online agents now."""
+    from agents.models import Agent
+    from agents.selectors import queue_list
+
+    report_range = ReportRange(since=today - timedelta(days=DASHBOARD_DAYS - 1), until=today, tz=ZoneInfo("UTC"))
+    by_day = report_summary(report_range=report_range, group_by="day")["data"]
+    by_agent = report_summary(report_range=report_range, group_by="agent")["data"]
+    emails = dict(Agent.objects.filter(pk__in=[row["key"] for row in by_agent if row["key"]]).values_list("pk", "user__email"))
+    return {
+        "days": [row["key"] for row in by_day],
+        "created": [row["chats_created"] for row in by_day],
+        "resolved": [row["chats_resolved"] for row in by_day],
+        "first_response_median": [row["first_response_seconds"]["median"] for row in by_day],
+        "wait_median": [row["wait_seconds"]["median"] for row in by_day],
+        "agents": [emails.get(row["key"], f"agent {row['key']}") if row["key"] else "(no agent)" for row in by_agent],
+        "agent_resolved": [row["chats_resolved"] for row in by_agent],
+        "agent_messages": [row["messages"] for row in by_agent],
+        "agent_first_response_median": [row["first_response_seconds"]["median"] for row in by_agent],
+        "queue_length": queue_list().count(),
+        "online_agents": Agent.objects.filter(is_online=True, user__is_active=True).count(),
+    }
