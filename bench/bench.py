@@ -28,6 +28,7 @@ Scenarios (more are added as capabilities land; see `--only`):
   run's PostgreSQL and Redis: read from /proc), and a cProfile of one run.
 - `tenant_scale`: idle tenants at `--tenant-levels` (built in bulk) beside `--active-tenants` active ones: idle CPU
   and memory of every process, provisioning, and open-loop create -> readable / assigned (bench/tenant_scale.py).
+- `reports`: GET /api/reports/summary p50/p99 per group_by on a tenant of 10k and one of 1M chats (bench/reports.py).
 """
 
 import argparse
@@ -42,7 +43,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import tenant_scale
+from bench import reports, tenant_scale
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -1028,6 +1029,7 @@ SCENARIOS = {
     "provisioning": scenario_provisioning,
     "outbound": scenario_outbound,
     "tenant_scale": tenant_scale.scenario_tenant_scale,
+    "reports": reports.scenario_reports,
 }
 
 
@@ -1177,6 +1179,8 @@ def markdown(results: dict) -> str:
         ]  # fmt: skip
     if "tenant_scale" in results["scenarios"]:
         lines += tenant_scale.markdown_lines(results["scenarios"]["tenant_scale"])
+    if "reports" in results["scenarios"]:
+        lines += reports.markdown_lines(results["scenarios"]["reports"])
     return "\n".join(lines)
 
 
@@ -1205,6 +1209,7 @@ def main() -> None:
     parser.add_argument("--outbound-messages", type=int, default=5000, help="queued outbound messages")
     parser.add_argument("--outbound-runs", type=int, nargs="+", default=[1, 4, 8], help="concurrent runs to compare")
     tenant_scale.add_arguments(parser)
+    reports.add_arguments(parser)
     args = parser.parse_args()
 
     import django

@@ -17,7 +17,8 @@ from conversations.models import Chat
 # The 15-minute UTC bucket of a time, and a duration in whole seconds (floored; never negative, should a
 # clock have run ahead). The rebuild and the hooks use these very texts, so they agree to the second.
 BUCKET_SQL = "date_bin('15 minutes', {0}, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
-SECONDS_SQL = "greatest(0, floor(extract(epoch FROM ({1}) - ({0}))))::integer"
+# NULL when the end has not happened (greatest() alone would turn that NULL into 0).
+SECONDS_SQL = "CASE WHEN ({1}) IS NOT NULL THEN greatest(0, floor(extract(epoch FROM ({1}) - ({0}))))::integer END"
 
 _UPSERT = """
 INSERT INTO reports_rollup AS r (bucket, application_id, agent_id, metric, seconds, count)
@@ -157,37 +158,32 @@ FIRST_TIMES_BACKFILL = [
 _REBUILD = f"""
 INSERT INTO reports_rollup (bucket, application_id, agent_id, metric, seconds, count)
 SELECT bucket, application_id, agent_id, metric, seconds, count(*) FROM (
-    SELECT {_bucket("c.created_at")} AS bucket, c.application_id, 0::bigint AS agent_id, 'created' AS metric,
-           0 AS seconds
+    -- One pass over the chats, each giving its events (NULL where it has not happened yet).
+    SELECT e.bucket, c.application_id, e.agent_id, e.metric, e.seconds
     FROM conversations_chat AS c
-    UNION ALL
-    SELECT {_bucket("c.resolved_at")}, c.application_id, coalesce(c.assigned_agent_id, 0), 'resolved', 0
-    FROM conversations_chat AS c WHERE c.resolved_at IS NOT NULL
-    UNION ALL
-    SELECT {_bucket("c.created_at")}, c.application_id, coalesce(c.assigned_agent_id, 0), 'resolution',
-           {_seconds("c.created_at", "c.resolved_at")}
-    FROM conversations_chat AS c WHERE c.resolved_at IS NOT NULL
+    LEFT JOIN (
+        SELECT DISTINCT ON (chat_id) chat_id, agent_id FROM agents_assignment ORDER BY chat_id, id
+    ) AS first_stint ON first_stint.chat_id = c.id
+    LEFT JOIN LATERAL (
+        SELECT author_id FROM conversations_message AS m
+        WHERE m.chat_id = c.id AND c.first_response_at IS NOT NULL AND m.sender = 'agent'
+        ORDER BY m.number LIMIT 1
+    ) AS first_reply ON true
+    CROSS JOIN LATERAL (VALUES
+        ({_bucket("c.created_at")}, 0::bigint, 'created', 0),
+        ({_bucket("c.resolved_at")}, coalesce(c.assigned_agent_id, 0), 'resolved', 0),
+        ({_bucket("c.created_at")}, coalesce(c.assigned_agent_id, 0), 'resolution',
+         {_seconds("c.created_at", "c.resolved_at")}),
+        ({_bucket("c.created_at")}, coalesce(first_reply.author_id, 0), 'first_response',
+         {_seconds("c.created_at", "c.first_response_at")}),
+        ({_bucket("c.created_at")}, coalesce(first_stint.agent_id, 0), 'wait',
+         {_seconds("c.created_at", "c.first_assigned_at")})
+    ) AS e(bucket, agent_id, metric, seconds)
+    WHERE e.bucket IS NOT NULL AND e.seconds IS NOT NULL
     UNION ALL
     SELECT {_bucket("m.created_at")}, c.application_id,
            CASE WHEN m.sender = 'agent' THEN coalesce(m.author_id, 0) ELSE 0 END, 'messages', 0
     FROM conversations_message AS m JOIN conversations_chat AS c ON c.id = m.chat_id
-    UNION ALL
-    SELECT {_bucket("c.created_at")}, c.application_id, coalesce(f.author_id, 0), 'first_response',
-           {_seconds("c.created_at", "c.first_response_at")}
-    FROM conversations_chat AS c
-    LEFT JOIN LATERAL (
-        SELECT author_id FROM conversations_message AS m
-        WHERE m.chat_id = c.id AND m.sender = 'agent' ORDER BY m.number LIMIT 1
-    ) AS f ON true
-    WHERE c.first_response_at IS NOT NULL
-    UNION ALL
-    SELECT {_bucket("c.created_at")}, c.application_id, coalesce(a.agent_id, 0), 'wait',
-           {_seconds("c.created_at", "c.first_assigned_at")}
-    FROM conversations_chat AS c
-    LEFT JOIN LATERAL (
-        SELECT agent_id FROM agents_assignment AS a WHERE a.chat_id = c.id ORDER BY a.id LIMIT 1
-    ) AS a ON true
-    WHERE c.first_assigned_at IS NOT NULL
 ) AS e
 GROUP BY bucket, application_id, agent_id, metric, seconds
 """
@@ -206,6 +202,8 @@ def reports_rebuild(*, backfill_first_times: bool = False) -> int:
     """
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("LOCK TABLE reports_rollup IN SHARE ROW EXCLUSIVE MODE")
+        # One aggregate over every chat and message: in memory rather than spilled to disk in partitions.
+        cursor.execute("SET LOCAL work_mem = '256MB'")
         if backfill_first_times:
             for statement in FIRST_TIMES_BACKFILL:
                 cursor.execute(statement)

@@ -121,6 +121,8 @@ ACCESS = {
     (TENANT, "POST api/outbound-messages"): TENANT_ADMIN,
     (TENANT, "GET api/outbound-messages/<uuid:message_id>"): TENANT_ADMIN,
     (TENANT, "POST api/outbound-messages/<uuid:message_id>/retry"): TENANT_ADMIN,
+    # reports
+    (TENANT, "GET api/reports/summary"): TENANT_ADMIN,
 }
 
 # The wrong credentials each access class must refuse, and with which status.
