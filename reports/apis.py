@@ -105,11 +105,15 @@ class ReportSummaryApi(APIView):
 
         def validate(self, attrs):
             tz = attrs["tz"]
+            # The given dates first: a default computed from an out-of-range one could overflow (year 1).
+            for name in ("since", "until"):
+                day = attrs.get(name)
+                if day is not None and not EARLIEST_DATE_YEAR <= day.year <= LATEST_DATE_YEAR:
+                    raise serializers.ValidationError({name: [f"Must be between {EARLIEST_DATE_YEAR} and {LATEST_DATE_YEAR}."]})
             until = attrs.get("until") or timezone.now().astimezone(tz).date()
             since = attrs.get("since") or until - timedelta(days=DEFAULT_RANGE_DAYS - 1)
-            for name, day in (("since", since), ("until", until)):
-                if not EARLIEST_DATE_YEAR <= day.year <= LATEST_DATE_YEAR:
-                    raise serializers.ValidationError({name: [f"Must be between {EARLIEST_DATE_YEAR} and {LATEST_DATE_YEAR}."]})
+            if since.year < EARLIEST_DATE_YEAR:
+                raise serializers.ValidationError({"since": [f"Must be between {EARLIEST_DATE_YEAR} and {LATEST_DATE_YEAR}."]})
             if since > until:
                 raise serializers.ValidationError({"since": ["Must not be after until."]})
             if (until - since).days + 1 > MAX_RANGE_DAYS:
