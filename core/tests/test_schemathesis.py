@@ -135,6 +135,7 @@ BUSINESS_RULE_400 = {
     "POST /api/agents": "weak password, taken email",
     "POST /api/applications/{token}/chats/{number}/assign": "no agent with this agent_id",
     "PATCH /api/scheduler": "webhook_url: Django's URL validator is stricter than `format: uri` (63-char labels)",
+    "GET /api/reports/summary": "since <= until, at most 366 days, years 2000-2999, tz an IANA name: no schema relates two dates",
 }
 POSITIVE_STATUSES = ["2xx", "401", "403", "404", "409", "429"]
 

@@ -15,7 +15,8 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ("conversations", "0008_chat_first_assigned_first_response"),
-        ("agents", "0004_agent_active_chats"),
+        # The rebuild reads agents_assignment (made by 0001); no later agents migration matters here.
+        ("agents", "0001_agents_allocation"),
     ]
 
     operations = [
