@@ -30,6 +30,7 @@ Scenarios (more are added as capabilities land; see `--only`):
   fixed offered rate through a real worker (bench/events.py).
 - `tenant_scale`: idle tenants at `--tenant-levels` (built in bulk) beside `--active-tenants` active ones: idle CPU
   and memory of every process, provisioning, and open-loop create -> readable / assigned (bench/tenant_scale.py).
+- `reports`: GET /api/reports/summary p50/p99 per group_by on a tenant of 10k and one of 1M chats (bench/reports.py).
 """
 
 import argparse
@@ -45,7 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import events as events_scenario
-from bench import tenant_scale
+from bench import reports, tenant_scale
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -1033,6 +1034,7 @@ SCENARIOS = {
     "outbound": scenario_outbound,
     "tenant_scale": tenant_scale.scenario_tenant_scale,
     "events": events_scenario.scenario_events,
+    "reports": reports.scenario_reports,
 }
 
 
@@ -1184,6 +1186,8 @@ def markdown(results: dict) -> str:
         lines += tenant_scale.markdown_lines(results["scenarios"]["tenant_scale"])
     if "events" in results["scenarios"]:
         lines += events_scenario.markdown_lines(results["scenarios"]["events"])
+    if "reports" in results["scenarios"]:
+        lines += reports.markdown_lines(results["scenarios"]["reports"])
     return "\n".join(lines)
 
 
@@ -1213,6 +1217,7 @@ def main() -> None:
     parser.add_argument("--outbound-runs", type=int, nargs="+", default=[1, 4, 8], help="concurrent runs to compare")
     tenant_scale.add_arguments(parser)
     events_scenario.add_arguments(parser)
+    reports.add_arguments(parser)
     args = parser.parse_args()
 
     import django

@@ -91,6 +91,11 @@ class Chat(TimestampedModel):
     messages_count = models.PositiveIntegerField(default=0, editable=False)
     assigned_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # For the reports (reports/services.py sets both, in the transaction that makes them true). `assigned_at`
+    # is the latest assignment (a transfer or a requeue moves or clears it); waiting time is measured to the
+    # first one. `first_response_at`: the creation time of the chat's first agent message.
+    first_assigned_at = models.DateTimeField(null=True, blank=True, editable=False)
+    first_response_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["application_id", "number"]

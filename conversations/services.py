@@ -20,6 +20,7 @@ from core.exceptions import Conflict, RetryLater
 from core.models import User
 from core.text import storable_text
 from events.services import TICKET_CREATED, TICKET_UPDATED, event_record_ticket, events_record_creations
+from reports.services import report_creations_persisted
 from tenants.models import TenantWork
 from tenants.work import tenant_work_mark
 
@@ -321,7 +322,7 @@ INSERT INTO conversations_chat (application_id, number, status, customer_id, mes
 SELECT r.app, r.number, 'waiting', r.customer_id, 0, r.at, r.at
 FROM unnest(%s::bigint[], %s::integer[], %s::text[], %s::timestamptz[]) AS r(app, number, customer_id, at)
 ON CONFLICT (application_id, number) DO NOTHING
-RETURNING application_id
+RETURNING application_id, id
 """
 
 _INSERT_MESSAGES = """
@@ -332,7 +333,7 @@ FROM unnest(%s::bigint[], %s::integer[], %s::integer[], %s::text[], %s::text[], 
 JOIN conversations_chat AS chat ON chat.application_id = r.app AND chat.number = r.chat_number
 LEFT JOIN core_user AS author ON author.id = r.author
 ON CONFLICT (chat_id, number) DO NOTHING
-RETURNING chat_id
+RETURNING chat_id, id
 """
 
 _MISSING_CHATS = """
@@ -363,6 +364,7 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
         # its own statement (and can be isolated) rather than the commit.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         chats_added: Counter = Counter()
+        inserted_chats, inserted_messages = [], []
         if chats:
             cursor.execute(
                 _INSERT_CHATS,
@@ -373,7 +375,8 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
                     [r["at"] for r in chats],
                 ],
             )
-            chats_added.update(row[0] for row in cursor.fetchall())
+            inserted_chats = cursor.fetchall()
+            chats_added.update(row[0] for row in inserted_chats)
             if chats_added:
                 cursor.execute(_ADD_CHATS_COUNT, [list(chats_added), list(chats_added.values())])
         messages_added: Counter = Counter()
@@ -388,7 +391,8 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
                 [r["at"] for r in messages],
             ]
             cursor.execute(_INSERT_MESSAGES, columns)
-            messages_added.update(row[0] for row in cursor.fetchall())
+            inserted_messages = cursor.fetchall()
+            messages_added.update(row[0] for row in inserted_messages)
             if messages_added:
                 cursor.execute(_ADD_MESSAGES_COUNT, [list(messages_added), list(messages_added.values())])
             if sum(messages_added.values()) < len(messages):
@@ -396,6 +400,7 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
                 cursor.execute(_MISSING_CHATS, columns[:2])
                 for app_id, chat_number in cursor.fetchall():
                     logger.error("queued messages for chat %s of application %s, which does not exist", chat_number, app_id)
+        report_creations_persisted(chat_ids=[row[1] for row in inserted_chats], message_ids=[row[1] for row in inserted_messages])
         # The tenant's work marks last, after the chat rows this batch touched: the lock order
         # (conversations.lock_objects).
         if chats_added:

@@ -13,6 +13,7 @@ urlpatterns = [
     path("admin/", tenant_admin_site.urls),
     path("api/", include("scheduler.urls")),
     path("api/", include("events.urls")),
+    path("api/", include("reports.urls")),
 ]
 
 handler400 = "core.apis.bad_request"

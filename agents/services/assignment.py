@@ -35,6 +35,7 @@ from conversations.models import Chat
 from core.exceptions import Conflict
 from core.models import User
 from events.services import CHAT_ASSIGNED, CHAT_RESOLVED, CHAT_TRANSFERRED, events_record_chats
+from reports.services import report_chat_resolved, report_chats_assigned
 from tenants.models import TenantWork
 from tenants.work import tenant_work_mark, tenant_work_settle, tenant_work_version
 
@@ -276,6 +277,7 @@ def assignment_run(*, batch_size: int | None = None) -> int:
             touched = list(plan.last_touch)
             cursor.execute(_TOUCH_AGENTS, [touched, [plan.last_touch[a] for a in touched], [plan.added[a] for a in touched]])
             cursor.execute(_LOG_STINTS, [Assignment.Reason.QUEUE, plan.chat_ids, plan.agent_ids, plan.times])
+            report_chats_assigned(chat_ids=plan.chat_ids, agent_ids=plan.agent_ids, times=plan.times)
             events_record_chats(type=CHAT_ASSIGNED, chat_ids=plan.chat_ids)
             assigned += len(plan.chat_ids)
             announced += plan.assigned
@@ -313,6 +315,7 @@ def chat_resolve(*, chat: Chat, by: User | None = None) -> Chat:
         Assignment.objects.filter(chat=chat, ended_at__isnull=True).update(
             ended_at=now, end_reason=Assignment.EndReason.RESOLVED
         )
+        report_chat_resolved(chat=chat)
         if held_capacity:
             # After the chat's row lock, in the lock order (conversations.lock_objects): waits for a running
             # assignment to commit, never deadlocks with it.
@@ -356,6 +359,7 @@ def chat_assign(*, chat: Chat, agent: Agent) -> Chat:
         agent.active_chats += 1  # its row is locked above: no lost update
         agent.save(update_fields=["last_assigned_at", "active_chats"])
         Assignment.objects.create(chat=chat, agent=agent, reason=Assignment.Reason.MANUAL, assigned_at=now)
+        report_chats_assigned(chat_ids=[chat.id], agent_ids=[agent.pk], times=[now])
         if transferred:
             assignment_schedule()
         if settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS > 0:

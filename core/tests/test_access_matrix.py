@@ -130,6 +130,8 @@ ACCESS = {
     (TENANT, "POST api/webhook-endpoints/<uuid:endpoint_id>/rotate-secret"): TENANT_ADMIN,
     (TENANT, "GET api/webhook-endpoints/<uuid:endpoint_id>/deliveries"): TENANT_ADMIN,
     (TENANT, "POST api/webhook-deliveries/<uuid:delivery_id>/redeliver"): TENANT_ADMIN,
+    # reports
+    (TENANT, "GET api/reports/summary"): TENANT_ADMIN,
 }
 
 # The wrong credentials each access class must refuse, and with which status.

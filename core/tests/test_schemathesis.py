@@ -137,6 +137,7 @@ BUSINESS_RULE_400 = {
     "PATCH /api/scheduler": "webhook_url: Django's URL validator is stricter than `format: uri` (63-char labels)",
     "POST /api/webhook-endpoints": "url: as PATCH /api/scheduler's webhook_url; application: an existing token",
     "PATCH /api/webhook-endpoints/{endpoint_id}": "url: as PATCH /api/scheduler's webhook_url",
+    "GET /api/reports/summary": "since <= until, at most 366 days, years 2000-2999, tz an IANA name: no schema relates two dates",
 }
 POSITIVE_STATUSES = ["2xx", "401", "403", "404", "409", "429"]
 

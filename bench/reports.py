@@ -1,0 +1,207 @@
+"""The `reports` scenario of bench/run (issue 23): GET /api/reports/summary on a tenant with 10k chats and on one
+with 1M, through gunicorn, for each `group_by`.
+
+Each tenant is built in bulk (SQL generate_series, `--report-chats-per-day` chats a day up to now, the same rate
+for both sizes: the 1M tenant has the longer history, as a tenant grows), with two applications, ten agents,
+and for every chat a first assignment (its history row too), a first response and, once due, a resolution, the
+durations drawn from exponential distributions (means 2 min, 5 min, 1 h) to the microsecond. No messages: the
+first response is set on the chat (the rollups count messages per bucket, a row per bucket and agent, which
+costs the summary little beside the duration histograms). The rollups are then built by the product's rebuild
+(`reports_rebuild`, timed), as the migration builds them for existing data.
+
+Timed: `--report-requests` sequential requests per (size, group_by) for the default range (`--report-requests-longest`
+for the longest), alternating the sizes so that a busy
+moment of the shared machine weighs on both; p50/p99 at the client. Ranges: the default (the last 7 days), and the
+longest allowed (366 days) for the record (the target is stated for the default: a summary reads the histogram
+rows of its range, so its cost follows the chats in the range, not the tenant's size).
+"""
+
+import http.client
+import json
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode, urlsplit
+
+PASSWORD = "bench-password-123"
+TARGETS = {"p99_ms": 200.0, "ratio_1m_to_10k": 1.5}
+
+_FILL = ["SELECT setseed(0.23)", """
+WITH agents AS (SELECT array_agg(user_id ORDER BY user_id) AS ids FROM agents_agent),
+apps AS (SELECT array_agg(id ORDER BY id) AS ids FROM conversations_application),
+spread AS (
+    SELECT i, apps.ids[1 + i %% 2] AS application_id, i / 2 + 1 AS number,
+           agents.ids[1 + (i * 7) %% array_length(agents.ids, 1)] AS agent_id,
+           now() - make_interval(secs => (%(count)s - i) * 86400.0 / %(per_day)s) AS created_at,
+           make_interval(secs => -ln(1 - random()) * 120) AS wait,
+           make_interval(secs => -ln(1 - random()) * 300) AS response,
+           make_interval(secs => -ln(1 - random()) * 3600) AS resolution
+    FROM generate_series(0, %(count)s - 1) AS i, agents, apps
+)
+INSERT INTO conversations_chat (application_id, number, status, customer_id, messages_count, created_at, updated_at,
+                                assigned_agent_id, assigned_at, first_assigned_at, first_response_at, resolved_at)
+SELECT application_id, number,
+       CASE WHEN created_at + resolution < now() THEN 'resolved' ELSE 'assigned' END,
+       'customer-' || i, 0, created_at, created_at, agent_id, created_at + wait, created_at + wait,
+       created_at + wait + response,
+       CASE WHEN created_at + resolution < now() THEN created_at + resolution END
+FROM spread
+""", """
+INSERT INTO agents_assignment (chat_id, agent_id, reason, assigned_at, ended_at, end_reason)
+SELECT id, assigned_agent_id, 'queue', first_assigned_at, resolved_at,
+       CASE WHEN resolved_at IS NULL THEN '' ELSE 'resolved' END
+FROM conversations_chat
+""", """
+UPDATE conversations_application AS app SET chats_count = c.total
+FROM (SELECT application_id, count(*) AS total FROM conversations_chat GROUP BY application_id) AS c
+WHERE c.application_id = app.id
+"""]
+
+
+def add_arguments(parser) -> None:
+    group = parser.add_argument_group("reports")
+    group.add_argument("--report-sizes", type=int, nargs="+", default=[10_000, 1_000_000], help="reports: chats per tenant")
+    group.add_argument("--report-chats-per-day", type=int, default=1_000, help="reports: arrival rate of the history")
+    group.add_argument("--report-requests", type=int, default=60, help="reports: timed requests per size and group_by")
+    group.add_argument("--report-requests-longest", type=int, default=5,
+                       help="reports: the same for the longest range (366 days: slow on the 1M tenant, for the record)")
+
+
+def _tenant(size: int, per_day: int) -> dict:
+    from django.db import connection
+    from django_tenants.utils import schema_context
+
+    from agents.services import agent_create
+    from conversations.services import application_create
+    from core.models import User
+    from core.services import user_token_get_or_create
+    from reports.models import Rollup
+    from reports.services import reports_rebuild
+    from tenants.models import Tenant
+    from tenants.services import tenant_create
+
+    slug = f"reports{size}"
+    tenant = Tenant.objects.filter(schema_name=slug).first()
+    built = {}
+    if tenant is None:
+        tenant = tenant_create(name=slug, slug=slug, admin_email=f"admin@{slug}.test", admin_password=PASSWORD)
+    with schema_context(slug):
+        if not Rollup.objects.exists():
+            for index in range(2):
+                application_create(name=f"channel {index}")
+            for index in range(10):
+                agent_create(email=f"agent{index}@{slug}.test", password=PASSWORD, is_online=False, max_customers=10)
+            started = time.perf_counter()
+            with connection.cursor() as cursor:
+                for statement in _FILL:
+                    cursor.execute(statement, {"count": size, "per_day": per_day} if "%(" in statement else None)
+            built["fill_seconds"] = round(time.perf_counter() - started, 1)
+            started = time.perf_counter()
+            built["rollup_rows"] = reports_rebuild()
+            built["rebuild_seconds"] = round(time.perf_counter() - started, 1)
+            with connection.cursor() as cursor:
+                cursor.execute("VACUUM ANALYZE reports_rollup")
+        admin = User.objects.get(email=f"admin@{slug}.test")
+        token = user_token_get_or_create(user=admin).key
+    return {"slug": slug, "token": token, **built}
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def scenario_reports(args, processes) -> dict:
+    from bench import bench as harness  # here, not at import: bench.bench registers this scenario
+
+    tenants = {size: _tenant(size, args.report_chats_per_day) for size in args.report_sizes}
+    harness._database_settle()
+    url = harness.start_web(processes, workers=2, threads=2)
+    address = urlsplit(url)
+
+    def get(size: int, query: dict) -> tuple[float, dict]:
+        tenant = tenants[size]
+        # A connection per request: gunicorn closes one left idle past its keep-alive while the other size runs.
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=120)
+        started = time.perf_counter()
+        connection.request(
+            "GET",
+            "/api/reports/summary?" + urlencode(query),
+            headers={"Host": f"{tenant['slug']}.localhost", "Authorization": f"Token {tenant['token']}"},
+        )
+        response = connection.getresponse()
+        body = response.read()
+        elapsed = (time.perf_counter() - started) * 1000
+        connection.close()
+        if response.status != 200:
+            raise RuntimeError(f"summary answered {response.status}: {body[:300]!r}")
+        return elapsed, json.loads(body)
+
+    today = datetime.now(UTC).date()
+    ranges = {
+        "default_7_days": {},
+        "longest_366_days": {"since": (today - timedelta(days=365)).isoformat(), "until": today.isoformat()},
+    }
+    results: dict = {str(size): {**{k: v for k, v in tenant.items() if k != "token"}} for size, tenant in tenants.items()}
+    for range_name, range_query in ranges.items():
+        for group_by in ("day", "agent", "application"):
+            query = {**range_query, "group_by": group_by}
+            for size in tenants:  # warm-up: connection, imports, caches
+                for _ in range(3 if range_name == "default_7_days" else 1):
+                    _, body = get(size, query)
+                results[str(size)].setdefault(range_name, {})[group_by] = {"chats_created": body["totals"]["chats_created"]}
+            samples = {size: [] for size in tenants}
+            count = args.report_requests if range_name == "default_7_days" else args.report_requests_longest
+            for _ in range(count):
+                for size in tenants:
+                    samples[size].append(get(size, query)[0])
+            for size in tenants:
+                results[str(size)][range_name][group_by].update(
+                    p50_ms=round(statistics.median(samples[size]), 2), p99_ms=round(_percentile(samples[size], 0.99), 2)
+                )
+    processes.stop("web")
+    small, large = str(min(tenants)), str(max(tenants))
+    ratios = {
+        range_name: {
+            group_by: round(results[large][range_name][group_by]["p99_ms"] / results[small][range_name][group_by]["p99_ms"], 2)
+            for group_by in ("day", "agent", "application")
+        }
+        for range_name in ranges
+    }
+    return {
+        "sizes": args.report_sizes,
+        "chats_per_day": args.report_chats_per_day,
+        "requests": args.report_requests,
+        "levels": results,
+        "p99_ratio_largest_to_smallest": ratios,
+        "targets": {"p99_ms": "<= 200 (default range)", "p99_ratio_largest_to_smallest": "<= 1.5 (default range)"},
+    }
+
+
+def markdown_lines(r: dict) -> list[str]:
+    sizes = [str(size) for size in r["sizes"]]
+    lines = [
+        "## reports: GET /api/reports/summary (issue 23)",
+        "",
+        f"History at {r['chats_per_day']} chats/day for every size; {r['requests']} sequential requests per cell, "
+        "sizes alternating. Target (default range): p99 <= 200 ms, p99 ratio largest/smallest <= 1.5.",
+        "",
+        "| range | group_by | " + " | ".join(f"{size} chats p50 / p99 ms" for size in sizes) + " | p99 ratio |",
+        "| --- | --- | " + " | ".join("---" for _ in sizes) + " | --- |",
+    ]
+    for range_name, by_group in r["p99_ratio_largest_to_smallest"].items():
+        for group_by, ratio in by_group.items():
+            cells = [
+                f"{r['levels'][size][range_name][group_by]['p50_ms']} / {r['levels'][size][range_name][group_by]['p99_ms']}"
+                for size in sizes
+            ]
+            lines.append(f"| {range_name} | {group_by} | " + " | ".join(cells) + f" | {ratio} |")
+    lines.append("")
+    for size in sizes:
+        level = r["levels"][size]
+        if "rebuild_seconds" in level:
+            lines.append(
+                f"- {size} chats: filled in {level['fill_seconds']} s, rollups rebuilt in {level['rebuild_seconds']} s "
+                f"({level['rollup_rows']} rows)"
+            )
+    return lines
