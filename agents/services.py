@@ -18,6 +18,8 @@ safety net costs only tenants that have such work.
 import heapq
 import logging
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -196,11 +198,81 @@ def assignment_schedule() -> None:
     """
     schema_name = connection.schema_name
     tenant_work_mark(kind=TenantWork.Kind.ASSIGNMENT, due_at=tenant_work_soon())
+    deferred = _deferred_runs.get()
+    if deferred is not None and deferred.schema_name == schema_name:
+        transaction.on_commit(deferred.want)  # the caller runs it (assignment_runs_deferred)
+        return
     transaction.on_commit(lambda: _assignment_task_send(schema_name))
 
 
 def assignment_scheduled_clear() -> None:
     get_redis().delete(_scheduled_key())
+
+
+# --- runs coalesced by a caller that commits many changes in a row (the drain) ------------------------------
+
+
+class AssignmentRunsDeferred:
+    """The runs asked for inside `assignment_runs_deferred`, for one tenant: `wanted` once a transaction that
+    scheduled a run committed; `run()` runs it in this process and settles the mark, as the task would."""
+
+    def __init__(self, schema_name: str) -> None:
+        self.schema_name = schema_name
+        self.wanted = False
+        self.runs = 0
+
+    def want(self) -> None:
+        self.wanted = True
+
+    def run(self) -> int:
+        """Runs the assignment now if a change committed since the last run asked for one; returns the chats
+        assigned. It reads the state when it starts, so one run serves every change committed before it."""
+        if not self.wanted:
+            return 0
+        version = assignment_work_version()
+        assigned = assignment_run()
+        assignment_work_settle(version=version)
+        self.wanted = False  # only once it succeeded: else the block's exit sends the task
+        self.runs += 1
+        return assigned
+
+
+_deferred_runs: ContextVar[AssignmentRunsDeferred | None] = ContextVar("assignment_runs_deferred", default=None)
+
+
+@contextmanager
+def assignment_runs_deferred():
+    """Within this block, `assignment_schedule` in the current tenant sends no task when its transaction
+    commits: it notes that a run is wanted, and the caller runs it when it chooses (`.run()`), and in any
+    case once at the end of the block. The drain uses it: a task (publish, delivery, a tenant slot, a pool
+    process) per batch of chats cost more than the run itself, and the run queued behind other tenants'
+    drains. Each transaction still marks the tenant's assignment work, so a run that never happens (this
+    process killed) is sent by the dispatcher after TENANT_WORK_GRACE_SECONDS. If the block or its last run
+    fails, the run still wanted is sent as a task, as without the block."""
+    deferred = AssignmentRunsDeferred(connection.schema_name)
+    token = _deferred_runs.set(deferred)
+    try:
+        yield deferred
+    except BaseException:
+        _deferred_runs.reset(token)
+        _deferred_run_send(deferred)
+        raise
+    _deferred_runs.reset(token)
+    try:
+        deferred.run()
+    except BaseException:
+        _deferred_run_send(deferred)
+        raise
+
+
+def _deferred_run_send(deferred: AssignmentRunsDeferred) -> None:
+    if not deferred.wanted:
+        return
+    try:
+        _assignment_task_send(deferred.schema_name)
+    except Exception:
+        # Redis away too: the tenant's mark, committed with the change, has the dispatcher send it.
+        logger.warning("assignment run not sent; the dispatcher sends it once the mark is due", exc_info=True)
 
 
 # --- the engine --------------------------------------------------------------------------------------------

@@ -168,6 +168,11 @@ CREATIONS_DRAIN_LINGER_MS = env_int("CREATIONS_DRAIN_LINGER_MS", 20)
 # never runs for ever (worker shutdown waits for it) and the tenant's other tasks get its slot in between.
 CREATIONS_DRAIN_MAX_SECONDS = env_int("CREATIONS_DRAIN_MAX_SECONDS", 5)
 
+# --- Scale (issue 18): the drain serves its chats' assignment itself ---------------------------------------
+# A drain runs the assignment for the chats it persisted in its own process (no task per batch): after its
+# first batch, then at most this often while batches keep coming, and once when it ends.
+CREATIONS_DRAIN_ASSIGN_EVERY_MS = env_int("CREATIONS_DRAIN_ASSIGN_EVERY_MS", 100)
+
 # --- Inbound channel webhook (conversations.inbound) -----------------------------------------------------
 # Deliveries accepted per application per window (a fixed window counted in Redis, across web processes);
 # the one over the limit is answered 429 with Retry-After.
