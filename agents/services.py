@@ -229,10 +229,16 @@ class AssignmentRunsDeferred:
         assigned. It reads the state when it starts, so one run serves every change committed before it."""
         if not self.wanted:
             return 0
-        version = assignment_work_version()
-        assigned = assignment_run()
-        assignment_work_settle(version=version)
-        self.wanted = False  # only once it succeeded: else the block's exit sends the task
+        # Cleared before the run reads anything, as the task clears its flag: a change committed from here on
+        # (even one the run itself commits) asks for the next run.
+        self.wanted = False
+        try:
+            version = assignment_work_version()
+            assigned = assignment_run()
+            assignment_work_settle(version=version)
+        except BaseException:
+            self.wanted = True  # still wanted: the block's exit sends it as the task
+            raise
         self.runs += 1
         return assigned
 
