@@ -10,7 +10,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from agents.services import assignment_schedule
+from agents.services import assignment_runs_deferred, assignment_schedule
 from conversations import creations, inbound
 from conversations.access import chat_access_check
 from conversations.lock_objects import chat_lock
@@ -444,9 +444,20 @@ def creations_persist(*, batch_size: int, linger_seconds: float = 0.0, max_secon
     records before persisting it (bigger batches, at the cost of rows appearing up to that much later).
     `max_seconds`: after that long, hand over to a new drain task (a task never runs for ever, and the
     tenant's other tasks get its concurrency slot between the two). Returns the number of records handled.
+
+    The new waiting chats' assignment runs in this process (agents.services.assignment_runs_deferred), not
+    as a task per batch: right after the first batch, then at most every CREATIONS_DRAIN_ASSIGN_EVERY_MS
+    while batches keep coming, and once when the drain ends. So a burst is served by a few runs, and none
+    of them waits in the queue behind other tenants' drains.
     """
+    with assignment_runs_deferred() as assignments:
+        return _creations_drain(batch_size=batch_size, linger_seconds=linger_seconds, max_seconds=max_seconds, assignments=assignments)
+
+
+def _creations_drain(*, batch_size: int, linger_seconds: float, max_seconds: float | None, assignments) -> int:
     handled = 0
     started = time.monotonic()
+    assign_every, last_run = settings.CREATIONS_DRAIN_ASSIGN_EVERY_MS / 1000, float("-inf")
     while True:
         token = creations.lock_acquire()
         if token is None:
@@ -472,6 +483,9 @@ def creations_persist(*, batch_size: int, linger_seconds: float = 0.0, max_secon
                     logger.warning("drain lease ran out during a batch; the drain holding it now takes over")
                     return handled
                 handled += len(records)
+                if assignments.wanted and time.monotonic() - last_run >= assign_every:
+                    assignments.run()  # this batch's chats, and any others committed since the last run
+                    last_run = time.monotonic()
                 if max_seconds is not None and time.monotonic() - started > max_seconds:
                     hand_over = creations.finish_if_empty(token) == creations.RECORDS_WAITING
                     break

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import connection, models
+from django.db.models.functions import Upper
 from django_tenants.clone import CloneSchema
 from django_tenants.models import DomainMixin, TenantMixin
 from django_tenants.utils import quote_schema_name, schema_exists
@@ -34,6 +35,8 @@ class Tenant(TenantMixin):
 
     class Meta:
         ordering = ["id"]
+        # django-tenants checks a new schema name with `schema_name__iexact` (UPPER(...) = UPPER(...)).
+        indexes = [models.Index(Upper("schema_name"), name="tenant_schema_name_upper_idx")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.schema_name})"

@@ -33,6 +33,7 @@ from agents.services.assignment import (  # noqa: F401
     assignment_pool,
     assignment_round_plan,
     assignment_run,
+    assignment_runs_deferred,
     assignment_sweep,
     assignment_work_settle,
     assignment_work_version,

@@ -17,6 +17,7 @@ safety net costs only tenants that have such work.
 
 import heapq
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -28,7 +29,7 @@ from django.utils import timezone
 from agents.hooks import ChatAssigned, chats_assigned_announce
 from agents.models import Agent, Assignment
 from agents.services.agents import agents_ensure
-from agents.services.schedule import assignment_schedule
+from agents.services.schedule import _assignment_run_schedule, assignment_schedule, deferred_runs
 from conversations.access import chat_access_check
 from conversations.lock_objects import agent_lock, assignment_lock, chat_lock
 from conversations.models import Chat
@@ -458,3 +459,72 @@ def assignment_work_settle(*, version: int | None) -> None:
     tenant_work_settle(
         kind=TenantWork.Kind.ASSIGNMENT, version=version, next_due_at=assignment_next_due_at(now=timezone.now())
     )
+
+
+# --- runs coalesced by a caller that commits many changes in a row (the drain) ------------------------------
+
+
+class AssignmentRunsDeferred:
+    """The runs asked for inside `assignment_runs_deferred`, for one tenant: `wanted` once a transaction that
+    scheduled a run committed; `run()` runs it in this process and settles the mark, as the task would."""
+
+    def __init__(self, schema_name: str) -> None:
+        self.schema_name = schema_name
+        self.wanted = False
+        self.runs = 0
+
+    def want(self) -> None:
+        self.wanted = True
+
+    def run(self) -> int:
+        """Runs the assignment now if a change committed since the last run asked for one; returns the chats
+        assigned. It reads the state when it starts, so one run serves every change committed before it."""
+        if not self.wanted:
+            return 0
+        # Cleared before the run reads anything, as the task clears its flag: a change committed from here on
+        # (even one the run itself commits) asks for the next run.
+        self.wanted = False
+        try:
+            version = assignment_work_version()
+            assigned = assignment_run()
+            assignment_work_settle(version=version)
+        except BaseException:
+            self.wanted = True  # still wanted: the block's exit sends it as the task
+            raise
+        self.runs += 1
+        return assigned
+
+
+@contextmanager
+def assignment_runs_deferred():
+    """Within this block, `assignment_schedule` in the current tenant sends no task when its transaction
+    commits: it notes that a run is wanted, and the caller runs it when it chooses (`.run()`), and in any
+    case once at the end of the block. The drain uses it: a task (publish, delivery, a tenant slot, a pool
+    process) per batch of chats cost more than the run itself, and the run queued behind other tenants'
+    drains. Each transaction still marks the tenant's assignment work, so a run that never happens (this
+    process killed) is sent by the dispatcher after TENANT_WORK_GRACE_SECONDS. If the block or its last run
+    fails, the run still wanted is sent as a task, as without the block."""
+    deferred = AssignmentRunsDeferred(connection.schema_name)
+    token = deferred_runs.set(deferred)
+    try:
+        yield deferred
+    except BaseException:
+        deferred_runs.reset(token)
+        _deferred_run_send(deferred)
+        raise
+    deferred_runs.reset(token)
+    try:
+        deferred.run()
+    except BaseException:
+        _deferred_run_send(deferred)
+        raise
+
+
+def _deferred_run_send(deferred: AssignmentRunsDeferred) -> None:
+    if not deferred.wanted:
+        return
+    try:
+        _assignment_run_schedule(deferred.schema_name)
+    except Exception:
+        # Redis away too: the tenant's mark, committed with the change, has the dispatcher send it.
+        logger.warning("assignment run not sent; the dispatcher sends it once the mark is due", exc_info=True)

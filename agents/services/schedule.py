@@ -1,6 +1,8 @@
 """Scheduling assignment runs: at most one queued run per tenant, sent after the change commits, with the
 tenant's assignment work marked in the same transaction (the safety net if the run is lost)."""
 
+from contextvars import ContextVar
+
 from django.db import connection, transaction
 from django_tenants.utils import schema_context
 
@@ -11,6 +13,11 @@ from tenants.work import tenant_work_mark, tenant_work_soon
 # A run that was scheduled but has not started within this many seconds is assumed lost: the next event
 # schedules another (and the dispatcher sends one once the tenant's mark comes due).
 _SCHEDULED_TTL_SECONDS = 30
+
+
+# Set by assignment.assignment_runs_deferred (the drain): the current tenant's runs are run by that caller
+# instead of being sent as tasks.
+deferred_runs: ContextVar = ContextVar("assignment_runs_deferred", default=None)
 
 
 def _scheduled_key() -> str:
@@ -36,6 +43,10 @@ def assignment_schedule() -> None:
     """
     schema_name = connection.schema_name
     tenant_work_mark(kind=TenantWork.Kind.ASSIGNMENT, due_at=tenant_work_soon())
+    deferred = deferred_runs.get()
+    if deferred is not None and deferred.schema_name == schema_name:
+        transaction.on_commit(deferred.want)  # the caller runs it (assignment.assignment_runs_deferred)
+        return
     transaction.on_commit(lambda: _assignment_run_schedule(schema_name))
 
 

@@ -47,3 +47,20 @@ def test_a_stale_template_is_completed_by_migrating_the_clone(platform_api):
     # then the tenant has the table all the same (the test transaction rolls the template back afterwards)
     assert response.status_code == 201
     assert {"conversations_inboundevent", "conversations_chat", "conversations_message", "agents_agent"} <= _tables("fresh")
+
+
+def test_the_case_insensitive_schema_name_check_reads_the_upper_index(tenant_a):
+    # django-tenants refuses a schema name that exists in another case with `schema_name__iexact`; the
+    # expression index on UPPER(schema_name) must match that query's expression, or every provisioning
+    # reads the whole tenants table (10,000 rows at scale). Sequential scans are off so the plan shows
+    # whether the index can serve the query at all, whatever the table's size.
+    from tenants.models import Tenant
+
+    query = Tenant.objects.filter(schema_name__iexact=tenant_a.schema_name.upper()).values("id")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        sql, params = query.query.sql_with_params()
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "tenant_schema_name_upper_idx" in plan
+    assert list(query) == [{"id": tenant_a.id}]
