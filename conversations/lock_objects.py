@@ -17,7 +17,10 @@ that marks next, each would wait for the other (tenants/tests/test_work.py prove
 The one place agents come before chats: the engine locks the eligible agents, then the head of the queue
 (it must know the capacity before it reads how many chats). That is safe because it holds the assignment
 lock (no manual assignment runs meanwhile) and those chats are waiting ones: no path locks a waiting chat
-and then an agent (resolving a waiting chat frees no agent's slot).
+and then an agent (resolving a waiting chat frees no agent's slot), nor locks a waiting chat and then waits
+for another chat, which a resolve may hold while it waits for an agent: a drain batch locks the chats of its
+messages with the waiting ones last (conversations.services._LOCK_MESSAGE_CHATS;
+tenants/tests/test_work.py has the three-way case).
 
 Like Saleor's checkout/lock_objects.py: the services call these functions instead of repeating
 `select_for_update()` with a comment on the order at each place.

@@ -348,6 +348,19 @@ UPDATE conversations_application AS app SET chats_count = app.chats_count + d.ad
 FROM unnest(%s::bigint[], %s::integer[]) AS d(id, added) WHERE app.id = d.id
 """
 
+# The chats a batch's messages go to, locked before the messages are inserted (whose foreign keys would lock
+# them in whatever order the join yields): assigned and resolved chats first, waiting ones last. A batch may
+# wait for a chat a resolve holds, and that resolve for an agent the assignment engine holds while it locks
+# the waiting head of the queue: had the batch locked a waiting chat before it waited, the engine would wait
+# for the batch, a cycle (conversations.lock_objects).
+_LOCK_MESSAGE_CHATS = """
+SELECT chat.id FROM conversations_chat AS chat
+JOIN (SELECT DISTINCT app, chat_number FROM unnest(%s::bigint[], %s::integer[]) AS r(app, chat_number)) AS r
+  ON chat.application_id = r.app AND chat.number = r.chat_number
+ORDER BY chat.status = 'waiting', chat.id
+FOR NO KEY UPDATE OF chat
+"""
+
 _ADD_MESSAGES_COUNT = """
 UPDATE conversations_chat AS chat SET messages_count = chat.messages_count + d.added
 FROM unnest(%s::bigint[], %s::integer[]) AS d(id, added) WHERE chat.id = d.id
@@ -390,6 +403,7 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
                 [r["author"] for r in messages],
                 [r["at"] for r in messages],
             ]
+            cursor.execute(_LOCK_MESSAGE_CHATS, columns[:2])
             cursor.execute(_INSERT_MESSAGES, columns)
             inserted_messages = cursor.fetchall()
             messages_added.update(row[0] for row in inserted_messages)

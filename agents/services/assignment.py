@@ -316,11 +316,12 @@ def chat_resolve(*, chat: Chat, by: User | None = None) -> Chat:
         Assignment.objects.filter(chat=chat, ended_at__isnull=True).update(
             ended_at=now, end_reason=Assignment.EndReason.RESOLVED
         )
-        report_chat_resolved(chat=chat)
         if held_capacity:
             # After the chat's row lock, in the lock order (conversations.lock_objects): waits for a running
             # assignment to commit, never deadlocks with it.
             Agent.objects.filter(pk=chat.assigned_agent_id).update(active_chats=F("active_chats") - 1)
+        report_chat_resolved(chat=chat)  # the rollups: after the agent row, before the work marks
+        if held_capacity:
             assignment_schedule()
         events_record_chats(type=CHAT_RESOLVED, chat_ids=[chat.id])
     return chat

@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from django.conf import settings as django_settings
 from django.db import connection, connections, transaction
+from django.db.models import F
 from django.utils import timezone
 from django_tenants.utils import quote_schema_name, schema_context
 
@@ -19,7 +20,7 @@ import agents.tasks  # noqa: F401  (registers the tasks the dispatcher names, as
 import conversations.tasks  # noqa: F401
 import scheduler.tasks  # noqa: F401
 from agents import services as agent_services
-from agents.models import Assignment
+from agents.models import Agent, Assignment
 from agents.services import schedule as assignment_schedule_module
 from core.tests.support import PASSWORD
 from conversations import creations
@@ -471,6 +472,70 @@ def test_a_drain_batch_and_a_resolve_marking_at_once_do_not_deadlock(make_live_t
     assert errors == []
     with schema_context(tenant.schema_name):
         assert (Chat.objects.count(), Chat.objects.get(number=1).messages_count) == (2, 1)
+
+
+def test_a_drain_waiting_for_a_resolve_never_holds_a_waiting_chat_the_engine_needs(make_live_tenant, monkeypatch):
+    # The engine locks its agents, then the waiting head; a resolve holds its (assigned) chat, then updates its
+    # agent. A drain batch with a message for a waiting chat and one for the resolving chat used to lock the
+    # waiting chat first and then wait for the resolving one: engine -> drain -> resolve -> engine, a deadlock
+    # (found by the soak test). The drain now locks its chats assigned-first, so it waits holding none that
+    # the engine needs.
+    monkeypatch.setattr(conversation_services, "_drain_schedule", lambda: None)
+    monkeypatch.setattr(assignment_schedule_module, "_assignment_run_schedule", lambda schema_name: None)
+    tenant = make_live_tenant("cycle")
+    with schema_context(tenant.schema_name):
+        # chat 1 waits (the agent is offline); chat 2 is assigned by hand; then the agent comes online
+        # without a run being scheduled
+        agent = agent_services.agent_create(email="cycle@example.test", password=PASSWORD, max_customers=2)
+        application = conversation_services.application_create(name="Cycle")
+        conversation_services.chat_create(application=application, customer_id="waiting")
+        conversation_services.chat_create(application=application, customer_id="assigned")
+        conversation_services.creations_persist(batch_size=100)
+        Agent.objects.filter(pk=agent.pk).update(is_online=True)
+        agent_services.chat_assign(chat=Chat.objects.get(number=2), agent=Agent.objects.get(pk=agent.pk))
+        assert list(Chat.objects.order_by("number").values_list("status", flat=True)) == ["waiting", "assigned"]
+        conversation_services.message_create(application=application, chat_number=1, body="to the waiting chat")
+        conversation_services.message_create(application=application, chat_number=2, body="to the resolving chat")
+    locked, errors = threading.Event(), []
+
+    def in_thread(work):
+        def run():
+            try:
+                with schema_context(tenant.schema_name):
+                    work()
+            except Exception as error:
+                errors.append(error)
+            finally:
+                connections.close_all()
+
+        return threading.Thread(target=run)
+
+    def resolve_like():
+        with transaction.atomic():
+            Chat.objects.select_for_update().get(number=2)
+            locked.set()
+            time.sleep(2)  # the drain and then the engine are under way meanwhile
+            Agent.objects.filter(pk=agent.pk).update(active_chats=F("active_chats") - 1)
+
+    def drain():
+        assert locked.wait(10)
+        conversation_services.creations_persist(batch_size=100)
+
+    def engine():
+        assert locked.wait(10)
+        time.sleep(0.7)  # after the drain blocked on chat 2
+        agent_services.assignment_run()
+
+    threads = [in_thread(resolve_like), in_thread(drain), in_thread(engine)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert errors == []
+    with schema_context(tenant.schema_name):
+        chats = list(Chat.objects.order_by("number").values_list("status", "messages_count"))
+        assert chats == [("assigned", 1), ("assigned", 1)]
 
 
 def test_a_dead_drain_is_found_while_creations_keep_coming(tenant_a, sends, lost_triggers, settings):
