@@ -110,7 +110,10 @@ def test_503_503_200_is_three_attempts_with_one_webhook_id(tenant_a, event_recei
         assert webhook_deliveries_next_due_at() is None
 
 
-def test_a_chats_later_event_waits_while_an_earlier_one_is_retried(tenant_a, event_receiver):
+def test_a_chats_later_event_waits_while_an_earlier_one_is_retried(tenant_a, event_receiver, settings):
+    # one request at a time, in claim (event) order, so that the scripted 503 answers event 1 and not whichever
+    # of the two parallel requests arrived first
+    settings.EVENTS_SEND_CONCURRENCY = 1
     with schema_context(tenant_a.schema_name):
         webhook_endpoint_create(url=event_receiver.url, events=["*"])
         event_record(type="chat.assigned", data={"n": 1}, chat_id=101)
@@ -119,15 +122,14 @@ def test_a_chats_later_event_waits_while_an_earlier_one_is_retried(tenant_a, eve
         event_receiver.script(503)
 
         webhook_deliveries_send()
-        # only the first event of chat 101 (failed) and chat 202's went; 101's second waits. The two went in
-        # parallel (different chats are not ordered), so they may arrive either way round.
-        assert sorted(json.loads(r.body)["data"]["n"] for r in event_receiver.received()) == [1, 3]
+        # only the first event of chat 101 (failed) and chat 202's went; 101's second waits
+        assert [json.loads(r.body)["data"]["n"] for r in event_receiver.received()] == [1, 3]
         webhook_deliveries_send()
         assert len(event_receiver.received()) == 2  # still waiting: the retry is not due
 
         _make_due()
         webhook_deliveries_send()
-        assert [json.loads(r.body)["data"]["n"] for r in event_receiver.received()][2:] == [1, 2]
+        assert [json.loads(r.body)["data"]["n"] for r in event_receiver.received()] == [1, 3, 1, 2]
         assert set(Delivery.objects.values_list("status", flat=True)) == {"succeeded"}
 
 
