@@ -2,11 +2,12 @@
 
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from django_tenants.utils import schema_context
 
+from core.tests.fixtures.webhooks import local_http_server
 from core.tests.support import api_client, make_user, token_for
 from conversations import services as conversation_services
 from conversations.models import Application
@@ -64,22 +65,13 @@ def _handler(receiver: EventReceiver):
     return Handler
 
 
-class _Server(ThreadingHTTPServer):
-    request_queue_size = 128
-    daemon_threads = True
-
-
 @pytest.fixture
 def event_receiver():
     receiver = EventReceiver()
-    server = _Server(("127.0.0.1", 0), _handler(receiver))
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/events"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield receiver
-    receiver.released.set()
-    server.shutdown()
-    server.server_close()
+    with local_http_server(_handler(receiver), path="/events") as url:
+        receiver.url = url
+        yield receiver
+        receiver.released.set()
 
 
 @pytest.fixture
