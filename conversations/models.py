@@ -155,6 +155,11 @@ class Message(TimestampedModel):
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
     )
+    # A staff-only note (PRODUCT.md, "Agent workspace"): never shown to the client API, and its event reaches
+    # only the endpoints that opt in (`include_private`).
+    is_private = models.BooleanField(default=False)
+    # References the sender gave ({"url","mime_type","size","name"}), validated before queueing, never fetched.
+    attachments = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["chat_id", "number"]

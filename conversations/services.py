@@ -150,6 +150,8 @@ def message_create(
     body: str,
     sender: str = Message.Sender.CUSTOMER,
     author: User | None = None,
+    is_private: bool = False,
+    attachments: list[dict] | None = None,
     delivery: tuple[str, str, int] | None = None,
 ) -> int | None:
     """Allocates the chat's next message number and queues the message; None if the chat number was
@@ -163,6 +165,11 @@ def message_create(
         "author": author.id if author is not None else None,
         "at": timezone.now().isoformat(),
     }
+    # Only when set: most messages are neither, and every key is stored in Redis until the drain.
+    if is_private:
+        record["private"] = True
+    if attachments:
+        record["attachments"] = attachments
     allocated = creations.message_number_allocate(
         application_id=application.id,
         chat_number=chat_number,
@@ -326,10 +333,12 @@ RETURNING application_id, id
 """
 
 _INSERT_MESSAGES = """
-INSERT INTO conversations_message (chat_id, number, body, sender, author_id, created_at, updated_at)
-SELECT chat.id, r.number, r.body, r.sender, author.id, r.at, r.at
-FROM unnest(%s::bigint[], %s::integer[], %s::integer[], %s::text[], %s::text[], %s::bigint[], %s::timestamptz[])
-     AS r(app, chat_number, number, body, sender, author, at)
+INSERT INTO conversations_message (chat_id, number, body, sender, author_id, created_at, updated_at, is_private,
+                                   attachments)
+SELECT chat.id, r.number, r.body, r.sender, author.id, r.at, r.at, r.is_private, r.attachments::jsonb
+FROM unnest(%s::bigint[], %s::integer[], %s::integer[], %s::text[], %s::text[], %s::bigint[], %s::timestamptz[],
+            %s::boolean[], %s::text[])
+     AS r(app, chat_number, number, body, sender, author, at, is_private, attachments)
 JOIN conversations_chat AS chat ON chat.application_id = r.app AND chat.number = r.chat_number
 LEFT JOIN core_user AS author ON author.id = r.author
 ON CONFLICT (chat_id, number) DO NOTHING
@@ -402,6 +411,9 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
                 [r["sender"] for r in messages],
                 [r["author"] for r in messages],
                 [r["at"] for r in messages],
+                # Absent from records queued before private notes and attachments existed.
+                [r.get("private", False) for r in messages],
+                [json.dumps(r.get("attachments") or []) for r in messages],
             ]
             cursor.execute(_LOCK_MESSAGE_CHATS, columns[:2])
             cursor.execute(_INSERT_MESSAGES, columns)

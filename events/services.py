@@ -109,8 +109,8 @@ SELECT 'message.created', jsonb_build_object(
            'application', application.token, 'chat_number', chat.number, 'number', message.number,
            'body', message.body, 'sender', message.sender, 'customer_id', chat.customer_id,
            'agent_email', CASE WHEN message.sender = 'agent' THEN author.email END,
-           'private', false, 'attachments', '[]'::jsonb),
-       chat.application_id, chat.id, false, 'message.created:' || message.id, 1, chat.id, message.number
+           'private', message.is_private, 'attachments', message.attachments),
+       chat.application_id, chat.id, message.is_private, 'message.created:' || message.id, 1, chat.id, message.number
 FROM unnest(%(message_apps)s::bigint[], %(message_chats)s::integer[], %(message_numbers)s::integer[])
      AS r(app, chat_number, number)
 JOIN conversations_chat AS chat ON chat.application_id = r.app AND chat.number = r.chat_number

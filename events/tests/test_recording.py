@@ -64,6 +64,33 @@ def test_the_drain_records_chat_created_and_message_created_with_the_exact_data(
         assert event.webhook_id.startswith("evt_") and len(event.webhook_id) == 40
 
 
+def test_a_private_note_with_attachments_is_persisted_as_such_and_reaches_only_endpoints_that_opt_in(
+    tenant_a, application_a, drained
+):
+    # given an endpoint that takes private notes and one that does not
+    attachment = {"url": "https://files.example.com/a.pdf", "mime_type": "application/pdf", "size": 10, "name": "a.pdf"}
+    with schema_context(tenant_a.schema_name):
+        agent = agent_create(email="noter@a.test", password=PASSWORD, name="N", role="agent", max_customers=2, is_online=False)
+        opted_in = webhook_endpoint_create(url="http://127.0.0.1:9/in", events=["*"], include_private=True)
+        webhook_endpoint_create(url="http://127.0.0.1:9/out", events=["*"])
+        number = chat_create(application=application_a, customer_id="cust-1")
+        message_create(
+            application=application_a, chat_number=number, body="VIP", sender="agent", author=agent.user,
+            is_private=True, attachments=[attachment],
+        )  # fmt: skip
+
+    # when the drain persists it
+    drained(tenant_a)
+
+    # then the row and its event say private, with the attachment, and only the opted-in endpoint gets it
+    with schema_context(tenant_a.schema_name):
+        message = Message.objects.get()
+        assert (message.is_private, message.attachments) == (True, [attachment])
+        event = Event.objects.get(type="message.created")
+        assert (event.is_private, event.data["private"], event.data["attachments"]) == (True, True, [attachment])
+        assert list(Delivery.objects.filter(event=event).values_list("endpoint_id", flat=True)) == [opted_in.id]
+
+
 def test_a_drain_batch_that_fails_leaves_no_event_and_no_delivery(tenant_a, application_a, drained, monkeypatch):
     # given an endpoint, and a failure after the events' statement, inside the drain's transaction
     import events.services
