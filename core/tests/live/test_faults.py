@@ -167,12 +167,18 @@ def test_postgres_restarted_under_load_loses_nothing_and_recovers(live_stack, te
     _assert_everything_persisted_once(stack, tenant, load)
 
 
-def _drain_in_transaction(conn) -> str | None:
-    """The worker whose drain is inside its batch transaction right now (it has written rows), if any."""
+# The drain's statement that adds a batch's new chats to their application's chats_count: it runs after the batch
+# has inserted its chat rows, and it needs the application's row.
+_ADD_CHATS_COUNT = r"^\s*UPDATE conversations_application AS app SET chats_count = app\.chats_count \+ d\.added"
+
+
+def _drain_blocked_mid_batch(conn) -> str | None:
+    """The worker whose drain has written rows in its batch transaction and now waits for the application row
+    the test holds locked, if any: it cannot commit, nor its task finish, until the test lets go."""
     rows = conn.execute(
         "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'worker%%' "
-        "AND backend_xid IS NOT NULL "
-        r"AND query ~ '^\s*(INSERT INTO conversations_(chat|message)|UPDATE conversations_(application|chat) AS)'"
+        "AND backend_xid IS NOT NULL AND wait_event_type = 'Lock' AND query ~ %s",
+        [_ADD_CHATS_COUNT],
     ).fetchall()
     return rows[0][0] if rows else None
 
@@ -205,16 +211,28 @@ def test_worker_killed_mid_batch_is_redelivered_not_duplicated(live_stack, tenan
         # drain would, so the next drain takes one big batch
         _drain_lock_take(client, tenant, seconds=90)
         wait_until(lambda: client.llen(f"sociomile:{tenant.slug}:creations") >= 600, timeout=80, what="a backlog")
-        # when the worker running that batch is SIGKILLed inside its transaction
-        with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        # when the worker running that batch is SIGKILLed inside its transaction. The test holds the
+        # application's row (FOR NO KEY UPDATE: the batch's chat inserts, whose foreign key checks only share
+        # the row, go through), which the batch updates after inserting its chats, so the batch is still open
+        # (and its task unfinished) when the kill lands, however slowly this process gets to it: caught in a
+        # short window instead, the batch sometimes committed and its task ended first (a 0.5 s drain hands
+        # over between batches), and the kill hit a worker with no drain in flight.
+        with (
+            psycopg.connect(stack.database_url, autocommit=True) as conn,
+            psycopg.connect(stack.database_url) as holder,
+        ):
+            holder.execute(f'SELECT 1 FROM "{tenant.slug}".conversations_application WHERE id = %s '
+                           "FOR NO KEY UPDATE", [tenant.app_id])  # fmt: skip
             client.delete(lock)
-            victim = wait_until(lambda: _drain_in_transaction(conn), timeout=30, interval=0.002, what="a drain mid-batch")
-        index = int(victim.removeprefix("worker"))
-        survivor = f"worker{1 - index}"
-        # read before the kill: RabbitMQ requeues the victim's messages the moment its connection drops, so
-        # the survivor may receive them before this line could run after the kill
-        survivor_offset = len(stack.log(survivor))
-        stack.worker_kill(index)
+            victim = wait_until(lambda: _drain_blocked_mid_batch(conn), timeout=30, interval=0.01,
+                                what="a drain mid-batch")  # fmt: skip
+            index = int(victim.removeprefix("worker"))
+            survivor = f"worker{1 - index}"
+            # read before the kill: RabbitMQ requeues the victim's messages the moment its connection drops, so
+            # the survivor may receive them before this line could run after the kill
+            survivor_offset = len(stack.log(survivor))
+            stack.worker_kill(index)
+            holder.rollback()
         killed_at = time.monotonic()
         # then the surviving worker takes over (the lease expires), new creations are persisted
         wait_until(lambda: _accepted_chat_persisted(stack, tenant, load, since=killed_at), timeout=20,
