@@ -52,9 +52,8 @@ class DeliveryClaimLost(Exception):
 _SCRIPTS = Path(__file__).resolve().parent / "scripts"
 _CHAT_ALLOCATE = _SCRIPTS / "chat_allocate.lua"
 _MESSAGE_ALLOCATE = _SCRIPTS / "message_allocate.lua"
-_LOCK_RENEW = _SCRIPTS / "lock_renew.lua"
+_DRAIN_LEASE = _SCRIPTS / "drain_lease.lua"
 _FINISH_IF_EMPTY = _SCRIPTS / "finish_if_empty.lua"
-_PENDING_REMOVE_IF_HOLDER = _SCRIPTS / "pending_remove_if_holder.lua"
 
 # A drain that has not started within this many seconds is assumed lost; the next creation schedules another.
 SCHEDULED_TTL_SECONDS = 30
@@ -172,10 +171,11 @@ def pending_peek(limit: int) -> list[dict]:
     return [json.loads(raw) for raw in get_redis().lrange(pending_key(), 0, limit - 1)]
 
 
-def pending_remove(*, count: int, token: str) -> bool:
-    """Drops the first `count` records once they are committed, if the drain still holds the lock (`token`).
-    False: the lease ran out and another drain owns the list now; stop draining."""
-    return bool(redis_script_load(_PENDING_REMOVE_IF_HOLDER)(keys=[lock_key(), pending_key()], args=[token, count]))
+def pending_remove(*, count: int, token: str) -> int | None:
+    """Drops the first `count` records once they are committed and renews the lease for the next batch, if the
+    drain still holds the lock (`token`); returns how many records wait. None: the lease ran out and another
+    drain owns the list now; stop draining."""
+    return _drain_lease(token=token, trim=count)
 
 
 def pending_count() -> int:
@@ -191,7 +191,8 @@ FINISHED, RECORDS_WAITING, LEASE_LOST = 1, 0, -1
 
 
 def finish_if_empty(token: str) -> int:
-    """Unsets `scheduled` if the list is empty, atomically: FINISHED, RECORDS_WAITING or LEASE_LOST."""
+    """Unsets `scheduled` and releases the lock if the list is empty, atomically: FINISHED (the lock is
+    released), RECORDS_WAITING or LEASE_LOST."""
     keys = [lock_key(), pending_key(), scheduled_key(), CREATIONS_ACTIVE_KEY]
     return int(redis_script_load(_FINISH_IF_EMPTY)(keys=keys, args=[token, connection.schema_name]))
 
@@ -201,12 +202,26 @@ def lock_acquire() -> str | None:
     return token if get_redis().set(lock_key(), token, nx=True, ex=settings.CREATIONS_LOCK_LEASE_SECONDS) else None
 
 
+def drain_lock_acquire() -> tuple[str, int] | None:
+    """The drain's start: takes the lock (with `scheduled` and the heartbeat, as a renewal would) and counts the
+    waiting records, in one round trip. (token, records waiting), or None if another drain holds the lock."""
+    token = uuid.uuid4().hex
+    waiting = _drain_lease(token=token, take=True)
+    return None if waiting is None else (token, waiting)
+
+
 def lock_renew(token: str) -> bool:
     """Extends the drain's lease for one more batch, and `scheduled` with it (requests need not send another
     drain); False if the lease ran out and another drain took the lock."""
-    lease = settings.CREATIONS_LOCK_LEASE_SECONDS
-    keys = [lock_key(), scheduled_key(), CREATIONS_ACTIVE_KEY]
-    return bool(redis_script_load(_LOCK_RENEW)(keys=keys, args=[token, lease, connection.schema_name]))
+    return _drain_lease(token=token) is not None
+
+
+def _drain_lease(*, token: str, trim: int = 0, take: bool = False) -> int | None:
+    # conversations/scripts/drain_lease.lua: records waiting, or None when the lock is not ours.
+    keys = [lock_key(), pending_key(), scheduled_key(), CREATIONS_ACTIVE_KEY]
+    args = [token, settings.CREATIONS_LOCK_LEASE_SECONDS, connection.schema_name, trim, "1" if take else "0"]
+    waiting = int(redis_script_load(_DRAIN_LEASE)(keys=keys, args=args))
+    return None if waiting < 0 else waiting
 
 
 def lock_release(token: str) -> None:

@@ -22,7 +22,7 @@ from core.text import storable_text
 from events.services import TICKET_CREATED, TICKET_UPDATED, event_record_ticket, events_record_creations
 from reports.services import report_creations_persisted
 from tenants.models import TenantWork
-from tenants.work import tenant_work_mark
+from tenants.work import tenant_work_mark, tenant_work_marks_batched
 
 logger = logging.getLogger(__name__)
 
@@ -381,7 +381,9 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
     list) are skipped by the unique constraints and not counted twice. Returns (chats, messages) added."""
     chats = [record for record in records if record["kind"] == "chat"]
     messages = [record for record in records if record["kind"] == "message"]
-    with transaction.atomic(), connection.cursor() as cursor:
+    # The batch's tenant-work marks (assignment, recount, webhooks) are collected and written in one statement
+    # as the transaction's last step (tenants.work.tenant_work_marks_batched): one round trip, not one each.
+    with transaction.atomic(), connection.cursor() as cursor, tenant_work_marks_batched():
         # Django's foreign keys are DEFERRABLE INITIALLY DEFERRED; check them now, so a refused row fails
         # its own statement (and can be isolated) rather than the commit.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -485,27 +487,31 @@ def _creations_drain(*, batch_size: int, linger_seconds: float, max_seconds: flo
     started = time.monotonic()
     assign_every, last_run = settings.CREATIONS_DRAIN_ASSIGN_EVERY_MS / 1000, float("-inf")
     while True:
-        token = creations.lock_acquire()
-        if token is None:
+        taken = creations.drain_lock_acquire()
+        if taken is None:
             # The drain holding the lock sees our records: it re-checks the list after releasing it (and
             # one whose worker died lets its lease and `scheduled` expire together, so requests schedule again).
             return handled
-        hand_over = False
+        # Redis round trips per batch: the lease step (take, or trim the last batch and renew), the read,
+        # and at the end the step that finds the list empty and releases the lock.
+        token, waiting = taken
+        hand_over = released = False
         try:
-            # The lease is renewed before each batch, and records are trimmed only while it is still ours:
-            # see creations.pending_remove.
-            while creations.lock_renew(token):
-                records = creations.pending_peek(batch_size)
-                if len(records) < batch_size and linger_seconds > 0:
+            while True:
+                if waiting < batch_size and linger_seconds > 0:
                     time.sleep(linger_seconds)
-                    records = creations.pending_peek(batch_size)
+                records = creations.pending_peek(batch_size)
                 if not records:
                     outcome = creations.finish_if_empty(token)
-                    if outcome == creations.RECORDS_WAITING:
+                    released = outcome == creations.FINISHED
+                    if outcome == creations.RECORDS_WAITING and creations.lock_renew(token):
+                        waiting = batch_size  # they came after our read: no need to linger for them
                         continue
                     break
                 _persist_records(records)
-                if not creations.pending_remove(count=len(records), token=token):
+                # The records are trimmed only while the lease is still ours: see creations.pending_remove.
+                waiting = creations.pending_remove(count=len(records), token=token)
+                if waiting is None:
                     logger.warning("drain lease ran out during a batch; the drain holding it now takes over")
                     return handled
                 handled += len(records)
@@ -513,15 +519,19 @@ def _creations_drain(*, batch_size: int, linger_seconds: float, max_seconds: flo
                     assignments.run()  # this batch's chats, and any others committed since the last run
                     last_run = time.monotonic()
                 if max_seconds is not None and time.monotonic() - started > max_seconds:
-                    hand_over = creations.finish_if_empty(token) == creations.RECORDS_WAITING
+                    outcome = creations.finish_if_empty(token)
+                    released = outcome == creations.FINISHED
+                    hand_over = outcome == creations.RECORDS_WAITING
                     break
         finally:
-            creations.lock_release(token)
+            if not released:
+                creations.lock_release(token)
         if hand_over:
             # `scheduled` stays set: the new task is the drain requests count on.
             _drain_schedule()
             return handled
-        if creations.pending_count() == 0:
+        # Found empty with `scheduled` unset in the same step: whatever comes later schedules its own drain.
+        if released or creations.pending_count() == 0:
             return handled
 
 

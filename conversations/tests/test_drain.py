@@ -164,3 +164,34 @@ def test_the_recount_sends_a_drain_for_records_queued_while_it_held_the_lock(ten
     assert drain.scheduled == 2
     drain(tenant_a)
     assert _chat_numbers(tenant_a) == [1]
+
+
+def _redis_calls() -> dict[str, int]:
+    return {name: stats["calls"] for name, stats in get_redis().info("commandstats").items()}
+
+
+def test_a_drain_of_one_record_costs_three_redis_scripts_two_reads_and_one_marks_statement(
+    tenant_a, application_a, drain
+):
+    # At a few creates per second per tenant most batches hold one record, so what a batch costs besides
+    # its rows is paid per record: here it is counted, not timed.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with schema_context(tenant_a.schema_name):
+        services.chat_create(application=application_a)
+        services.creations_persist(batch_size=100)  # Redis has loaded every script the drain sends
+        services.chat_create(application=application_a)
+        before = _redis_calls()
+        with CaptureQueriesContext(connection) as queries:
+            assert services.creations_persist(batch_size=100) == 1
+        after = _redis_calls()
+    # Redis: take the lock and count (a script), read the batch, trim it and renew (a script), read again
+    # (empty), find the list empty and release the lock (a script). Scripts run their own commands inside.
+    assert after["cmdstat_evalsha"] - before["cmdstat_evalsha"] == 3
+    assert after["cmdstat_lrange"] - before["cmdstat_lrange"] == 2
+    # PostgreSQL: the new chat's assignment and recount marks in one statement
+    marks = [query["sql"] for query in queries.captured_queries if "tenants_tenantwork" in query["sql"]]
+    assert len(marks) == 1
+    assert _chat_numbers(tenant_a) == [1, 2]
+    assert not _scheduled(tenant_a)

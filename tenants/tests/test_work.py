@@ -32,7 +32,14 @@ from scheduler.services import outbound_message_create, scheduler_ensure, schedu
 from sociomile.celery import app
 from tenants.models import Tenant, TenantWork
 from tenants.schemas import _schema_clone_statements
-from tenants.work import CREATIONS_ACTIVE_KEY, tenant_work_dispatch, tenant_work_mark, tenant_work_settle, tenant_work_version
+from tenants.work import (
+    CREATIONS_ACTIVE_KEY,
+    tenant_work_dispatch,
+    tenant_work_mark,
+    tenant_work_marks_batched,
+    tenant_work_settle,
+    tenant_work_version,
+)
 
 IDLE_TENANTS = 300
 
@@ -564,3 +571,37 @@ def test_each_drain_batch_is_a_heartbeat(tenant_a, settings):
         assert creations.lock_renew(token)
         creations.lock_release(token)
     assert get_redis().zscore(CREATIONS_ACTIVE_KEY, tenant_a.schema_name) > time.time() - 5
+
+
+def _work_rows(tenant) -> dict[str, tuple]:
+    return {kind: (due_at, version) for kind, due_at, version in
+            TenantWork.objects.filter(tenant=tenant).values_list("kind", "due_at", "version")}  # fmt: skip
+
+
+def test_marks_made_together_are_one_statement_and_keep_each_kinds_earliest_time(tenant_a):
+    from django.test.utils import CaptureQueriesContext
+
+    soon, later = timezone.now() + timedelta(seconds=5), timezone.now() + timedelta(hours=1)
+    with schema_context(tenant_a.schema_name):
+        tenant_work_mark(kind=TenantWork.Kind.COUNTS, due_at=later)
+        # given marks of two kinds made inside one batch, one kind twice
+        with CaptureQueriesContext(connection) as queries:
+            with tenant_work_marks_batched():
+                tenant_work_mark(kind=TenantWork.Kind.ASSIGNMENT, due_at=later)
+                tenant_work_mark(kind=TenantWork.Kind.ASSIGNMENT, due_at=soon)
+                tenant_work_mark(kind=TenantWork.Kind.COUNTS, due_at=soon)
+                assert [q for q in queries.captured_queries if "tenantwork" in q["sql"]] == []
+    # then they are written once the batch ends, in one statement, as separate marks would have left them:
+    # each kind at its earliest time, its version up once
+    assert len([q for q in queries.captured_queries if "tenantwork" in q["sql"]]) == 1
+    assert _work_rows(tenant_a) == {TenantWork.Kind.ASSIGNMENT: (soon, 1), TenantWork.Kind.COUNTS: (soon, 2)}
+
+
+def test_marks_of_a_batch_that_fails_are_not_written(tenant_a):
+    with schema_context(tenant_a.schema_name):
+        with pytest.raises(RuntimeError), tenant_work_marks_batched():
+            tenant_work_mark(kind=TenantWork.Kind.ASSIGNMENT, due_at=timezone.now())
+            raise RuntimeError("the batch failed")
+        # and a mark made after the batch is written at once again
+        tenant_work_mark(kind=TenantWork.Kind.COUNTS, due_at=timezone.now())
+    assert set(_work_rows(tenant_a)) == {TenantWork.Kind.COUNTS}
