@@ -184,7 +184,8 @@ def test_a_drain_of_one_record_costs_three_redis_scripts_two_reads_and_one_marks
         services.chat_create(application=application_a)
         before = _redis_calls()
         with CaptureQueriesContext(connection) as queries:
-            assert services.creations_persist(batch_size=100) == 1
+            # with a linger, as in production: a short list is read once, after the wait
+            assert services.creations_persist(batch_size=100, linger_seconds=0.02) == 1
         after = _redis_calls()
     # Redis: take the lock and count (a script), read the batch, trim it and renew (a script), read again
     # (empty), find the list empty and release the lock (a script). Scripts run their own commands inside.
