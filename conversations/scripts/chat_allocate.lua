@@ -8,7 +8,7 @@
 -- The tenant is added (ARGV[5]: its schema name) to the platform's set of tenants with queued creations
 -- (KEYS[4]; tenants.work), scored with Redis' clock if it is not there yet: in the same step as the record is
 -- queued, so no queued creation is ever missing from the drains' safety net. NX: the score says since when
--- the tenant's creations have waited without a drain making progress (each batch re-scores it, lock_renew.lua),
+-- the tenant's creations have waited without a drain making progress (each batch re-scores it, drain_lease.lua),
 -- not when the last one came: under steady traffic with a dead drain, the entry still grows old and the
 -- dispatcher sends a drain.
 --
