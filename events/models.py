@@ -113,9 +113,9 @@ class Delivery(models.Model):
             ),
         ]
         indexes = [
-            # The claim walks unfinished deliveries in event order and stops at its LIMIT (no sort of every
-            # due row per round).
-            models.Index(fields=["event"], condition=_UNFINISHED, name="delivery_claim_order_idx"),
+            # The claim walks each endpoint's unfinished deliveries in event order and stops at its window (no
+            # sort of every due row per claim).
+            models.Index(fields=["endpoint", "event"], condition=_UNFINISHED, name="delivery_endpoint_claim_idx"),
             # The order rule: an unfinished earlier delivery of the same chat to the same endpoint.
             models.Index(
                 fields=["endpoint", "chat_id", "event"], condition=_UNFINISHED, name="delivery_chat_order_idx"
