@@ -21,6 +21,7 @@ from django_tenants.utils import schema_context
 from core.exceptions import Conflict
 from core.redis import get_redis, tenant_key
 from events.models import Delivery, Event, WebhookEndpoint
+from events.retention import events_retention_mark
 from tenants.models import TenantWork
 from tenants.work import tenant_work_mark, tenant_work_soon
 
@@ -128,6 +129,7 @@ def _record(*, source: str, params: dict) -> int:
         deliveries = cursor.rowcount
         if deliveries:
             webhook_deliveries_schedule()
+        events_retention_mark()
     return deliveries
 
 

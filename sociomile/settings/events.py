@@ -1,5 +1,7 @@
 """Events: outgoing webhooks (events app): retries, timeouts, leases, secret rotation, deactivation."""
 
+from django.core.exceptions import ImproperlyConfigured
+
 from sociomile.settings.env import env_int, env_list
 
 # --- Events: outgoing webhooks (events app) ----------------------------------------------------------
@@ -33,3 +35,10 @@ EVENTS_LEASE_SECONDS = env_int("EVENTS_LEASE_SECONDS", 60)
 EVENTS_SECRET_ROTATION_OVERLAP_SECONDS = env_int("EVENTS_SECRET_ROTATION_OVERLAP_SECONDS", 24 * 3600)
 # An endpoint whose every attempt failed for this long is deactivated (is_active false, the admin shows it).
 EVENTS_ENDPOINT_DEACTIVATE_AFTER_SECONDS = env_int("EVENTS_ENDPOINT_DEACTIVATE_AFTER_SECONDS", 24 * 3600)
+# Events (with their deliveries and attempts) older than this are deleted, once no delivery of theirs is
+# unfinished (events.retention). Never below 2 days: the stream replays the last 24 h from the outbox.
+EVENTS_RETENTION_DAYS = env_int("EVENTS_RETENTION_DAYS", 30)
+if EVENTS_RETENTION_DAYS < 2:
+    raise ImproperlyConfigured("EVENTS_RETENTION_DAYS must be at least 2 (the stream replays 24 h of events)")
+# Events deleted per transaction by the retention task.
+EVENTS_RETENTION_BATCH = env_int("EVENTS_RETENTION_BATCH", 1000)
