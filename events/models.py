@@ -57,6 +57,9 @@ class WebhookEndpoint(models.Model):
     # After a rotation the old secret signs too (a second signature) until this time.
     previous_secret = models.CharField(max_length=100, null=True, blank=True, editable=False)
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The last rotation: another within EVENTS_SECRET_ROTATION_MIN_INTERVAL_SECONDS is refused (a double submit
+    # would otherwise make the first new secret, not the deployed one, the one that still signs).
+    secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Since when every delivery attempt failed (None: the last one succeeded); 24 h of that deactivates it.
     failing_since = models.DateTimeField(null=True, blank=True, editable=False)
     deactivated_at = models.DateTimeField(null=True, blank=True, editable=False)
