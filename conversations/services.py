@@ -317,7 +317,11 @@ def ticket_create(*, chat: Chat, title: str, description: str, priority: str, cr
 
 
 def ticket_status_set(*, ticket: Ticket, status: str) -> Ticket:
+    """Sets a ticket's status; its `ticket.updated` event is written under the chat's row lock (taken first,
+    conversations.lock_objects' order), so it is ordered with the chat's other events: no event of the chat
+    committed later can have a smaller id."""
     with transaction.atomic():  # the change and its event together
+        chat_lock(chat_id=ticket.chat_id)
         ticket.status = status
         ticket.save(update_fields=["status", "updated_at"])
         event_record_ticket(type=TICKET_UPDATED, ticket=ticket)

@@ -10,8 +10,9 @@ says only whether the request was answered, and if not, whether a later attempt 
 import os
 import queue
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import Counter, deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,43 +172,121 @@ def http_send_and_collect(
     concurrency: int,
     thread_name_prefix: str,
 ) -> None:
-    """Sends `items` in order on up to `concurrency` threads that only do HTTP (`send(item)` -> outcome, never
-    raising), and on this thread records answers as they come: each `record` call gets every (item, outcome)
-    that arrived while the previous one was written (one statement per call, not per answer). `renew` runs
-    every `renew_every` seconds while answers are awaited (the claim's leases then only have to outlast one
-    request and that interval).
+    """Sends a fixed batch of `items` in order: `http_send_pipeline` with one claim and one key."""
+    batches = [list(items)]
+    http_send_pipeline(
+        claim=lambda unanswered: batches.pop() if batches else [],
+        key=lambda item: None,
+        send=send,
+        record=record,
+        renew=renew,
+        renew_every=renew_every,
+        release=release,
+        concurrency=concurrency,
+        key_concurrency=concurrency,
+        thread_name_prefix=thread_name_prefix,
+    )
 
+
+def http_send_pipeline(
+    *,
+    claim: Callable[[Counter], Sequence[Any]],
+    key: Callable[[Any], Hashable],
+    send: Callable[[Any], Any],
+    record: Callable[[list[tuple[Any, Any]]], None],
+    renew: Callable[[], None],
+    renew_every: float,
+    release: Callable[[list[Any]], None],
+    concurrency: int,
+    key_concurrency: int,
+    thread_name_prefix: str,
+    deadline: float | None = None,
+) -> None:
+    """Sends what `claim` hands out on up to `concurrency` threads that only do HTTP (`send(item)` -> outcome,
+    never raising), and on this thread records answers as they come: each `record` call gets every (item,
+    outcome) that arrived while the previous one was written (one statement per call, not per answer).
+
+    No round barrier: `claim(unanswered)` is called again whenever fewer items wait for a thread than there are
+    threads, while the slowest requests are still in flight (`unanswered` counts, per key, what was claimed and
+    not yet answered, so the caller can bound what one key holds). It is called again after an empty claim only
+    once an answer was recorded (an answer may release more work); the pipeline ends when a claim is empty and
+    nothing is in flight. Items start in claim order, except that one key (an endpoint) never has more than
+    `key_concurrency` in flight: a slow or timing-out key holds at most that many threads, never the others'.
+
+    `renew` runs every `renew_every` seconds (the claims' leases then only have to outlast one request and that
+    interval). At `deadline` (time.monotonic()) nothing more is claimed or started: what waits is released and
+    the requests in flight are awaited, so a run lasts at most its deadline plus one request's timeout.
     Interrupted (soft time limit, shutdown): requests in flight finish or time out on their own and keep their
     lease (they may have arrived); `release` gets the items that never started, to hand back at once.
     """
     answers: queue.SimpleQueue = queue.SimpleQueue()
-    futures: list[Future] = []
+    waiting: dict[Hashable, deque[tuple[int, Any]]] = {}  # claimed, not started: (claim order, item) per key
+    started = Counter()  # per key: started, not answered
+    claimed_count = 0
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=thread_name_prefix)
 
     def send_one(item: Any) -> None:
         answers.put((item, send(item)))
 
+    def waiting_count() -> int:
+        return sum(len(items) for items in waiting.values())
+
+    def start_what_fits() -> None:
+        # The oldest claimed item among the keys with a free slot, while a thread is free.
+        while sum(started.values()) < concurrency:
+            heads = [(items[0][0], item_key) for item_key, items in waiting.items() if items and started[item_key] < key_concurrency]
+            if not heads:
+                return
+            _, item_key = min(heads, key=lambda head: head[0])
+            _, item = waiting[item_key].popleft()
+            started[item_key] += 1
+            pool.submit(send_one, item)
+
     try:
-        for item in items:  # the pool starts them in this order
-            futures.append(pool.submit(send_one, item))
-        unanswered = len(items)
+        may_claim = True
         renewed_at = time.monotonic()
-        while unanswered:
+        while True:
+            past_deadline = deadline is not None and time.monotonic() >= deadline
+            if past_deadline and waiting_count():
+                release([item for items in waiting.values() for _, item in items])
+                waiting.clear()
+            # Waiting items of a key at its limit do not count: a slow key's backlog must not stop the claims
+            # that feed the other keys.
+            ready = sum(len(items) for item_key, items in waiting.items() if started[item_key] < key_concurrency)
+            if may_claim and not past_deadline and ready < concurrency:
+                unanswered = Counter(started)
+                for item_key, items in waiting.items():
+                    unanswered[item_key] += len(items)
+                claimed = claim(unanswered)
+                may_claim = bool(claimed)
+                for item in claimed:
+                    waiting.setdefault(key(item), deque()).append((claimed_count, item))
+                    claimed_count += 1
+            start_what_fits()
+            if not sum(started.values()):  # then nothing waits either: a free thread takes any key's item
+                if may_claim and not past_deadline:
+                    continue
+                return
             results = []
+            wait_until = renewed_at + renew_every
+            if deadline is not None and waiting_count() and not past_deadline:
+                wait_until = min(wait_until, deadline)
             try:
-                results.append(answers.get(timeout=max(0.0, renewed_at + renew_every - time.monotonic())))
+                results.append(answers.get(timeout=max(0.0, wait_until - time.monotonic())))
                 while not answers.empty():
                     results.append(answers.get())
             except queue.Empty:
                 pass
-            unanswered -= len(results)
+            for item, _ in results:
+                started[key(item)] -= 1
             if time.monotonic() >= renewed_at + renew_every:
                 renew()
                 renewed_at = time.monotonic()
             if results:
                 record(results)
+                may_claim = True
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-        untried = [item for index, item in enumerate(items) if index >= len(futures) or futures[index].cancelled()]
+        untried = [item for items in waiting.values() for _, item in items]
         if untried:
             release(untried)

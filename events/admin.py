@@ -14,6 +14,7 @@ from events.services import (
     EVENT_TYPES,
     webhook_delivery_redeliver,
     webhook_endpoint_create,
+    webhook_endpoint_delete,
     webhook_endpoint_rotate_secret,
     webhook_endpoint_update,
 )
@@ -88,8 +89,19 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     @admin.action(description="Rotate the signing secret (the old one signs too for 24 h)")
     def rotate_secret(self, request, queryset):
         for endpoint in queryset:
-            secret = webhook_endpoint_rotate_secret(endpoint_id=endpoint.id)
+            try:
+                secret = webhook_endpoint_rotate_secret(endpoint_id=endpoint.id)
+            except Conflict as error:
+                messages.error(request, f"{endpoint.url}: {error.message}")
+                continue
             messages.warning(request, f"New signing secret of {endpoint.url} (shown only now): {secret}")
+
+    def delete_model(self, request, obj):
+        webhook_endpoint_delete(endpoint=obj)
+
+    def delete_queryset(self, request, queryset):
+        for endpoint in queryset:
+            webhook_endpoint_delete(endpoint=endpoint)
 
 
 class DeliveryAttemptInline(admin.TabularInline):

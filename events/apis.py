@@ -159,7 +159,8 @@ class WebhookEndpointDetailApi(APIView):
 
 
 class WebhookEndpointRotateSecretApi(APIView):
-    """A new secret (shown only here); the old one signs a second signature for 24 h."""
+    """A new secret (shown only here); the old one signs a second signature for 24 h. 409 within a minute of
+    the last rotation (a double submit rotates once)."""
 
     permission_classes = [IsTenantAdmin]
 
@@ -167,7 +168,7 @@ class WebhookEndpointRotateSecretApi(APIView):
     class OutputSerializer(serializers.Serializer):
         secret = serializers.CharField()
 
-    @extend_schema(request=None, responses={200: OutputSerializer})
+    @extend_schema(request=None, responses={200: OutputSerializer, 409: ERROR_RESPONSE})
     def post(self, request, endpoint_id):
         endpoint = _endpoint_or_404(endpoint_id)
         return Response({"secret": webhook_endpoint_rotate_secret(endpoint_id=endpoint.id)})
@@ -195,7 +196,8 @@ class WebhookDeliveryListApi(APIView):
 
 
 class WebhookDeliveryRedeliverApi(APIView):
-    """Sends the delivery again, with the same `webhook-id`. 409 while its endpoint is inactive."""
+    """Sends the delivery again, with the same `webhook-id` (no change while it is queued or being sent). 409
+    while its endpoint is inactive."""
 
     permission_classes = [IsTenantAdmin]
 

@@ -1,13 +1,18 @@
 """The delivery engine: a tenant's run claims due deliveries, POSTs them signed (Standard Webhooks) through
 the shared transport (core.transport), and records the outcomes in batches.
 
-A run goes round after round while deliveries are due (up to EVENTS_RUN_MAX_SECONDS). Each round claims up
-to EVENTS_DELIVERY_BATCH due deliveries in one UPDATE over a SELECT ... FOR UPDATE SKIP LOCKED: a claim sets
-a token and a lease and counts the attempt, and leaves the status as it is, so an unfinished earlier
-delivery of a chat keeps holding back the later ones (the order rule) while it is in flight. Every write
-after the claim is conditional on the token: a run that lost its claim (it stalled past the lease) records
-nothing for that delivery. A run killed mid-send loses nothing: the lease runs out and the delivery is due
-again, with the same `webhook-id`.
+A run is a pipeline (core.transport.http_send_pipeline), not rounds: it claims more due deliveries while the
+slowest requests of the previous claim are still in flight, so no thread idles waiting for a round's last
+answer. A claim is one UPDATE over a SELECT ... FOR UPDATE SKIP LOCKED that takes, per active endpoint, at
+most what keeps that endpoint's window (EVENTS_ENDPOINT_WINDOW claimed and unanswered) full, and one endpoint
+never has more than EVENTS_ENDPOINT_CONCURRENCY requests in flight: a slow or timing-out endpoint holds its
+own window and threads, never the others'. A claim sets the run's token and a lease and counts the attempt,
+and leaves the status as it is, so an unfinished earlier delivery of a chat keeps holding back the later ones
+(the order rule) while it is in flight. Every write after the claim is conditional on the token: a run that
+lost its claim (it stalled past the lease) records nothing for that delivery. A run killed mid-send loses
+nothing: the lease runs out and the delivery is due again, with the same `webhook-id`. At
+EVENTS_RUN_MAX_SECONDS the run stops claiming and starting, hands back what it had not started and awaits
+what is in flight (one request's timeout at most), far below the task's time limit.
 """
 
 import contextlib
@@ -16,6 +21,7 @@ import logging
 import random
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -26,7 +32,7 @@ from django_tenants.utils import schema_context
 from standardwebhooks import Webhook
 
 from core.text import storable_text
-from core.transport import HttpResult, HttpTarget, http_body_start, http_post, http_send_and_collect, http_target
+from core.transport import HttpResult, HttpTarget, http_body_start, http_post, http_send_pipeline, http_target
 from events.models import Delivery, Event, WebhookEndpoint
 from events.services import event_time
 from tenants.models import TenantWork
@@ -46,21 +52,35 @@ NOT EXISTS (
 )
 """
 
+# Per active endpoint (LATERAL), its oldest due deliveries that head their chat's line, as many as its window
+# has room for (`busy`: what this run holds of it, claimed and unanswered), then the oldest of those overall.
+# The event's row comes back with the claim: the run builds the body from it without another query.
 _CLAIM = f"""
 WITH due AS (
-    SELECT delivery.id FROM events_delivery AS delivery
-    JOIN events_webhookendpoint AS endpoint ON endpoint.id = delivery.endpoint_id AND endpoint.is_active
-    WHERE (delivery.status = 'pending' OR delivery.status = 'failed') AND delivery.next_attempt_at <= %(now)s
-      AND (delivery.lease_expires_at IS NULL OR delivery.lease_expires_at < %(now)s)
-      AND {_NO_EARLIER_UNFINISHED}
-    ORDER BY delivery.event_id
+    SELECT picked.id, picked.event_id
+    FROM events_webhookendpoint AS endpoint
+    LEFT JOIN unnest(%(busy_ids)s::uuid[], %(busy_counts)s::integer[]) AS busy(endpoint_id, unanswered)
+      ON busy.endpoint_id = endpoint.id
+    CROSS JOIN LATERAL (
+        SELECT delivery.id, delivery.event_id FROM events_delivery AS delivery
+        WHERE delivery.endpoint_id = endpoint.id
+          AND (delivery.status = 'pending' OR delivery.status = 'failed') AND delivery.next_attempt_at <= %(now)s
+          AND (delivery.lease_expires_at IS NULL OR delivery.lease_expires_at < %(now)s)
+          AND {_NO_EARLIER_UNFINISHED}
+        ORDER BY delivery.event_id
+        LIMIT greatest(%(window)s - coalesce(busy.unanswered, 0), 0)
+        FOR UPDATE OF delivery SKIP LOCKED
+    ) AS picked
+    WHERE endpoint.is_active
+    ORDER BY picked.event_id
     LIMIT %(limit)s
-    FOR UPDATE OF delivery SKIP LOCKED
 )
 UPDATE events_delivery AS delivery
 SET claim_token = %(claim_token)s, lease_expires_at = %(lease_expires_at)s, attempts = delivery.attempts + 1
-FROM due WHERE delivery.id = due.id
-RETURNING delivery.id, delivery.event_id, delivery.endpoint_id, delivery.attempts
+FROM due JOIN events_event AS event ON event.id = due.event_id
+WHERE delivery.id = due.id
+RETURNING delivery.id, delivery.endpoint_id, delivery.attempts,
+          event.id, event.public_id, event.type, event.created_at, event.data
 """
 
 # When the tenant's next run is due: the earliest moment a delivery at the head of its chat's line (the only
@@ -126,7 +146,8 @@ RETURNING id, url
 
 @dataclass
 class DeliveryRunSummary:
-    rounds: int = 0
+    claimed: int = 0
+    released: int = 0  # claimed, never started (the run's time was up): due again at once
     succeeded: int = 0
     retrying: int = 0
     dead: int = 0
@@ -176,105 +197,126 @@ def webhook_envelope(event: Event) -> bytes:
     ).encode()
 
 
-def webhook_deliveries_claim(*, claim_token: uuid.UUID, now: datetime, limit: int) -> list[tuple]:
-    """Claims up to `limit` due deliveries that head their chat's line, oldest event first (one statement).
-    Returns (id, event id, endpoint id, attempts counting this one)."""
+def webhook_deliveries_claim(
+    *, claim_token: uuid.UUID, now: datetime, limit: int, busy: dict[uuid.UUID, int] | None = None
+) -> list[_Claimed]:
+    """Claims up to `limit` due deliveries that head their chat's line, oldest event first, at most
+    EVENTS_ENDPOINT_WINDOW minus `busy[endpoint]` (what the run already holds) per endpoint (one statement)."""
+    busy = busy or {}
     with connection.cursor() as cursor:
         cursor.execute(
             _CLAIM,
             {
                 "now": now,
                 "limit": limit,
+                "window": settings.EVENTS_ENDPOINT_WINDOW,
+                "busy_ids": list(busy),
+                "busy_counts": list(busy.values()),
                 "claim_token": claim_token,
                 "lease_expires_at": now + timedelta(seconds=settings.EVENTS_LEASE_SECONDS),
             },
         )
-        return sorted(cursor.fetchall(), key=lambda row: row[1])
+        rows = sorted(cursor.fetchall(), key=lambda row: row[3])
+    claimed = []
+    for delivery_id, endpoint_id, attempts, event_id, public_id, type, created_at, data in rows:
+        # Django has psycopg hand jsonb over as text (JSONField parses it): so does this raw query.
+        event = Event(id=event_id, public_id=public_id, type=type, created_at=created_at, data=json.loads(data))
+        claimed.append(_Claimed(id=delivery_id, endpoint_id=endpoint_id, attempts=attempts,
+                                webhook_id=event.webhook_id, body=webhook_envelope(event)))  # fmt: skip
+    return claimed
 
 
 def webhook_deliveries_send(*, max_seconds: float | None = None) -> DeliveryRunSummary:
-    """One delivery run of the tenant: rounds of claim, send, record until nothing is due or the time is up.
+    """One delivery run of the tenant: claims, sends and records (a pipeline, see the module's docstring) until
+    nothing is due or EVENTS_RUN_MAX_SECONDS (`max_seconds`) is up.
 
     Safe to run concurrently with itself (claims never overlap; the order rule holds across runs, since an
     in-flight delivery stays unfinished until its outcome is written)."""
     summary = DeliveryRunSummary()
     max_seconds = settings.EVENTS_RUN_MAX_SECONDS if max_seconds is None else max_seconds
-    deadline = time.monotonic() + max_seconds
-    # One keep-alive pool per endpoint URL for the whole run: rounds reuse its connections.
-    targets: dict[str, HttpTarget] = {}
-    try:
-        while True:
-            claim_token = uuid.uuid4()
-            claimed_rows = webhook_deliveries_claim(
-                claim_token=claim_token, now=timezone.now(), limit=settings.EVENTS_DELIVERY_BATCH
-            )
-            if not claimed_rows:
-                break
-            summary.rounds += 1
-            _round_send(claim_token=claim_token, claimed_rows=claimed_rows, summary=summary, targets=targets)
-            if time.monotonic() >= deadline:
-                break
-    finally:
-        for target in targets.values():
-            target.manager.clear()
-    if summary.rounds:
-        logger.info(
-            "webhook deliveries: %d succeeded, %d to retry, %d dead", summary.succeeded, summary.retrying, summary.dead
-        )
-    return summary
-
-
-def _round_send(
-    *, claim_token: uuid.UUID, claimed_rows: list[tuple], summary: DeliveryRunSummary, targets: dict[str, HttpTarget]
-) -> None:
-    events = {event.id: event for event in Event.objects.filter(id__in={row[1] for row in claimed_rows})}
-    endpoints = {endpoint.id: endpoint for endpoint in WebhookEndpoint.objects.filter(id__in={row[2] for row in claimed_rows})}
-    claimed = [
-        _Claimed(id=delivery_id, endpoint_id=endpoint_id, attempts=attempts,
-                 webhook_id=events[event_id].webhook_id, body=webhook_envelope(events[event_id]))
-        for delivery_id, event_id, endpoint_id, attempts in claimed_rows
-    ]  # fmt: skip
-    concurrency = settings.EVENTS_SEND_CONCURRENCY
+    claim_token = uuid.uuid4()  # one per run: renewing and releasing cover every claim of the run
     schema_name = connection.schema_name
-    for endpoint in endpoints.values():
-        if endpoint.url not in targets:
-            targets[endpoint.url] = http_target(
-                concurrency=concurrency, url=endpoint.url, user_agent="sociomile-webhooks",
-                timeout_seconds=settings.EVENTS_HTTP_TIMEOUT_SECONDS,
-            )  # fmt: skip
+    endpoints: dict[uuid.UUID, WebhookEndpoint] = {}
+    # One keep-alive pool per endpoint URL for the whole run.
+    targets: dict[str, HttpTarget] = {}
+    window = settings.EVENTS_ENDPOINT_WINDOW
+    last_query = [0.0]
+
+    def claim(unanswered: Counter) -> list[_Claimed]:
+        # Worth a query when an endpoint the run holds has half its window free, nothing is held at all, or a
+        # second passed (an endpoint the run does not hold yet may have deliveries due).
+        if unanswered and all(window - count < window / 2 for count in unanswered.values()):
+            if time.monotonic() - last_query[0] < 1.0:
+                return []
+        limit = settings.EVENTS_DELIVERY_BATCH - sum(unanswered.values())
+        if limit <= 0:
+            return []
+        last_query[0] = time.monotonic()
+        claimed = webhook_deliveries_claim(
+            claim_token=claim_token, now=timezone.now(), busy=dict(unanswered), limit=limit
+        )
+        if not claimed:
+            return []
+        summary.claimed += len(claimed)
+        # Read again at each claim: a rotated secret or a changed URL is used from the next claim on.
+        endpoints.update(
+            (endpoint.id, endpoint)
+            for endpoint in WebhookEndpoint.objects.filter(id__in={delivery.endpoint_id for delivery in claimed})
+        )
+        for delivery in claimed:
+            url = endpoints[delivery.endpoint_id].url
+            if url not in targets:
+                targets[url] = http_target(
+                    concurrency=settings.EVENTS_ENDPOINT_CONCURRENCY, url=url, user_agent="sociomile-webhooks",
+                    timeout_seconds=settings.EVENTS_HTTP_TIMEOUT_SECONDS,
+                )  # fmt: skip
+        return claimed
 
     def send(delivery: _Claimed) -> _Sent:
         with schema_context(schema_name):  # log lines from the sending threads name the tenant
             started = time.monotonic()
             attempted_at = timezone.now()
             try:
-                body = delivery.body.decode()
+                endpoint = endpoints[delivery.endpoint_id]
                 headers = {
                     "webhook-id": delivery.webhook_id,
                     "webhook-timestamp": str(int(attempted_at.timestamp())),
                     "webhook-signature": webhook_signature(
-                        endpoint=endpoints[delivery.endpoint_id], webhook_id=delivery.webhook_id,
-                        timestamp=attempted_at, body=body, now=attempted_at,
+                        endpoint=endpoint, webhook_id=delivery.webhook_id, timestamp=attempted_at,
+                        body=delivery.body.decode(), now=attempted_at,
                     ),
                 }  # fmt: skip
-                result = http_post(target=targets[endpoints[delivery.endpoint_id].url], body=delivery.body, headers=headers)
-            except Exception as error:  # a bug here must not leave the round waiting for an answer forever
+                result = http_post(target=targets[endpoint.url], body=delivery.body, headers=headers)
+            except Exception as error:  # a bug here must not leave the run waiting for an answer forever
                 logger.exception("webhook delivery %s: sending failed unexpectedly", delivery.id)
                 result = HttpResult(error=f"{error.__class__.__name__}: {error}", transient=True)
             return _Sent(result=result, attempted_at=attempted_at, duration_ms=int((time.monotonic() - started) * 1000))
 
-    http_send_and_collect(
-        items=claimed,
-        send=send,
-        record=lambda results: _outcomes_record(
-            claim_token=claim_token, results=results, summary=summary, endpoints=endpoints
-        ),
-        renew=lambda: _renew(claim_token=claim_token),
-        renew_every=settings.EVENTS_LEASE_SECONDS / 4,
-        release=lambda untried: _release(claim_token=claim_token, untried=untried),
-        concurrency=max(1, min(concurrency, len(claimed))),
-        thread_name_prefix=f"webhooks-{schema_name}",
-    )
+    try:
+        http_send_pipeline(
+            claim=claim,
+            key=lambda delivery: delivery.endpoint_id,
+            send=send,
+            record=lambda results: _outcomes_record(
+                claim_token=claim_token, results=results, summary=summary, endpoints=endpoints
+            ),
+            renew=lambda: _renew(claim_token=claim_token),
+            renew_every=settings.EVENTS_LEASE_SECONDS / 4,
+            release=lambda untried: _release(claim_token=claim_token, untried=untried, summary=summary),
+            concurrency=settings.EVENTS_SEND_CONCURRENCY,
+            key_concurrency=settings.EVENTS_ENDPOINT_CONCURRENCY,
+            thread_name_prefix=f"webhooks-{schema_name}",
+            deadline=time.monotonic() + max_seconds,
+        )
+    finally:
+        for target in targets.values():
+            target.manager.clear()
+    if summary.claimed:
+        logger.info(
+            "webhook deliveries: %d succeeded, %d to retry, %d dead, %d handed back",
+            summary.succeeded, summary.retrying, summary.dead, summary.released,
+        )  # fmt: skip
+    return summary
 
 
 def _outcome_row(*, delivery: _Claimed, sent: _Sent, now: datetime) -> tuple[str, int | None, str | None, datetime | None]:
@@ -371,7 +413,8 @@ def _renew(*, claim_token: uuid.UUID) -> None:
         )
 
 
-def _release(*, claim_token: uuid.UUID, untried: list[_Claimed]) -> None:
+def _release(*, claim_token: uuid.UUID, untried: list[_Claimed], summary: DeliveryRunSummary) -> None:
+    summary.released += len(untried)
     with connection.cursor() as cursor:
         cursor.execute(_RELEASE, {"ids": [delivery.id for delivery in untried], "claim_token": claim_token})
 

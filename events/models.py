@@ -57,6 +57,9 @@ class WebhookEndpoint(models.Model):
     # After a rotation the old secret signs too (a second signature) until this time.
     previous_secret = models.CharField(max_length=100, null=True, blank=True, editable=False)
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The last rotation: another within EVENTS_SECRET_ROTATION_MIN_INTERVAL_SECONDS is refused (a double submit
+    # would otherwise make the first new secret, not the deployed one, the one that still signs).
+    secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Since when every delivery attempt failed (None: the last one succeeded); 24 h of that deactivates it.
     failing_since = models.DateTimeField(null=True, blank=True, editable=False)
     deactivated_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -113,9 +116,9 @@ class Delivery(models.Model):
             ),
         ]
         indexes = [
-            # The claim walks unfinished deliveries in event order and stops at its LIMIT (no sort of every
-            # due row per round).
-            models.Index(fields=["event"], condition=_UNFINISHED, name="delivery_claim_order_idx"),
+            # The claim walks each endpoint's unfinished deliveries in event order and stops at its window (no
+            # sort of every due row per claim).
+            models.Index(fields=["endpoint", "event"], condition=_UNFINISHED, name="delivery_endpoint_claim_idx"),
             # The order rule: an unfinished earlier delivery of the same chat to the same endpoint.
             models.Index(
                 fields=["endpoint", "chat_id", "event"], condition=_UNFINISHED, name="delivery_chat_order_idx"

@@ -21,6 +21,7 @@ from django_tenants.utils import schema_context
 from core.exceptions import Conflict
 from core.redis import get_redis, tenant_key
 from events.models import Delivery, Event, WebhookEndpoint
+from events.retention import events_retention_mark
 from tenants.models import TenantWork
 from tenants.work import tenant_work_mark, tenant_work_soon
 
@@ -128,6 +129,7 @@ def _record(*, source: str, params: dict) -> int:
         deliveries = cursor.rowcount
         if deliveries:
             webhook_deliveries_schedule()
+        events_retention_mark()
     return deliveries
 
 
@@ -273,33 +275,64 @@ def webhook_endpoint_update(*, endpoint: WebhookEndpoint, **changes) -> WebhookE
     return endpoint
 
 
+# The endpoint's deliveries and their attempts in SQL, in one transaction with the endpoint: an endpoint with a
+# long delivery log is not loaded row by row to cascade. A run with one of them in flight records nothing for
+# it (its outcome write finds no row) and claims none of them again.
+_ENDPOINT_DELETE = """
+WITH attempts AS (
+    DELETE FROM events_deliveryattempt AS attempt USING events_delivery AS delivery
+    WHERE attempt.delivery_id = delivery.id AND delivery.endpoint_id = %(endpoint_id)s
+),
+deliveries AS (
+    DELETE FROM events_delivery WHERE endpoint_id = %(endpoint_id)s
+)
+DELETE FROM events_webhookendpoint WHERE id = %(endpoint_id)s
+"""
+
+
 def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
-    endpoint.delete()
+    """Deletes the endpoint with its deliveries and their attempts; nothing more is sent to it."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_ENDPOINT_DELETE, {"endpoint_id": endpoint.id})
 
 
 def webhook_endpoint_rotate_secret(*, endpoint_id: uuid.UUID) -> str:
     """A new secret; the old one keeps signing a second signature for EVENTS_SECRET_ROTATION_OVERLAP_SECONDS,
-    so receivers can switch without losing a delivery. Returns the new secret."""
+    so receivers can switch without losing a delivery. Returns the new secret.
+
+    Conflict (409) within EVENTS_SECRET_ROTATION_MIN_INTERVAL_SECONDS of the last rotation: two rotations at
+    once (a double submit) would leave the first one's new secret, which no receiver has yet, as the one that
+    keeps signing, and the secret receivers use would stop at once. The row lock orders concurrent requests:
+    exactly one rotates."""
     with transaction.atomic():
         endpoint = WebhookEndpoint.objects.select_for_update().get(id=endpoint_id)
+        now = timezone.now()
+        interval = timedelta(seconds=settings.EVENTS_SECRET_ROTATION_MIN_INTERVAL_SECONDS)
+        if endpoint.secret_rotated_at and endpoint.secret_rotated_at > now - interval:
+            raise Conflict("The secret was rotated less than a minute ago; use the secret that rotation returned.")
         endpoint.previous_secret = endpoint.secret
-        endpoint.previous_secret_expires_at = timezone.now() + timedelta(
-            seconds=settings.EVENTS_SECRET_ROTATION_OVERLAP_SECONDS
-        )
+        endpoint.previous_secret_expires_at = now + timedelta(seconds=settings.EVENTS_SECRET_ROTATION_OVERLAP_SECONDS)
         endpoint.secret = _new_secret()
-        endpoint.save(update_fields=["secret", "previous_secret", "previous_secret_expires_at", "updated_at"])
+        endpoint.secret_rotated_at = now
+        endpoint.save(
+            update_fields=["secret", "previous_secret", "previous_secret_expires_at", "secret_rotated_at", "updated_at"]
+        )
     return endpoint.secret
 
 
 def webhook_delivery_redeliver(*, delivery_id: uuid.UUID) -> Delivery:
-    """Sends a delivery again with the same `webhook-id` and a fresh set of attempts. A claim in flight is
-    taken back (its outcome is no longer written); the receiver may then see it twice, with one webhook-id.
-    409 while its endpoint is inactive (nothing would send it)."""
+    """Sends a delivery again with the same `webhook-id` and a fresh set of attempts. Changes nothing while the
+    delivery is already queued and untried, or being sent (claimed under a live lease): it is going out, and a
+    second request at once must not send it twice. 409 while its endpoint is inactive (nothing would send it)."""
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().select_related("endpoint").get(id=delivery_id)
         if not delivery.endpoint.is_active:
             raise Conflict("The endpoint is inactive; activate it first.")
         now = timezone.now()
+        in_flight = delivery.claim_token is not None and delivery.lease_expires_at and delivery.lease_expires_at > now
+        queued = delivery.status == Delivery.Status.PENDING and delivery.attempts == 0 and delivery.claim_token is None
+        if in_flight or queued:
+            return delivery
         delivery.status = Delivery.Status.PENDING
         delivery.attempts = 0
         delivery.next_attempt_at = now
@@ -308,5 +341,3 @@ def webhook_delivery_redeliver(*, delivery_id: uuid.UUID) -> Delivery:
         delivery.save(update_fields=["status", "attempts", "next_attempt_at", "claim_token", "lease_expires_at"])
         webhook_deliveries_schedule()
     return delivery
-
-

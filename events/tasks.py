@@ -1,8 +1,11 @@
 from django.db import OperationalError
 
 from events.delivery import webhook_deliveries_send, webhook_work_settle, webhook_work_version
+from events.retention import KIND as RETENTION_KIND
+from events.retention import events_retention_run, events_retention_settle
 from events.services import webhook_deliveries_scheduled_clear
 from sociomile.celery import app
+from tenants.work import tenant_work_version
 
 
 # Idempotent (claims, leases and token-conditional writes), so a transient database error is retried; the
@@ -17,3 +20,14 @@ def webhook_deliveries_send_task() -> None:
     version = webhook_work_version()
     webhook_deliveries_send()
     webhook_work_settle(version=version)
+
+
+# Idempotent (it deletes what has expired, in batches that commit one by one), so retried like the run above.
+@app.task(ignore_result=True, autoretry_for=(OperationalError,), retry_backoff=1, retry_jitter=True, max_retries=3)
+def events_retention_task() -> None:
+    """Deletes the tenant's expired events, their deliveries and attempts (events.retention); sent by the
+    dispatcher when the tenant's `events_retention` mark comes due. At its end the mark moves to the next
+    expiry, or goes."""
+    version = tenant_work_version(kind=RETENTION_KIND)
+    summary = events_retention_run()
+    events_retention_settle(version=version, summary=summary)

@@ -48,6 +48,7 @@ KIND_TASKS = {
     Kind.OUTBOUND: "scheduler.tasks.outbound_send_due_task",
     Kind.COUNTS: "conversations.tasks.counts_reconcile_task",
     Kind.WEBHOOKS: "events.tasks.webhook_deliveries_send_task",
+    Kind.EVENTS_RETENTION: "events.tasks.events_retention_task",
 }
 CREATIONS_DRAIN_TASK = "conversations.tasks.creations_persist_task"
 

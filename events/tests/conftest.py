@@ -1,5 +1,6 @@
 """The events app's fixtures: a real local HTTP receiver that keeps the raw body (to verify signatures)."""
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -29,7 +30,7 @@ class EventReceiver:
     url: str = ""
     requests: list[Delivered] = field(default_factory=list)
     statuses: list[int | None] = field(default_factory=list)
-    default_status: int = 200
+    default_status: int | None = 200
     lock: threading.Lock = field(default_factory=threading.Lock)
     released: threading.Event = field(default_factory=threading.Event)
     arrived: threading.Event = field(default_factory=threading.Event)
@@ -65,13 +66,26 @@ def _handler(receiver: EventReceiver):
     return Handler
 
 
-@pytest.fixture
-def event_receiver():
+@contextlib.contextmanager
+def _served_receiver():
     receiver = EventReceiver()
     with local_http_server(_handler(receiver), path="/events") as url:
         receiver.url = url
         yield receiver
         receiver.released.set()
+
+
+@pytest.fixture
+def event_receiver():
+    with _served_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def second_event_receiver():
+    """Another receiver (a server of its own), for tests of two endpoints that answer differently."""
+    with _served_receiver() as receiver:
+        yield receiver
 
 
 @pytest.fixture

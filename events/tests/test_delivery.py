@@ -1,6 +1,8 @@
 """The delivery engine against a real local HTTP receiver, real PostgreSQL and Redis."""
 
 import json
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -91,7 +93,7 @@ def test_503_503_200_is_three_attempts_with_one_webhook_id(tenant_a, event_recei
         # the first retry about 5 s later (jitter: 0.8x to 1.2x)
         assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("failed", 1, 503)
         assert before + timedelta(seconds=4) <= delivery.next_attempt_at <= timezone.now() + timedelta(seconds=6)
-        assert webhook_deliveries_send().rounds == 0  # not due yet: nothing sent
+        assert webhook_deliveries_send().claimed == 0  # not due yet: nothing sent
 
         _make_due()
         webhook_deliveries_send()
@@ -112,24 +114,30 @@ def test_503_503_200_is_three_attempts_with_one_webhook_id(tenant_a, event_recei
 
 def test_a_chats_later_event_waits_while_an_earlier_one_is_retried(tenant_a, event_receiver, settings):
     # one request at a time, in claim (event) order, so that the scripted 503 answers event 1 and not whichever
-    # of the two parallel requests arrived first
-    settings.EVENTS_SEND_CONCURRENCY = 1
+    # of two parallel requests arrived first; a window of 2, so the run claims again and again while it sends
+    settings.EVENTS_SEND_CONCURRENCY = settings.EVENTS_ENDPOINT_CONCURRENCY = 1
+    settings.EVENTS_ENDPOINT_WINDOW = 2
     with schema_context(tenant_a.schema_name):
         webhook_endpoint_create(url=event_receiver.url, events=["*"])
         event_record(type="chat.assigned", data={"n": 1}, chat_id=101)
         event_record(type="chat.resolved", data={"n": 2}, chat_id=101)
-        event_record(type="chat.assigned", data={"n": 3}, chat_id=202)  # another chat: never held back
+        event_record(type="chat.assigned", data={"n": 3}, chat_id=101)
+        event_record(type="chat.assigned", data={"n": 4}, chat_id=202)  # another chat: never held back
+        event_record(type="chat.assigned", data={"n": 5}, chat_id=202)
+        event_record(type="chat.resolved", data={"n": 6}, chat_id=202)
         event_receiver.script(503)
 
+        summary = webhook_deliveries_send()
+        # only the first event of chat 101 (failed) and chat 202's, each claimed once its earlier one was
+        # answered; 101's later ones wait
+        assert [json.loads(r.body)["data"]["n"] for r in event_receiver.received()] == [1, 4, 5, 6]
+        assert (summary.claimed, summary.succeeded, summary.retrying) == (4, 3, 1)
         webhook_deliveries_send()
-        # only the first event of chat 101 (failed) and chat 202's went; 101's second waits
-        assert [json.loads(r.body)["data"]["n"] for r in event_receiver.received()] == [1, 3]
-        webhook_deliveries_send()
-        assert len(event_receiver.received()) == 2  # still waiting: the retry is not due
+        assert len(event_receiver.received()) == 4  # still waiting: the retry is not due
 
         _make_due()
         webhook_deliveries_send()
-        assert [json.loads(r.body)["data"]["n"] for r in event_receiver.received()] == [1, 3, 1, 2]
+        assert [json.loads(r.body)["data"]["n"] for r in event_receiver.received()] == [1, 4, 5, 6, 1, 2, 3]
         assert set(Delivery.objects.values_list("status", flat=True)) == {"succeeded"}
 
 
@@ -219,7 +227,7 @@ def test_an_endpoint_failing_for_24_hours_is_deactivated(tenant_a, event_receive
         assert (endpoint.is_active, summary.deactivated) == (False, [endpoint.id])
         assert endpoint.deactivated_at is not None
         _make_due()
-        assert webhook_deliveries_send().rounds == 0
+        assert webhook_deliveries_send().claimed == 0
         assert webhook_deliveries_next_due_at() is None
 
 
@@ -270,3 +278,64 @@ def test_a_timeout_is_retried(tenant_a, event_receiver, settings):
         assert (delivery.status, delivery.last_status_code) == ("failed", None)
         assert delivery.last_error.startswith("ReadTimeout")
         assert DeliveryAttempt.objects.get().error.startswith("ReadTimeout")
+
+
+def test_a_timing_out_endpoint_does_not_hold_back_a_fast_ones_deliveries(
+    tenant_a, event_receiver, second_event_receiver, settings
+):
+    # given a run of 4 threads, 2 per endpoint, and two endpoints of every event: the slow one (its deliveries
+    # come first in event order) holds every request open, the fast one answers at once
+    settings.EVENTS_SEND_CONCURRENCY, settings.EVENTS_ENDPOINT_CONCURRENCY, settings.EVENTS_ENDPOINT_WINDOW = 4, 2, 4
+    settings.EVENTS_HTTP_TIMEOUT_SECONDS = 30
+    slow, fast = event_receiver, second_event_receiver
+    slow.default_status = None
+    seen_while_slow_hangs = []
+
+    def release_slow_once_fast_has_all() -> None:
+        deadline = time.monotonic() + 20
+        while len(fast.received()) < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seen_while_slow_hangs.append((len(fast.received()), len(slow.received())))
+        slow.released.set()
+
+    with schema_context(tenant_a.schema_name):
+        webhook_endpoint_create(url=slow.url, events=["*"])
+        fast_endpoint = webhook_endpoint_create(url=fast.url, events=["*"])
+        for n in range(10):
+            event_record(type="chat.sla_breached", data={"n": n})
+        watcher = threading.Thread(target=release_slow_once_fast_has_all)
+        watcher.start()
+
+        # when the tenant's run goes
+        webhook_deliveries_send()
+        watcher.join()
+
+        # then the fast endpoint got all ten while the slow one held just its two requests
+        assert seen_while_slow_hangs == [(10, 2)]
+        assert sorted(json.loads(r.body)["data"]["n"] for r in fast.received()) == list(range(10))
+        assert Delivery.objects.filter(endpoint=fast_endpoint, status="succeeded").count() == 10
+
+
+def test_a_run_past_its_time_hands_back_what_it_had_not_started(tenant_a, event_receiver, settings):
+    # given an endpoint that never answers (1 s timeout), 2 requests at a time, and ten deliveries
+    settings.EVENTS_SEND_CONCURRENCY, settings.EVENTS_ENDPOINT_CONCURRENCY = 4, 2
+    settings.EVENTS_HTTP_TIMEOUT_SECONDS = 1
+    event_receiver.default_status = None
+    with schema_context(tenant_a.schema_name):
+        webhook_endpoint_create(url=event_receiver.url, events=["*"])
+        for n in range(10):
+            event_record(type="chat.sla_breached", data={"n": n})
+
+        # when the run's time is up while its first two requests hang
+        summary = webhook_deliveries_send(max_seconds=0.3)
+
+        # then it started nothing more: the two timed out (a retry later), the eight others are due again now,
+        # unclaimed and with no attempt counted
+        assert len(event_receiver.received()) == 2
+        assert (summary.claimed, summary.released, summary.retrying) == (10, 8, 2)
+        tried = Delivery.objects.filter(status="failed")
+        assert [(d.attempts, d.claim_token, d.last_error.split(":")[0]) for d in tried] == [(1, None, "ReadTimeout")] * 2
+        untried = Delivery.objects.filter(status="pending")
+        assert {(d.attempts, d.claim_token, d.lease_expires_at) for d in untried} == {(0, None, None)}
+        assert untried.count() == 8
+        assert webhook_deliveries_next_due_at() <= timezone.now()

@@ -1,19 +1,29 @@
 """The outbox: each change writes its event in its own transaction, with the exact data, and nothing else."""
 
+import threading
 from datetime import timedelta
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from agents.models import Agent
 from agents.services import agent_create, assignment_run, chat_assign, chat_resolve
-from core.tests.support import PASSWORD, api_client, token_for
+from core.models import User
+from core.tests.support import PASSWORD, api_client, token_for, wait_for
+from conversations.lock_objects import chat_lock
 from conversations.models import Chat, Message, Ticket
-from conversations.services import chat_create, message_create, ticket_create, ticket_status_set
+from conversations.services import (
+    application_create,
+    chat_create,
+    creations_persist,
+    message_create,
+    ticket_create,
+    ticket_status_set,
+)
 from events.models import Delivery, Event, WebhookEndpoint
-from events.services import event_time, webhook_endpoint_create
+from events.services import event_record, event_time, webhook_endpoint_create
 from scheduler.models import OutboundMessage
 from scheduler.services import outbound_send_due, scheduler_start, scheduler_update
 from scheduler.services.run import outbound_recover_expired
@@ -267,3 +277,67 @@ def test_deliveries_follow_the_endpoint_filters(tenant_a, application_a, drained
         ])  # fmt: skip
         assert application_only.deliveries.count() == 0
         assert Message.objects.count() == 1
+
+
+def _lock_waiters() -> int:
+    """Sessions waiting for a lock (the test's database is its own)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+        return cursor.fetchone()[0]
+
+
+def test_a_ticket_update_waits_for_its_chats_lock_so_its_event_follows_the_chats_earlier_one(make_live_tenant):
+    # given a committed chat with a ticket, and a change of that chat holding the chat's row lock
+    tenant = make_live_tenant("evtticket")
+    with schema_context(tenant.schema_name):
+        application = application_create(name="Tickets")
+        chat_create(application=application, customer_id="c")
+        creations_persist(batch_size=10)
+        chat = Chat.objects.get()
+        admin = User.objects.get(role=User.Role.ADMIN)
+        ticket = ticket_create(chat=chat, title="T", description="", priority="low", created_by=admin)
+    holding, release = threading.Event(), threading.Event()
+    errors = []
+
+    def change_the_chat() -> None:
+        try:
+            with schema_context(tenant.schema_name), transaction.atomic():
+                chat_lock(chat_id=chat.id)
+                holding.set()
+                release.wait(30)
+                event_record(type="chat.sla_breached", data={"first": True}, chat_id=chat.id)
+        except BaseException as error:  # reported by the test
+            errors.append(error)
+        finally:
+            connection.close()
+
+    def update_the_ticket() -> None:
+        try:
+            with schema_context(tenant.schema_name):
+                ticket_status_set(ticket=Ticket.objects.get(id=ticket.id), status="closed")
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=change_the_chat)
+    holder.start()
+    assert holding.wait(30)
+    updater = threading.Thread(target=update_the_ticket)
+    updater.start()
+    try:
+        # when the ticket's status is set meanwhile: it waits for the chat's lock (it did not commit)
+        wait_for(lambda: not updater.is_alive() or _lock_waiters() > 0, timeout=30, message="the update to finish or wait")
+        assert updater.is_alive()
+    finally:
+        release.set()
+        holder.join(30)
+        updater.join(30)
+    assert errors == []
+
+    # then its event comes after the chat's change's, committed first
+    with schema_context(tenant.schema_name):
+        assert [event_type for event_type, _ in _events("chat.sla_breached", "ticket.updated")] == [
+            "chat.sla_breached", "ticket.updated",
+        ]  # fmt: skip
+        assert Ticket.objects.get(id=ticket.id).status == "closed"

@@ -35,12 +35,13 @@ def test_an_event_committed_is_delivered_by_a_live_worker(make_live_tenant, cele
 
 
 def test_a_worker_killed_mid_send_loses_nothing(make_live_tenant, celery_worker, event_receiver, settings, monkeypatch):
-    # given a worker of its own (short delivery lease, long request timeout) that alone gets the tenant's first
-    # run (on a queue only it consumes), and a receiver that holds that first request open
+    # given a worker of its own (short delivery lease, long request timeout, one request at a time) that alone
+    # gets the tenant's first run (on a queue only it consumes), and a receiver that holds that first request
+    # open while the second delivery, claimed with it, waits in the run's pipeline
     queue = f"events-victim-{uuid.uuid4().hex[:6]}"
     victim = WorkerProcess(
         name=f"victim-{uuid.uuid4().hex[:6]}", concurrency=1,
-        extra_env={"EVENTS_LEASE_SECONDS": "3", "EVENTS_HTTP_TIMEOUT_SECONDS": "60"},
+        extra_env={"EVENTS_LEASE_SECONDS": "3", "EVENTS_HTTP_TIMEOUT_SECONDS": "60", "EVENTS_ENDPOINT_CONCURRENCY": "1"},
     )  # fmt: skip
     try:
         node = f"{victim.name}@{socket.gethostname()}"
@@ -52,6 +53,7 @@ def test_a_worker_killed_mid_send_loses_nothing(make_live_tenant, celery_worker,
         with schema_context(tenant.schema_name):
             endpoint = webhook_endpoint_create(url=event_receiver.url, events=["*"])
             event_record(type="chat.sla_breached", data={"n": 1})
+            event_record(type="chat.sla_breached", data={"n": 2})
             app.send_task("events.tasks.webhook_deliveries_send_task", queue=queue)
         assert event_receiver.arrived.wait(30), "the victim's request"
 
@@ -67,18 +69,21 @@ def test_a_worker_killed_mid_send_loses_nothing(make_live_tenant, celery_worker,
     event_receiver.released.set()
 
     # then the dispatcher (the tenant's `webhooks` mark) sends a run to a live worker, which sends it again
-    # once the lease is over: delivered, with the same webhook-id and a valid signature
+    # once the lease is over: both delivered, the first with the same webhook-id again and a valid signature,
+    # the second (never sent by the victim) once
     def delivered() -> bool:
         connection.set_schema_to_public()
         tenant_work_dispatch()
         with schema_context(tenant.schema_name):
-            return Delivery.objects.filter(status="succeeded").exists()
+            return Delivery.objects.filter(status="succeeded").count() == 2
 
-    wait_for(delivered, timeout=45, interval=0.5, message="the delivery after the kill")
-    first, second = event_receiver.received()[:2]
+    wait_for(delivered, timeout=45, interval=0.5, message="the deliveries after the kill")
+    received = event_receiver.received()
     with schema_context(tenant.schema_name):
-        delivery = Delivery.objects.get()
-        assert first.headers["webhook-id"] == second.headers["webhook-id"] == delivery.event.webhook_id
-        assert Webhook(endpoint.secret).verify(second.body, second.headers)["data"] == {"n": 1}
-        assert (delivery.status, delivery.attempts) == ("succeeded", 2)
+        first, second = Delivery.objects.order_by("event_id")
+        assert [r.headers["webhook-id"] for r in received] == [first.event.webhook_id] * 2 + [second.event.webhook_id]
+        assert Webhook(endpoint.secret).verify(received[1].body, received[1].headers)["data"] == {"n": 1}
+        assert Webhook(endpoint.secret).verify(received[2].body, received[2].headers)["data"] == {"n": 2}
+        assert (first.status, first.attempt_log.count()) == ("succeeded", 1)  # the victim's attempt left no row
+        assert (second.status, second.attempt_log.count()) == ("succeeded", 1)
     assert victim.process.returncode == -signal.SIGKILL
