@@ -169,6 +169,9 @@ def test_csv_has_the_same_rows(timeline, tenant_a_admin_api):
         {"group_by": "month"},
         {"group_by": "\x00"},
         {"tz": "x" * 5000},
+        {"until": " 2026-03-01"},
+        {"tz": "utc"},
+        {"since": "2024-02-29", "until": "2025-03-01"},  # 367 days: one more than the maximum
     ],
 )
 def test_bad_input_is_a_400_json(tenant_a_admin_api, query):
@@ -181,6 +184,20 @@ def test_bad_input_is_a_400_json(tenant_a_admin_api, query):
     response = tenant_a_admin_api.get(SUMMARY, query, HTTP_ACCEPT="text/csv")
     assert response.status_code == 400
     assert response["Content-Type"] == "application/json"
+
+
+def test_an_empty_parameter_is_one_not_given(tenant_a_admin_api, clock):
+    # As an HTML form sends an empty field: the default, not an error.
+    clock.at = utc(2026, 3, 12, 20)
+    default = tenant_a_admin_api.get(SUMMARY).json()
+    assert tenant_a_admin_api.get(f"{SUMMARY}?since=&until=&tz=&group_by=").json() == default
+    assert [row["key"] for row in default["data"]] == [f"2026-03-{day:02d}" for day in range(6, 13)]
+
+
+def test_the_longest_range_is_366_days_both_ends_included(tenant_a_admin_api):
+    response = tenant_a_admin_api.get(SUMMARY, {"since": "2024-02-29", "until": "2025-02-28", "group_by": "day"})
+    assert response.status_code == 200
+    assert len(response.json()["data"]) == 366
 
 
 def test_surrogates_and_nul_in_the_raw_query_string(tenant_a_admin_api):
