@@ -15,6 +15,7 @@ from agents import services as agent_services
 from conversations import services as conversation_services
 from conversations.models import Application, Chat, Message
 from reports.models import Backfill, Rollup
+from reports.selectors import report_dashboard_get
 from reports.services import reports_backfill_start, reports_backfill_step, reports_rebuild
 from reports.tests.timeline import recount, utc
 
@@ -46,6 +47,11 @@ def test_the_backfill_counts_older_chats_batch_by_batch_while_the_hooks_go_on(ti
         assert response["Retry-After"] == "60"
         assert response["Content-Type"] == "application/json"
         assert response.json()["detail"].startswith("The reports of this tenant are being built")
+
+    # and the dashboard shows the queue and the agents now, and no charts
+    with schema_context(tenant_a.schema_name):
+        dashboard = report_dashboard_get(today=date(2026, 3, 12))
+    assert set(dashboard) == {"pending", "queue_length", "online_agents"} and dashboard["pending"] is True
 
     # when the backfill runs in batches of 7 chats, with the services at work between two batches
     steps, touched = [], set()
