@@ -9,7 +9,8 @@ resolution; an SLA check: sla_breached), in key order within one statement, so t
 each other in a cycle.
 
 While a tenant's backfill runs (reports.models.Backfill not done), a hook counts only the events of chats the
-backfill has passed (id <= its cursor) and the backfill counts the others from the rows. They agree through
+backfill has passed (id <= its cursor), and sets first times only on those; the backfill counts the others
+from the rows. They agree through
 the tenant's backfill lock (conversations.lock_objects.advisory_xact_lock): a hook takes it shared before it
 reads the cursor, a backfill batch exclusively; so a batch either sees a hook's transaction committed (and
 counts its changes from the rows) or the hook sees the batch's new cursor (and counts them itself).
@@ -82,14 +83,14 @@ WITH new_chats AS (
     FROM conversations_message AS m JOIN conversations_chat AS c ON c.id = m.chat_id
     WHERE m.id = ANY(%(messages)s) AND NOT m.is_private
 ), first_responses AS (
-    -- Set for every chat (the backfill recomputes it for the chats it has not passed yet).
+    -- Only for counted chats: the backfill fills the others' from the rows (an older reply may exist).
     UPDATE conversations_chat AS chat SET first_response_at = f.created_at
     FROM (
         SELECT DISTINCT ON (chat_id) chat_id, created_at, author_id FROM new_messages
         WHERE sender = 'agent' ORDER BY chat_id, number
     ) AS f
-    WHERE chat.id = f.chat_id AND chat.first_response_at IS NULL
-    RETURNING chat.id, chat.application_id, chat.created_at, chat.first_response_at, f.author_id
+    WHERE chat.id = f.chat_id AND chat.first_response_at IS NULL AND {_COUNTED.format("chat.id")}
+    RETURNING chat.application_id, chat.created_at, chat.first_response_at, f.author_id
 )
 {_UPSERT.format(events=f'''
     SELECT {_bucket("created_at")} AS bucket, application_id, 0::bigint AS agent_id, 'created' AS metric,
@@ -102,7 +103,7 @@ WITH new_chats AS (
     UNION ALL
     SELECT {_bucket("created_at")}, application_id, coalesce(author_id, 0), 'first_response',
            {_seconds("created_at", "first_response_at")}, 1
-    FROM first_responses WHERE {_COUNTED.format("id")}
+    FROM first_responses
 ''')}
 """
 
@@ -111,13 +112,13 @@ _CHATS_ASSIGNED = f"""
 WITH firsts AS (
     UPDATE conversations_chat AS chat SET first_assigned_at = d.at
     FROM unnest(%(chats)s::bigint[], %(agents)s::bigint[], %(times)s::timestamptz[]) AS d(id, agent, at)
-    WHERE chat.id = d.id AND chat.first_assigned_at IS NULL
-    RETURNING chat.id, chat.application_id, chat.created_at, chat.first_assigned_at, d.agent
+    WHERE chat.id = d.id AND chat.first_assigned_at IS NULL AND {_COUNTED.format("chat.id")}
+    RETURNING chat.application_id, chat.created_at, chat.first_assigned_at, d.agent
 )
 {_UPSERT.format(events=f'''
     SELECT {_bucket("created_at")} AS bucket, application_id, coalesce(agent, 0) AS agent_id, 'wait' AS metric,
            {_seconds("created_at", "first_assigned_at")} AS seconds, 1 AS n
-    FROM firsts WHERE {_COUNTED.format("id")}
+    FROM firsts
 ''')}
 """
 
@@ -200,9 +201,9 @@ def report_sla_breached(*, chat_id: int, at: datetime) -> None:
 # The chats in (after, upto] (upto NULL: no end).
 _RANGE = "{0} > %(after)s AND (%(upto)s::bigint IS NULL OR {0} <= %(upto)s::bigint)"
 
-# Their first response and first assignment times, from the messages (the first non-private agent message)
-# and the assignment history (the first stint): for chats older than the hooks, and for those whose times a
-# hook set while the backfill had not passed them (it sets a missing time from the next event it sees).
+# Their missing first response and first assignment times, from the messages (the first non-private agent
+# message) and the assignment history (the first stint): chats older than the hooks have none (the hooks
+# set them only for counted chats, which the backfill has passed), or a rebuild's caller erased them.
 _FIRST_TIMES = [
     f"""
     UPDATE conversations_chat AS chat SET first_response_at = f.at
@@ -211,9 +212,9 @@ _FIRST_TIMES = [
             SELECT m.created_at FROM conversations_message AS m
             WHERE m.chat_id = c.id AND m.sender = 'agent' AND NOT m.is_private ORDER BY m.number LIMIT 1
         ) AS at
-        FROM conversations_chat AS c WHERE {_RANGE.format("c.id")}
+        FROM conversations_chat AS c WHERE {_RANGE.format("c.id")} AND c.first_response_at IS NULL
     ) AS f
-    WHERE chat.id = f.id AND chat.first_response_at IS DISTINCT FROM f.at
+    WHERE chat.id = f.id AND chat.first_response_at IS NULL AND f.at IS NOT NULL
     """,
     f"""
     UPDATE conversations_chat AS chat SET first_assigned_at = f.at
@@ -221,9 +222,9 @@ _FIRST_TIMES = [
         SELECT c.id, (
             SELECT a.assigned_at FROM agents_assignment AS a WHERE a.chat_id = c.id ORDER BY a.id LIMIT 1
         ) AS at
-        FROM conversations_chat AS c WHERE {_RANGE.format("c.id")}
+        FROM conversations_chat AS c WHERE {_RANGE.format("c.id")} AND c.first_assigned_at IS NULL
     ) AS f
-    WHERE chat.id = f.id AND chat.first_assigned_at IS DISTINCT FROM f.at
+    WHERE chat.id = f.id AND chat.first_assigned_at IS NULL AND f.at IS NOT NULL
     """,
 ]
 
@@ -293,7 +294,7 @@ _BATCH_VISIBLE = (
 
 def reports_backfill_step(*, batch_size: int) -> BackfillStep:
     """Counts the next `batch_size` chats after the current tenant's backfill cursor from the rows (their
-    first times too), moves the cursor past them, and marks the backfill done when none is left. One
+    missing first times filled first), moves the cursor past them, and marks the backfill done when none is left. One
     transaction: a step that fails leaves the cursor where it was, so the backfill resumes from there.
 
     Never waits for a chat row: a chat locked by another transaction ends the batch before it (that
@@ -360,7 +361,7 @@ def reports_rebuild(*, backfill_first_times: bool = False) -> int:
     The locks (_rollups_lock) make the hooks' upserts wait meanwhile (reads go on). A transaction that
     counted before has committed by the time the recount reads; one that counts after waits, then adds to
     the rebuilt figures what the recount could not see: nothing is lost or counted twice.
-    `backfill_first_times`: first recompute the chats' first_response_at / first_assigned_at from the
+    `backfill_first_times`: first fill the chats' missing first_response_at / first_assigned_at from the
     messages and the assignment history (it updates chat rows: run it while the tenant is quiet).
     """
     with transaction.atomic(), connection.cursor() as cursor:

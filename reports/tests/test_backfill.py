@@ -95,8 +95,8 @@ def _activity(*, cursor: int, clock) -> set[int]:
     open_chats = list(Chat.objects.exclude(status=Chat.Status.RESOLVED).order_by("id"))
     passed = [chat for chat in open_chats if chat.id <= cursor]
     ahead = [chat for chat in open_chats if chat.id > cursor]
-    # An assigned chat ahead that has been answered: the hook sets its missing first_response_at from this
-    # later reply, which the backfill must correct.
+    # An assigned chat ahead that has been answered: its first_response_at is missing (the rows are older
+    # than the rollups) and this later reply must not set it; the backfill fills it from the first reply.
     answered_ahead = next(
         chat
         for chat in ahead
