@@ -6,14 +6,14 @@ for both sizes: the 1M tenant has the longer history, as a tenant grows), with t
 and for every chat a first assignment (its history row too), a first response and, once due, a resolution, the
 durations drawn from exponential distributions (means 2 min, 5 min, 1 h) to the microsecond. No messages: the
 first response is set on the chat (the rollups count messages per bucket, a row per bucket and agent, which
-costs the summary little beside the duration histograms). The rollups are then built by the product's rebuild
-(`reports_rebuild`, timed), as the migration builds them for existing data.
+costs the summary little beside the duration histograms). The rollups are then built by the product's backfill
+(`reports_backfill_step` in batches, timed), as `manage.py reports_backfill` builds them after a deploy.
 
 Timed: `--report-requests` sequential requests per (size, group_by) for the default range (`--report-requests-longest`
 for the longest), alternating the sizes so that a busy
 moment of the shared machine weighs on both; p50/p99 at the client. Ranges: the default (the last 7 days), and the
-longest allowed (366 days) for the record (the target is stated for the default: a summary reads the histogram
-rows of its range, so its cost follows the chats in the range, not the tenant's size).
+longest allowed (366 days: issue 23's target is for any summary; today a summary reads the histogram rows of its
+range, so its cost follows the chats in the range, and this case misses it at 1M chats: docs/reports.md).
 """
 
 import http.client
@@ -76,7 +76,9 @@ def _tenant(size: int, per_day: int) -> dict:
     from core.models import User
     from core.services import user_token_get_or_create
     from reports.models import Rollup
-    from reports.services import reports_rebuild
+    from django.conf import settings
+
+    from reports.services import reports_backfill_start, reports_backfill_step
     from tenants.models import Tenant
     from tenants.services import tenant_create
 
@@ -96,9 +98,24 @@ def _tenant(size: int, per_day: int) -> dict:
                 for statement in _FILL:
                     cursor.execute(statement, {"count": size, "per_day": per_day} if "%(" in statement else None)
             built["fill_seconds"] = round(time.perf_counter() - started, 1)
-            started = time.perf_counter()
-            built["rollup_rows"] = reports_rebuild()
-            built["rebuild_seconds"] = round(time.perf_counter() - started, 1)
+            # As a deploy meets existing chats: migration reports.0002 marks the backfill, `reports_backfill`
+            # runs it batch by batch (timed: the whole, and the longest batch, during which the tenant's report
+            # hooks wait).
+            reports_backfill_start()
+            batch_size = settings.REPORTS_BACKFILL_BATCH_SIZE
+            started, batches, longest = time.perf_counter(), 0, 0.0
+            while True:
+                batch_started = time.perf_counter()
+                step = reports_backfill_step(batch_size=batch_size)
+                longest = max(longest, time.perf_counter() - batch_started)
+                batches += 1
+                if step.done:
+                    break
+            built["backfill_seconds"] = round(time.perf_counter() - started, 1)
+            built["backfill_batches"] = batches
+            built["backfill_batch_size"] = batch_size
+            built["backfill_longest_batch_ms"] = round(longest * 1000, 1)
+            built["rollup_rows"] = Rollup.objects.count()
             with connection.cursor() as cursor:
                 cursor.execute("VACUUM ANALYZE reports_rollup")
         admin = User.objects.get(email=f"admin@{slug}.test")
@@ -199,9 +216,10 @@ def markdown_lines(r: dict) -> list[str]:
     lines.append("")
     for size in sizes:
         level = r["levels"][size]
-        if "rebuild_seconds" in level:
+        if "backfill_seconds" in level:
             lines.append(
-                f"- {size} chats: filled in {level['fill_seconds']} s, rollups rebuilt in {level['rebuild_seconds']} s "
-                f"({level['rollup_rows']} rows)"
+                f"- {size} chats: filled in {level['fill_seconds']} s, rollups backfilled in {level['backfill_seconds']} s "
+                f"({level['rollup_rows']} rows; {level['backfill_batches']} batches of {level['backfill_batch_size']} chats, "
+                f"the longest {level['backfill_longest_batch_ms']} ms)"
             )
     return lines

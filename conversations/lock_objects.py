@@ -36,12 +36,14 @@ from conversations.models import Chat
 _ADVISORY_LOCK_CLASS = 0x534D
 
 
-def advisory_xact_lock(*, name: str) -> None:
+def advisory_xact_lock(*, name: str, shared: bool = False) -> None:
     """Takes the transaction-level advisory lock `name`: released by COMMIT, ROLLBACK or a dead connection,
     so a killed worker never leaves it held. Advisory locks are database-wide: include the schema in `name`
-    (a hash collision would only serialise two holders, never break a rule)."""
+    (a hash collision would only serialise two holders, never break a rule). `shared`: holders of the shared
+    lock do not wait for one another, only for (and block) a holder of the exclusive one."""
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_ADVISORY_LOCK_CLASS, name])
+        cursor.execute(f"SELECT {function}(%s, hashtext(%s))", [_ADVISORY_LOCK_CLASS, name])
 
 
 def assignment_lock() -> None:

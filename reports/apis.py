@@ -4,15 +4,16 @@ from datetime import timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, available_timezones
 
+from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
-from rest_framework import renderers, serializers
+from rest_framework import exceptions, renderers, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.permissions import IsTenantAdmin
-from reports.selectors import COUNTS, DURATIONS, GROUP_BY, RangeError, ReportRange, report_summary
+from reports.selectors import COUNTS, DURATIONS, GROUP_BY, RangeError, ReportRange, ReportsPending, report_summary
 
 # Longest range one summary covers (both ends included): a year and a day, so a leap year's "same day last
 # year" fits. Beyond it a summary would read a year of rollups for one answer; ask for several.
@@ -55,6 +56,19 @@ class ReportCsvRenderer(renderers.BaseRenderer):
                 flat[f"{name}_median"], flat[f"{name}_p90"] = row[name]["median"], row[name]["p90"]
             writer.writerow(["" if flat[column] is None else flat[column] for column in self.COLUMNS])
         return out.getvalue().encode(self.charset)
+
+
+class ReportsUnavailable(exceptions.APIException):
+    """503 with Retry-After while the tenant's rollups are being backfilled (docs/reports.md): a figure
+    counted from part of the chats would look exact and be wrong."""
+
+    status_code = 503
+    default_detail = "The reports of this tenant are being built from its existing chats; try again later."
+    default_code = "reports_backfill_running"
+
+    def __init__(self):
+        super().__init__()
+        self.wait = settings.REPORTS_BACKFILL_RETRY_AFTER_SECONDS  # DRF's handler answers it as Retry-After
 
 
 @extend_schema_serializer(component_name="ReportDurations")
@@ -137,4 +151,6 @@ class ReportSummaryApi(APIView):
             summary = report_summary(**filters.validated_data)
         except RangeError as error:
             raise serializers.ValidationError({"tz": [str(error)]}) from error
+        except ReportsPending as error:
+            raise ReportsUnavailable from error
         return Response(summary)

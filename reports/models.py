@@ -20,6 +20,7 @@ class Rollup(models.Model):
         FIRST_RESPONSE = "first_response", "Seconds from creation to the first agent message"
         WAIT = "wait", "Seconds from creation to the first assignment"
         RESOLUTION = "resolution", "Seconds from creation to resolution"
+        SLA_BREACHED = "sla_breached", "SLA breaches (bucket of the breach)"
 
     bucket = models.DateTimeField(help_text="Start of the 15-minute UTC bucket.")
     application = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False, related_name="+")
@@ -44,3 +45,25 @@ class Rollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.bucket:%Y-%m-%d %H:%M} {self.metric} {self.seconds}s x{self.count}"
+
+
+class Backfill(models.Model):
+    """How far the rollups cover the tenant's chats: one row per schema (id 1).
+
+    `done`: every chat's figures are in the rollups, and the hooks count every event. Otherwise the rollups
+    hold exactly the events of the chats with id <= `cursor`: the hooks count only those, and the backfill
+    (reports.services.reports_backfill_step, run by `manage.py reports_backfill`) moves the cursor over the
+    older chats in batches, counting each batch from the rows. Meanwhile the summary answers 503. A schema
+    created empty starts done; migration reports.0002 marks a schema holding chats as not done.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    done = models.BooleanField(default=True)
+    cursor = models.BigIntegerField(default=0, help_text="The rollups hold the events of the chats with id <= this.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="reports_backfill_single_row")]
+
+    def __str__(self) -> str:
+        return "done" if self.done else f"chats up to {self.cursor}"

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 from django.db import connection
 
 from conversations.models import Application
+from reports.models import Backfill
 
 GROUP_BY = ("day", "agent", "application")
 DURATIONS = {"first_response": "first_response_seconds", "wait": "wait_seconds", "resolution": "resolution_seconds"}
@@ -58,6 +59,16 @@ class RangeError(ValueError):
     """A range the rollups cannot answer exactly (or at all)."""
 
 
+class ReportsPending(Exception):
+    """The tenant's rollups do not cover all its chats yet (its backfill runs): no figure would be exact."""
+
+
+def reports_backfill_done() -> bool:
+    """Whether the current tenant's rollups hold every chat (reports.models.Backfill)."""
+    state = Backfill.objects.filter(id=1).values_list("done", flat=True).first()
+    return state is None or state
+
+
 @dataclass(frozen=True)
 class ReportRange:
     since: date  # first day, in `tz`
@@ -91,8 +102,8 @@ def _row(key, figures: dict) -> dict:
     for metric, name in DURATIONS.items():
         _, median, p90 = figures.get(metric, (0, None, None))
         row[name] = {"median": median, "p90": p90}
-    # SLA policies (issue 24) have not landed: no chat can breach one yet.
-    row["sla_breaches"] = 0
+    # Counted by reports.services.report_sla_breached, which routing's SLA checks (issue 24) call.
+    row["sla_breaches"] = figures.get("sla_breached", (0, None, None))[0]
     return row
 
 
@@ -101,8 +112,11 @@ _TOTAL = object()
 
 def report_summary(*, report_range: ReportRange, group_by: str) -> dict:
     """`{"data": [rows], "totals": row}` for the range, grouped by tz day (every day of the range, in order),
-    agent (its user id; None for no agent) or application (its token). Reads only the range's rollups."""
+    agent (its user id; None for no agent) or application (its token). Reads only the range's rollups.
+    ReportsPending while the tenant's backfill runs."""
     starts = report_range_check(report_range)
+    if not reports_backfill_done():
+        raise ReportsPending
     histograms: dict = {}
     merged: dict = {}  # the totals' histograms: metric -> {seconds: count}
     with connection.cursor() as cursor:
@@ -134,13 +148,21 @@ DASHBOARD_DAYS = 14
 
 def report_dashboard_get(*, today: date) -> dict:
     """What the tenant admin's index page charts: the last DASHBOARD_DAYS days to `today` (UTC days) by day
-    and by agent, from the same summary as the API, plus the queue length and the online agents now."""
+    and by agent, from the same summary as the API, plus the queue length and the online agents now; only
+    the latter and `pending` while the tenant's backfill runs."""
     from agents.models import Agent
     from agents.selectors import queue_list
 
+    now = {
+        "queue_length": queue_list().count(),
+        "online_agents": Agent.objects.filter(is_online=True, user__is_active=True).count(),
+    }
     report_range = ReportRange(since=today - timedelta(days=DASHBOARD_DAYS - 1), until=today, tz=ZoneInfo("UTC"))
-    by_day = report_summary(report_range=report_range, group_by="day")["data"]
-    by_agent = report_summary(report_range=report_range, group_by="agent")["data"]
+    try:
+        by_day = report_summary(report_range=report_range, group_by="day")["data"]
+        by_agent = report_summary(report_range=report_range, group_by="agent")["data"]
+    except ReportsPending:
+        return {"pending": True, **now}  # the page says so instead of charting partial figures
     emails = dict(Agent.objects.filter(pk__in=[row["key"] for row in by_agent if row["key"]]).values_list("pk", "user__email"))
     return {
         "days": [row["key"] for row in by_day],
@@ -152,6 +174,5 @@ def report_dashboard_get(*, today: date) -> dict:
         "agent_resolved": [row["chats_resolved"] for row in by_agent],
         "agent_messages": [row["messages"] for row in by_agent],
         "agent_first_response_median": [row["first_response_seconds"]["median"] for row in by_agent],
-        "queue_length": queue_list().count(),
-        "online_agents": Agent.objects.filter(is_online=True, user__is_active=True).count(),
+        **now,
     }

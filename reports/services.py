@@ -1,17 +1,28 @@
 """Keeping the report rollups (reports.models.Rollup) exact: the hooks that the services changing chats and
-messages call inside their own transactions, and the rebuild from the rows.
+messages call inside their own transactions, the backfill for chats older than the rollups, and the rebuild.
 
 Every write here is an upsert that adds (`count = count + EXCLUDED.count`): two transactions counting into
 the same bucket both land, whichever commits first. Lock order: a hook runs after its caller has locked the
 chat (and agent) rows it changes, so rollup rows are always locked last; each path writes rollup rows of its
 own metrics (the drain: created, messages, first_response; assignment: wait; resolve: resolved,
-resolution), in key order within one statement, so two paths never wait for each other in a cycle.
+resolution; an SLA check: sla_breached), in key order within one statement, so two paths never wait for
+each other in a cycle.
+
+While a tenant's backfill runs (reports.models.Backfill not done), a hook counts only the events of chats the
+backfill has passed (id <= its cursor), and sets first times only on those; the backfill counts the others
+from the rows. They agree through
+the tenant's backfill lock (conversations.lock_objects.advisory_xact_lock): a hook takes it shared before it
+reads the cursor, a backfill batch exclusively; so a batch either sees a hook's transaction committed (and
+counts its changes from the rows) or the hook sees the batch's new cursor (and counts them itself).
 """
 
 from datetime import datetime
 
+from dataclasses import dataclass
+
 from django.db import connection, transaction
 
+from conversations.lock_objects import advisory_xact_lock
 from conversations.models import Chat
 
 # The 15-minute UTC bucket of a time, and a duration in whole seconds (floored; never negative, should a
@@ -36,24 +47,49 @@ def _bucket(column: str) -> str:
 def _seconds(start: str, end: str) -> str:
     return SECONDS_SQL.format(start, end)
 
+# Which chats' events a hook counts: all of them (None) once the tenant's backfill is done, else those with
+# id <= the returned cursor. Read under the shared backfill lock while the backfill runs (see the module's
+# docstring); once done, never again undone but by a rebuild, which takes the rollups' table lock as well.
+_COUNTED = "(%(upto)s::bigint IS NULL OR {0} <= %(upto)s::bigint)"
+
+
+def _backfill_lock_name() -> str:
+    return f"reports-backfill:{connection.schema_name}"
+
+
+def _counted_up_to() -> int | None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT done, cursor FROM reports_backfill")
+        row = cursor.fetchone()
+        if row is None or row[0]:
+            return None
+        advisory_xact_lock(name=_backfill_lock_name(), shared=True)
+        # A new statement, so a new snapshot: a batch that held the lock has committed by now.
+        cursor.execute("SELECT done, cursor FROM reports_backfill")
+        done, upto = cursor.fetchone()
+    return None if done else upto
+
 
 # Rows a drain batch just inserted (by id): the chats' creations, the messages, and, for chats whose first
 # agent message is among them (the drain persists a chat's messages in number order, so the first one
-# persisted is the first in the chat), first_response_at, set here in the same statement.
+# persisted is the first in the chat), first_response_at, set here in the same statement. Private notes
+# (is_private) are no answer to the customer: neither counted as messages nor a first response.
 _CREATIONS_PERSISTED = f"""
 WITH new_chats AS (
-    SELECT application_id, created_at FROM conversations_chat WHERE id = ANY(%(chats)s)
+    SELECT application_id, created_at FROM conversations_chat
+    WHERE id = ANY(%(chats)s) AND {_COUNTED.format("id")}
 ), new_messages AS (
     SELECT m.chat_id, m.number, m.sender, m.author_id, m.created_at, c.application_id
     FROM conversations_message AS m JOIN conversations_chat AS c ON c.id = m.chat_id
-    WHERE m.id = ANY(%(messages)s)
+    WHERE m.id = ANY(%(messages)s) AND NOT m.is_private
 ), first_responses AS (
+    -- Only for counted chats: the backfill fills the others' from the rows (an older reply may exist).
     UPDATE conversations_chat AS chat SET first_response_at = f.created_at
     FROM (
         SELECT DISTINCT ON (chat_id) chat_id, created_at, author_id FROM new_messages
         WHERE sender = 'agent' ORDER BY chat_id, number
     ) AS f
-    WHERE chat.id = f.chat_id AND chat.first_response_at IS NULL
+    WHERE chat.id = f.chat_id AND chat.first_response_at IS NULL AND {_COUNTED.format("chat.id")}
     RETURNING chat.application_id, chat.created_at, chat.first_response_at, f.author_id
 )
 {_UPSERT.format(events=f'''
@@ -63,7 +99,7 @@ WITH new_chats AS (
     UNION ALL
     SELECT {_bucket("created_at")}, application_id,
            CASE WHEN sender = 'agent' THEN coalesce(author_id, 0) ELSE 0 END, 'messages', 0, 1
-    FROM new_messages
+    FROM new_messages WHERE {_COUNTED.format("chat_id")}
     UNION ALL
     SELECT {_bucket("created_at")}, application_id, coalesce(author_id, 0), 'first_response',
            {_seconds("created_at", "first_response_at")}, 1
@@ -76,7 +112,7 @@ _CHATS_ASSIGNED = f"""
 WITH firsts AS (
     UPDATE conversations_chat AS chat SET first_assigned_at = d.at
     FROM unnest(%(chats)s::bigint[], %(agents)s::bigint[], %(times)s::timestamptz[]) AS d(id, agent, at)
-    WHERE chat.id = d.id AND chat.first_assigned_at IS NULL
+    WHERE chat.id = d.id AND chat.first_assigned_at IS NULL AND {_COUNTED.format("chat.id")}
     RETURNING chat.application_id, chat.created_at, chat.first_assigned_at, d.agent
 )
 {_UPSERT.format(events=f'''
@@ -96,6 +132,15 @@ _CHAT_RESOLVED = _UPSERT.format(
 """
 )
 
+# In the bucket of the breach, for the chat's application and the agent holding it then (0: none).
+_SLA_BREACHED = _UPSERT.format(
+    events=f"""
+    SELECT {_bucket("%(at)s")} AS bucket, application_id, coalesce(assigned_agent_id, 0) AS agent_id,
+           'sla_breached' AS metric, 0 AS seconds, 1 AS n
+    FROM conversations_chat WHERE id = %(chat)s
+"""
+)
+
 
 def report_creations_persisted(*, chat_ids: list[int], message_ids: list[int]) -> None:
     """Counts chats and messages a drain batch has just inserted, and sets the chats' first_response_at.
@@ -105,8 +150,9 @@ def report_creations_persisted(*, chat_ids: list[int], message_ids: list[int]) -
     """
     if not chat_ids and not message_ids:
         return
+    upto = _counted_up_to()
     with connection.cursor() as cursor:
-        cursor.execute(_CREATIONS_PERSISTED, {"chats": chat_ids, "messages": message_ids})
+        cursor.execute(_CREATIONS_PERSISTED, {"chats": chat_ids, "messages": message_ids, "upto": upto})
 
 
 def report_chats_assigned(*, chat_ids: list[int], agent_ids: list[int], times: list[datetime]) -> None:
@@ -115,14 +161,18 @@ def report_chats_assigned(*, chat_ids: list[int], agent_ids: list[int], times: l
     assigning transaction, after the chats' rows were updated (and so locked)."""
     if not chat_ids:
         return
+    upto = _counted_up_to()
     with connection.cursor() as cursor:
-        cursor.execute(_CHATS_ASSIGNED, {"chats": chat_ids, "agents": agent_ids, "times": times})
+        cursor.execute(_CHATS_ASSIGNED, {"chats": chat_ids, "agents": agent_ids, "times": times, "upto": upto})
 
 
 def report_chat_resolved(*, chat: Chat) -> None:
     """Counts a resolution (in the bucket of `resolved_at`, for the agent holding the chat then) and its
     duration (in the bucket of the chat's creation). Called in the resolving transaction, once per chat:
     chat_resolve refuses a chat already resolved."""
+    upto = _counted_up_to()
+    if upto is not None and chat.id > upto:
+        return  # the backfill counts it, from the row this transaction leaves
     with connection.cursor() as cursor:
         cursor.execute(
             _CHAT_RESOLVED,
@@ -135,38 +185,62 @@ def report_chat_resolved(*, chat: Chat) -> None:
         )
 
 
-# --- the rebuild from the rows ---------------------------------------------------------------------------
+def report_sla_breached(*, chat_id: int, at: datetime) -> None:
+    """Counts one SLA breach of the chat at `at` (the summary's `sla_breaches`, in the day of `at`; by the
+    agent holding the chat when this is called, none if it is waiting). For routing's SLA checks (issue 24),
+    in the transaction that records the breach, after it locked the chat, once per breach.
 
-# Chats whose first_response_at / first_assigned_at predate the hooks (or were changed by hand): filled from
-# the messages (the agent message with the lowest number) and the assignment history (the first stint).
-FIRST_TIMES_BACKFILL = [
-    """
-    UPDATE conversations_chat AS chat SET first_response_at = f.created_at
+    Counted whatever the backfill's state: breaches leave no row that the backfill or the rebuild could
+    recount, so both leave these rollup rows alone, and only this function writes them."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SLA_BREACHED, {"chat": chat_id, "at": at})
+
+
+# --- counting chats from the rows: the backfill and the rebuild -------------------------------------------
+
+# The chats in (after, upto] (upto NULL: no end).
+_RANGE = "{0} > %(after)s AND (%(upto)s::bigint IS NULL OR {0} <= %(upto)s::bigint)"
+
+# Their missing first response and first assignment times, from the messages (the first non-private agent
+# message) and the assignment history (the first stint): chats older than the hooks have none (the hooks
+# set them only for counted chats, which the backfill has passed), or a rebuild's caller erased them.
+_FIRST_TIMES = [
+    f"""
+    UPDATE conversations_chat AS chat SET first_response_at = f.at
     FROM (
-        SELECT DISTINCT ON (chat_id) chat_id, created_at FROM conversations_message
-        WHERE sender = 'agent' ORDER BY chat_id, number
+        SELECT c.id, (
+            SELECT m.created_at FROM conversations_message AS m
+            WHERE m.chat_id = c.id AND m.sender = 'agent' AND NOT m.is_private ORDER BY m.number LIMIT 1
+        ) AS at
+        FROM conversations_chat AS c WHERE {_RANGE.format("c.id")} AND c.first_response_at IS NULL
     ) AS f
-    WHERE chat.id = f.chat_id AND chat.first_response_at IS NULL
+    WHERE chat.id = f.id AND chat.first_response_at IS NULL AND f.at IS NOT NULL
     """,
-    """
-    UPDATE conversations_chat AS chat SET first_assigned_at = a.assigned_at
-    FROM (SELECT DISTINCT ON (chat_id) chat_id, assigned_at FROM agents_assignment ORDER BY chat_id, id) AS a
-    WHERE chat.id = a.chat_id AND chat.first_assigned_at IS NULL
+    f"""
+    UPDATE conversations_chat AS chat SET first_assigned_at = f.at
+    FROM (
+        SELECT c.id, (
+            SELECT a.assigned_at FROM agents_assignment AS a WHERE a.chat_id = c.id ORDER BY a.id LIMIT 1
+        ) AS at
+        FROM conversations_chat AS c WHERE {_RANGE.format("c.id")} AND c.first_assigned_at IS NULL
+    ) AS f
+    WHERE chat.id = f.id AND chat.first_assigned_at IS NULL AND f.at IS NOT NULL
     """,
 ]
 
-_REBUILD = f"""
-INSERT INTO reports_rollup (bucket, application_id, agent_id, metric, seconds, count)
-SELECT bucket, application_id, agent_id, metric, seconds, count(*) FROM (
+# Every event of the chats in the range, recounted from the rows and added to the rollups.
+_CHATS_COUNT = _UPSERT.format(
+    events=f"""
     -- One pass over the chats, each giving its events (NULL where it has not happened yet).
-    SELECT e.bucket, c.application_id, e.agent_id, e.metric, e.seconds
+    SELECT e.bucket, c.application_id, e.agent_id, e.metric, e.seconds, 1 AS n
     FROM conversations_chat AS c
     LEFT JOIN (
-        SELECT DISTINCT ON (chat_id) chat_id, agent_id FROM agents_assignment ORDER BY chat_id, id
+        SELECT DISTINCT ON (chat_id) chat_id, agent_id FROM agents_assignment
+        WHERE {_RANGE.format("chat_id")} ORDER BY chat_id, id
     ) AS first_stint ON first_stint.chat_id = c.id
     LEFT JOIN LATERAL (
         SELECT author_id FROM conversations_message AS m
-        WHERE m.chat_id = c.id AND c.first_response_at IS NOT NULL AND m.sender = 'agent'
+        WHERE m.chat_id = c.id AND c.first_response_at IS NOT NULL AND m.sender = 'agent' AND NOT m.is_private
         ORDER BY m.number LIMIT 1
     ) AS first_reply ON true
     CROSS JOIN LATERAL (VALUES
@@ -179,34 +253,122 @@ SELECT bucket, application_id, agent_id, metric, seconds, count(*) FROM (
         ({_bucket("c.created_at")}, coalesce(first_stint.agent_id, 0), 'wait',
          {_seconds("c.created_at", "c.first_assigned_at")})
     ) AS e(bucket, agent_id, metric, seconds)
-    WHERE e.bucket IS NOT NULL AND e.seconds IS NOT NULL
+    WHERE {_RANGE.format("c.id")} AND e.bucket IS NOT NULL AND e.seconds IS NOT NULL
     UNION ALL
     SELECT {_bucket("m.created_at")}, c.application_id,
-           CASE WHEN m.sender = 'agent' THEN coalesce(m.author_id, 0) ELSE 0 END, 'messages', 0
+           CASE WHEN m.sender = 'agent' THEN coalesce(m.author_id, 0) ELSE 0 END, 'messages', 0, 1
     FROM conversations_message AS m JOIN conversations_chat AS c ON c.id = m.chat_id
-) AS e
-GROUP BY bucket, application_id, agent_id, metric, seconds
+    WHERE {_RANGE.format("m.chat_id")} AND NOT m.is_private
 """
+)
+
+
+def _chats_count(cursor, *, after: int, upto: int | None, first_times: bool) -> int:
+    """Adds the events of the chats in (after, upto] to the rollups; returns the rollup rows written."""
+    bounds = {"after": after, "upto": upto}
+    if first_times:
+        for statement in _FIRST_TIMES:
+            cursor.execute(statement, bounds)
+    cursor.execute(_CHATS_COUNT, bounds)
+    return cursor.rowcount
+
+
+@dataclass(frozen=True)
+class BackfillStep:
+    done: bool
+    cursor: int  # the rollups hold the events of the chats with id <= cursor (every chat when done)
+    chats: int  # chats counted by this step (0: none, the next one was busy, or nothing was left)
+
+
+# The chats after the cursor, up to a batch and one (is there more?), and those of them this batch can lock
+# without waiting: a chat locked by another transaction is one whose hook waits for this batch, or will.
+_BATCH_CANDIDATES = "SELECT id FROM conversations_chat WHERE id > %s ORDER BY id LIMIT %s"
+_BATCH_LOCK = (
+    "SELECT id FROM conversations_chat WHERE id > %(after)s AND (%(upto)s::bigint IS NULL OR id <= %(upto)s::bigint) "
+    "ORDER BY id FOR UPDATE SKIP LOCKED"
+)
+_BATCH_VISIBLE = (
+    "SELECT id FROM conversations_chat WHERE id > %(after)s AND (%(upto)s::bigint IS NULL OR id <= %(upto)s::bigint)"
+)
+
+
+def reports_backfill_step(*, batch_size: int) -> BackfillStep:
+    """Counts the next `batch_size` chats after the current tenant's backfill cursor from the rows (their
+    missing first times filled first), moves the cursor past them, and marks the backfill done when none is left. One
+    transaction: a step that fails leaves the cursor where it was, so the backfill resumes from there.
+
+    Never waits for a chat row: a chat locked by another transaction ends the batch before it (that
+    transaction's hook is waiting for this one, or will read the new cursor); its next step starts there.
+    It waits only for the backfill lock, held shared by hooks' transactions of this tenant until they end.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        # FOR UPDATE: two backfill runners of one tenant take turns.
+        cursor.execute("SELECT done, cursor FROM reports_backfill FOR UPDATE")
+        row = cursor.fetchone()
+        if row is None or row[0]:
+            return BackfillStep(done=True, cursor=row[1] if row else 0, chats=0)
+        after = row[1]
+        advisory_xact_lock(name=_backfill_lock_name())
+        cursor.execute(_BATCH_CANDIDATES, [after, batch_size + 1])
+        candidates = [chat_id for (chat_id,) in cursor.fetchall()]
+        # No end when the batch holds the rest: chats committed since (their hooks waited for this lock)
+        # are in it too.
+        upto = candidates[batch_size - 1] if len(candidates) > batch_size else None
+        bounds = {"after": after, "upto": upto}
+        cursor.execute(_BATCH_LOCK, bounds)
+        locked = {chat_id for (chat_id,) in cursor.fetchall()}
+        cursor.execute(_BATCH_VISIBLE, bounds)
+        busy = [chat_id for (chat_id,) in cursor.fetchall() if chat_id not in locked]
+        if busy:
+            upto = min(busy) - 1
+            if upto <= after:
+                return BackfillStep(done=False, cursor=after, chats=0)
+        _chats_count(cursor, after=after, upto=upto, first_times=True)
+        cursor.execute(
+            "SELECT count(*), max(id) FROM conversations_chat WHERE " + _RANGE.format("id"), {"after": after, "upto": upto}
+        )
+        chats, last = cursor.fetchone()
+        done = upto is None
+        new_cursor = (last or after) if done else upto
+        cursor.execute("UPDATE reports_backfill SET done = %s, cursor = %s, updated_at = now()", [done, new_cursor])
+    return BackfillStep(done=done, cursor=new_cursor, chats=chats)
+
+
+def reports_backfill_start() -> None:
+    """Marks the current tenant's rollups as not built and empties them (but for SLA breaches, which only
+    their hook counts): the backfill then counts every chat, and the summary answers 503 until it is done.
+    For a schema that holds chats older than the rollups (migration reports.0002)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        _rollups_lock(cursor)
+        cursor.execute("DELETE FROM reports_rollup WHERE metric <> 'sla_breached'")
+        cursor.execute("UPDATE reports_backfill SET done = false, cursor = 0, updated_at = now()")
+
+
+def _rollups_lock(cursor) -> None:
+    # The backfill lock, for hooks that read the cursor (the backfill is running), and the table (SHARE ROW
+    # EXCLUSIVE) for those that did not (it was done): either kind waits for this transaction or was waited
+    # for, and its counts are in what this transaction deletes or adds to.
+    advisory_xact_lock(name=_backfill_lock_name())
+    cursor.execute("LOCK TABLE reports_rollup IN SHARE ROW EXCLUSIVE MODE")
 
 
 def reports_rebuild(*, backfill_first_times: bool = False) -> int:
-    """Recomputes the current tenant's rollups from its chats, messages and assignment history; returns the
-    number of rollup rows written. For existing data (the migration runs it) and for drift after rows were
-    changed by hand.
+    """Recomputes the current tenant's rollups from its chats, messages and assignment history in one
+    transaction, and marks its backfill done; returns the number of rollup rows written. For drift after
+    rows were changed by hand, on a tenant small enough to be recounted at once (for a large one:
+    reports_backfill_start, then `manage.py reports_backfill`, which does not hold the hooks for long).
 
-    The table is locked first (SHARE ROW EXCLUSIVE: the hooks' upserts wait, reads go on). A transaction
-    that counted before the lock has committed by the time the recount reads (the lock waited for it); one
-    that counts after it waits, then adds to the rebuilt figures what the recount could not see: nothing is
-    lost or counted twice. `backfill_first_times`: first fill the chats' first_response_at /
-    first_assigned_at from the messages and the assignment history.
+    The locks (_rollups_lock) make the hooks' upserts wait meanwhile (reads go on). A transaction that
+    counted before has committed by the time the recount reads; one that counts after waits, then adds to
+    the rebuilt figures what the recount could not see: nothing is lost or counted twice.
+    `backfill_first_times`: first fill the chats' missing first_response_at / first_assigned_at from the
+    messages and the assignment history (it updates chat rows: run it while the tenant is quiet).
     """
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("LOCK TABLE reports_rollup IN SHARE ROW EXCLUSIVE MODE")
+        _rollups_lock(cursor)
         # One aggregate over every chat and message: in memory rather than spilled to disk in partitions.
         cursor.execute("SET LOCAL work_mem = '256MB'")
-        if backfill_first_times:
-            for statement in FIRST_TIMES_BACKFILL:
-                cursor.execute(statement)
-        cursor.execute("DELETE FROM reports_rollup")
-        cursor.execute(_REBUILD)
-        return cursor.rowcount
+        cursor.execute("DELETE FROM reports_rollup WHERE metric <> 'sla_breached'")
+        written = _chats_count(cursor, after=0, upto=None, first_times=backfill_first_times)
+        cursor.execute("UPDATE reports_backfill SET done = true, updated_at = now()")
+        return written

@@ -3,37 +3,26 @@ only; and the rollups the hooks keep equal the rollups rebuilt from the rows."""
 
 import csv
 import io
-from datetime import date, timedelta
+from datetime import date
 
 import pytest
+from django.db import transaction
 from django_tenants.utils import schema_context
 
 from agents.models import Assignment
 from core.tests.support import api_client, make_user, token_for
 from conversations import services as conversation_services
-from conversations.models import Chat
+from conversations.models import Chat, Message
 from core.models import User
 from reports.models import Rollup
-from reports.services import reports_rebuild
-from reports.tests.timeline import play, recount, utc
+from reports.services import report_sla_breached, reports_rebuild
+from reports.tests.timeline import recount, utc
 
 SUMMARY = "/api/reports/summary"
 
 # America/New_York moves to daylight time on 2026-03-08 (a 23-hour day); Asia/Kolkata's days start at
-# 18:30 UTC; the timeline spans both, with chats on either side of each local midnight.
+# 18:30 UTC; the timeline (conftest.py) spans both, with chats on either side of each local midnight.
 ZONES = ["UTC", "Asia/Kolkata", "America/New_York"]
-
-
-@pytest.fixture
-def timeline(tenant_a, tenant_b, clock, no_drain_task, settings):
-    # Assigned chats with no reply in 30 minutes go back to the queue (and are served again): their waiting
-    # time is still to their first assignment.
-    settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS = 1800
-    played = play(tenant=tenant_a, clock=clock, seed=23, chats=60, start=utc(2026, 3, 6, 12), span=timedelta(days=3), email_prefix="a")
-    # Another tenant, busy at the same hours: none of it may show in tenant A's figures.
-    play(tenant=tenant_b, clock=clock, seed=24, chats=25, start=utc(2026, 3, 6, 12), span=timedelta(days=3), email_prefix="b")
-    clock.at = utc(2026, 3, 12, 12)
-    return played
 
 
 def _by_key(summary: dict) -> dict:
@@ -64,7 +53,16 @@ def test_summary_equals_a_recount_from_the_rows(timeline, tenant_a, tenant_b, te
     # holds what makes first and latest assignment differ.
     with schema_context(tenant_a.schema_name):
         end_reasons = set(Assignment.objects.values_list("end_reason", flat=True))
+        agent_messages = Message.objects.filter(sender="agent").order_by("chat_id", "number")
+        first_is_private = {}
+        for chat_id, is_private in agent_messages.values_list("chat_id", "is_private"):
+            first_is_private.setdefault(chat_id, is_private)
+        answered_after_a_note = Chat.objects.filter(
+            id__in=[chat_id for chat_id, private in first_is_private.items() if private], first_response_at__isnull=False
+        )
     assert {"timed_out", "transferred", "resolved"} <= end_reasons
+    # Private notes: some chats' first agent message is one, and they were answered later.
+    assert answered_after_a_note.exists()
     totals = tenant_a_admin_api.get(SUMMARY, {"since": "2026-03-05", "until": "2026-03-13"}).json()["totals"]
     assert totals["chats_created"] == 60
     assert totals["chats_resolved"] > 10 and totals["messages"] > 30
@@ -91,10 +89,9 @@ def test_incremental_rollups_equal_a_rebuild_from_the_rows(timeline, tenant_a):
     assert written == len(rebuilt)
     assert rebuilt == incremental
 
-    # Data from before the hooks (what migration reports.0001 meets): no first times on the chats yet.
+    # A rebuild also puts back first times changed by hand.
     with schema_context(tenant_a.schema_name):
         first_times = sorted(Chat.objects.values_list("id", "first_assigned_at", "first_response_at"))
-        assert sum(1 for _, assigned, responded in first_times if assigned and responded) > 10
         Chat.objects.update(first_assigned_at=None, first_response_at=None)
 
         reports_rebuild(backfill_first_times=True)
@@ -172,6 +169,9 @@ def test_csv_has_the_same_rows(timeline, tenant_a_admin_api):
         {"group_by": "month"},
         {"group_by": "\x00"},
         {"tz": "x" * 5000},
+        {"until": " 2026-03-01"},
+        {"tz": "utc"},
+        {"since": "2024-02-29", "until": "2025-03-01"},  # 367 days: one more than the maximum
     ],
 )
 def test_bad_input_is_a_400_json(tenant_a_admin_api, query):
@@ -184,6 +184,20 @@ def test_bad_input_is_a_400_json(tenant_a_admin_api, query):
     response = tenant_a_admin_api.get(SUMMARY, query, HTTP_ACCEPT="text/csv")
     assert response.status_code == 400
     assert response["Content-Type"] == "application/json"
+
+
+def test_an_empty_parameter_is_one_not_given(tenant_a_admin_api, clock):
+    # As an HTML form sends an empty field: the default, not an error.
+    clock.at = utc(2026, 3, 12, 20)
+    default = tenant_a_admin_api.get(SUMMARY).json()
+    assert tenant_a_admin_api.get(f"{SUMMARY}?since=&until=&tz=&group_by=").json() == default
+    assert [row["key"] for row in default["data"]] == [f"2026-03-{day:02d}" for day in range(6, 13)]
+
+
+def test_the_longest_range_is_366_days_both_ends_included(tenant_a_admin_api):
+    response = tenant_a_admin_api.get(SUMMARY, {"since": "2024-02-29", "until": "2025-02-28", "group_by": "day"})
+    assert response.status_code == 200
+    assert len(response.json()["data"]) == 366
 
 
 def test_surrogates_and_nul_in_the_raw_query_string(tenant_a_admin_api):
@@ -201,3 +215,47 @@ def test_only_the_tenants_admins(tenant_a, tenant_b_admin_api):
     tenant_b_admin_api.credentials(HTTP_AUTHORIZATION=tenant_b_admin_api._credentials["HTTP_AUTHORIZATION"])
     tenant_b_admin_api.defaults["HTTP_HOST"] = f"{tenant_a.schema_name}.localhost"
     assert tenant_b_admin_api.get(SUMMARY).status_code == 401
+
+
+def test_sla_breaches_count_in_the_day_of_the_breach_for_the_agent_holding_the_chat(timeline, tenant_a, tenant_a_admin_api):
+    # given breaches reported by routing's SLA checks (issue 24), in their transactions
+    with schema_context(tenant_a.schema_name):
+        held = Chat.objects.filter(assigned_agent__isnull=False).order_by("id").first()
+        waiting = Chat.objects.filter(assigned_agent__isnull=True).order_by("id").first()
+        with transaction.atomic():
+            report_sla_breached(chat_id=held.id, at=utc(2026, 3, 8, 23, 50))  # the 9th in Kolkata
+        with transaction.atomic():
+            report_sla_breached(chat_id=waiting.id, at=utc(2026, 3, 10, 1))
+        # one whose transaction rolls back counts nothing
+        with pytest.raises(RuntimeError), transaction.atomic():
+            report_sla_breached(chat_id=held.id, at=utc(2026, 3, 10, 1))
+            raise RuntimeError
+    query = {"since": "2026-03-07", "until": "2026-03-11"}
+
+    def breaches(**extra) -> dict:
+        summary = tenant_a_admin_api.get(SUMMARY, {**query, **extra}).json()
+        return {row["key"]: row["sla_breaches"] for row in summary["data"] if row["sla_breaches"]} | {
+            "total": summary["totals"]["sla_breaches"]
+        }
+
+    # then
+    assert breaches() == {"2026-03-08": 1, "2026-03-10": 1, "total": 2}
+    assert breaches(tz="Asia/Kolkata") == {"2026-03-09": 1, "2026-03-10": 1, "total": 2}
+    assert breaches(group_by="agent") == {held.assigned_agent_id: 1, None: 1, "total": 2}
+
+    # and a rebuild, which has no row to recount them from, keeps them
+    with schema_context(tenant_a.schema_name):
+        reports_rebuild()
+    assert breaches(group_by="agent") == {held.assigned_agent_id: 1, None: 1, "total": 2}
+
+
+def test_csv_of_an_empty_range(tenant_a_admin_api):
+    for group_by, lines in (("agent", []), ("day", [["2020-01-01", "0", "0", "0", "", "", "", "", "", "", "0"]])):
+        query = {"since": "2020-01-01", "until": "2020-01-01", "group_by": group_by}
+
+        response = tenant_a_admin_api.get(SUMMARY, query, HTTP_ACCEPT="text/csv")
+
+        assert response.status_code == 200
+        rows = list(csv.reader(io.StringIO(response.content.decode())))
+        assert rows[0][0] == "key" and rows[0][-1] == "sla_breaches" and len(rows[0]) == 11
+        assert rows[1:] == lines

@@ -27,7 +27,8 @@ class Played:
 def play(*, tenant, clock, seed: int, chats: int, start: datetime, span: timedelta, email_prefix: str) -> Played:
     """Creates `chats` chats at seeded times in [start, start + span), each with a seeded life: customer
     messages, a first assignment (from the queue or by hand), sometimes a transfer, agent replies, and a
-    resolve (sometimes while still waiting). Durations come from a small set, so that ties are common."""
+    resolve (sometimes while still waiting); some agent messages are private notes. Durations come from a
+    small set, so that ties are common."""
     rng = random.Random(seed)
     durations = [0, 1, 59, 60, 60, 61, 300, 300, 900, 3599, 3600, 7200, 86400 + 17]
     with schema_context(tenant.schema_name):
@@ -60,7 +61,9 @@ def play(*, tenant, clock, seed: int, chats: int, start: datetime, span: timedel
                 if rng.random() < 0.8:
                     for _ in range(rng.choice([1, 1, 2, 3])):
                         at = at + timedelta(seconds=rng.choice(durations), microseconds=rng.randrange(10**6))
-                        events.append((at, 4, "agent_message", index, None))
+                        # A private note (issue 25) now and then, first in some chats: no answer to the
+                        # customer, so neither a message of the reports nor a first response.
+                        events.append((at, 4, "agent_message", index, rng.random() < 0.3))
                 if rng.random() < 0.75:
                     events.append((at + timedelta(seconds=rng.choice(durations)), 5, "resolve", index, None))
         events.sort(key=lambda event: (event[0], event[1], event[3]))
@@ -82,7 +85,8 @@ def play(*, tenant, clock, seed: int, chats: int, start: datetime, span: timedel
                     continue
                 author = chat.assigned_agent
                 conversation_services.message_create(
-                    application=application, chat_number=number, body="hi", sender=Message.Sender.AGENT, author=author
+                    application=application, chat_number=number, body="hi", sender=Message.Sender.AGENT, author=author,
+                    is_private=argument,
                 )
             elif action == "queue":
                 # The engine serves the oldest waiting chats first: this one, or older ones left waiting.
@@ -117,7 +121,10 @@ def recount(*, tenant, since: date, until: date, tz: str, group_by: str) -> dict
 
     with schema_context(tenant.schema_name):
         chats = list(Chat.objects.values("id", "application_id", "created_at", "resolved_at", "assigned_agent_id"))
-        messages = list(Message.objects.values("chat_id", "number", "sender", "author_id", "created_at"))
+        # Private notes are no answer to the customer: not counted, never a first response.
+        messages = list(
+            Message.objects.filter(is_private=False).values("chat_id", "number", "sender", "author_id", "created_at")
+        )
         stints = list(Assignment.objects.order_by("id").values("chat_id", "agent_id", "assigned_at"))
         tokens = dict(Application.objects.values_list("id", "token"))
     by_id = {chat["id"]: chat for chat in chats}

@@ -26,6 +26,7 @@ from sociomile.settings.database import *  # noqa: F403
 from sociomile.settings.events import *  # noqa: F403
 from sociomile.settings.logs import *  # noqa: F403
 from sociomile.settings.redis import *  # noqa: F403
+from sociomile.settings.reports import *  # noqa: F403
 from sociomile.settings.scheduler import *  # noqa: F403
 from sociomile.settings.security import *  # noqa: F403
 from sociomile.settings.tenancy import *  # noqa: F403
