@@ -1,0 +1,219 @@
+"""The ASGI process's fan-out: ONE Redis subscription (a pattern over every tenant's notice channel) and the open
+streams of this process, in memory.
+
+Each notice (stream.services) names events and what the filter needs; the hub picks the connections of that
+tenant that receive each event (stream.access), reads only those events from the outbox (one query per tenant
+per batch of notices, in a worker thread) and appends the SSE frame to each connection's bounded queue.
+Notices are handled one batch at a time, in the order Redis delivered them, so a connection receives events in
+commit order.
+
+A connection that lets STREAM_CONNECTION_QUEUE frames pile up is closed (its client reconnects with
+Last-Event-ID and replays from the outbox): a slow reader never blocks the others nor grows this process. When
+the subscription itself is lost every stream is closed the same way, since notices published meanwhile are
+gone: a gap is never silent.
+"""
+
+import asyncio
+import json
+import logging
+from collections import deque
+
+import redis.asyncio
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+from django_tenants.utils import schema_context
+
+from events.delivery import webhook_envelope
+from stream.access import stream_event_visible
+from stream.selectors import stream_events_get
+from stream.services import CHANNEL_PATTERN, StreamViewer
+
+logger = logging.getLogger(__name__)
+
+# Notices read from the subscription and handled together (one outbox query per tenant among them).
+_BATCH = 500
+# (schema, event id) of recent notices: a notice published twice (stream.services) is dispatched once.
+_RECENT = 10_000
+
+
+def sse_frame(event) -> bytes:
+    """An event as one Server-Sent Events frame: `id:` the public event id, `event:` the type, `data:` the
+    webhook envelope (JSON escapes line breaks, so the data is one line)."""
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (event.webhook_id.encode(), event.type.encode(), webhook_envelope(event))
+
+
+class StreamConnection:
+    """One open stream: its tenant, viewer, and the frames waiting to be written to it."""
+
+    __slots__ = ("schema_name", "viewer", "pending", "wake", "is_overflowed")
+
+    def __init__(self, *, schema_name: str, viewer: StreamViewer):
+        self.schema_name, self.viewer = schema_name, viewer
+        self.pending: deque[tuple[int, bytes]] = deque()
+        self.wake = asyncio.Event()
+        self.is_overflowed = False
+
+    def push(self, event_id: int, frame: bytes) -> None:
+        if self.is_overflowed:
+            return
+        if len(self.pending) >= settings.STREAM_CONNECTION_QUEUE:
+            # Dropping frames would be a silent gap: end the stream instead, the client replays what it missed.
+            self.is_overflowed = True
+            self.pending.clear()
+        else:
+            self.pending.append((event_id, frame))
+        self.wake.set()
+
+    def close(self) -> None:
+        """Ends the stream at the writer's next turn (the client reconnects with Last-Event-ID)."""
+        self.is_overflowed = True
+        self.pending.clear()
+        self.wake.set()
+
+    def drop(self, event_ids: set[int]) -> None:
+        """Forgets queued frames of events already sent (replayed) on this connection."""
+        if event_ids:
+            self.pending = deque(item for item in self.pending if item[0] not in event_ids)
+
+    def wants(self, notice: list) -> bool:
+        _event_id, type, chat_id, assigned_agent_id, is_private = notice
+        return stream_event_visible(role=self.viewer.role, user_id=self.viewer.user_id, type=type, chat_id=chat_id,
+                                    assigned_agent_id=assigned_agent_id, is_private=is_private)  # fmt: skip
+
+
+def _events_load(schema_name: str, event_ids: list[int]) -> dict:
+    # A worker thread of the loop's default pool (a few threads, each keeping one PostgreSQL connection):
+    # drop a connection that broke or aged out, as a request would.
+    close_old_connections()
+    with schema_context(schema_name):
+        return stream_events_get(event_ids=event_ids)
+
+
+class StreamHub:
+    """This process's subscription and its connections by tenant (one hub per event loop)."""
+
+    def __init__(self):
+        self.loop = asyncio.get_running_loop()
+        self.connections: dict[str, set[StreamConnection]] = {}
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._recent: deque[tuple[str, int]] = deque()
+        self._recent_set: set[tuple[str, int]] = set()
+
+    async def ensure_subscribed(self, timeout: float = 5.0) -> bool:
+        """Starts the subscription unless it runs; True once it is subscribed (False: Redis is unreachable)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._listen(), name="stream-subscription")
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def register(self, connection: StreamConnection) -> None:
+        self.connections.setdefault(connection.schema_name, set()).add(connection)
+
+    def unregister(self, connection: StreamConnection) -> None:
+        connections = self.connections.get(connection.schema_name)
+        if connections is not None:
+            connections.discard(connection)
+            if not connections:
+                del self.connections[connection.schema_name]
+
+    def connection_count(self) -> int:
+        return sum(len(connections) for connections in self.connections.values())
+
+    async def _listen(self) -> None:
+        while True:
+            client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, health_check_interval=30)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(CHANNEL_PATTERN)
+                self._ready.set()
+                while True:
+                    message = await pubsub.get_message(timeout=30.0)
+                    if message is None:
+                        continue
+                    batch = [message]
+                    while len(batch) < _BATCH:
+                        message = await pubsub.get_message(timeout=0)
+                        if message is None:
+                            break
+                        batch.append(message)
+                    await self._dispatch_batch(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("stream subscription lost; closing this process's streams", exc_info=True)
+                self._ready.clear()
+                for connections in list(self.connections.values()):
+                    for connection in list(connections):
+                        connection.close()
+                await asyncio.sleep(1.0)
+            finally:
+                try:
+                    await pubsub.aclose()
+                    await client.aclose()
+                except Exception:
+                    pass
+
+    def _is_new(self, schema_name: str, event_id: int) -> bool:
+        key = (schema_name, event_id)
+        if key in self._recent_set:
+            return False
+        self._recent.append(key)
+        self._recent_set.add(key)
+        if len(self._recent) > _RECENT:
+            self._recent_set.discard(self._recent.popleft())
+        return True
+
+    async def _dispatch_batch(self, messages: list[dict]) -> None:
+        # Consecutive notices of one tenant are handled together; tenants stay in the order they came.
+        groups: list[tuple[str, list]] = []
+        for message in messages:
+            schema_name = message["channel"].decode().split(":")[1]
+            notices = json.loads(message["data"])
+            if groups and groups[-1][0] == schema_name:
+                groups[-1][1].extend(notices)
+            else:
+                groups.append((schema_name, notices))
+        for schema_name, notices in groups:
+            await self._dispatch(schema_name, notices)
+
+    async def _dispatch(self, schema_name: str, notices: list) -> None:
+        connections = list(self.connections.get(schema_name, ()))
+        receivers: dict[int, list[StreamConnection]] = {}
+        for notice in notices:
+            if not self._is_new(schema_name, notice[0]) or not connections:
+                continue
+            wanting = [connection for connection in connections if connection.wants(notice)]
+            if wanting:
+                receivers[notice[0]] = wanting
+        if not receivers:
+            return
+        try:
+            events = await sync_to_async(_events_load, thread_sensitive=False)(schema_name, list(receivers))
+        except Exception:
+            logger.warning("stream events of %s not read; closing their streams", schema_name, exc_info=True)
+            for connection in {connection for wanting in receivers.values() for connection in wanting}:
+                connection.close()
+            return
+        for event_id, wanting in receivers.items():
+            event = events.get(event_id)
+            if event is None:  # removed by retention meanwhile
+                continue
+            frame = sse_frame(event)
+            for connection in wanting:
+                connection.push(event_id, frame)
+
+
+_hub: StreamHub | None = None
+
+
+def stream_hub() -> StreamHub:
+    """This process's hub, made on first use in the running event loop."""
+    global _hub
+    if _hub is None or _hub.loop is not asyncio.get_running_loop():
+        _hub = StreamHub()
+    return _hub
