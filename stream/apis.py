@@ -119,7 +119,7 @@ async def _frames(hub, connection: StreamConnection, after_id: int | None):
                     after_id = page[-1][0]
                 if len(page) < settings.STREAM_REPLAY_BATCH:
                     break
-            connection.drop(replayed)
+            connection.replay_done(replayed)
         while True:
             try:
                 await asyncio.wait_for(connection.wake.wait(), settings.STREAM_HEARTBEAT_SECONDS)

@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 # Notices read from the subscription and handled together (one outbox query per tenant among them).
 _BATCH = 500
+# How long a connection remembers the events its replay sent, to drop their live notices (see replay_done).
+REPLAYED_MEMORY_SECONDS = 60.0
 # (schema, event id) of recent notices: a notice published twice (stream.services) is dispatched once.
 _RECENT = 10_000
 
@@ -46,16 +48,17 @@ def sse_frame(event) -> bytes:
 class StreamConnection:
     """One open stream: its tenant, viewer, and the frames waiting to be written to it."""
 
-    __slots__ = ("schema_name", "viewer", "pending", "wake", "is_overflowed")
+    __slots__ = ("schema_name", "viewer", "pending", "wake", "is_overflowed", "replayed")
 
     def __init__(self, *, schema_name: str, viewer: StreamViewer):
         self.schema_name, self.viewer = schema_name, viewer
         self.pending: deque[tuple[int, bytes]] = deque()
         self.wake = asyncio.Event()
         self.is_overflowed = False
+        self.replayed: set[int] = set()
 
     def push(self, event_id: int, frame: bytes) -> None:
-        if self.is_overflowed:
+        if self.is_overflowed or event_id in self.replayed:
             return
         if len(self.pending) >= settings.STREAM_CONNECTION_QUEUE:
             # Dropping frames would be a silent gap: end the stream instead, the client replays what it missed.
@@ -71,10 +74,18 @@ class StreamConnection:
         self.pending.clear()
         self.wake.set()
 
-    def drop(self, event_ids: set[int]) -> None:
-        """Forgets queued frames of events already sent (replayed) on this connection."""
-        if event_ids:
-            self.pending = deque(item for item in self.pending if item[0] not in event_ids)
+    def replay_done(self, event_ids: set[int]) -> None:
+        """The replay sent `event_ids`: their live notices, queued already or still to come (a notice follows its
+        commit by the publish and the outbox read, so it can arrive after the replay read the row), are dropped.
+        The ids are forgotten after REPLAYED_MEMORY_SECONDS, long after any such notice."""
+        if not event_ids:
+            return
+        self.pending = deque(item for item in self.pending if item[0] not in event_ids)
+        self.replayed = event_ids
+        asyncio.get_running_loop().call_later(REPLAYED_MEMORY_SECONDS, self._replayed_forget)
+
+    def _replayed_forget(self) -> None:
+        self.replayed = set()
 
     def wants(self, notice: list) -> bool:
         _event_id, type, chat_id, assigned_agent_id, is_private = notice
