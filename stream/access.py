@@ -13,6 +13,13 @@ from core.models import User
 QUEUE_EVENT_TYPES = frozenset({"chat.created", "chat.assigned", "chat.transferred"})
 
 
+def stream_event_audience(*, type: str, chat_id: int | None, assigned_agent_id: int | None,
+                          is_private: bool) -> tuple[bool, int | None]:  # fmt: skip
+    """Which agents receive an event, admins aside (they receive all): (every agent, the one agent's user id or
+    None). The fan-out looks connections up by these two instead of testing each connection."""
+    return type in QUEUE_EVENT_TYPES and not is_private, assigned_agent_id if chat_id is not None else None
+
+
 def stream_event_visible(*, role: str, user_id: int, type: str, chat_id: int | None, assigned_agent_id: int | None,
                          is_private: bool) -> bool:  # fmt: skip
     """Whether a viewer (role, user id) receives an event (its type, chat, the chat's assigned agent, privacy)."""
@@ -20,6 +27,6 @@ def stream_event_visible(*, role: str, user_id: int, type: str, chat_id: int | N
         return True
     if role != User.Role.AGENT:
         return False
-    if chat_id is not None and assigned_agent_id == user_id:
-        return True
-    return type in QUEUE_EVENT_TYPES and not is_private
+    every_agent, agent_id = stream_event_audience(type=type, chat_id=chat_id, assigned_agent_id=assigned_agent_id,
+                                                  is_private=is_private)  # fmt: skip
+    return every_agent or (agent_id is not None and agent_id == user_id)

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from core.models import User
 from core.permissions import IsTenantStaff
-from stream.fanout import StreamConnection, sse_frame, stream_hub
+from stream.fanout import StreamConnection, sse_frame_of, stream_hub
 from stream.selectors import stream_last_event_get, stream_replay_page
 from stream.services import StreamViewer, stream_ticket_consume, stream_ticket_create
 
@@ -69,7 +69,7 @@ def _replay_page(schema_name: str, viewer: StreamViewer, after_id: int) -> list[
     close_old_connections()
     with schema_context(schema_name):
         events = stream_replay_page(viewer=viewer, after_id=after_id, limit=settings.STREAM_REPLAY_BATCH)
-        return [(event.id, sse_frame(event)) for event in events]
+        return [(event.id, sse_frame_of(event)) for event in events]
 
 
 async def stream_api(request):

@@ -1,9 +1,9 @@
 """The ASGI process's fan-out: ONE Redis subscription (a pattern over every tenant's notice channel) and the open
 streams of this process, in memory.
 
-Each notice (stream.services) names events and what the filter needs; the hub picks the connections of that
-tenant that receive each event (stream.access), reads only those events from the outbox (one query per tenant
-per batch of notices, in a worker thread) and appends the SSE frame to each connection's bounded queue.
+Each notice (stream.services) carries an event, what the filter needs and its envelope; the hub picks the
+connections of that tenant that receive it (stream.access, through an index: a notice costs its receivers, not
+a test of every connection) and appends the SSE frame to each one's bounded queue. No database work here.
 Notices are handled one batch at a time, in the order Redis delivered them, so a connection receives events in
 commit order.
 
@@ -19,14 +19,11 @@ import logging
 from collections import deque
 
 import redis.asyncio
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
-from django_tenants.utils import schema_context
 
 from events.delivery import webhook_envelope
-from stream.access import stream_event_visible
-from stream.selectors import stream_events_get
+from core.models import User
+from stream.access import stream_event_audience
 from stream.services import CHANNEL_PATTERN, StreamViewer
 
 logger = logging.getLogger(__name__)
@@ -39,10 +36,15 @@ REPLAYED_MEMORY_SECONDS = 60.0
 _RECENT = 10_000
 
 
-def sse_frame(event) -> bytes:
+def sse_frame(*, public_id: str, type: str, envelope: bytes) -> bytes:
     """An event as one Server-Sent Events frame: `id:` the public event id, `event:` the type, `data:` the
     webhook envelope (JSON escapes line breaks, so the data is one line)."""
-    return b"id: %s\nevent: %s\ndata: %s\n\n" % (event.webhook_id.encode(), event.type.encode(), webhook_envelope(event))
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (public_id.encode(), type.encode(), envelope)
+
+
+def sse_frame_of(event) -> bytes:
+    """The frame of an outbox row (the replay)."""
+    return sse_frame(public_id=event.webhook_id, type=event.type, envelope=webhook_envelope(event))
 
 
 class StreamConnection:
@@ -87,18 +89,49 @@ class StreamConnection:
     def _replayed_forget(self) -> None:
         self.replayed = set()
 
-    def wants(self, notice: list) -> bool:
-        _event_id, type, chat_id, assigned_agent_id, is_private = notice
-        return stream_event_visible(role=self.viewer.role, user_id=self.viewer.user_id, type=type, chat_id=chat_id,
-                                    assigned_agent_id=assigned_agent_id, is_private=is_private)  # fmt: skip
 
 
-def _events_load(schema_name: str, event_ids: list[int]) -> dict:
-    # A worker thread of the loop's default pool (a few threads, each keeping one PostgreSQL connection):
-    # drop a connection that broke or aged out, as a request would.
-    close_old_connections()
-    with schema_context(schema_name):
-        return stream_events_get(event_ids=event_ids)
+class TenantConnections:
+    """One tenant's open streams, indexed the way stream.access.stream_event_audience names receivers: a notice
+    costs the receivers it has, not a test of every connection of the tenant."""
+
+    __slots__ = ("admins", "agents", "agents_by_user")
+
+    def __init__(self):
+        self.admins: set[StreamConnection] = set()
+        self.agents: set[StreamConnection] = set()
+        self.agents_by_user: dict[int, set[StreamConnection]] = {}
+
+    def add(self, connection: StreamConnection) -> None:
+        if connection.viewer.role == User.Role.ADMIN:
+            self.admins.add(connection)
+        elif connection.viewer.role == User.Role.AGENT:
+            self.agents.add(connection)
+            self.agents_by_user.setdefault(connection.viewer.user_id, set()).add(connection)
+
+    def discard(self, connection: StreamConnection) -> None:
+        self.admins.discard(connection)
+        self.agents.discard(connection)
+        own = self.agents_by_user.get(connection.viewer.user_id)
+        if own is not None:
+            own.discard(connection)
+            if not own:
+                del self.agents_by_user[connection.viewer.user_id]
+
+    def __len__(self) -> int:
+        return len(self.admins) + len(self.agents)
+
+    def __iter__(self):
+        yield from self.admins
+        yield from self.agents
+
+    def receivers(self, notice: list) -> list[StreamConnection]:
+        _event_id, type, chat_id, assigned_agent_id, is_private = notice[:5]
+        every_agent, agent_id = stream_event_audience(type=type, chat_id=chat_id, assigned_agent_id=assigned_agent_id,
+                                                      is_private=is_private)  # fmt: skip
+        if every_agent:
+            return [*self.admins, *self.agents]
+        return [*self.admins, *self.agents_by_user.get(agent_id, ())] if agent_id is not None else list(self.admins)
 
 
 class StreamHub:
@@ -106,7 +139,7 @@ class StreamHub:
 
     def __init__(self):
         self.loop = asyncio.get_running_loop()
-        self.connections: dict[str, set[StreamConnection]] = {}
+        self.connections: dict[str, TenantConnections] = {}
         self._ready = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._recent: deque[tuple[str, int]] = deque()
@@ -123,7 +156,7 @@ class StreamHub:
         return True
 
     def register(self, connection: StreamConnection) -> None:
-        self.connections.setdefault(connection.schema_name, set()).add(connection)
+        self.connections.setdefault(connection.schema_name, TenantConnections()).add(connection)
 
     def unregister(self, connection: StreamConnection) -> None:
         connections = self.connections.get(connection.schema_name)
@@ -152,7 +185,7 @@ class StreamHub:
                         if message is None:
                             break
                         batch.append(message)
-                    await self._dispatch_batch(batch)
+                    self._dispatch_batch(batch)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -179,7 +212,7 @@ class StreamHub:
             self._recent_set.discard(self._recent.popleft())
         return True
 
-    async def _dispatch_batch(self, messages: list[dict]) -> None:
+    def _dispatch_batch(self, messages: list[dict]) -> None:
         # Consecutive notices of one tenant are handled together; tenants stay in the order they came.
         groups: list[tuple[str, list]] = []
         for message in messages:
@@ -190,33 +223,18 @@ class StreamHub:
             else:
                 groups.append((schema_name, notices))
         for schema_name, notices in groups:
-            await self._dispatch(schema_name, notices)
+            self._dispatch(schema_name, notices)
 
-    async def _dispatch(self, schema_name: str, notices: list) -> None:
-        connections = list(self.connections.get(schema_name, ()))
-        receivers: dict[int, list[StreamConnection]] = {}
+    def _dispatch(self, schema_name: str, notices: list) -> None:
+        connections = self.connections.get(schema_name)
         for notice in notices:
             if not self._is_new(schema_name, notice[0]) or not connections:
                 continue
-            wanting = [connection for connection in connections if connection.wants(notice)]
+            wanting = connections.receivers(notice)
             if wanting:
-                receivers[notice[0]] = wanting
-        if not receivers:
-            return
-        try:
-            events = await sync_to_async(_events_load, thread_sensitive=False)(schema_name, list(receivers))
-        except Exception:
-            logger.warning("stream events of %s not read; closing their streams", schema_name, exc_info=True)
-            for connection in {connection for wanting in receivers.values() for connection in wanting}:
-                connection.close()
-            return
-        for event_id, wanting in receivers.items():
-            event = events.get(event_id)
-            if event is None:  # removed by retention meanwhile
-                continue
-            frame = sse_frame(event)
-            for connection in wanting:
-                connection.push(event_id, frame)
+                frame = sse_frame(public_id=notice[5], type=notice[1], envelope=notice[6].encode())
+                for connection in wanting:
+                    connection.push(notice[0], frame)
 
 
 _hub: StreamHub | None = None

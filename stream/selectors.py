@@ -1,5 +1,4 @@
-"""The stream's reads from the events outbox: the events a notice names, the event a Last-Event-ID names, and the
-replay after it. Synchronous ORM code: the ASGI view runs it in a worker thread (stream.apis), never on the loop.
+"""The stream's reads from the events outbox: the event a Last-Event-ID names, and the replay after it. Synchronous ORM code: the ASGI view runs it in a worker thread (stream.apis), never on the loop.
 """
 
 import uuid
@@ -14,11 +13,6 @@ from core.models import User
 from events.models import Event
 from stream.access import QUEUE_EVENT_TYPES
 from stream.services import StreamViewer
-
-
-def stream_events_get(*, event_ids: list[int]) -> dict[int, Event]:
-    """The outbox rows of `event_ids` in the current schema, by id."""
-    return {event.id: event for event in Event.objects.filter(id__in=event_ids)}
 
 
 def stream_last_event_get(*, last_event_id: str) -> Event | None:

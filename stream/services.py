@@ -6,9 +6,8 @@ Redis under the tenant's own key, bound to the user; opening a stream takes it w
 racing with one ticket get one stream between them.
 
 Notices: after a transaction that recorded events commits, one message per recording statement goes to the
-tenant's Redis channel `sociomile:<schema>:stream` carrying what the stream's filter needs (docs/stream.md). The ASGI processes
-each hold one pattern subscription over every tenant's channel and read the event itself from the outbox only
-when one of their connections wants it.
+tenant's Redis channel `sociomile:<schema>:stream` carrying what the stream's filter needs and the envelope
+(docs/stream.md). The ASGI processes each hold one pattern subscription over every tenant's channel.
 """
 
 import json
@@ -19,6 +18,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
@@ -87,23 +87,32 @@ def stream_ticket_consume(*, schema_name: str, ticket: str) -> StreamViewer | No
 # statement), so the indexed `created_at` finds them after commit. An event of another transaction written at
 # the very same microsecond is found too: its own notice is then sent twice, and the ASGI process drops the
 # second (stream.fanout keeps the ids it dispatched lately).
-_RECORDED = """
-SELECT event.id, event.type, event.chat_id, chat.assigned_agent_id, event.is_private
-FROM events_event AS event LEFT JOIN conversations_chat AS chat ON chat.id = event.chat_id
-WHERE event.created_at = %s ORDER BY event.id
-"""
 
 
 def stream_notices_publish(*, schema_name: str, recorded_at: datetime) -> None:
     """Publishes the notices of the events recorded at `recorded_at` to the tenant's channel, one message for
-    the statement: a list of [id, type, chat id, assigned agent id, private]. Best effort, after commit: a lost notice is an event a live connection misses
-    until it reconnects with Last-Event-ID (the outbox still has it), never a failed change."""
+    the statement: a list of [id, type, chat id, assigned agent id, private, public id, envelope]. Best effort, after
+    commit: a lost notice is an event a live connection misses until it reconnects with Last-Event-ID (the
+    outbox still has it), never a failed change.
+
+    The envelope rides along (the webhook body, bytes-identical): this query runs anyway to find the events, and
+    an ASGI process that had to read each event back from the outbox paid a thread hop and a PostgreSQL round
+    trip per batch of notices, in every process (bench/README.md, "Figures behind the code")."""
+    from conversations.models import Chat
+    from events.delivery import webhook_envelope
+    from events.models import Event
+
     try:
-        with schema_context(schema_name), connection.cursor() as cursor:
-            cursor.execute(_RECORDED, [recorded_at])
-            rows = cursor.fetchall()
-        if rows:
-            get_redis().publish(stream_channel(schema_name), json.dumps(rows, separators=(",", ":")))
+        with schema_context(schema_name):
+            assigned = Chat.objects.filter(id=OuterRef("chat_id")).values("assigned_agent_id")[:1]
+            events = list(Event.objects.filter(created_at=recorded_at).annotate(assigned=Subquery(assigned)).order_by("id"))
+        if events:
+            notices = [
+                [event.id, event.type, event.chat_id, event.assigned, event.is_private, event.webhook_id,
+                 webhook_envelope(event).decode()]
+                for event in events
+            ]
+            get_redis().publish(stream_channel(schema_name), json.dumps(notices, ensure_ascii=False, separators=(",", ":")))
     except Exception:
         logger.warning("stream notices of %s not published", schema_name, exc_info=True)
 

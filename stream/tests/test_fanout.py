@@ -34,3 +34,31 @@ def test_live_notices_of_replayed_events_are_dropped_queued_or_late():
         assert [event_id for event_id, _frame in connection.pending] == [12, 13]
 
     asyncio.run(run())
+
+
+def test_the_fan_out_index_picks_exactly_the_connections_the_rule_lets_through():
+    import itertools
+
+    from stream.access import stream_event_visible
+    from stream.fanout import TenantConnections
+
+    async def run():
+        tenant = TenantConnections()
+        viewers = [StreamViewer(1, "admin"), StreamViewer(2, "agent"), StreamViewer(2, "agent"), StreamViewer(3, "agent"),
+                   StreamViewer(4, "agent")]  # fmt: skip
+        connections = [StreamConnection(schema_name="alpha", viewer=viewer) for viewer in viewers]
+        for connection in connections:
+            tenant.add(connection)
+        tenant.discard(connections[-1])  # a closed stream receives nothing
+        types = ["chat.created", "chat.assigned", "chat.transferred", "chat.resolved", "message.created", "outbound.sent"]
+        for type, chat_id, assigned, private in itertools.product(types, [None, 9], [None, 1, 2, 3, 4], [False, True]):
+            notice = [1, type, chat_id, assigned, private, "evt_x", "{}"]
+            expected = {
+                id(connection) for connection in connections[:-1]
+                if stream_event_visible(role=connection.viewer.role, user_id=connection.viewer.user_id, type=type,
+                                        chat_id=chat_id, assigned_agent_id=assigned, is_private=private)
+            }  # fmt: skip
+            receivers = tenant.receivers(notice)
+            assert len(receivers) == len(expected) and {id(c) for c in receivers} == expected, notice
+
+    asyncio.run(run())

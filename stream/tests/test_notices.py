@@ -5,6 +5,7 @@ import json
 from django_tenants.utils import schema_context
 
 from core.redis import get_redis
+from events.delivery import webhook_envelope
 from events.models import Event
 from events.services import event_record, events_record
 from stream.services import stream_channel
@@ -37,10 +38,15 @@ def test_one_notice_per_recording_after_commit_with_the_filter_facts(tenant_a, d
         for callback in callbacks:
             callback()
 
-        # one message per recording statement: [id, type, chat id, its assigned agent (no such chat: null), private]
+        # one message per recording statement: [id, type, chat id, its assigned agent (no such chat: null), private,
+        # public id, the webhook envelope]
+        def notice(event, chat_id, private):
+            return [event.id, event.type, chat_id, None, private, event.webhook_id, webhook_envelope(event).decode()]
+
         assert _published(pubsub) == [
-            [[first.id, "chat.created", 7, None, False], [second.id, "message.created", 7, None, True]],
-            [[third.id, "outbound.sent", None, None, False]],
+            [notice(first, 7, False), notice(second, 7, True)],
+            [notice(third, None, False)],
         ]
+        assert json.loads(notice(first, 7, False)[6])["id"] == first.webhook_id
     finally:
         pubsub.close()
