@@ -14,6 +14,7 @@ gone: a gap is never silent.
 """
 
 import asyncio
+import contextvars
 import json
 import logging
 from collections import deque
@@ -148,7 +149,9 @@ class StreamHub:
     async def ensure_subscribed(self, timeout: float = 5.0) -> bool:
         """Starts the subscription unless it runs; True once it is subscribed (False: Redis is unreachable)."""
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._listen(), name="stream-subscription")
+            # A context of its own: the task outlives the request that starts it, and must not inherit its
+            # context (Django's thread-sensitive executor of that request among others).
+            self._task = asyncio.create_task(self._listen(), name="stream-subscription", context=contextvars.Context())
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
         except TimeoutError:
