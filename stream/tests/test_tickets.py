@@ -66,3 +66,22 @@ def test_another_tenants_ticket_is_refused_and_stays_unspent_for_its_own_tenant(
 def test_garbage_tickets_are_refused(tenant_a):
     for ticket in ("", "x" * 101, "*", "nope"):
         assert stream_ticket_consume(schema_name=tenant_a.schema_name, ticket=ticket) is None
+
+
+def test_a_ticket_raced_by_many_connections_opens_exactly_one_stream(tenant_a):
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    # given one ticket and 16 connections presenting it at the same moment
+    user, body = _ticket(tenant_a)
+    barrier = Barrier(16)
+
+    def consume(_index):
+        barrier.wait()
+        return stream_ticket_consume(schema_name=tenant_a.schema_name, ticket=body["ticket"])
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(consume, range(16)))
+
+    # then one of them gets the viewer, the 15 others nothing
+    assert [result for result in results if result is not None] == [StreamViewer(user.pk, "agent")]
