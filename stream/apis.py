@@ -6,7 +6,7 @@ import asyncio
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
-from django.db import close_old_connections, connections
+from django.db import close_old_connections
 from django.http import JsonResponse, StreamingHttpResponse
 from django_tenants.utils import schema_context
 from drf_spectacular.utils import extend_schema
@@ -81,9 +81,6 @@ async def stream_api(request):
     if not isinstance(request, ASGIRequest):
         # Under WSGI an endless response would hold a web thread for its whole life.
         return _error(404, "The stream is served by the ASGI process: route /api/stream to it (docs/stream.md).")
-    # The sync middlewares ran in this request's own thread, which stays parked while the stream is open: it
-    # must not keep a PostgreSQL connection too (the DB work below runs in the loop's small shared pool).
-    await sync_to_async(connections.close_all)()
     hub = stream_hub()
     if not await hub.ensure_subscribed():  # before the ticket is spent
         return JsonResponse({"detail": "The stream is unavailable; retry shortly."}, status=503, headers={"Retry-After": "2"})
@@ -94,10 +91,7 @@ async def stream_api(request):
     )
     if error is not None:
         return error
-    # Subscribed and registered before the replay reads the outbox: an event committed meanwhile is queued
-    # here, and dropped below if the replay already sent it. No gap and no duplicate at the switch.
     connection = StreamConnection(schema_name=schema_name, viewer=viewer)
-    hub.register(connection)
     response = StreamingHttpResponse(_frames(hub, connection, after_id), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each frame on at once
@@ -105,6 +99,10 @@ async def stream_api(request):
 
 
 async def _frames(hub, connection: StreamConnection, after_id: int | None):
+    # Subscribed and registered before the replay reads the outbox: an event committed meanwhile is queued, and
+    # dropped if the replay sent it. No gap and no duplicate at the switch. Registered here, not in the view,
+    # so that the `finally` below always unregisters it (a response never iterated never registers).
+    hub.register(connection)
     try:
         yield b": connected\n\n"
         if after_id is not None:
