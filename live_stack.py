@@ -119,7 +119,7 @@ class LiveStack:
     """PostgreSQL, Redis, gunicorn, Celery workers and beat in a folder of their own (see the module doc)."""
 
     def __init__(self, *, workers: int = 2, worker_concurrency: int = 2, web_workers: int = 2, web_threads: int = 8,
-                 beat: bool = True, extra_env: dict | None = None):  # fmt: skip
+                 beat: bool = True, extra_env: dict | None = None, stream: bool = False):  # fmt: skip
         self.dir = Path(tempfile.mkdtemp(prefix="sociomile-stack-"))
         os.chmod(self.dir, 0o755)
         self.pg_bin = _pg_bindir()
@@ -156,6 +156,10 @@ class LiveStack:
         self.processes: dict[str, subprocess.Popen] = {}
         self._logs: list = []
         self.web_url = f"http://127.0.0.1:{self.web_port}"
+        # The ASGI process of the real-time stream (uvicorn), for the tests that ask for it (stream=True).
+        self.with_stream = stream
+        self.stream_port = free_port()
+        self.stream_url = f"http://127.0.0.1:{self.stream_port}"
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -167,6 +171,8 @@ class LiveStack:
         self.rabbitmq_start()
         self.manage("migrate_schemas", "--noinput")
         self.web_start()
+        if self.with_stream:
+            self.stream_start()
         for index in range(self.worker_count):
             self.worker_start(index, wait=False)
         if self.with_beat:
@@ -347,6 +353,13 @@ class LiveStack:
                             "--timeout", "60", "--graceful-timeout", "10"])  # fmt: skip
         wait_until(lambda: requests.get(f"{self.web_url}/health", headers={"Host": BASE_DOMAIN}, timeout=2).ok,
                    timeout=60, what="gunicorn to answer /health")  # fmt: skip
+
+    def stream_start(self) -> None:
+        """The stream's ASGI process as production runs it (bin/dev, docker-compose.yml): uvicorn on the stack."""
+        self._spawn("stream", [sys.executable, "-m", "uvicorn", "sociomile.asgi:application", "--host", "127.0.0.1",
+                               "--port", str(self.stream_port), "--no-access-log", "--timeout-graceful-shutdown", "5"])  # fmt: skip
+        wait_until(lambda: requests.get(f"{self.stream_url}/health", headers={"Host": BASE_DOMAIN}, timeout=2).ok,
+                   timeout=60, what="uvicorn to answer /health")  # fmt: skip
 
     def worker_name(self, index: int) -> str:
         return f"worker{index}"

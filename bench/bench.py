@@ -47,6 +47,7 @@ from pathlib import Path
 
 from bench import events as events_scenario
 from bench import reports, tenant_scale
+from bench import stream as stream_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -1035,6 +1036,7 @@ SCENARIOS = {
     "tenant_scale": tenant_scale.scenario_tenant_scale,
     "events": events_scenario.scenario_events,
     "reports": reports.scenario_reports,
+    "stream": stream_scenario.scenario_stream,
 }
 
 
@@ -1188,6 +1190,8 @@ def markdown(results: dict) -> str:
         lines += events_scenario.markdown_lines(results["scenarios"]["events"])
     if "reports" in results["scenarios"]:
         lines += reports.markdown_lines(results["scenarios"]["reports"])
+    if "stream" in results["scenarios"]:
+        lines += stream_scenario.markdown_lines(results["scenarios"]["stream"])
     return "\n".join(lines)
 
 
@@ -1218,6 +1222,7 @@ def main() -> None:
     tenant_scale.add_arguments(parser)
     events_scenario.add_arguments(parser)
     reports.add_arguments(parser)
+    stream_scenario.add_arguments(parser)
     args = parser.parse_args()
 
     import django

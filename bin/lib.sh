@@ -204,3 +204,11 @@ rabbitmq_stop() {
   done
   rm -f "$dir/nodename"
 }
+
+# stream_serve PORT: the real-time stream's ASGI process (sociomile/asgi.py under uvicorn, docs/stream.md) in the
+# foreground; exec, so the caller's pid is uvicorn's own (bin/dev stops it by that pid). A proxy routes
+# /api/stream to it and everything else to the WSGI process.
+stream_serve() {
+  exec "$VENV/bin/uvicorn" sociomile.asgi:application --host 0.0.0.0 --port "$1" --no-access-log \
+    --timeout-graceful-shutdown 5
+}

@@ -22,6 +22,7 @@ from core.exceptions import Conflict
 from core.redis import get_redis, tenant_key
 from events.models import Delivery, Event, WebhookEndpoint
 from events.retention import events_retention_mark
+from stream.services import stream_notices_on_commit
 from tenants.models import TenantWork
 from tenants.work import tenant_work_mark, tenant_work_soon
 
@@ -124,9 +125,11 @@ LEFT JOIN core_user AS author ON author.id = message.author_id
 def _record(*, source: str, params: dict) -> int:
     """Writes the events `source` yields and their deliveries; schedules delivery if any. In the caller's
     transaction (opened here if it has none). Returns the deliveries made."""
+    now = timezone.now()
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_RECORD.format(source=source), {**params, "now": timezone.now()})
+        cursor.execute(_RECORD.format(source=source), {**params, "now": now})
         deliveries = cursor.rowcount
+        stream_notices_on_commit(recorded_at=now)
         if deliveries:
             webhook_deliveries_schedule()
         events_retention_mark()

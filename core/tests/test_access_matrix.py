@@ -50,6 +50,7 @@ TENANT_AGENT = "tenant_agent"  # agents only (escalation)
 CLIENT = "client"  # the application token in the path is the credential (device SDKs)
 WEBHOOK = "webhook"  # HMAC signature with the application's webhook secret
 QISCUS = "qiscus"  # the tenant's integration key in X-Sociomile-Integration-Key
+STREAM = "stream"  # a single-use ticket in the query string, read by the ASGI process (refusals: stream/tests)
 
 APP = "api/applications/<str:token>"
 CHAT = f"{APP}/chats/<int:number>"
@@ -132,6 +133,9 @@ ACCESS = {
     (TENANT, "POST api/webhook-deliveries/<uuid:delivery_id>/redeliver"): TENANT_ADMIN,
     # reports
     (TENANT, "GET api/reports/summary"): TENANT_ADMIN,
+    # the real-time stream
+    (TENANT, "POST api/stream/ticket"): TENANT_STAFF,
+    (TENANT, "GET api/stream"): STREAM,
 }
 
 # The wrong credentials each access class must refuse, and with which status.
@@ -147,6 +151,7 @@ REFUSALS = {
     CLIENT: {"other_tenant_token": 401, "platform_token": 401, "other_tenant_application": 404},
     WEBHOOK: {"none": 401, "other_tenant_application": 404},
     QISCUS: {"none": 401, "other_tenant_integration_key": 401},
+    STREAM: {},
 }
 
 # One body for every write: it would be valid input for most endpoints, so a missing check writes something.

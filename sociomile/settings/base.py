@@ -29,6 +29,7 @@ from sociomile.settings.redis import *  # noqa: F403
 from sociomile.settings.reports import *  # noqa: F403
 from sociomile.settings.scheduler import *  # noqa: F403
 from sociomile.settings.security import *  # noqa: F403
+from sociomile.settings.stream import *  # noqa: F403
 from sociomile.settings.tenancy import *  # noqa: F403
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
