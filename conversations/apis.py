@@ -53,6 +53,8 @@ class ApplicationOutputSerializer(serializers.Serializer):
     token = serializers.CharField()
     name = serializers.CharField()
     chats_count = serializers.IntegerField()
+    # The team its chats are routed to (routing app); None: any agent. A new application has none.
+    team = serializers.IntegerField(source="team_id", allow_null=True, default=None)
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
@@ -130,6 +132,10 @@ def _iso_datetime(value: datetime.datetime) -> str:
 
 class ApplicationNameSerializer(serializers.Serializer):
     name = NameField(min_length=1, max_length=255)
+
+
+class ApplicationUpdateSerializer(ApplicationNameSerializer):
+    team = serializers.IntegerField(min_value=1, allow_null=True, required=False, help_text="A team's id (routing), or null")
 
 
 class MessageBodySerializer(serializers.Serializer):
@@ -225,21 +231,27 @@ class ApplicationDetailApi(APIView):
     def get(self, request, token: str):
         return Response(ApplicationOutputSerializer(_application_or_404(token)).data)
 
-    @extend_schema(request=ApplicationNameSerializer, responses={200: ApplicationOutputSerializer})
+    @extend_schema(request=ApplicationUpdateSerializer, responses={200: ApplicationOutputSerializer})
     def put(self, request, token: str):
         return self._update(request, token, partial=False)
 
-    @extend_schema(request=ApplicationNameSerializer, responses={200: ApplicationOutputSerializer})
+    @extend_schema(request=ApplicationUpdateSerializer, responses={200: ApplicationOutputSerializer})
     def patch(self, request, token: str):
         return self._update(request, token, partial=True)
 
     def _update(self, request, token: str, *, partial: bool):
         application = _application_or_404(token)
-        serializer = ApplicationNameSerializer(data=request.data, partial=partial)
+        serializer = ApplicationUpdateSerializer(data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
+        if "team" in serializer.validated_data:
+            # Routing (issue 24): the team is looked up first, so an unknown id changes nothing (400). Imported
+            # here: routing.apis imports this module.
+            from routing.apis import application_team_route
+
+            application_team_route(application=application, team_id=serializer.validated_data["team"])
         if "name" in serializer.validated_data:
             application = application_update(application=application, name=serializer.validated_data["name"])
-        return Response(ApplicationOutputSerializer(application).data)
+        return Response(ApplicationOutputSerializer(_application_or_404(token)).data)
 
 
 # --- chats and messages (client API: the application token in the path is the credential) ----------------

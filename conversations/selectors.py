@@ -23,11 +23,11 @@ def inbound_event_list() -> QuerySet[InboundEvent]:
 
 
 def application_list() -> QuerySet[Application]:
-    return Application.objects.all()
+    return Application.objects.annotate(team_id=F("route__team_id"))  # routing: its team, or None
 
 
 def application_get(*, token: str) -> Application | None:
-    return Application.objects.filter(token=token).first()
+    return application_list().filter(token=token).first()
 
 
 _applications_by_token = RoutingCache("application by schema and token")
