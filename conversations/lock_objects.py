@@ -66,3 +66,16 @@ def agent_lock(*, agent_id: int) -> Agent:
     """The agent's row (with its user), locked FOR NO KEY UPDATE until the transaction ends (fourth in the
     order). NO KEY: rows that only reference the agent (its assignments) can still be written meanwhile."""
     return Agent.objects.select_for_update(no_key=True).select_related("user").get(pk=agent_id)
+
+
+# Waiting chats last, as the drain locks a batch's chats (conversations.services._LOCK_MESSAGE_CHATS).
+_CHATS_LOCK = """
+SELECT id FROM conversations_chat WHERE id = ANY(%s) ORDER BY status = 'waiting', id FOR NO KEY UPDATE
+"""
+
+
+def chats_lock(*, chat_ids: list[int]) -> None:
+    """Several chats' rows (second in the order), locked FOR NO KEY UPDATE until the transaction ends: assigned
+    and resolved ones first, waiting ones last (see the docstring on the engine's exception)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_CHATS_LOCK, [chat_ids])

@@ -21,9 +21,19 @@ from core.openapi import ERROR_RESPONSE
 from core.pagination import CursorPagination, paginate
 from core.permissions import IsTenantAdmin, IsTenantStaff
 from core.serializers import NameField, StrictSerializer
-from routing.models import Team
-from routing.selectors import team_get, team_list
-from routing.services import application_team_set, chat_transfer, team_create, team_delete, team_update
+from conversations.models import Application
+from routing.models import SlaPolicy, Team
+from routing.selectors import sla_policy_get, sla_policy_list, team_get, team_list
+from routing.services import (
+    application_team_set,
+    chat_transfer,
+    sla_policy_create,
+    sla_policy_delete,
+    sla_policy_update,
+    team_create,
+    team_delete,
+    team_update,
+)
 
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 AWAY_MESSAGE_MAX_LENGTH = 2000
@@ -246,3 +256,98 @@ def application_team_route(*, application, team_id: int | None) -> None:
         if team is None:
             raise serializers.ValidationError({"team": ["No team with this id."]})
     application_team_set(application=application, team=team)
+
+
+# --- SLA policies (admin writes, staff reads) -----------------------------------------------------------------
+
+# A day's worth of seconds times a year: targets beyond are input errors, and business time over a longer span
+# would walk years of windows.
+SLA_SECONDS_MAX = 366 * 86400
+
+
+@extend_schema_serializer(component_name="SlaPolicy")
+class SlaPolicyOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    first_response_seconds = serializers.IntegerField()
+    resolution_seconds = serializers.IntegerField()
+    applications = serializers.SerializerMethodField()
+
+    def get_applications(self, policy: SlaPolicy) -> list[str]:
+        return sorted(link.application.token for link in policy.application_links.all())
+
+
+def _applications_of(tokens: list[str]) -> list[Application]:
+    tokens = list(dict.fromkeys(tokens))
+    found = {application.token: application for application in Application.objects.filter(token__in=tokens)}
+    missing = [token for token in tokens if token not in found]
+    if missing:
+        raise serializers.ValidationError({"applications": [f"No application with token {missing[0]}."]})
+    return [found[token] for token in tokens]
+
+
+def _policy_or_404(policy_id: int) -> SlaPolicy:
+    policy = sla_policy_get(policy_id=policy_id)
+    if policy is None:
+        raise Http404("No SLA policy with this id.")
+    return policy
+
+
+class _SlaPolicyFields(StrictSerializer):
+    name = NameField(min_length=1, max_length=255)
+    first_response_seconds = serializers.IntegerField(min_value=1, max_value=SLA_SECONDS_MAX)
+    resolution_seconds = serializers.IntegerField(min_value=1, max_value=SLA_SECONDS_MAX)
+    applications = serializers.ListField(child=serializers.CharField(max_length=64), max_length=1000, required=False, default=list)
+
+
+class SlaPolicyListCreateApi(APIView):
+    pagination_class = CursorPagination
+
+    @extend_schema_serializer(component_name="SlaPolicyCreate")
+    class InputSerializer(_SlaPolicyFields):
+        pass
+
+    def get_permissions(self):
+        return [IsTenantAdmin()] if self.request.method == "POST" else [IsTenantStaff()]
+
+    @extend_schema(responses={200: SlaPolicyOutputSerializer(many=True)})
+    def get(self, request):
+        return paginate(request=request, view=self, queryset=sla_policy_list(), serializer_class=SlaPolicyOutputSerializer, ordering=("id",))
+
+    @extend_schema(request=InputSerializer, responses={201: SlaPolicyOutputSerializer})
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        data["applications"] = _applications_of(data["applications"])
+        policy = sla_policy_create(**data)
+        return Response(SlaPolicyOutputSerializer(sla_policy_get(policy_id=policy.id)).data, status=status.HTTP_201_CREATED)
+
+
+class SlaPolicyDetailApi(APIView):
+    @extend_schema_serializer(component_name="SlaPolicyUpdate")
+    class InputSerializer(_SlaPolicyFields):
+        """Read with partial=True: every field optional, no defaults applied."""
+
+    def get_permissions(self):
+        return [IsTenantStaff()] if self.request.method == "GET" else [IsTenantAdmin()]
+
+    @extend_schema(responses={200: SlaPolicyOutputSerializer})
+    def get(self, request, policy_id: int):
+        return Response(SlaPolicyOutputSerializer(_policy_or_404(policy_id)).data)
+
+    @extend_schema(request=InputSerializer, responses={200: SlaPolicyOutputSerializer})
+    def patch(self, request, policy_id: int):
+        policy = _policy_or_404(policy_id)
+        serializer = self.InputSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        changes = dict(serializer.validated_data)
+        if "applications" in changes:
+            changes["applications"] = _applications_of(changes["applications"])
+        sla_policy_update(policy=policy, **changes)
+        return Response(SlaPolicyOutputSerializer(sla_policy_get(policy_id=policy.id)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, policy_id: int):
+        sla_policy_delete(policy=_policy_or_404(policy_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 
 from conversations.models import Application, Chat
 from routing.hours import hours_is_open, hours_next_open
-from routing.models import ApplicationTeam, ChatTeam, Team
+from routing.models import ApplicationTeam, ChatTeam, SlaPolicy, Team
 
 
 def team_list() -> QuerySet[Team]:
@@ -78,3 +78,11 @@ def routing_waiting_due(*, at: datetime, sweep_at: datetime) -> datetime | None:
         if opening is not None:
             openings.append(opening)
     return min(openings, default=None)
+
+
+def sla_policy_list() -> QuerySet[SlaPolicy]:
+    return SlaPolicy.objects.prefetch_related("application_links__application")
+
+
+def sla_policy_get(*, policy_id: int) -> SlaPolicy | None:
+    return sla_policy_list().filter(id=policy_id).first()

@@ -21,7 +21,7 @@ from conversations.services import message_create
 from core.exceptions import Conflict
 from core.models import User
 from events.services import CHAT_TRANSFERRED, events_record_chats
-from routing.models import ApplicationTeam, ChatTeam, Team
+from routing.models import ApplicationSla, ApplicationTeam, ChatTeam, SlaPolicy, Team
 from routing.selectors import chat_team_get
 
 
@@ -128,3 +128,42 @@ def _chat_requeue_to_team(*, chat: Chat, team: Team) -> None:
             Agent.objects.filter(pk=previous).update(active_chats=F("active_chats") - 1)
     assignment_schedule()
     events_record_chats(type=CHAT_TRANSFERRED, chat_ids=[chat.id])
+
+
+# --- SLA policies ----------------------------------------------------------------------------------------------
+
+
+def _policy_applications_set(*, policy: SlaPolicy, applications: list[Application]) -> None:
+    # An application is under one policy at most: listing it here takes it from another policy.
+    ApplicationSla.objects.filter(policy=policy).exclude(application__in=applications).delete()
+    for application in applications:
+        ApplicationSla.objects.update_or_create(application=application, defaults={"policy": policy})
+
+
+def sla_policy_create(*, name: str, first_response_seconds: int, resolution_seconds: int, applications: list[Application]) -> SlaPolicy:
+    """Creates a policy; the chats its applications receive from now on get its due times (chats already
+    there keep theirs, or none)."""
+    with transaction.atomic():
+        policy = SlaPolicy.objects.create(
+            name=name, first_response_seconds=first_response_seconds, resolution_seconds=resolution_seconds
+        )
+        _policy_applications_set(policy=policy, applications=applications)
+    return policy
+
+
+def sla_policy_update(*, policy: SlaPolicy, **changes) -> SlaPolicy:
+    """Changes a policy; new targets apply to chats that arrive from now on."""
+    with transaction.atomic():
+        applications = changes.pop("applications", None)
+        for field, value in changes.items():
+            setattr(policy, field, value)
+        if changes:
+            policy.save(update_fields=[*changes, "updated_at"])
+        if applications is not None:
+            _policy_applications_set(policy=policy, applications=applications)
+    return policy
+
+
+def sla_policy_delete(*, policy: SlaPolicy) -> None:
+    """Deletes a policy: its applications' new chats get no SLA; chats that have one keep it."""
+    policy.delete()

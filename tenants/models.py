@@ -119,6 +119,7 @@ class TenantWork(models.Model):
         OUTBOUND = "outbound", "Outbound send"
         COUNTS = "counts", "Counts reconcile"
         WEBHOOKS = "webhooks", "Webhook deliveries"
+        SLA = "sla", "SLA breaches"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="work")
     kind = models.CharField(max_length=20, choices=Kind.choices)
