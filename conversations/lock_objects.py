@@ -3,8 +3,11 @@
 A transaction takes any subset of these, always in this order:
 
 1. the tenant's assignment lock (`assignment_lock`): the assignment engine, a manual assignment, the
-   active-chats recount;
-2. chat rows (`chat_lock`, or the engine's requeue statements, which update assigned chats);
+   active-chats recount, a transfer, and every change to what the engine reads of routing (a team's agents
+   or hours, an application's team: routing.services), so a run sees a team before or after an edit;
+2. chat rows (`chat_lock`, `chats_lock`, or the engine's requeue statements, which update assigned chats);
+   then the rows that hang off a chat (routing's ChatTeam and ChatSla), only ever written holding their
+   chat's row or in the drain's batch, which holds its chats (routing.sla);
 3. the tenant's admins' user rows (core.services.user_last_admin_check), when a role or an account changes;
 4. agent rows (`agent_lock`, or any UPDATE of `agents_agent.active_chats`);
 5. the tenant's due-work marks (tenants.work.tenant_work_mark), last of all.
