@@ -226,3 +226,10 @@ def test_a_chat_arriving_while_its_team_is_closed_gets_one_away_message(
         away = list(Message.objects.filter(sender="system").order_by("chat__number").values_list("chat__application_id", "chat__number", "body", "number"))
         assert away == [(application_a.id, 1, "We're closed", 1), (application_a.id, 2, "We're closed", 1)]
         assert Event.objects.filter(type="message.created", data__sender="system").count() == 2
+
+
+def test_the_dispatcher_sends_the_sla_check_to_the_tenant_whose_mark_is_due():
+    from routing.tasks import sla_breaches_check_task
+    from tenants.work import KIND_TASKS
+
+    assert KIND_TASKS["sla"] == sla_breaches_check_task.name

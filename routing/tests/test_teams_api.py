@@ -60,6 +60,7 @@ def test_an_admin_creates_reads_updates_and_deletes_a_team(tenant_a, tenant_a_ad
         ({}, "name"),
         ({"name": ""}, "name"),
         ({"name": "T", "agents": [999999]}, "agents"),
+        ({"name": "T", "agents": [10**20]}, "agents"),
         ({"name": "T", "agents": ["1"]}, "agents"),
         ({"name": "T", "colour": "red"}, "colour"),
         ({"name": "T", "business_hours": {"timezone": "Mars/Olympus", "weekly": []}}, "business_hours"),
@@ -102,6 +103,8 @@ def test_an_application_is_routed_to_a_team_and_back(tenant_a, tenant_a_admin_ap
     unknown = tenant_a_admin_api.patch(url, {"team": team["id"] + 1000, "name": "Renamed"})
     assert unknown.status_code == 400 and "team" in unknown.json()
     assert tenant_a_admin_api.patch(url, {"team": "1"}).status_code == 400
+    assert tenant_a_admin_api.patch(url, {"team": 10**20}).status_code == 400
+    assert tenant_a_admin_api.get("/api/teams/99999999999999999999").status_code == 404
     after = tenant_a_admin_api.get(url).json()
     assert (after["team"], after["name"]) == (team["id"], "Support")
 

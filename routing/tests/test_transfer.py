@@ -104,6 +104,8 @@ def test_an_admin_transfers_a_waiting_chat_to_an_agent(tenant_a, application_a, 
         ("one", 1, {}, 400),
         ("one", 1, {"agent_id": "two", "team_id": "team"}, 400),
         ("one", 1, {"agent_id": 99999999}, 400),
+        ("one", 1, {"agent_id": 10**20}, 400),
+        ("one", 1, {"team_id": 10**20}, 400),
         ("one", 1, {"team_id": 99999999}, 400),
         ("one", 1, {"agent_id": "outsider"}, 400),  # not in the chat's team
         ("one", 1, {"agent_id": "two"}, 409),  # offline
