@@ -6,7 +6,7 @@ from datetime import datetime
 from django.db import connection
 from django.db.models import QuerySet
 
-from conversations.models import Application, Chat
+from conversations.models import Chat
 from routing.hours import hours_is_open, hours_next_open
 from routing.models import ApplicationTeam, ChatTeam, SlaPolicy, Team
 
@@ -19,22 +19,12 @@ def team_get(*, team_id: int) -> Team | None:
     return team_list().filter(id=team_id).first()
 
 
-def application_team_ids(*, application_ids: list[int]) -> dict[int, int]:
-    """application id -> its team's id, for the routed ones among `application_ids`."""
-    return dict(ApplicationTeam.objects.filter(application_id__in=application_ids).values_list("application_id", "team_id"))
-
-
 def chat_team_get(*, chat: Chat) -> Team | None:
     """The team a chat is routed to: the one it was transferred to, else its application's, else none."""
     route = ChatTeam.objects.select_related("team").filter(chat_id=chat.id).first()
     if route is not None:
         return route.team
     route = ApplicationTeam.objects.select_related("team").filter(application_id=chat.application_id).first()
-    return route.team if route is not None else None
-
-
-def application_team_get(*, application: Application) -> Team | None:
-    route = ApplicationTeam.objects.select_related("team").filter(application_id=application.id).first()
     return route.team if route is not None else None
 
 

@@ -3,7 +3,6 @@
 import pytest
 from django_tenants.utils import schema_context
 
-from core.tests.support import api_client, make_user, token_for
 from routing.models import ApplicationTeam, Team
 
 HOURS = {
