@@ -18,7 +18,7 @@ def agent_get(*, agent_id: int) -> Agent | None:
 
 def queue_list() -> QuerySet[Chat]:
     """The waiting chats, next served first."""
-    return Chat.objects.filter(status=Chat.Status.WAITING).select_related("application").order_by(*QUEUE_ORDERING)
+    return Chat.objects.filter(status=Chat.Status.WAITING).select_related("application", "sla").order_by(*QUEUE_ORDERING)
 
 
 def queue_position(*, chat: Chat) -> int:

@@ -415,6 +415,8 @@ def scenario_assignment(args, processes: Processes) -> dict:
     from agents.services import agent_create, assignment_run
     from conversations.models import Chat
     from conversations.services import application_create
+    from routing.models import Team
+    from routing.services import application_team_set, team_create
 
     bench_tenant()
     with schema_context(SLUG):
@@ -438,50 +440,82 @@ def scenario_assignment(args, processes: Processes) -> dict:
         # (b) Arrivals: chats arrive at a steady rate (a batch every 10 ms) while an assigner loops
         # assignment_run back to back, as a worker kept busy by the product's scheduling would; latency is
         # each chat's created_at -> assigned_at as written in its row.
-        arrival = application_create(name=f"arrival-{run_id}")
-        per_tick = max(1, args.assign_rate // 100)
-        total = per_tick * (args.assign_arrivals // per_tick)
-        done = threading.Event()
-        runs = []
+        def arrivals(applications: list) -> dict:
+            per_tick = max(1, args.assign_rate // 100)
+            total = per_tick * (args.assign_arrivals // per_tick)
+            done = threading.Event()
+            runs = []
 
-        def assigner():
-            with schema_context(SLUG):
-                try:
-                    while not done.is_set() or Chat.objects.filter(application=arrival, status="waiting").exists():
-                        started_run = datetime.now(UTC)
-                        count = assignment_run()
-                        runs.append((started_run, datetime.now(UTC), count))
-                finally:
-                    connection.close()
+            def assigner():
+                with schema_context(SLUG):
+                    try:
+                        while not done.is_set() or Chat.objects.filter(application__in=applications, status="waiting").exists():
+                            started_run = datetime.now(UTC)
+                            count = assignment_run()
+                            runs.append((started_run, datetime.now(UTC), count))
+                    finally:
+                        connection.close()
 
-        thread = threading.Thread(target=assigner)
-        thread.start()
-        started = time.perf_counter()
-        with connection.cursor() as cursor:
-            for tick in range(total // per_tick):
-                _waiting_chats_insert(cursor, application_id=arrival.id, count=per_tick)
-                pause = started + (tick + 1) * 0.01 - time.perf_counter()
-                if pause > 0:
-                    time.sleep(pause)
-        arrival_seconds = time.perf_counter() - started
-        done.set()
-        thread.join()
-        # A run stamps assigned_at from the clock it reads after reading each batch of the queue (plus a
-        # microsecond per chat), and its assignments become visible when it commits: the latency counted is
-        # created_at -> the commit of the run that assigned the chat (the run whose start is the last one at
-        # or before its assigned_at).
-        rows = list(arrival.chats.values_list("created_at", "assigned_at"))
-        starts = [start for start, _, _ in runs]
-        latencies, stamped_before_created = [], 0
-        for created, assigned in rows:
-            if assigned is None:
-                continue
-            stamped_before_created += assigned < created
-            run_end = runs[max(0, bisect.bisect_right(starts, assigned) - 1)][1]
-            latencies.append((run_end - created).total_seconds() * 1000)
-        busy = [(end - start).total_seconds() * 1000 for start, end, count in runs if count]
+            thread = threading.Thread(target=assigner)
+            thread.start()
+            started = time.perf_counter()
+            with connection.cursor() as cursor:
+                for tick in range(total // per_tick):
+                    # each tick's chats to the next application in turn (with teams: the next team's)
+                    _waiting_chats_insert(cursor, application_id=applications[tick % len(applications)].id, count=per_tick)
+                    pause = started + (tick + 1) * 0.01 - time.perf_counter()
+                    if pause > 0:
+                        time.sleep(pause)
+            arrival_seconds = time.perf_counter() - started
+            done.set()
+            thread.join()
+            # A run stamps assigned_at from the clock it reads after reading each batch of the queue (plus a
+            # microsecond per chat), and its assignments become visible when it commits: the latency counted is
+            # created_at -> the commit of the run that assigned the chat (the run whose start is the last one at
+            # or before its assigned_at).
+            rows = list(Chat.objects.filter(application__in=applications).values_list("created_at", "assigned_at"))
+            starts = [start for start, _, _ in runs]
+            latencies, stamped_before_created = [], 0
+            for created, assigned in rows:
+                if assigned is None:
+                    continue
+                stamped_before_created += assigned < created
+                run_end = runs[max(0, bisect.bisect_right(starts, assigned) - 1)][1]
+                latencies.append((run_end - created).total_seconds() * 1000)
+            busy = [(end - start).total_seconds() * 1000 for start, end, count in runs if count]
+            return {
+                "chats": total,
+                "offered_rate_per_second": round(total / arrival_seconds),
+                "assigned": len(latencies),
+                "p50_ms": round(_percentile(latencies, 0.5), 1),
+                "p99_ms": round(_percentile(latencies, 0.99), 1),
+                "max_ms": round(max(latencies), 1) if latencies else None,
+                "assignment_runs": len(runs),
+                "runs_that_assigned": len(busy),
+                "median_assigning_run_ms": round(_median(busy), 1),
+                "max_assigning_run_ms": round(max(busy), 1) if busy else None,
+                "assigned_at_before_created_at": stamped_before_created,
+            }
+
+        unrouted = arrivals([application_create(name=f"arrival-{run_id}")])
+
+        # (c) The same arrivals routed to teams (issue 24): the run's agents split over 1 team, then over
+        # `--assign-teams` teams, one application each, chats spread over them in turn. Target: the p99 with 10
+        # teams within 1.5x of one team's.
+        agents = list(Agent.objects.filter(is_online=True).order_by("user_id"))
+        by_teams = {}
+        for team_count in sorted({1, args.assign_teams}):
+            applications = []
+            for index in range(team_count):
+                application = application_create(name=f"teams{team_count}-{index}-{run_id}")
+                team = team_create(name=f"bench-{team_count}-{index}-{run_id}", agents=agents[index::team_count])
+                application_team_set(application=application, team=team)
+                applications.append(application)
+            by_teams[str(team_count)] = arrivals(applications)
+        Team.objects.all().delete()  # later scenarios and runs see no team
         Agent.objects.filter(is_online=True).update(is_online=False)
     connection.close()
+    one, many = by_teams["1"]["p99_ms"], by_teams[str(args.assign_teams)]["p99_ms"]
     return {
         "agents": args.assign_agents,
         "bulk": {
@@ -490,20 +524,13 @@ def scenario_assignment(args, processes: Processes) -> dict:
             "seconds": round(bulk_seconds, 3),
             "assignments_per_second": round(bulk_assigned / bulk_seconds),
         },
-        "arrivals": {
-            "chats": total,
-            "offered_rate_per_second": round(total / arrival_seconds),
-            "assigned": len(latencies),
-            "p50_ms": round(_percentile(latencies, 0.5), 1),
-            "p99_ms": round(_percentile(latencies, 0.99), 1),
-            "max_ms": round(max(latencies), 1) if latencies else None,
-            "assignment_runs": len(runs),
-            "runs_that_assigned": len(busy),
-            "median_assigning_run_ms": round(_median(busy), 1),
-            "max_assigning_run_ms": round(max(busy), 1) if busy else None,
-            "assigned_at_before_created_at": stamped_before_created,
+        "arrivals": unrouted,
+        "teams": {"counts": by_teams, "p99_ratio_many_to_one": round(many / one, 2) if one else None, "many": args.assign_teams},
+        "targets": {
+            "bulk.assignments_per_second": ">= 1000",
+            "arrivals.p99_ms": "<= 100",
+            "teams.p99_ratio_many_to_one": "<= 1.5",
         },
-        "targets": {"bulk.assignments_per_second": ">= 1000", "arrivals.p99_ms": "<= 100"},
     }
 
 
@@ -1109,6 +1136,15 @@ def markdown(results: dict) -> str:
             "Arrival latency is created_at -> commit of the run that assigned the chat (assigned_at is stamped "
             "when the run has read the chat, before its commit, so it is not the moment the assignment became visible).", "",
         ]  # fmt: skip
+        if "teams" in r:
+            t = r["teams"]
+            lines += [
+                "Routed to teams (the same arrivals, the agents split over the teams, one application per team):", "",
+                "| teams | p50 ms | p99 ms | max ms | assigning runs, median / max ms |", "| ---: | ---: | ---: | ---: | ---: |",
+                *[f"| {count} | {x['p50_ms']} | {x['p99_ms']} | {x['max_ms']} | {x['runs_that_assigned']}, "
+                  f"{x['median_assigning_run_ms']} / {x['max_assigning_run_ms']} |" for count, x in t["counts"].items()],
+                "", f"p99 with {t['many']} teams : one team = **{t['p99_ratio_many_to_one']}** (target <= 1.5)", "",
+            ]  # fmt: skip
     if "read_path" in results["scenarios"]:
         r = results["scenarios"]["read_path"]
         names = ("list_first_page", "list_deep_page", "search", "search_deep_page", "search_deep_full_page")
@@ -1210,6 +1246,7 @@ def main() -> None:
     parser.add_argument("--assign-chats", type=int, default=20_000, help="waiting chats for the bulk assignment run")
     parser.add_argument("--assign-arrivals", type=int, default=10_000, help="chats arriving while an assigner runs")
     parser.add_argument("--assign-rate", type=int, default=1000, help="arrival rate, chats/s")
+    parser.add_argument("--assign-teams", type=int, default=10, help="teams the arrivals are routed to, against one team")
     parser.add_argument("--read-sizes", type=int, nargs="+", default=[10_000, 1_000_000], help="messages in the chat")
     parser.add_argument("--read-connections", type=int, default=4, help="wrk connections for the read path")
     parser.add_argument("--read-rounds", type=int, default=3, help="wrk runs per read-path endpoint (median p99)")

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -45,6 +45,7 @@ from core.pagination import CursorPagination, paginate
 from core.parsers import json_decode
 from core.permissions import IsTenantAdmin, IsTenantAgent, IsTenantStaff
 from core.serializers import NameField
+from routing.sla import chat_sla_data
 
 # --- serializers shared by several endpoints -----------------------------------------------------------------
 
@@ -53,8 +54,18 @@ class ApplicationOutputSerializer(serializers.Serializer):
     token = serializers.CharField()
     name = serializers.CharField()
     chats_count = serializers.IntegerField()
+    # The team its chats are routed to (routing app); None: any agent. A new application has none.
+    team = serializers.IntegerField(source="team_id", allow_null=True, default=None)
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
+
+
+class ChatSlaSerializer(serializers.Serializer):
+    """A chat's SLA (routing): its due times in business time, and whether it breached one."""
+
+    first_response_due_at = serializers.DateTimeField(allow_null=True)
+    resolution_due_at = serializers.DateTimeField(allow_null=True)
+    breached = serializers.BooleanField()
 
 
 class ChatOutputSerializer(serializers.Serializer):
@@ -66,6 +77,12 @@ class ChatOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     assigned_at = serializers.DateTimeField(allow_null=True)
     resolved_at = serializers.DateTimeField(allow_null=True)
+    sla = serializers.SerializerMethodField()
+
+    @extend_schema_field(ChatSlaSerializer(allow_null=True))
+    def get_sla(self, chat: Chat) -> dict | None:
+        data = chat_sla_data(chat)  # routing: None for a chat under no SLA policy
+        return None if data is None else ChatSlaSerializer(data).data
 
 
 class InboxChatOutputSerializer(ChatOutputSerializer):
@@ -130,6 +147,10 @@ def _iso_datetime(value: datetime.datetime) -> str:
 
 class ApplicationNameSerializer(serializers.Serializer):
     name = NameField(min_length=1, max_length=255)
+
+
+class ApplicationUpdateSerializer(ApplicationNameSerializer):
+    team = serializers.IntegerField(min_value=1, allow_null=True, required=False, help_text="A team's id (routing), or null")
 
 
 class MessageBodySerializer(serializers.Serializer):
@@ -225,21 +246,27 @@ class ApplicationDetailApi(APIView):
     def get(self, request, token: str):
         return Response(ApplicationOutputSerializer(_application_or_404(token)).data)
 
-    @extend_schema(request=ApplicationNameSerializer, responses={200: ApplicationOutputSerializer})
+    @extend_schema(request=ApplicationUpdateSerializer, responses={200: ApplicationOutputSerializer})
     def put(self, request, token: str):
         return self._update(request, token, partial=False)
 
-    @extend_schema(request=ApplicationNameSerializer, responses={200: ApplicationOutputSerializer})
+    @extend_schema(request=ApplicationUpdateSerializer, responses={200: ApplicationOutputSerializer})
     def patch(self, request, token: str):
         return self._update(request, token, partial=True)
 
     def _update(self, request, token: str, *, partial: bool):
         application = _application_or_404(token)
-        serializer = ApplicationNameSerializer(data=request.data, partial=partial)
+        serializer = ApplicationUpdateSerializer(data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
+        if "team" in serializer.validated_data:
+            # Routing (issue 24): the team is looked up first, so an unknown id changes nothing (400). Imported
+            # here: routing.apis imports this module.
+            from routing.apis import application_team_route
+
+            application_team_route(application=application, team_id=serializer.validated_data["team"])
         if "name" in serializer.validated_data:
             application = application_update(application=application, name=serializer.validated_data["name"])
-        return Response(ApplicationOutputSerializer(application).data)
+        return Response(ApplicationOutputSerializer(_application_or_404(token)).data)
 
 
 # --- chats and messages (client API: the application token in the path is the credential) ----------------
@@ -504,12 +531,17 @@ class ChatInboxListApi(APIView):
             required=False,
             error_messages={"invalid": 'Must be an agent id or "me".'},
         )
+        sla = serializers.ChoiceField(choices=["breached", "due_soon"], required=False)  # routing
 
     @extend_schema(
         parameters=[
             OpenApiParameter("status", enum=Chat.Status.values, required=False),
             OpenApiParameter(
                 "agent", str, required=False, pattern=r"^(me|[1-9][0-9]{0,17})$", description='The assigned agent\'s user id, or "me".'
+            ),
+            OpenApiParameter(
+                "sla", enum=["breached", "due_soon"], required=False,
+                description="breached: the chat's SLA breached; due_soon: not breached, a due time still unmet within SLA_DUE_SOON_SECONDS",
             ),
         ],
         responses={200: InboxChatOutputSerializer(many=True)},
@@ -519,7 +551,9 @@ class ChatInboxListApi(APIView):
         filters.is_valid(raise_exception=True)
         agent = filters.validated_data.get("agent")
         agent_id = None if not agent else request.user.id if agent == "me" else int(agent)
-        chats = chat_inbox_list(status=filters.validated_data.get("status") or None, agent_id=agent_id)
+        chats = chat_inbox_list(
+            status=filters.validated_data.get("status") or None, agent_id=agent_id, sla=filters.validated_data.get("sla")
+        )
         return paginate(
             request=request, view=self, queryset=chats, serializer_class=InboxChatOutputSerializer, ordering=("-created_at",)
         )

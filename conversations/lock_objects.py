@@ -3,8 +3,11 @@
 A transaction takes any subset of these, always in this order:
 
 1. the tenant's assignment lock (`assignment_lock`): the assignment engine, a manual assignment, the
-   active-chats recount;
-2. chat rows (`chat_lock`, or the engine's requeue statements, which update assigned chats);
+   active-chats recount, a transfer, and every change to what the engine reads of routing (a team's agents
+   or hours, an application's team: routing.services), so a run sees a team before or after an edit;
+2. chat rows (`chat_lock`, `chats_lock`, or the engine's requeue statements, which update assigned chats);
+   then the rows that hang off a chat (routing's ChatTeam and ChatSla), only ever written holding their
+   chat's row or in the drain's batch, which holds its chats (routing.sla);
 3. the tenant's admins' user rows (core.services.user_last_admin_check), when a role or an account changes;
 4. agent rows (`agent_lock`, or any UPDATE of `agents_agent.active_chats`);
 5. the tenant's due-work marks (tenants.work.tenant_work_mark), last of all.
@@ -68,3 +71,16 @@ def agent_lock(*, agent_id: int) -> Agent:
     """The agent's row (with its user), locked FOR NO KEY UPDATE until the transaction ends (fourth in the
     order). NO KEY: rows that only reference the agent (its assignments) can still be written meanwhile."""
     return Agent.objects.select_for_update(no_key=True).select_related("user").get(pk=agent_id)
+
+
+# Waiting chats last, as the drain locks a batch's chats (conversations.services._LOCK_MESSAGE_CHATS).
+_CHATS_LOCK = """
+SELECT id FROM conversations_chat WHERE id = ANY(%s) ORDER BY status = 'waiting', id FOR NO KEY UPDATE
+"""
+
+
+def chats_lock(*, chat_ids: list[int]) -> None:
+    """Several chats' rows (second in the order), locked FOR NO KEY UPDATE until the transaction ends: assigned
+    and resolved ones first, waiting ones last (see the docstring on the engine's exception)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_CHATS_LOCK, [chat_ids])

@@ -16,6 +16,7 @@ from conversations.models import (
     Ticket,
 )
 from core.routing import RoutingCache
+from routing.sla import chats_sla_filter
 
 
 def inbound_event_list() -> QuerySet[InboundEvent]:
@@ -23,11 +24,11 @@ def inbound_event_list() -> QuerySet[InboundEvent]:
 
 
 def application_list() -> QuerySet[Application]:
-    return Application.objects.all()
+    return Application.objects.annotate(team_id=F("route__team_id"))  # routing: its team, or None
 
 
 def application_get(*, token: str) -> Application | None:
-    return Application.objects.filter(token=token).first()
+    return application_list().filter(token=token).first()
 
 
 _applications_by_token = RoutingCache("application by schema and token")
@@ -44,23 +45,26 @@ def application_ref_get(*, token: str) -> Application | None:
 
 
 def chat_list(*, application: Application, status: str | None = None) -> QuerySet[Chat]:
-    chats = Chat.objects.filter(application=application)
+    chats = Chat.objects.filter(application=application).select_related("sla")  # routing: the item's `sla`
     if status:
         chats = chats.filter(status=status)
     return chats
 
 
 def chat_get(*, application: Application, number: int) -> Chat | None:
-    return Chat.objects.filter(application=application, number=number).first()
+    return Chat.objects.filter(application=application, number=number).select_related("sla").first()
 
 
-def chat_inbox_list(*, status: str | None = None, agent_id: int | None = None) -> QuerySet[Chat]:
-    """The staff inbox: chats of every application of the tenant, optionally by status and assigned agent."""
-    chats = Chat.objects.select_related("application")
+def chat_inbox_list(*, status: str | None = None, agent_id: int | None = None, sla: str | None = None) -> QuerySet[Chat]:
+    """The staff inbox: chats of every application of the tenant, optionally by status, assigned agent and SLA
+    state (routing.sla.chats_sla_filter)."""
+    chats = Chat.objects.select_related("application", "sla")
     if status:
         chats = chats.filter(status=status)
     if agent_id is not None:
         chats = chats.filter(assigned_agent_id=agent_id)
+    if sla:
+        chats = chats_sla_filter(chats, sla=sla)
     return chats
 
 

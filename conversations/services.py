@@ -21,6 +21,7 @@ from core.models import User
 from core.text import storable_text
 from events.services import TICKET_CREATED, TICKET_UPDATED, event_record_ticket, events_record_creations
 from reports.services import report_creations_persisted
+from routing.sla import routing_creations_persisted
 from tenants.models import TenantWork
 from tenants.work import tenant_work_mark, tenant_work_marks_batched
 
@@ -433,6 +434,7 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
                 for app_id, chat_number in cursor.fetchall():
                     logger.error("queued messages for chat %s of application %s, which does not exist", chat_number, app_id)
         report_creations_persisted(chat_ids=[row[1] for row in inserted_chats], message_ids=[row[1] for row in inserted_messages])
+        routing_creations_persisted(chat_ids=[row[1] for row in inserted_chats], message_ids=[row[1] for row in inserted_messages])
         # The tenant's work marks last, after the chat rows this batch touched: the lock order
         # (conversations.lock_objects).
         if chats_added:

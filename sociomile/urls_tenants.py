@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/", include("events.urls")),
     path("api/", include("reports.urls")),
     path("api/", include("stream.urls")),
+    path("api/", include("routing.urls")),
 ]
 
 handler400 = "core.apis.bad_request"

@@ -120,6 +120,7 @@ class TenantWork(models.Model):
         COUNTS = "counts", "Counts reconcile"
         WEBHOOKS = "webhooks", "Webhook deliveries"
         EVENTS_RETENTION = "events_retention", "Events retention"
+        SLA = "sla", "SLA breaches"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="work")
     kind = models.CharField(max_length=20, choices=Kind.choices)

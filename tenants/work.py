@@ -49,6 +49,7 @@ KIND_TASKS = {
     Kind.COUNTS: "conversations.tasks.counts_reconcile_task",
     Kind.WEBHOOKS: "events.tasks.webhook_deliveries_send_task",
     Kind.EVENTS_RETENTION: "events.tasks.events_retention_task",
+    Kind.SLA: "routing.tasks.sla_breaches_check_task",
 }
 CREATIONS_DRAIN_TASK = "conversations.tasks.creations_persist_task"
 

@@ -5,7 +5,10 @@ Rules (PRODUCT.md, "Asynchronous work"):
 - an agent is eligible when it is online, its user active, and it holds fewer assigned (unresolved) chats
   than its `max_customers`;
 - the eligible agent with the fewest active chats wins; ties go to the one whose last assignment is the
-  oldest (never assigned first), then to the lowest id.
+  oldest (never assigned first), then to the lowest id;
+- a chat routed to a team (routing: its application's team, or the team it was transferred to) goes only to
+  that team's agents, and only while the team is open (business hours): FIFO per team, a team's head being
+  its oldest waiting chat. An agent in several teams is one agent: one count against its max_customers.
 
 Every change that can make an assignment possible schedules a run (`assignment_schedule`): a batch of
 chats persisted, an agent going online or gaining capacity, a chat resolved or transferred. The same call
@@ -17,6 +20,7 @@ safety net costs only tenants that have such work.
 
 import heapq
 import logging
+from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,6 +41,7 @@ from core.exceptions import Conflict
 from core.models import User
 from events.services import CHAT_ASSIGNED, CHAT_RESOLVED, CHAT_TRANSFERRED, events_record_chats
 from reports.services import report_chat_resolved, report_chats_assigned
+from routing.selectors import routing_open_teams, routing_waiting_due
 from tenants.models import TenantWork
 from tenants.work import tenant_work_mark, tenant_work_settle, tenant_work_version
 
@@ -96,13 +101,21 @@ ORDER BY agent.user_id
 FOR NO KEY UPDATE OF agent
 """
 
-# The head of the queue. Locked so that a concurrent resolve of a waiting chat waits for this run.
+# The head of the queue: waiting chats routed to no team, or to a team that is open with an agent who has
+# room (the ids passed), each with that team. A chat transferred to a team's queue is routed by that
+# transfer, else by its application. Chats of a team with no room are left out rather than read and skipped,
+# so that a closed or full team's backlog never fills a round. Locked so that a concurrent resolve of a
+# waiting chat waits for this run (only the chats: the routing rows are read, not locked).
 _WAITING_HEAD = """
-SELECT id, application_id, created_at FROM conversations_chat
-WHERE status = 'waiting'
-ORDER BY created_at, application_id, number
+SELECT chat.id, chat.application_id, chat.created_at, COALESCE(chat_team.team_id, app_team.team_id)
+FROM conversations_chat AS chat
+LEFT JOIN routing_chatteam AS chat_team ON chat_team.chat_id = chat.id
+LEFT JOIN routing_applicationteam AS app_team ON app_team.application_id = chat.application_id
+WHERE chat.status = 'waiting'
+  AND (COALESCE(chat_team.team_id, app_team.team_id) IS NULL OR COALESCE(chat_team.team_id, app_team.team_id) = ANY(%s))
+ORDER BY chat.created_at, chat.application_id, chat.number
 LIMIT %s
-FOR UPDATE
+FOR UPDATE OF chat
 """
 
 # The agent each chat of the batch last timed out with, if its latest stint ended that way.
@@ -171,30 +184,75 @@ def _active_chats_add(cursor, *, agent_ids: list[int | None], delta: int) -> Non
         cursor.execute(_ACTIVE_CHATS_ADD, [list(totals), list(totals.values())])
 
 
-def _pick(heap: list, *, avoid: int | None) -> tuple | None:
-    """Pops the best agent entry, passing over `avoid` when another agent is eligible."""
-    if not heap:
-        return None
-    best = heapq.heappop(heap)
-    if best[2] != avoid or not heap:
-        return best
-    second = heapq.heappop(heap)
-    heapq.heappush(heap, best)
-    return second
+class AgentPool:
+    """The eligible agents with room, as `assignment_round_plan` picks from them. Entries are (active chats,
+    last assigned at (never first), agent id, free slots), and a heap's order is the assignment rule: fewest
+    active chats, then the oldest last assignment, then the lowest id.
+
+    One heap of every agent (for chats routed to no team) and one per open team (its members). An agent in
+    several teams has one state here, so whichever heap it is picked from, the pick uses its one count against
+    max_customers; its entries in the other heaps are then stale and dropped when they reach the top (an entry
+    is current only while it equals the agent's state)."""
+
+    def __init__(self, agents: list[tuple[int, int, datetime | None, int]], teams: dict[int, list[int]] | None = None):
+        self._state: dict[int, tuple[int, datetime, int]] = {}  # agent id -> (active chats, last assigned, free)
+        self._heaps: dict[int | None, list[tuple]] = {None: []}
+        self._teams_of: dict[int, list[int]] = defaultdict(list)
+        for team_id, members in (teams or {}).items():
+            self._heaps[team_id] = []
+            for agent_id in members:
+                self._teams_of[agent_id].append(team_id)
+        for agent_id, max_customers, last_assigned_at, count in agents:
+            if count < max_customers:
+                self._put(agent_id, count, last_assigned_at or _NEVER, max_customers - count)
+
+    def _put(self, agent_id: int, count: int, last_assigned_at: datetime, free: int) -> None:
+        self._state[agent_id] = (count, last_assigned_at, free)
+        entry = (count, last_assigned_at, agent_id, free)
+        heapq.heappush(self._heaps[None], entry)
+        for team_id in self._teams_of.get(agent_id, ()):
+            heapq.heappush(self._heaps[team_id], entry)
+
+    def _top(self, heap: list[tuple]) -> tuple | None:
+        while heap and self._state.get(heap[0][2]) != (heap[0][0], heap[0][1], heap[0][3]):
+            heapq.heappop(heap)
+        return heap[0] if heap else None
+
+    def __bool__(self) -> bool:
+        return bool(self._state)
+
+    def capacity(self) -> int:
+        """Free slots of every agent with room."""
+        return sum(free for _, _, free in self._state.values())
+
+    def teams_with_room(self) -> list[int]:
+        """The open teams with at least one member who has room: the teams whose chats can be served now."""
+        return [team_id for team_id, heap in self._heaps.items() if team_id is not None and self._top(heap) is not None]
+
+    def pick(self, *, team: int | None, avoid: int | None) -> tuple | None:
+        """The best entry for a chat of `team` (None: any agent), passing over `avoid` when another agent of
+        the same heap is eligible; None if nobody can take it (a team closed now has no heap)."""
+        heap = self._heaps.get(team)
+        best = self._top(heap) if heap is not None else None
+        if best is None or best[2] != avoid:
+            return best
+        heapq.heappop(heap)
+        second = self._top(heap)
+        heapq.heappush(heap, best)
+        return second or best
+
+    def take(self, entry: tuple, *, at: datetime) -> None:
+        """The entry's agent got a chat at `at`: one slot fewer, one chat more, its last assignment moved."""
+        count, _, agent_id, free = entry
+        del self._state[agent_id]
+        if free > 1:
+            self._put(agent_id, count + 1, at, free - 1)
 
 
-def assignment_pool(agents: list[tuple[int, int, datetime | None, int]]) -> list[tuple]:
-    """The eligible agents with room, as the heap `assignment_round_plan` picks from: from rows of (agent id,
-    max customers, last assigned at, active chats), entries (active chats, last assigned at (never first),
-    agent id, free slots). The heap's order is the assignment rule: fewest active chats, then the oldest
-    last assignment, then the lowest id."""
-    heap = [
-        (count, last_assigned_at or _NEVER, agent_id, max_customers - count)
-        for agent_id, max_customers, last_assigned_at, count in agents
-        if count < max_customers
-    ]
-    heapq.heapify(heap)
-    return heap
+def assignment_pool(agents: list[tuple[int, int, datetime | None, int]], teams: dict[int, list[int]] | None = None) -> AgentPool:
+    """The pool `assignment_round_plan` picks from: rows of (agent id, max customers, last assigned at, active
+    chats), and the open teams' members (team id -> agent ids)."""
+    return AgentPool(agents, teams)
 
 
 @dataclass
@@ -210,19 +268,30 @@ class RoundPlan:
 
 
 def assignment_round_plan(
-    *, pool: list[tuple], head: list[tuple[int, int, datetime]], avoid: dict[int, int], at: datetime
+    *,
+    pool: AgentPool,
+    head: list[tuple[int, int, datetime]],
+    avoid: dict[int, int],
+    at: datetime,
+    teams: dict[int, int] | None = None,
 ) -> RoundPlan:
     """Decides who gets each chat of `head` ((id, application id, created at), oldest first), in order, until
     the pool runs out. Pure: no database, no clock; `pool` (from `assignment_pool`) is updated in place, so
-    the next round goes on from it. `avoid` names, per chat, the agent it last timed out with (passed over
-    when another agent is eligible). Each assignment gets its own microsecond after `at` (and never before
-    its chat's creation), so assignment times, and the tie-break on them, follow the order of service."""
+    the next round goes on from it. `teams` names, per chat, the team it is routed to (absent: any agent); a
+    chat whose team has no agent with room is passed over, and so are that team's later chats (FIFO per
+    team), while other chats go on being served. `avoid` names, per chat, the agent it last timed out with
+    (passed over when another agent is eligible). Each assignment gets its own microsecond after `at` (and
+    never before its chat's creation), so assignment times, and the tie-break on them, follow the order of
+    service."""
     plan = RoundPlan()
+    teams = teams or {}
     for chat_id, application_id, created_at in head:
-        entry = _pick(pool, avoid=avoid.get(chat_id))
-        if entry is None:
+        if not pool:
             break
-        count, _, agent_id, free = entry
+        entry = pool.pick(team=teams.get(chat_id), avoid=avoid.get(chat_id))
+        if entry is None:
+            continue
+        _, _, agent_id, _ = entry
         at = max(at + timedelta(microseconds=1), created_at)
         plan.chat_ids.append(chat_id)
         plan.agent_ids.append(agent_id)
@@ -230,8 +299,7 @@ def assignment_round_plan(
         plan.last_touch[agent_id] = at
         plan.added[agent_id] = plan.added.get(agent_id, 0) + 1
         plan.assigned.append(ChatAssigned(chat_id, agent_id, application_id))
-        if free > 1:
-            heapq.heappush(pool, (count + 1, at, agent_id, free - 1))
+        pool.take(entry, at=at)
     return plan
 
 
@@ -251,15 +319,18 @@ def assignment_run(*, batch_size: int | None = None) -> int:
         _requeue(cursor, now=timezone.now())
 
         cursor.execute(_ELIGIBLE_AGENTS)
-        pool = assignment_pool(cursor.fetchall())
+        agents = cursor.fetchall()
+        # Read after the agents' locks: a team edit (which takes the assignment lock) is wholly before this run.
+        pool = assignment_pool(agents, teams=routing_open_teams(at=timezone.now()))
         at = _NEVER
         while pool:
-            capacity = sum(entry[3] for entry in pool)
-            requested = min(batch_size, capacity)
-            cursor.execute(_WAITING_HEAD, [requested])
-            head = cursor.fetchall()
-            if not head:
+            requested = min(batch_size, pool.capacity())
+            cursor.execute(_WAITING_HEAD, [pool.teams_with_room(), requested])
+            rows = cursor.fetchall()
+            if not rows:
                 break
+            head = [(chat_id, application_id, created_at) for chat_id, application_id, created_at, _ in rows]
+            teams = {row[0]: row[3] for row in rows if row[3] is not None}
             # The clock is read after the counts and after this batch of chats was read: every resolve the
             # counts reflect committed (and was stamped) before it, so in the history a freed slot always
             # ends before the assignment that reuses it begins; and every chat read committed before it, so
@@ -270,7 +341,7 @@ def assignment_run(*, batch_size: int | None = None) -> int:
             if settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS > 0:
                 cursor.execute(_TIMED_OUT_WITH, [[chat_id for chat_id, _, _ in head]])
                 avoid = dict(cursor.fetchall())
-            plan = assignment_round_plan(pool=pool, head=head, avoid=avoid, at=at)
+            plan = assignment_round_plan(pool=pool, head=head, avoid=avoid, at=at, teams=teams)
             if not plan.chat_ids:
                 break
             at = plan.times[-1]
@@ -435,18 +506,19 @@ WHERE chat.status = 'assigned' AND NOT EXISTS (
 
 def assignment_next_due_at(*, now: datetime) -> datetime | None:
     """When the tenant's assignment work is next due, with no event to trigger it: chats still waiting (no
-    free agent) are looked at again in ASSIGNMENT_SWEEP_SECONDS; else the earliest reply deadline, if the
-    reply timeout is on; else never (None)."""
-    if Chat.objects.filter(status=Chat.Status.WAITING).exists():
-        return now + timedelta(seconds=settings.ASSIGNMENT_SWEEP_SECONDS)
+    free agent) are looked at again in ASSIGNMENT_SWEEP_SECONDS; chats waiting only for a closed team, when
+    the first such team opens (routing); else the earliest reply deadline, if the reply timeout is on; else
+    never (None)."""
+    due = routing_waiting_due(at=now, sweep_at=now + timedelta(seconds=settings.ASSIGNMENT_SWEEP_SECONDS))
     timeout = settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS
     if timeout > 0:
         with connection.cursor() as cursor:
             cursor.execute(_EARLIEST_UNANSWERED_ASSIGNMENT)
             earliest = cursor.fetchone()[0]
         if earliest is not None:
-            return earliest + timedelta(seconds=timeout)
-    return None
+            deadline = earliest + timedelta(seconds=timeout)
+            due = deadline if due is None else min(due, deadline)
+    return due
 
 
 def assignment_work_version() -> int | None:

@@ -63,7 +63,7 @@ def test_seven_chats_two_agents_fifo_balanced_and_resolve_serves_the_oldest(
     ]
     assert set(body["data"][0]) == {
         "number", "status", "customer_id", "assigned_agent", "messages_count", "created_at", "assigned_at",
-        "resolved_at", "application", "position",
+        "resolved_at", "sla", "application", "position",
     }  # fmt: skip
 
     # when the second agent resolves its chat

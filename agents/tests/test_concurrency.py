@@ -67,9 +67,9 @@ CREATORS, CHATS_PER_CREATOR = 2, 100
 RESOLVERS = 3
 
 
-def _hammer(tenant, application: Application) -> None:
-    """Creators add chats while resolvers resolve random assigned chats and run the assignment themselves,
-    racing the worker's runs (two processes), until every chat has been served."""
+def _hammer(tenant, *applications: Application) -> None:
+    """Creators add chats (to each application in turn) while resolvers resolve random assigned chats and run
+    the assignment themselves, racing the worker's runs (two processes), until every chat has been served."""
     schema = tenant.schema_name
     # Arrival order is the time a creation is accepted; two creations in the same microsecond from two
     # threads have no order to respect, so creations take turns (everything else runs concurrently).
@@ -93,13 +93,13 @@ def _hammer(tenant, application: Application) -> None:
     def create(k: int) -> None:
         for i in range(CHATS_PER_CREATOR):
             with creation_turn:
-                chat_create(application=application, customer_id=f"creator{k}-{i}")
+                chat_create(application=applications[i % len(applications)], customer_id=f"creator{k}-{i}")
 
     @guarded
     def resolve(k: int) -> None:
         rng = random.Random(k)
         while not all_served.is_set():
-            chat = Chat.objects.filter(application=application, status=Chat.Status.ASSIGNED).order_by("?").first()
+            chat = Chat.objects.filter(application__in=applications, status=Chat.Status.ASSIGNED).order_by("?").first()
             if chat is not None:
                 try:
                     chat_resolve(chat=chat)  # schedules a run on the worker
@@ -115,8 +115,8 @@ def _hammer(tenant, application: Application) -> None:
 
     def everything_served() -> bool:
         with schema_context(schema):
-            total = Chat.objects.filter(application=application).count()
-            waiting = Chat.objects.filter(application=application, status=Chat.Status.WAITING).count()
+            total = Chat.objects.filter(application__in=applications).count()
+            waiting = Chat.objects.filter(application__in=applications, status=Chat.Status.WAITING).count()
         return (total == CREATORS * CHATS_PER_CREATOR and waiting == 0) or bool(errors)
 
     try:
@@ -180,6 +180,80 @@ def test_under_concurrency_no_agent_ever_exceeds_its_limit_and_chats_are_served_
     # the limits were actually reached: the test did contend for capacity
     assert peak == capacity
     # and every agent's stored active chats is its real number of assigned chats
+    with schema_context(tenant.schema_name):
+        assert {agent.pk: agent.active_chats for agent in Agent.objects.all()} == {
+            agent.pk: agent_active_chats(agent=agent) for agent in Agent.objects.all()
+        }
+
+
+def _peaks(stints: list[dict]) -> dict[int, int]:
+    """Replaying the history: the most chats each agent held at once (a slot freed before the assignment that
+    reused it, at equal times)."""
+    events = defaultdict(list)
+    for stint in stints:
+        events[stint["agent_id"]].append((stint["assigned_at"], 1))
+        if stint["ended_at"] is not None:
+            events[stint["agent_id"]].append((stint["ended_at"], -1))
+    peak = {}
+    for agent_id, timeline in events.items():
+        held = peak[agent_id] = 0
+        for _, change in sorted(timeline):
+            held += change
+            peak[agent_id] = max(peak[agent_id], held)
+    return peak
+
+
+@pytest.mark.worker
+def test_under_concurrency_with_teams_no_agent_exceeds_its_limit_and_each_team_is_served_in_arrival_order(
+    celery_worker, make_live_tenant
+):
+    from routing.services import application_team_set, team_create
+
+    # given two teams sharing one agent (room for 2) besides their own (room for 1 and 2), one application
+    # routed to each, and an unrouted application that any of them serves
+    tenant = make_live_tenant("hammer-teams")
+    with schema_context(tenant.schema_name):
+        first_app, second_app, any_app = (application_create(name=name) for name in ("First", "Second", "Any"))
+        own_first, shared, own_second = (
+            agent_create(email=f"team-agent{i}@example.test", password=PASSWORD, max_customers=limit, is_online=True)
+            for i, limit in enumerate((1, 2, 2))
+        )
+        application_team_set(application=first_app, team=team_create(name="First", agents=[own_first, shared]))
+        application_team_set(application=second_app, team=team_create(name="Second", agents=[shared, own_second]))
+    capacity = {own_first.pk: 1, shared.pk: 2, own_second.pk: 2}
+    members = {first_app.id: {own_first.pk, shared.pk}, second_app.id: {shared.pk, own_second.pk}}
+
+    # when 200 chats arrive across the three applications while three threads resolve and assign and the
+    # worker's two processes assign
+    _hammer(tenant, first_app, second_app, any_app)
+
+    with schema_context(tenant.schema_name):
+        stints = list(Assignment.objects.order_by("id").values("chat_id", "agent_id", "reason", "assigned_at", "ended_at"))
+        chats = {
+            chat_id: (application_id, created_at, number)
+            for chat_id, application_id, created_at, number in Chat.objects.filter(
+                application__in=[first_app, second_app, any_app]
+            ).values_list("id", "application_id", "created_at", "number")
+        }
+
+    # then every chat was assigned exactly once, by the queue, and a routed chat only to its team's agents
+    assert len(stints) == CREATORS * CHATS_PER_CREATOR
+    assert sorted(stint["chat_id"] for stint in stints) == sorted(chats)
+    assert {stint["reason"] for stint in stints} == {"queue"}
+    for stint in stints:
+        application_id = chats[stint["chat_id"]][0]
+        assert stint["agent_id"] in members.get(application_id, set(capacity)), (stint, application_id)
+
+    # and each team served its chats in arrival order (its head is its oldest waiting chat)
+    for application in (first_app, second_app):
+        served = [chats[stint["chat_id"]][1:] for stint in stints if chats[stint["chat_id"]][0] == application.id]
+        assert served == sorted(served)
+        assert len(served) > 60
+
+    # and no agent ever held more chats than its limit, the shared one counted once across its two teams
+    peak = _peaks(stints)
+    assert all(peak[agent_id] <= capacity[agent_id] for agent_id in peak), (peak, capacity)
+    assert peak == capacity  # the limits were reached: the test did contend for capacity
     with schema_context(tenant.schema_name):
         assert {agent.pk: agent.active_chats for agent in Agent.objects.all()} == {
             agent.pk: agent_active_chats(agent=agent) for agent in Agent.objects.all()

@@ -12,7 +12,7 @@ def test_admin_creates_an_application_with_token_and_secret(tenant_a, tenant_a_a
 
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"token", "name", "chats_count", "webhook_secret", "created_at", "updated_at"}
+    assert set(body) == {"token", "name", "chats_count", "team", "webhook_secret", "created_at", "updated_at"}
     assert body["name"] == "Web widget"
     assert body["chats_count"] == 0
     assert re.fullmatch(r"[A-Za-z0-9_-]{32}", body["token"])
@@ -55,7 +55,7 @@ def test_admin_renames_with_put_and_patch(tenant_a_admin_api, application_a):
     assert patch.status_code == 200 and patch.json()["name"] == "Renamed again"
     assert empty_patch.status_code == 200 and empty_patch.json()["name"] == "Renamed again"
     assert tenant_a_admin_api.put(url, {}).status_code == 400
-    assert set(tenant_a_admin_api.get(url).json()) == {"token", "name", "chats_count", "created_at", "updated_at"}
+    assert set(tenant_a_admin_api.get(url).json()) == {"token", "name", "chats_count", "team", "created_at", "updated_at"}
 
 
 def test_unknown_token_is_404(tenant_a_admin_api):

@@ -54,6 +54,7 @@ def test_chat_create_answers_its_number_and_a_drain_persists_the_row(tenant_a, a
         "created_at": body["created_at"],
         "assigned_at": None,
         "resolved_at": None,
+        "sla": None,
     }
     with schema_context(tenant_a.schema_name):
         assert Application.objects.get(id=application_a.id).chats_count == 1

@@ -136,6 +136,18 @@ ACCESS = {
     # the real-time stream
     (TENANT, "POST api/stream/ticket"): TENANT_STAFF,
     (TENANT, "GET api/stream"): STREAM,
+    # routing: teams, SLA policies, transfer (an agent only its own chats: OWNERSHIP_REFUSALS)
+    (TENANT, "GET api/teams"): TENANT_STAFF,
+    (TENANT, "POST api/teams"): TENANT_ADMIN,
+    (TENANT, "GET api/teams/<int:team_id>"): TENANT_STAFF,
+    (TENANT, "PATCH api/teams/<int:team_id>"): TENANT_ADMIN,
+    (TENANT, "DELETE api/teams/<int:team_id>"): TENANT_ADMIN,
+    (TENANT, "GET api/sla-policies"): TENANT_STAFF,
+    (TENANT, "POST api/sla-policies"): TENANT_ADMIN,
+    (TENANT, "GET api/sla-policies/<int:policy_id>"): TENANT_STAFF,
+    (TENANT, "PATCH api/sla-policies/<int:policy_id>"): TENANT_ADMIN,
+    (TENANT, "DELETE api/sla-policies/<int:policy_id>"): TENANT_ADMIN,
+    (TENANT, f"POST {CHAT}/transfer"): TENANT_STAFF,
 }
 
 # The wrong credentials each access class must refuse, and with which status.
@@ -240,7 +252,7 @@ def matrix(tenant_a, tenant_b, platform_token):
         "other_tenant": tenant_b,
         "values": {"token": application.token, "number": 1, "message_number": 1, "ticket_id": 1,
                    "agent_id": agent.id, "message_id": uuid.uuid4(), "tenant_id": tenant_a.id,
-                   "endpoint_id": uuid.uuid4(), "delivery_id": uuid.uuid4()},  # fmt: skip
+                   "endpoint_id": uuid.uuid4(), "delivery_id": uuid.uuid4(), "team_id": 1, "policy_id": 1},  # fmt: skip
         "foreign_values": {"token": foreign.token},
         "foreign_secret": foreign.webhook_secret,
         "tokens": {
@@ -349,6 +361,7 @@ OWNERSHIP_REFUSALS = [
     ("PATCH", "api/agents/{owner}", "other", {"is_online": True}, 403),
     ("PATCH", "api/agents/{other}", "other", {"max_customers": 50}, 403),
     ("POST", f"{OWNED_CHAT}/assign", "owner", {"agent_id": 1}, 403),
+    ("POST", f"{OWNED_CHAT}/transfer", "other", {"agent_id": 1, "note": "taking it"}, 403),
 ]
 
 

@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ("core", "tenants", "conversations", "agents", "scheduler", "integrations")
+APPS = ("core", "tenants", "conversations", "agents", "scheduler", "routing", "integrations")
 
 
 def _module_name(path: Path) -> str:

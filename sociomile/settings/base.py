@@ -12,7 +12,7 @@ before. New settings go to the module of their concern, in a block of their own.
 | `redis.py` | REDIS_URL and Django's cache |
 | `api.py` | REST framework and OpenAPI |
 | `celery.py` | the broker, Celery, periodic work, tenant queues and slots |
-| `conversations.py`, `agents.py`, `scheduler.py`, `events.py` | each app's limits and behaviour |
+| `conversations.py`, `agents.py`, `scheduler.py`, `events.py`, `routing.py` | each app's limits and behaviour |
 | `logs.py` | logging (every line names its schema) |
 """
 
@@ -27,6 +27,7 @@ from sociomile.settings.events import *  # noqa: F403
 from sociomile.settings.logs import *  # noqa: F403
 from sociomile.settings.redis import *  # noqa: F403
 from sociomile.settings.reports import *  # noqa: F403
+from sociomile.settings.routing import *  # noqa: F403
 from sociomile.settings.scheduler import *  # noqa: F403
 from sociomile.settings.security import *  # noqa: F403
 from sociomile.settings.stream import *  # noqa: F403
