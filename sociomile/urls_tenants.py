@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/", include("scheduler.urls")),
     path("api/", include("events.urls")),
     path("api/", include("reports.urls")),
+    path("api/", include("workspace.urls")),
 ]
 
 handler400 = "core.apis.bad_request"

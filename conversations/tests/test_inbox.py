@@ -59,6 +59,7 @@ def test_the_inbox_lists_every_applications_chats_newest_first(tenant_a, two_app
         "created_at": newest["created_at"],
         "assigned_at": None,
         "resolved_at": None,
+        "labels": [],
     }
 
 
