@@ -15,6 +15,7 @@ NUL and lone surrogates never get this far: the JSON parser refuses them in any 
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.validators import MaxLengthValidator, RegexValidator
 from rest_framework import serializers
 
 from core.outbound_urls import OutboundUrlRefused, OutboundUrlUnresolved, outbound_url_check
@@ -54,15 +55,26 @@ class AttachmentUrlField(serializers.CharField):
         return url
 
 
+class AttachmentListSerializer(serializers.ListSerializer):
+    def get_validators(self):
+        # For the schema's maxItems: drf-spectacular reads validators, not the list's max_length (which refuses an
+        # over-long list first, in to_internal_value, so this validator never speaks).
+        return [MaxLengthValidator(self.max_length)] if self.max_length is not None else []
+
+
 class AttachmentSerializer(serializers.Serializer):
     class Meta:
         ref_name = "Attachment"
+        list_serializer_class = AttachmentListSerializer
 
     # Unknown keys refused, as StrictSerializer does for a whole body (whose check reads `initial_data`, which
     # an item of a list does not have): a typo such as "mimetype" must not store an attachment without its type.
     refuses_unknown_fields = True  # core.openapi.AutoSchema: `additionalProperties: false`
 
-    url = AttachmentUrlField(max_length=settings.ATTACHMENT_URL_MAX_LENGTH)
+    # The pattern is for the OpenAPI schema (to_internal_value refuses anything it would, with its own message).
+    url = AttachmentUrlField(
+        max_length=settings.ATTACHMENT_URL_MAX_LENGTH, validators=[RegexValidator(r"\A[Hh][Tt][Tt][Pp][Ss]?://\S+\Z")]
+    )
     mime_type = serializers.RegexField(
         r"\A[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\Z",
         max_length=settings.ATTACHMENT_MIME_TYPE_MAX_LENGTH,
