@@ -129,3 +129,23 @@ def test_another_tenants_staff_token_is_refused(tenant_a, tenant_b, noted_chat):
 
     assert foreign.get(f"{_chat_url(noted_chat)}/messages").status_code == 401
     assert foreign.post(f"{_chat_url(noted_chat)}/messages", {"body": "x", "private": True}).status_code == 401
+
+
+def test_a_note_sent_through_the_api_reaches_only_endpoints_that_opt_in(tenant_a, application_a, client_a, agent_a, agent_a_api, drain):
+    from events.models import Delivery
+    from events.services import webhook_endpoint_create
+
+    with schema_context(tenant_a.schema_name):
+        opted_in = webhook_endpoint_create(url="http://127.0.0.1:9/in", events=["message.created"], include_private=True)
+        opted_out = webhook_endpoint_create(url="http://127.0.0.1:9/out", events=["message.created"])
+    client_a.post(f"/api/applications/{application_a.token}/chats", {"customer_id": "c1"})
+    drain(tenant_a)
+    with schema_context(tenant_a.schema_name):
+        Chat.objects.filter(number=1).update(assigned_agent=agent_a, status=Chat.Status.ASSIGNED)
+    agent_a_api.post(f"{_chat_url(application_a)}/messages", {"body": "internal", "private": True})
+    agent_a_api.post(f"{_chat_url(application_a)}/messages", {"body": "public reply"})
+    drain(tenant_a)
+
+    with schema_context(tenant_a.schema_name):
+        deliveries = sorted(Delivery.objects.values_list("event__data__number", "endpoint_id"))
+    assert deliveries == sorted([(1, opted_in.id), (2, opted_in.id), (2, opted_out.id)])
