@@ -149,3 +149,20 @@ def test_a_note_sent_through_the_api_reaches_only_endpoints_that_opt_in(tenant_a
     with schema_context(tenant_a.schema_name):
         deliveries = sorted(Delivery.objects.values_list("event__data__number", "endpoint_id"))
     assert deliveries == sorted([(1, opted_in.id), (2, opted_in.id), (2, opted_out.id)])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"body": "%s", "private": true}' % ("x" * 10_001),
+        '{"body": "a\\u0000b", "private": true}',
+        '{"body": "\\udc00", "private": true}',
+        '{"body": "", "private": true}',
+    ],
+)
+def test_hostile_note_bodies_are_400_and_queue_nothing(tenant_a, noted_chat, agent_a_api, raw):
+    response = agent_a_api.post(f"{_chat_url(noted_chat)}/messages", data=raw, content_type="application/json")
+
+    assert response.status_code == 400 and ("detail" in response.json() or "body" in response.json())
+    with schema_context(tenant_a.schema_name):
+        assert creations.pending_peek(100) == []
