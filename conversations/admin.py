@@ -8,6 +8,8 @@ from conversations.models import Application, Chat, InboundEvent, Message, Ticke
 from conversations.services import ticket_status_set
 from core.admin import secret_hint, tenant_admin_site
 from core.paginator import CappedCountPaginator
+from workspace.admin import ChatLabelInline
+from workspace.selectors import chats_label_names_annotate
 
 
 @admin.register(Application, site=tenant_admin_site)
@@ -25,8 +27,8 @@ class ApplicationAdmin(admin.ModelAdmin):
 
 class MessageInline(admin.TabularInline):
     model = Message
-    fields = ("number", "sender", "author", "body", "created_at")
-    readonly_fields = ("number", "sender", "author", "created_at")
+    fields = ("number", "sender", "private_note", "author", "body", "attachments", "created_at")
+    readonly_fields = ("number", "sender", "private_note", "author", "attachments", "created_at")
     ordering = ("number",)
     extra = 0
     can_delete = False
@@ -35,6 +37,11 @@ class MessageInline(admin.TabularInline):
     def has_add_permission(self, request, obj=None):
         # Messages are created through the API, which numbers them.
         return False
+
+    @admin.display(description="private note", boolean=True)
+    def private_note(self, message: Message) -> bool:
+        # Staff-only (PRODUCT.md, "Agent workspace"): marked so nobody pastes one to the customer.
+        return message.is_private
 
     def get_formset(self, request, obj=None, **kwargs):
         # A body is editable only where the API would let this user edit it (conversations.access): an agent's
@@ -60,8 +67,8 @@ class ChatAdmin(ChatActionsMixin, admin.ModelAdmin):
     """Chats at scale: no date hierarchy (its year list scans the whole table; the date filter does not),
     counts capped by CappedCountPaginator, and a message-text search through EXISTS, not a join."""
 
-    list_display = ("number", "application", "status", "customer_id", "assigned_agent", "messages_count", "created_at")
-    list_filter = ("status", "application", "assigned_agent", ("created_at", admin.DateFieldListFilter))
+    list_display = ("number", "application", "status", "customer_id", "assigned_agent", "messages_count", "labels", "created_at")
+    list_filter = ("status", "application", "assigned_agent", "chat_labels__label", ("created_at", admin.DateFieldListFilter))
     list_select_related = ("application", "assigned_agent")
     search_fields = ("customer_id",)
     search_help_text = "Customer id (exact), or words of a message."
@@ -72,11 +79,19 @@ class ChatAdmin(ChatActionsMixin, admin.ModelAdmin):
         "application", "number", "status", "assigned_agent", "messages_count",
         "created_at", "updated_at", "assigned_at", "resolved_at",
     )  # fmt: skip
-    inlines = [MessageInline]
+    inlines = [MessageInline, ChatLabelInline]
     actions = ["resolve_chats", "assign_chats"]
     list_per_page = 50
     show_full_result_count = False
     paginator = CappedCountPaginator
+
+    def get_queryset(self, request):
+        # The labels of a page's chats in the page's own query (workspace.selectors).
+        return chats_label_names_annotate(chats=super().get_queryset(request))
+
+    @admin.display(description="labels")
+    def labels(self, chat: Chat) -> str:
+        return ", ".join(chat.label_names or [])
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()

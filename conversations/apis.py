@@ -3,7 +3,7 @@ import re
 import time
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
@@ -46,6 +46,14 @@ from core.parsers import json_decode
 from core.permissions import IsTenantAdmin, IsTenantAgent, IsTenantStaff
 from core.serializers import NameField
 from routing.sla import chat_sla_data
+from workspace.attachments import AttachmentSerializer, attachments_data, attachments_field
+from workspace.selectors import (
+    canned_response_by_shortcut_get,
+    canned_response_render,
+    chat_label_names,
+    chats_label_names_annotate,
+    chats_labelled,
+)
 
 # --- serializers shared by several endpoints -----------------------------------------------------------------
 
@@ -87,6 +95,13 @@ class ChatOutputSerializer(serializers.Serializer):
 
 class InboxChatOutputSerializer(ChatOutputSerializer):
     application = serializers.CharField(source="application.token")
+    # Read from the page's own query (workspace.selectors.chats_label_names_annotate), sorted.
+    labels = serializers.ListField(child=serializers.CharField(), source="label_names")
+
+
+class ChatDetailOutputSerializer(ChatOutputSerializer):
+    # Labels are the team's own classification: shown with a staff token, never to the client (absent).
+    labels = serializers.ListField(child=serializers.CharField(), required=False, help_text="With a staff token only.")
 
 
 class TicketOutputSerializer(serializers.Serializer):
@@ -111,6 +126,9 @@ class MessageOutputSerializer(serializers.Serializer):
     sender = serializers.ChoiceField(choices=Message.Sender.choices)
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
+    # A staff-only note (always false in the client API, which never sees notes) and the references it carries.
+    private = serializers.BooleanField(source="is_private")
+    attachments = AttachmentSerializer(many=True)
 
     def to_representation(self, message):
         """What DRF makes of the fields above, built directly: a page serializes up to 200 messages, and DRF's
@@ -132,6 +150,9 @@ class MessageOutputSerializer(serializers.Serializer):
             "sender": str(message.sender),
             "created_at": _iso_datetime(created_at.astimezone(zone)),
             "updated_at": _iso_datetime(updated_at.astimezone(zone)),
+            "private": bool(message.is_private),
+            # Stored as validated (workspace.attachments): plain dicts of the four fields, written as they are.
+            "attachments": [dict(attachment) for attachment in message.attachments],
         }
 
 
@@ -179,6 +200,69 @@ def _message_body(data) -> str:
     return serializer.validated_data["body"]
 
 
+# --- the agent workspace's message input: private notes, canned responses, attachments (issue 25) ----------
+
+
+class MessageCreateSerializer(serializers.Serializer):
+    """What POST .../messages takes. `body` or `canned` (one of the two); `private` and `canned` need a staff
+    token; `attachments` anyone."""
+
+    class Meta:
+        ref_name = "MessageCreateInput"
+
+    body = serializers.CharField(
+        min_length=1, max_length=settings.MESSAGE_MAX_LENGTH, trim_whitespace=False, required=False
+    )
+    canned = serializers.CharField(
+        min_length=1, max_length=64, trim_whitespace=False, required=False,
+        help_text="A canned response's shortcut (staff): its body, placeholders filled, is sent instead of `body`.",
+    )  # fmt: skip
+    private = serializers.BooleanField(
+        required=False, default=False, help_text="A private note (staff): never shown to the client API."
+    )
+    attachments = attachments_field()
+
+    def validate(self, attrs):
+        if ("body" in attrs) == ("canned" in attrs):
+            raise serializers.ValidationError({"body": ["Send either body or canned (a canned response's shortcut), not both."]})
+        return attrs
+
+
+# The keys that take a message past the plain-body fast path (_message_body).
+_MESSAGE_WORKSPACE_FIELDS = frozenset(("canned", "private", "attachments"))
+
+
+def _message_input(*, data, chat_number: int, application: Application, user: User | None) -> tuple[str, bool, list]:
+    """(body, is_private, attachments) of a message create. A plain `{"body"}` takes the fast path; with a note,
+    a canned response or attachments, MessageCreateSerializer validates it all, and only staff may send a note
+    or a canned response (403: the client's credential, not its input, is what falls short)."""
+    if not (type(data) is dict and _MESSAGE_WORKSPACE_FIELDS & data.keys()):
+        return _message_body(data), False, []
+    serializer = MessageCreateSerializer(data=data)
+    serializer.is_valid(raise_exception=True)
+    validated = serializer.validated_data
+    if user is None and (validated["private"] or "canned" in validated):
+        raise PermissionDenied("Private notes and canned responses need a staff token (an agent's or an admin's).")
+    body = validated.get("body")
+    if "canned" in validated:
+        canned = canned_response_by_shortcut_get(shortcut=validated["canned"])
+        if canned is None:
+            raise serializers.ValidationError({"canned": ["No canned response has this shortcut."]})
+        chat = chat_get(application=application, number=chat_number)
+        if chat is None:
+            # Its placeholders need the chat's row (the customer id): a chat still queued for persistence.
+            raise Http404("No chat with this number (yet: a chat just created is persisted within moments).")
+        body = canned_response_render(canned=canned, chat=chat, agent=user)
+        if len(body) > settings.MESSAGE_MAX_LENGTH:
+            raise serializers.ValidationError(
+                {"canned": [f"Filled in, the response is longer than {settings.MESSAGE_MAX_LENGTH} characters."]}
+            )
+    return body, validated["private"], attachments_data(validated.get("attachments") or [])
+
+
+# --- lookups shared by the views ------------------------------------------------------------------------------
+
+
 def _application_or_404(token: str) -> Application:
     application = application_get(token=token)
     if application is None:
@@ -207,8 +291,9 @@ def _staff_user(request) -> User | None:
     return user if user is not None and getattr(user, "is_tenant_staff", False) else None
 
 
-def _message_or_404(token: str, chat_number: int, number: int) -> Message:
-    message = message_get(chat=_chat_or_404(token, chat_number), number=number)
+def _message_or_404(token: str, chat_number: int, number: int, *, include_private: bool) -> Message:
+    # A private note without a staff token: no such message (404), as if it did not exist.
+    message = message_get(chat=_chat_or_404(token, chat_number), number=number, include_private=include_private)
     if message is None:
         raise Http404("No message with this number.")
     return message
@@ -304,9 +389,13 @@ class ChatListCreateApi(APIView):
 class ChatDetailApi(APIView):
     permission_classes = [AllowAny]
 
-    @extend_schema(responses={200: ChatOutputSerializer})
+    @extend_schema(responses={200: ChatDetailOutputSerializer})
     def get(self, request, token: str, number: int):
-        return Response(ChatOutputSerializer(_chat_or_404(token, number)).data)
+        chat = _chat_or_404(token, number)
+        data = ChatDetailOutputSerializer(chat).data
+        if _staff_user(request) is not None:
+            data["labels"] = chat_label_names(chat=chat)
+        return Response(data)
 
 
 class MessageListCreateApi(APIView):
@@ -315,18 +404,19 @@ class MessageListCreateApi(APIView):
 
     @extend_schema(responses={200: MessageOutputSerializer(many=True)})
     def get(self, request, token: str, number: int):
-        messages = message_list(chat=_chat_or_404(token, number))
+        messages = message_list(chat=_chat_or_404(token, number), include_private=_staff_user(request) is not None)
         return paginate(
             request=request, view=self, queryset=messages, serializer_class=MessageOutputSerializer, ordering=("number",)
         )
 
     @extend_schema(
-        request=MessageBodySerializer,
+        request=MessageCreateSerializer,
         responses={
             202: inline_serializer(
                 "MessageAccepted", fields={"chat_number": serializers.IntegerField(), "number": serializers.IntegerField()}
             ),
-            403: ERROR_RESPONSE,  # an agent token on a chat that is not the agent's
+            # an agent token on a chat that is not the agent's; a private note or canned response without staff token
+            403: ERROR_RESPONSE,
         },
     )
     def post(self, request, token: str, number: int):
@@ -337,12 +427,15 @@ class MessageListCreateApi(APIView):
             # Only the chat's assigned agent (or an admin) replies. That needs the chat's row: while the
             # chat is queued but not persisted, or nobody is assigned, only admins may reply.
             chat_access_check(chat=chat_get(application=application, number=number), user=user, action="reply")
+        body, is_private, attachments = _message_input(data=request.data, chat_number=number, application=application, user=user)
         message_number = message_create(
             application=application,
             chat_number=number,
-            body=_message_body(request.data),
+            body=body,
             sender=Message.Sender.AGENT if user is not None else Message.Sender.CUSTOMER,
             author=user,
+            is_private=is_private,
+            attachments=attachments,
         )
         if message_number is None:
             raise Http404("No chat with this number.")
@@ -354,7 +447,8 @@ class MessageDetailApi(APIView):
 
     @extend_schema(responses={200: MessageOutputSerializer})
     def get(self, request, token: str, number: int, message_number: int):
-        return Response(MessageOutputSerializer(_message_or_404(token, number, message_number)).data)
+        message = _message_or_404(token, number, message_number, include_private=_staff_user(request) is not None)
+        return Response(MessageOutputSerializer(message).data)
 
     @extend_schema(request=MessageBodySerializer, responses={200: MessageOutputSerializer, 403: ERROR_RESPONSE})
     def put(self, request, token: str, number: int, message_number: int):
@@ -365,9 +459,10 @@ class MessageDetailApi(APIView):
         return self._update(request, token, number, message_number)
 
     def _update(self, request, token: str, number: int, message_number: int):
-        message = _message_or_404(token, number, message_number)
+        user = _staff_user(request)
+        message = _message_or_404(token, number, message_number, include_private=user is not None)
         # Only the author's side edits: the client its customers' messages, the author or an admin an agent's.
-        message_access_check(message=message, user=_staff_user(request))
+        message_access_check(message=message, user=user)
         # The body is the only editable field, so PUT and PATCH both require it.
         serializer = MessageBodySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -405,7 +500,13 @@ class MessageSearchApi(APIView):
         paginator = self.pagination_class()
         limit = paginator.get_page_size(request)
         after = paginator.position_after(request)
-        page = message_search_page(chat=chat, query=serializer.validated_data["q"], after=after or 0, limit=limit)
+        page = message_search_page(
+            chat=chat,
+            query=serializer.validated_data["q"],
+            after=after or 0,
+            limit=limit,
+            include_private=_staff_user(request) is not None,
+        )
         return paginator.position_response(
             data=MessageOutputSerializer(page.messages, many=True).data, next_after=page.next_after
         )
@@ -443,6 +544,7 @@ class ChannelWebhookApi(APIView):
         customer_id = serializers.CharField(min_length=1, max_length=255)
         message = serializers.CharField(min_length=1, max_length=settings.MESSAGE_MAX_LENGTH, trim_whitespace=False)
         external_id = serializers.CharField(min_length=1, max_length=255, required=False, allow_null=True)
+        attachments = attachments_field()
 
     @extend_schema(
         request=InputSerializer,
@@ -510,6 +612,7 @@ class ChannelWebhookApi(APIView):
             customer_id=serializer.validated_data["customer_id"],
             body=serializer.validated_data["message"],
             external_id=serializer.validated_data.get("external_id"),
+            attachments=attachments_data(serializer.validated_data.get("attachments") or []),
         )
         return Response(answer, status=status.HTTP_202_ACCEPTED)
 
@@ -532,6 +635,7 @@ class ChatInboxListApi(APIView):
             error_messages={"invalid": 'Must be an agent id or "me".'},
         )
         sla = serializers.ChoiceField(choices=["breached", "due_soon"], required=False)  # routing
+        label = serializers.CharField(min_length=1, max_length=64, required=False)
 
     @extend_schema(
         parameters=[
@@ -542,6 +646,12 @@ class ChatInboxListApi(APIView):
             OpenApiParameter(
                 "sla", enum=["breached", "due_soon"], required=False,
                 description="breached: the chat's SLA breached; due_soon: not breached, a due time still unmet within SLA_DUE_SOON_SECONDS",
+            ),
+            OpenApiParameter(
+                "label",
+                {"type": "string", "minLength": 1, "maxLength": 64},
+                required=False,
+                description="Only chats carrying the label of this name (any case).",
             ),
         ],
         responses={200: InboxChatOutputSerializer(many=True)},
@@ -554,6 +664,9 @@ class ChatInboxListApi(APIView):
         chats = chat_inbox_list(
             status=filters.validated_data.get("status") or None, agent_id=agent_id, sla=filters.validated_data.get("sla")
         )
+        if filters.validated_data.get("label"):
+            chats = chats_labelled(chats=chats, name=filters.validated_data["label"])
+        chats = chats_label_names_annotate(chats=chats)
         return paginate(
             request=request, view=self, queryset=chats, serializer_class=InboxChatOutputSerializer, ordering=("-created_at",)
         )

@@ -82,7 +82,7 @@ def chat_open_for_customer_get(*, application: Application, customer_id: str) ->
 # instances. A page serializes up to 200 of them, and the API writes these fields and no others: a model per
 # row (its __init__, signals, the chat set on each) made fetching and serializing a page measurably slower
 # (bench/README.md, "Figures behind the code"; docs/architecture.md, "Message pages").
-MESSAGE_ROW = ("chat_number", "number", "body", "sender", "created_at", "updated_at")
+MESSAGE_ROW = ("chat_number", "number", "body", "sender", "created_at", "updated_at", "is_private", "attachments")
 
 
 def _message_rows(messages: QuerySet[Message], *, chat: Chat) -> QuerySet:
@@ -92,13 +92,20 @@ def _message_rows(messages: QuerySet[Message], *, chat: Chat) -> QuerySet:
     )
 
 
-def message_list(*, chat: Chat) -> QuerySet:
-    """The chat's messages as MESSAGE_ROW rows, for a page (the paginator orders and slices them)."""
-    return _message_rows(chat.messages.all(), chat=chat)
+def _visible(messages: QuerySet[Message], *, include_private: bool) -> QuerySet[Message]:
+    # Private notes are staff-only (PRODUCT.md, "Agent workspace"): the client API reads as if they did not exist.
+    return messages if include_private else messages.filter(is_private=False)
 
 
-def message_get(*, chat: Chat, number: int) -> Message | None:
-    return Message.objects.filter(chat=chat, number=number).first()
+def message_list(*, chat: Chat, include_private: bool = False) -> QuerySet:
+    """The chat's messages as MESSAGE_ROW rows, for a page (the paginator orders and slices them); private
+    notes only with `include_private` (staff)."""
+    return _message_rows(_visible(chat.messages.all(), include_private=include_private), chat=chat)
+
+
+def message_get(*, chat: Chat, number: int, include_private: bool = False) -> Message | None:
+    """The chat's message with this number; a private note only with `include_private` (staff)."""
+    return _visible(Message.objects.filter(chat=chat, number=number), include_private=include_private).first()
 
 
 # How much of a chat one search page may read (docs/architecture.md, "Search"). A page stops at `limit` matches
@@ -118,7 +125,7 @@ class MessageSearchPage:
     next_after: int | None
 
 
-def message_search_page(*, chat: Chat, query: str, after: int, limit: int) -> MessageSearchPage:
+def message_search_page(*, chat: Chat, query: str, after: int, limit: int, include_private: bool = False) -> MessageSearchPage:
     """Up to `limit` messages of this chat numbered after `after` whose body contains `query` ignoring case
     (ILIKE, with `%`, `_` and `\\` taken literally), by number, reading a bounded window of the chat.
 
@@ -127,7 +134,7 @@ def message_search_page(*, chat: Chat, query: str, after: int, limit: int) -> Me
     (a word in 1% of messages fills a page of 50 in two queries), each at most four times what was read before,
     until the page is full, the chat ends, or SEARCH_MAX_BUCKETS_PER_PAGE buckets were read. A window is one scan
     of the search index (its buckets' keys and the query's trigrams), so its cost follows the window, not the
-    size of the chat or of the tenant."""
+    size of the chat or of the tenant. Private notes only with `include_private` (staff)."""
     last = chat.messages.aggregate(last=Max("number"))["last"] or 0
     start = max(after, 0)
     wanted = limit + 1  # one more than the page, to know whether another match follows it
@@ -138,7 +145,11 @@ def message_search_page(*, chat: Chat, query: str, after: int, limit: int) -> Me
         read_to = min(start + SEARCH_WALK_NUMBERS_PER_PAGE, last)
         found = list(
             _message_rows(
-                chat.messages.filter(number__gt=start, number__lte=read_to, body__trigram_icontains=query), chat=chat
+                _visible(
+                    chat.messages.filter(number__gt=start, number__lte=read_to, body__trigram_icontains=query),
+                    include_private=include_private,
+                ),
+                chat=chat,
             ).order_by("number")[:wanted]
         )
     else:
@@ -150,7 +161,12 @@ def message_search_page(*, chat: Chat, query: str, after: int, limit: int) -> Me
         while True:
             window_end = min(window_start + span, final_bucket)
             found += _search_window(
-                chat=chat, query=query, after=start, buckets=range(window_start, window_end), count=wanted - len(found)
+                chat=chat,
+                query=query,
+                after=start,
+                buckets=range(window_start, window_end),
+                count=wanted - len(found),
+                include_private=include_private,
             )
             read_to = min(window_end * SEARCH_BUCKET_SIZE - 1, last)
             if len(found) >= wanted or window_end >= final_bucket:
@@ -178,7 +194,7 @@ def _has_trigram(query: str) -> bool:
     return False
 
 
-def _search_window(*, chat: Chat, query: str, after: int, buckets: range, count: int) -> list:
+def _search_window(*, chat: Chat, query: str, after: int, buckets: range, count: int, include_private: bool) -> list:
     # The index keys of these buckets of this chat, as one `&&` (array overlap) condition: GIN serves it in the
     # same scan as the trigrams. Not `bucket = ANY(...)` or IN: GIN runs those as one scan per bucket, and the
     # planner may then prefer the trigrams alone, reading every match in the tenant. Neither `chat_id = ...` nor a
@@ -192,7 +208,7 @@ def _search_window(*, chat: Chat, query: str, after: int, buckets: range, count:
     matches = Message.objects.alias(number_plain=F("number") + 0).filter(
         in_buckets, number_plain__gt=after, body__trigram_icontains=query
     )
-    return list(_message_rows(matches, chat=chat).order_by("number")[:count])
+    return list(_message_rows(_visible(matches, include_private=include_private), chat=chat).order_by("number")[:count])
 
 
 def ticket_list(*, status: str | None = None, priority: str | None = None) -> QuerySet[Ticket]:

@@ -251,7 +251,9 @@ def _delivery_claim(*, application: Application, external_id: str) -> inbound.De
         time.sleep(0.02)
 
 
-def webhook_message_receive(*, application: Application, customer_id: str, body: str, external_id: str | None = None) -> dict:
+def webhook_message_receive(
+    *, application: Application, customer_id: str, body: str, external_id: str | None = None, attachments: list[dict] | None = None
+) -> dict:
     """Appends an inbound customer message to the customer's open chat, or to a new one; returns
     `{"chat_number", "message_number"}`. Writes nothing to PostgreSQL (both go through the creations queue).
 
@@ -273,6 +275,7 @@ def webhook_message_receive(*, application: Application, customer_id: str, body:
                 chat_number=chat_number,
                 body=body,
                 sender=Message.Sender.CUSTOMER,
+                attachments=attachments,
                 delivery=(delivery.key, delivery.claim, settings.WEBHOOK_IDEMPOTENCY_TTL_SECONDS) if delivery else None,
             )
             if message_number is not None:
@@ -347,7 +350,7 @@ FROM unnest(%s::bigint[], %s::integer[], %s::integer[], %s::text[], %s::text[], 
 JOIN conversations_chat AS chat ON chat.application_id = r.app AND chat.number = r.chat_number
 LEFT JOIN core_user AS author ON author.id = r.author
 ON CONFLICT (chat_id, number) DO NOTHING
-RETURNING chat_id, id
+RETURNING chat_id, id, is_private
 """
 
 _MISSING_CHATS = """
@@ -425,10 +428,11 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
             cursor.execute(_LOCK_MESSAGE_CHATS, columns[:2])
             cursor.execute(_INSERT_MESSAGES, columns)
             inserted_messages = cursor.fetchall()
-            messages_added.update(row[0] for row in inserted_messages)
+            # `messages_count` counts what the customer sees: private notes are not in it (docs/workspace.md).
+            messages_added.update(row[0] for row in inserted_messages if not row[2])
             if messages_added:
                 cursor.execute(_ADD_MESSAGES_COUNT, [list(messages_added), list(messages_added.values())])
-            if sum(messages_added.values()) < len(messages):
+            if len(inserted_messages) < len(messages):
                 # Only possible if Redis lost a chat's creation; never drop the messages silently.
                 cursor.execute(_MISSING_CHATS, columns[:2])
                 for app_id, chat_number in cursor.fetchall():
@@ -552,7 +556,8 @@ WHERE app.id = a.id AND app.chats_count <> COALESCE(c.total, 0)
 _RECONCILE_MESSAGES_COUNT = """
 UPDATE conversations_chat AS chat SET messages_count = COALESCE(m.total, 0)
 FROM conversations_chat AS c
-LEFT JOIN (SELECT chat_id, count(*) AS total FROM conversations_message GROUP BY chat_id) AS m ON m.chat_id = c.id
+LEFT JOIN (SELECT chat_id, count(*) AS total FROM conversations_message WHERE NOT is_private GROUP BY chat_id) AS m
+       ON m.chat_id = c.id
 WHERE chat.id = c.id AND chat.messages_count <> COALESCE(m.total, 0)
 """
 

@@ -49,8 +49,9 @@ def _host_addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddr
     return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
 
 
-def outbound_url_check(*, url: str) -> None:
-    """Raises OutboundUrlRefused (or its subclass OutboundUrlUnresolved) unless `url` may be called."""
+def outbound_url_check(*, url: str, allow_private: bool | None = None, allowed_hosts: list[str] | None = None) -> None:
+    """Raises OutboundUrlRefused (or its subclass OutboundUrlUnresolved) unless `url` may be called.
+    `allow_private` and `allowed_hosts` default to the webhooks' settings; attachments pass their own."""
     try:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
@@ -58,17 +59,21 @@ def outbound_url_check(*, url: str) -> None:
         raise OutboundUrlRefused("Enter a valid URL.") from error
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise OutboundUrlRefused("Use an http:// or https:// URL with a host name.")
-    _callable_addresses(parts.hostname, port)
+    _callable_addresses(parts.hostname, port, allow_private=allow_private, allowed_hosts=allowed_hosts)
 
 
-def _callable_addresses(host: str, port: int) -> list[str] | None:
+def _callable_addresses(
+    host: str, port: int, *, allow_private: bool | None = None, allowed_hosts: list[str] | None = None
+) -> list[str] | None:
     """The addresses of `host`, resolved once, if every one may be called; None when no check applies
     (OUTBOUND_WEBHOOK_ALLOW_PRIVATE, or a host in OUTBOUND_WEBHOOK_ALLOWED_HOSTS). Raises OutboundUrlRefused
     or OutboundUrlUnresolved."""
-    if settings.OUTBOUND_WEBHOOK_ALLOW_PRIVATE:
+    if settings.OUTBOUND_WEBHOOK_ALLOW_PRIVATE if allow_private is None else allow_private:
         return None
     host = host.rstrip(".").lower()
-    if host in {name.lower() for name in settings.OUTBOUND_WEBHOOK_ALLOWED_HOSTS}:
+    if allowed_hosts is None:
+        allowed_hosts = settings.OUTBOUND_WEBHOOK_ALLOWED_HOSTS
+    if host in {name.lower() for name in allowed_hosts}:
         return None
     addresses = _host_addresses(host, port)
     for address in addresses:

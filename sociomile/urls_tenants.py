@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/", include("reports.urls")),
     path("api/", include("stream.urls")),
     path("api/", include("routing.urls")),
+    path("api/", include("workspace.urls")),
 ]
 
 handler400 = "core.apis.bad_request"

@@ -60,6 +60,7 @@ def test_the_inbox_lists_every_applications_chats_newest_first(tenant_a, two_app
         "assigned_at": None,
         "resolved_at": None,
         "sla": None,
+        "labels": [],
     }
 
 

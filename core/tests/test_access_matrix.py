@@ -33,6 +33,8 @@ from conversations.services import application_create
 from core.models import User
 from core.redis import get_redis
 from tenants.models import Tenant
+from workspace.models import Label
+from workspace.services import canned_response_create, label_create
 
 PLATFORM, TENANT = "platform", "tenant"
 URLCONFS = {PLATFORM: "sociomile.urls_public", TENANT: "sociomile.urls_tenants"}
@@ -148,6 +150,15 @@ ACCESS = {
     (TENANT, "PATCH api/sla-policies/<int:policy_id>"): TENANT_ADMIN,
     (TENANT, "DELETE api/sla-policies/<int:policy_id>"): TENANT_ADMIN,
     (TENANT, f"POST {CHAT}/transfer"): TENANT_STAFF,
+    # the agent workspace: labels, canned responses (private notes ride on POST .../messages: OWNERSHIP_REFUSALS)
+    (TENANT, "GET api/labels"): TENANT_STAFF,
+    (TENANT, "POST api/labels"): TENANT_ADMIN,
+    (TENANT, f"POST {CHAT}/labels/<int:label_id>"): TENANT_STAFF,
+    (TENANT, f"DELETE {CHAT}/labels/<int:label_id>"): TENANT_STAFF,
+    (TENANT, "GET api/canned-responses"): TENANT_STAFF,
+    (TENANT, "POST api/canned-responses"): TENANT_ADMIN,
+    (TENANT, "PATCH api/canned-responses/<int:canned_response_id>"): TENANT_ADMIN,
+    (TENANT, "DELETE api/canned-responses/<int:canned_response_id>"): TENANT_ADMIN,
 }
 
 # The wrong credentials each access class must refuse, and with which status.
@@ -172,7 +183,8 @@ WRITE_BODY = {
     "workers": 2, "payload": {"k": "v"}, "customer_id": "matrix-customer", "body": "matrix", "message": "matrix",
     "title": "Matrix", "status": "closed", "agent_id": 1, "email": "matrix-agent@example.test",
     "password": "Matrix-pass-123", "is_online": True, "to": "+6281234567890", "content": "matrix",
-    "interval_seconds": 5, "room_id": "matrix-room", "service": {"room_id": "matrix-room"},
+    "interval_seconds": 5, "room_id": "matrix-room", "service": {"room_id": "matrix-room"}, "shortcut": "matrix2",
+    "color": "#000000",
 }  # fmt: skip
 
 
@@ -241,6 +253,9 @@ def matrix(tenant_a, tenant_b, platform_token):
     with schema_context(tenant_a.schema_name):
         application = application_create(name="Matrix A")
         allocation_settings_get()  # the lazily made settings row exists before the snapshot
+        # rows for the workspace's paths to name: a refusal must leave them as they are
+        label = label_create(name="matrix")
+        canned = canned_response_create(shortcut="matrix", body="Hello {{customer_id}}")
     with schema_context(tenant_b.schema_name):
         foreign = application_create(name="Matrix B")
         foreign_key = allocation_settings_get().qiscus_integration_key
@@ -252,7 +267,8 @@ def matrix(tenant_a, tenant_b, platform_token):
         "other_tenant": tenant_b,
         "values": {"token": application.token, "number": 1, "message_number": 1, "ticket_id": 1,
                    "agent_id": agent.id, "message_id": uuid.uuid4(), "tenant_id": tenant_a.id,
-                   "endpoint_id": uuid.uuid4(), "delivery_id": uuid.uuid4(), "team_id": 1, "policy_id": 1},  # fmt: skip
+                   "endpoint_id": uuid.uuid4(), "delivery_id": uuid.uuid4(), "team_id": 1, "policy_id": 1,
+                   "label_id": label.id, "canned_response_id": canned.id},  # fmt: skip
         "foreign_values": {"token": foreign.token},
         "foreign_secret": foreign.webhook_secret,
         "tokens": {
@@ -339,13 +355,19 @@ def ownership(tenant_a):
         Message.objects.create(chat=chat, number=1, body="customer wrote", sender=Message.Sender.CUSTOMER)
         Message.objects.create(chat=chat, number=2, body="owner replied", sender=Message.Sender.AGENT, author=owner)
         allocation_settings_get()
+        label_create(name="vip")  # named in the routes as {label}
+        canned_response_create(shortcut="hello", body="Hello {{customer_id}}")
     tokens = {"client": None, **{name: token_for(user, tenant=tenant_a) for name, user in
                                  (("admin", admin), ("owner", owner), ("other", other))}}  # fmt: skip
     return {"tenant": tenant_a, "token": application.token, "tokens": tokens, "owner": owner, "other": other}
 
 
 def _owned_path(ownership, route: str) -> str:
-    return "/" + route.replace("<str:token>", ownership["token"]).format(owner=ownership["owner"].id, other=ownership["other"].id)
+    with schema_context(ownership["tenant"].schema_name):
+        label_id = Label.objects.get(name="vip").id
+    return "/" + route.replace("<str:token>", ownership["token"]).format(
+        owner=ownership["owner"].id, other=ownership["other"].id, label=label_id
+    )
 
 
 # (method, route, credential, body, expected status)
@@ -362,6 +384,13 @@ OWNERSHIP_REFUSALS = [
     ("PATCH", "api/agents/{other}", "other", {"max_customers": 50}, 403),
     ("POST", f"{OWNED_CHAT}/assign", "owner", {"agent_id": 1}, 403),
     ("POST", f"{OWNED_CHAT}/transfer", "other", {"agent_id": 1, "note": "taking it"}, 403),
+    # the agent workspace (issue 25): notes and canned responses are staff's; labels follow the reply rule
+    ("POST", f"{OWNED_CHAT}/messages", "client", {"body": "a note?", "private": True}, 403),
+    ("POST", f"{OWNED_CHAT}/messages", "client", {"canned": "hello"}, 403),
+    ("POST", f"{OWNED_CHAT}/messages", "other", {"body": "a note on another's chat", "private": True}, 403),
+    ("POST", f"{OWNED_CHAT}/messages", "other", {"canned": "hello"}, 403),
+    ("POST", f"{OWNED_CHAT}/labels/{{label}}", "other", {}, 403),
+    ("DELETE", f"{OWNED_CHAT}/labels/{{label}}", "other", {}, 403),
 ]
 
 
@@ -403,6 +432,10 @@ def test_the_owners_side_may_do_what_the_others_may_not(ownership):
     assert send("other", "POST", f"{OWNED_CHAT}/escalate", {"title": "Mine now"}) == 403
     assert send("owner", "POST", f"{OWNED_CHAT}/escalate", {"title": "Refund"}) == 201
     assert send("owner", "PATCH", "api/agents/{owner}", {"is_online": True}) == 200
+    # the owner labels its chat and writes a note on it; an admin takes the label off
+    assert send("owner", "POST", f"{OWNED_CHAT}/labels/{{label}}", {}) == 200
+    assert send("admin", "DELETE", f"{OWNED_CHAT}/labels/{{label}}", {}) == 200
+    assert send("owner", "POST", f"{OWNED_CHAT}/messages", {"body": "internal", "private": True}) == 202
     with schema_context(ownership["tenant"].schema_name):
         assert list(Message.objects.order_by("number").values_list("body", flat=True)) == ["customer fixed a typo", "admin fixed it"]
         assert Ticket.objects.get().created_by_id == ownership["owner"].id

@@ -39,7 +39,7 @@ def test_a_forged_cursor_position_is_a_400_on_every_list(platform_api, tenant_a_
     token = application.token
     tenant_lists = [
         "/api/applications", f"/api/applications/{token}/chats", f"/api/applications/{token}/chats/1/messages",
-        "/api/chats", "/api/tickets", "/api/agents", "/api/outbound-messages",
+        "/api/chats", "/api/tickets", "/api/agents", "/api/outbound-messages", "/api/labels", "/api/canned-responses",
     ]  # fmt: skip
     cursor = _cursor(f"p={position}")
 
@@ -84,6 +84,7 @@ def test_every_forged_cursor_on_every_list_is_a_400_or_a_page(platform_api, tena
 
     from conversations import services
     from scheduler.services import outbound_message_create
+    from workspace.services import canned_response_create, label_create
 
     monkeypatch.setattr(services, "_drain_schedule", lambda: None)  # drained here, below
     with schema_context(tenant_a.schema_name):
@@ -93,11 +94,13 @@ def test_every_forged_cursor_on_every_list_is_a_400_or_a_page(platform_api, tena
         services.creations_persist(batch_size=10)
         for n in range(3):
             outbound_message_create(to=f"+62812345678{n}", content="hi")
+            label_create(name=f"label-{n}")
+            canned_response_create(shortcut=f"canned-{n}", body="hi")
     token = application.token
     lists = [(tenant_a_admin_api, path) for path in (
         "/api/applications", f"/api/applications/{token}/chats", f"/api/applications/{token}/chats/1/messages",
         f"/api/applications/{token}/chats/1/messages/search?q=a", "/api/chats", "/api/tickets", "/api/agents",
-        "/api/queue", "/api/outbound-messages",
+        "/api/queue", "/api/outbound-messages", "/api/labels", "/api/canned-responses",
     )] + [(platform_api, "/api/tenants"), (platform_api, f"/api/tenants/{tenant_a.id}/messages")]  # fmt: skip
 
     # when each is read with every forged cursor, one row a page (so that there is a next page)

@@ -45,6 +45,7 @@ from integrations.qiscus.apis import INTEGRATION_KEY_HEADER
 from scheduler.services import outbound_message_create
 from tenants.models import Tenant
 from tenants.services import tenant_create, tenant_delete
+from workspace.services import canned_response_create, label_create
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "5"))
 # The default run is part of the suite: the same requests every time. A longer run explores at random.
@@ -84,6 +85,8 @@ def _seed_tenant(tenant: Tenant) -> tuple[dict, dict, str, str, str]:
         chat_assign(chat=chat, agent=agent)
         ticket = ticket_create(chat=chat, title="Fuzz", description="", priority="low", created_by=agent.user)
         outbound = outbound_message_create(to="+6281234567890", content="fuzz")
+        label = label_create(name="fuzz")
+        canned = canned_response_create(shortcut="fuzz", body="Hello {{customer_id}}")
         parameters = {
             "token": application.token,
             "number": number,
@@ -91,6 +94,8 @@ def _seed_tenant(tenant: Tenant) -> tuple[dict, dict, str, str, str]:
             "ticket_id": ticket.id,
             "agent_id": agent.pk,
             "message_id": str(outbound.id),
+            "label_id": label.id,
+            "canned_response_id": canned.id,
         }
         # Qiscus' webhooks authenticate with the tenant's integration key, not a user token.
         qiscus_headers = {INTEGRATION_KEY_HEADER: allocation_settings_get().qiscus_integration_key}
@@ -138,6 +143,10 @@ BUSINESS_RULE_400 = {
     "POST /api/webhook-endpoints": "url: as PATCH /api/scheduler's webhook_url; application: an existing token",
     "PATCH /api/webhook-endpoints/{endpoint_id}": "url: as PATCH /api/scheduler's webhook_url",
     "GET /api/reports/summary": "since <= until, at most 366 days, years 2000-2999, tz an IANA name: no schema relates two dates",
+    "POST /api/applications/{token}/chats/{number}/messages": (
+        "body or canned, not both; canned: an existing shortcut; attachments: a url whose host resolves to public addresses"
+    ),
+    "POST /api/channels/{token}/webhook": "attachments: a url whose host resolves to public addresses",
 }
 POSITIVE_STATUSES = ["2xx", "401", "403", "404", "409", "429"]
 

@@ -14,6 +14,7 @@ before. New settings go to the module of their concern, in a block of their own.
 | `celery.py` | the broker, Celery, periodic work, tenant queues and slots |
 | `conversations.py`, `agents.py`, `scheduler.py`, `events.py`, `routing.py` | each app's limits and behaviour |
 | `logs.py` | logging (every line names its schema) |
+| `workspace.py` | the agent workspace: attachments' limits and URL rule |
 """
 
 from pathlib import Path
@@ -32,6 +33,7 @@ from sociomile.settings.scheduler import *  # noqa: F403
 from sociomile.settings.security import *  # noqa: F403
 from sociomile.settings.stream import *  # noqa: F403
 from sociomile.settings.tenancy import *  # noqa: F403
+from sociomile.settings.workspace import *  # noqa: F403
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 

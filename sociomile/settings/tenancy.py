@@ -37,6 +37,7 @@ TENANT_APPS = [
     "reports",
     "stream",  # no models: the stream reads the events outbox
     "routing",
+    "workspace",
     "integrations.qiscus",  # no models of its own (its fields are agents'), so nothing to migrate
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
