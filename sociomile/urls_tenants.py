@@ -14,6 +14,8 @@ urlpatterns = [
     path("api/", include("scheduler.urls")),
     path("api/", include("events.urls")),
     path("api/", include("reports.urls")),
+    path("api/", include("contacts.urls")),
+    path("api/", include("audit.urls")),
 ]
 
 handler400 = "core.apis.bad_request"

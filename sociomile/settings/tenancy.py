@@ -35,6 +35,8 @@ TENANT_APPS = [
     "scheduler",
     "events",
     "reports",
+    "contacts",
+    "audit",
     "integrations.qiscus",  # no models of its own (its fields are agents'), so nothing to migrate
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
