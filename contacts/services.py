@@ -17,7 +17,7 @@ from audit.services import audit_record, audit_targets_rename
 from contacts.models import Contact
 from contacts.selectors import customer_redis_records
 from conversations import creations
-from conversations.models import Chat, Message
+from conversations.models import Chat, Message, Ticket
 from core.exceptions import RetryLater
 from core.redis import get_redis, redis_script_load, tenant_key
 
@@ -115,12 +115,18 @@ def contact_update(*, contact: Contact, **changes) -> Contact:
 
 # --- erasure ------------------------------------------------------------------------------------------------
 
-_SCRUB_EVENTS = """
+# What an erased ticket's title reads (the row stays: its status and dates are the team's work record).
+ERASED_TEXT = "[erased]"
+
+# The events of the customer's chats keep their type and ids (a receiver may still ask about a webhook-id it
+# got) but lose the customer id and every text about them: message bodies and attachments, ticket texts.
+_SCRUB_EVENTS = f"""
 UPDATE events_event SET data = CASE
-        WHEN type = 'message.created' THEN data || '{"customer_id": null, "body": "", "attachments": []}'::jsonb
-        WHEN data ? 'customer_id' THEN data || '{"customer_id": null}'::jsonb
+        WHEN type = 'message.created' THEN data || '{{"customer_id": null, "body": "", "attachments": []}}'::jsonb
+        WHEN type LIKE 'ticket.%%' THEN data || '{{"title": "{ERASED_TEXT}", "description": ""}}'::jsonb
+        WHEN data ? 'customer_id' THEN data || '{{"customer_id": null}}'::jsonb
         ELSE data END
-WHERE chat_id = ANY(%s) AND (data ? 'customer_id' OR type = 'message.created')
+WHERE chat_id = ANY(%s)
 """
 
 _CANCEL_DELIVERIES = """
@@ -182,6 +188,8 @@ def contact_erase(*, customer_id: str) -> dict:
             _, deleted = Message.objects.filter(chat_id__in=chat_ids).delete()
             messages_deleted = deleted.get(Message._meta.label, 0)
             Chat.objects.filter(id__in=chat_ids).update(customer_id=None, messages_count=0)
+            # Staff wrote them, but about the customer: their texts go, the rows stay (status, dates, agent).
+            tickets_scrubbed = Ticket.objects.filter(chat_id__in=chat_ids).update(title=ERASED_TEXT, description="")
             with connection.cursor() as cursor:
                 cursor.execute(_SCRUB_EVENTS, [chat_ids])
                 events_scrubbed = cursor.rowcount
@@ -196,6 +204,7 @@ def contact_erase(*, customer_id: str) -> dict:
             counts = {
                 "chats": len(chats) + scrubbed,
                 "messages": messages_deleted,
+                "tickets_scrubbed": tickets_scrubbed,
                 "queued_messages": removed + removed_late,
                 "dead_creations": dead_removed,
                 "events_scrubbed": events_scrubbed,
