@@ -132,6 +132,13 @@ ACCESS = {
     (TENANT, "POST api/webhook-deliveries/<uuid:delivery_id>/redeliver"): TENANT_ADMIN,
     # reports
     (TENANT, "GET api/reports/summary"): TENANT_ADMIN,
+    # contacts and the audit log (privacy)
+    (TENANT, "GET api/contacts"): TENANT_STAFF,
+    (TENANT, "GET api/contacts/<path:customer_id>"): TENANT_STAFF,
+    (TENANT, "PATCH api/contacts/<path:customer_id>"): TENANT_STAFF,
+    (TENANT, "DELETE api/contacts/<path:customer_id>"): TENANT_ADMIN,
+    (TENANT, "GET api/contacts/<path:customer_id>/export"): TENANT_ADMIN,
+    (TENANT, "GET api/audit-log"): TENANT_ADMIN,
 }
 
 # The wrong credentials each access class must refuse, and with which status.
@@ -235,7 +242,7 @@ def matrix(tenant_a, tenant_b, platform_token):
         "other_tenant": tenant_b,
         "values": {"token": application.token, "number": 1, "message_number": 1, "ticket_id": 1,
                    "agent_id": agent.id, "message_id": uuid.uuid4(), "tenant_id": tenant_a.id,
-                   "endpoint_id": uuid.uuid4(), "delivery_id": uuid.uuid4()},  # fmt: skip
+                   "endpoint_id": uuid.uuid4(), "delivery_id": uuid.uuid4(), "customer_id": "matrix/customer"},  # fmt: skip
         "foreign_values": {"token": foreign.token},
         "foreign_secret": foreign.webhook_secret,
         "tokens": {
