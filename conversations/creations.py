@@ -83,6 +83,10 @@ def lock_key() -> str:
     return _key("creations", "lock")
 
 
+def dead_key() -> str:
+    return _key("creations", "dead")
+
+
 def _run(script: Path, keys: list[str], args: list, seed: Callable[[], None]):
     allocate = redis_script_load(script)
     result = allocate(keys=keys, args=args)
@@ -184,7 +188,7 @@ def pending_count() -> int:
 
 def dead_push(*, record: dict, error: str) -> None:
     """Parks a creation PostgreSQL refused, with the error, for an operator to look at (`creations:dead`)."""
-    get_redis().rpush(_key("creations", "dead"), json.dumps({"record": record, "error": error}))
+    get_redis().rpush(dead_key(), json.dumps({"record": record, "error": error}))
 
 
 FINISHED, RECORDS_WAITING, LEASE_LOST = 1, 0, -1

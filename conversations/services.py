@@ -11,6 +11,8 @@ from django.db.models import Max
 from django.utils import timezone
 
 from agents.services import assignment_runs_deferred, assignment_schedule
+from audit.services import audit_record
+from contacts.services import contacts_touch
 from conversations import creations, inbound
 from conversations.access import chat_access_check
 from conversations.lock_objects import chat_lock
@@ -329,6 +331,7 @@ def ticket_status_set(*, ticket: Ticket, status: str) -> Ticket:
         ticket.status = status
         ticket.save(update_fields=["status", "updated_at"])
         event_record_ticket(type=TICKET_UPDATED, ticket=ticket)
+        audit_record(action="ticket.status_changed", target=ticket, changes={"status": status})
     return ticket
 
 
@@ -439,6 +442,7 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
                     logger.error("queued messages for chat %s of application %s, which does not exist", chat_number, app_id)
         report_creations_persisted(chat_ids=[row[1] for row in inserted_chats], message_ids=[row[1] for row in inserted_messages])
         routing_creations_persisted(chat_ids=[row[1] for row in inserted_chats], message_ids=[row[1] for row in inserted_messages])
+        contacts_touch(chat_ids=[row[1] for row in inserted_chats], message_ids=[row[1] for row in inserted_messages])
         # The tenant's work marks last, after the chat rows this batch touched: the lock order
         # (conversations.lock_objects).
         if chats_added:

@@ -8,6 +8,7 @@ from django.http.request import split_domain_port
 from django.urls import set_urlconf
 from django_tenants.utils import get_public_schema_name
 
+from core.actors import actor_request_bind
 from core.routing import routing_listener_ensure
 from tenants.selectors import tenant_get_for_hostname, tenant_is_served
 
@@ -180,3 +181,15 @@ def _body_discard(request) -> None:
             drained += len(chunk)
     except OSError:  # the client went away: nothing left to keep usable
         return
+
+
+class ActorMiddleware:
+    """Binds the request as the actor's source for the audit log (core.actors): set once here, read by
+    `audit_record` when a service writes, so no service takes an `actor` argument."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        with actor_request_bind(request):
+            return self.get_response(request)

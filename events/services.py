@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from audit.services import audit_record
 from core.exceptions import Conflict
 from core.redis import get_redis, tenant_key
 from events.models import Delivery, Event, WebhookEndpoint
@@ -254,10 +255,13 @@ def webhook_endpoint_create(
     *, url: str, events: list[str], application=None, description: str = "", include_private: bool = False
 ) -> WebhookEndpoint:
     """A new endpoint with a fresh secret (its `secret` is readable on the returned object only now)."""
-    return WebhookEndpoint.objects.create(
-        url=url, events=events, application=application, description=description,
-        include_private=include_private, secret=_new_secret(),
-    )  # fmt: skip
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.create(
+            url=url, events=events, application=application, description=description,
+            include_private=include_private, secret=_new_secret(),
+        )  # fmt: skip
+        audit_record(action="webhook_endpoint.created", target=endpoint, changes={"url": url, "events": events, "application": application, "include_private": include_private})
+    return endpoint
 
 
 def webhook_endpoint_update(*, endpoint: WebhookEndpoint, **changes) -> WebhookEndpoint:
@@ -271,10 +275,11 @@ def webhook_endpoint_update(*, endpoint: WebhookEndpoint, **changes) -> WebhookE
         endpoint.deactivated_at = None
         fields += ["failing_since", "deactivated_at"]
     if fields:
-        endpoint.save(update_fields=[*fields, "updated_at"])
-        if "is_active" in fields and endpoint.is_active:
-            with transaction.atomic():
+        with transaction.atomic():  # the change and its audit entry together
+            endpoint.save(update_fields=[*fields, "updated_at"])
+            if "is_active" in fields and endpoint.is_active:
                 webhook_deliveries_schedule()  # its waiting deliveries go now
+            audit_record(action="webhook_endpoint.updated", target=endpoint, changes={name: changes[name] for name in fields if name in changes})
     return endpoint
 
 
@@ -296,6 +301,7 @@ DELETE FROM events_webhookendpoint WHERE id = %(endpoint_id)s
 def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
     """Deletes the endpoint with its deliveries and their attempts; nothing more is sent to it."""
     with transaction.atomic(), connection.cursor() as cursor:
+        audit_record(action="webhook_endpoint.deleted", target=endpoint, changes={"url": endpoint.url})
         cursor.execute(_ENDPOINT_DELETE, {"endpoint_id": endpoint.id})
 
 
@@ -320,6 +326,7 @@ def webhook_endpoint_rotate_secret(*, endpoint_id: uuid.UUID) -> str:
         endpoint.save(
             update_fields=["secret", "previous_secret", "previous_secret_expires_at", "secret_rotated_at", "updated_at"]
         )
+        audit_record(action="webhook_endpoint.secret_rotated", target=endpoint)
     return endpoint.secret
 
 

@@ -17,6 +17,8 @@ urlpatterns = [
     path("api/", include("stream.urls")),
     path("api/", include("routing.urls")),
     path("api/", include("workspace.urls")),
+    path("api/", include("contacts.urls")),
+    path("api/", include("audit.urls")),
 ]
 
 handler400 = "core.apis.bad_request"

@@ -6,6 +6,7 @@ from django.db import connection, transaction
 
 from agents.models import Agent, AllocationSettings
 from agents.services.schedule import assignment_schedule
+from audit.services import audit_record
 from conversations.lock_objects import agent_lock
 from core.models import User
 from core.services import user_create, user_last_admin_check
@@ -77,6 +78,7 @@ def agent_create(
         )
         if is_online:
             assignment_schedule()
+        audit_record(action="agent.created", target=agent, changes={"email": user.email, "role": role, "max_customers": agent.max_customers, "is_online": is_online})
     return agent
 
 
@@ -124,6 +126,7 @@ def agent_update(
             agent.user.save(update_fields=user_fields)
         if more_room:
             assignment_schedule()
+        audit_record(action="agent.updated", target=agent, changes={name: getattr(agent.user if name in user_fields else agent, name) for name in agent_fields + user_fields}, skip_if_unchanged=True)
     return agent
 
 

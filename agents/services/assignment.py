@@ -34,6 +34,7 @@ from agents.hooks import ChatAssigned, chats_assigned_announce
 from agents.models import Agent, Assignment
 from agents.services.agents import agents_ensure
 from agents.services.schedule import _assignment_run_schedule, assignment_schedule, deferred_runs
+from audit.services import audit_record
 from conversations.access import chat_access_check
 from conversations.lock_objects import agent_lock, assignment_lock, chat_lock
 from conversations.models import Chat
@@ -395,6 +396,7 @@ def chat_resolve(*, chat: Chat, by: User | None = None) -> Chat:
         if held_capacity:
             assignment_schedule()
         events_record_chats(type=CHAT_RESOLVED, chat_ids=[chat.id])
+        audit_record(action="chat.resolved", target=chat)
     return chat
 
 
@@ -441,6 +443,7 @@ def chat_assign(*, chat: Chat, agent: Agent) -> Chat:
             tenant_work_mark(kind=TenantWork.Kind.ASSIGNMENT, due_at=deadline)
         chats_assigned_announce([ChatAssigned(chat.id, agent.pk, chat.application_id)])
         events_record_chats(type=CHAT_TRANSFERRED if transferred else CHAT_ASSIGNED, chat_ids=[chat.id])
+        audit_record(action="chat.transferred" if transferred else "chat.assigned", target=chat, changes={"agent": agent.pk})
     return chat
 
 

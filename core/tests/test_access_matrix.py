@@ -159,6 +159,13 @@ ACCESS = {
     (TENANT, "POST api/canned-responses"): TENANT_ADMIN,
     (TENANT, "PATCH api/canned-responses/<int:canned_response_id>"): TENANT_ADMIN,
     (TENANT, "DELETE api/canned-responses/<int:canned_response_id>"): TENANT_ADMIN,
+    # contacts and the audit log (privacy)
+    (TENANT, "GET api/contacts"): TENANT_STAFF,
+    (TENANT, "GET api/contacts/<path:customer_id>"): TENANT_STAFF,
+    (TENANT, "PATCH api/contacts/<path:customer_id>"): TENANT_STAFF,
+    (TENANT, "DELETE api/contacts/<path:customer_id>"): TENANT_ADMIN,
+    (TENANT, "GET api/contacts/<path:customer_id>/export"): TENANT_ADMIN,
+    (TENANT, "GET api/audit-log"): TENANT_ADMIN,
 }
 
 # The wrong credentials each access class must refuse, and with which status.
@@ -268,7 +275,7 @@ def matrix(tenant_a, tenant_b, platform_token):
         "values": {"token": application.token, "number": 1, "message_number": 1, "ticket_id": 1,
                    "agent_id": agent.id, "message_id": uuid.uuid4(), "tenant_id": tenant_a.id,
                    "endpoint_id": uuid.uuid4(), "delivery_id": uuid.uuid4(), "team_id": 1, "policy_id": 1,
-                   "label_id": label.id, "canned_response_id": canned.id},  # fmt: skip
+                   "label_id": label.id, "canned_response_id": canned.id, "customer_id": "matrix/customer"},  # fmt: skip
         "foreign_values": {"token": foreign.token},
         "foreign_secret": foreign.webhook_secret,
         "tokens": {

@@ -80,6 +80,11 @@ def _qiscus_room_key(room_id: str) -> str:
     return tenant_key(connection.schema_name, "qiscus", "room", room_id)
 
 
+def qiscus_customer_keys(customer_id: str) -> list[str]:
+    """The Redis records this adapter keeps for a customer (contacts.hooks): its room's queued chat."""
+    return [_qiscus_room_key(customer_id)]
+
+
 def qiscus_room_allocate(*, room_id: str, candidate_agent: dict | None = None) -> tuple[Application, int, bool]:
     """Qiscus asks for an agent for `room_id`: the room joins the FIFO queue as a waiting chat of the Qiscus
     application (customer_id = room id), through the normal creation path.

@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name
 
+from audit.services import audit_record
 from core.redis import tenant_key
 from core.text import visible_ascii_validator
 from scheduler.models import SchedulerSetting
@@ -141,6 +142,7 @@ def scheduler_start() -> SchedulerSetting:
         setting.schedule_anchor_at = timezone.now()
         setting.save(update_fields=["running", "schedule_anchor_at", "updated_at"])
         _outbound_work_reschedule(setting=setting)
+        audit_record(action="scheduler.started", target="scheduler")
     logger.info("outbound scheduler started")
     return setting
 
@@ -154,6 +156,7 @@ def scheduler_stop() -> SchedulerSetting:
         if setting.running:
             setting.running = False
             setting.save(update_fields=["running", "updated_at"])
+            audit_record(action="scheduler.stopped", target="scheduler")
         tenant_work_clear(kind=TenantWork.Kind.OUTBOUND)
     logger.info("outbound scheduler stopped")
     return setting
@@ -202,4 +205,5 @@ def scheduler_update(
             setting.save(update_fields=[*changed, "updated_at"])
         if "interval_seconds" in changed:
             _outbound_work_reschedule(setting=setting)
+        audit_record(action="scheduler.updated", target="scheduler", changes={name: changes[name] for name in changed if name in changes}, skip_if_unchanged=True)
     return setting

@@ -26,6 +26,7 @@ from sociomile.settings.conversations import *  # noqa: F403
 from sociomile.settings.database import *  # noqa: F403
 from sociomile.settings.events import *  # noqa: F403
 from sociomile.settings.logs import *  # noqa: F403
+from sociomile.settings.privacy import *  # noqa: F403
 from sociomile.settings.redis import *  # noqa: F403
 from sociomile.settings.reports import *  # noqa: F403
 from sociomile.settings.routing import *  # noqa: F403
@@ -53,6 +54,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The request's user (session, or DRF's token once the view authenticates) is the audit log's actor.
+    "core.middleware.ActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as it answers from process_view: a method an API view does not declare is a 405 before its

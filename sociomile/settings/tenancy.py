@@ -38,6 +38,8 @@ TENANT_APPS = [
     "stream",  # no models: the stream reads the events outbox
     "routing",
     "workspace",
+    "contacts",
+    "audit",
     "integrations.qiscus",  # no models of its own (its fields are agents'), so nothing to migrate
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
