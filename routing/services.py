@@ -14,6 +14,7 @@ from django.utils import timezone
 from agents.models import Agent, Assignment
 from agents.services.assignment import chat_assign
 from agents.services.schedule import assignment_schedule
+from audit.services import audit_record
 from conversations.access import chat_access_check
 from conversations.lock_objects import assignment_lock, chat_lock
 from conversations.models import Application, Chat, Message
@@ -97,6 +98,7 @@ def chat_transfer(*, chat: Chat, by: User, agent: Agent | None = None, team: Tea
             chat = chat_assign(chat=chat, agent=agent)
         else:
             _chat_requeue_to_team(chat=chat, team=team)
+            audit_record(action="chat.transferred", target=chat, changes={"team": team.pk})
         if note:
             # Queued (Redis) last, once every check passed: a refusal above queues nothing. The drain writes
             # its row and its message.created event (private: only endpoints that opt in).

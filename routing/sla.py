@@ -28,6 +28,7 @@ from django_tenants.utils import schema_context
 from conversations.lock_objects import chats_lock
 from conversations.models import Application, Chat, Message
 from events.services import CHAT_SLA_BREACHED, events_record_chats
+from reports.services import report_sla_breached
 from routing.hours import business_time_add, hours_is_open
 from routing.models import ChatSla
 from tenants.models import TenantWork
@@ -167,6 +168,8 @@ def sla_breaches_record(*, now: datetime | None = None) -> list[int]:
             cursor.execute(_BREACH, [now, candidates])
             newly = [row[0] for row in cursor.fetchall()]
             events_record_chats(type=CHAT_SLA_BREACHED, chat_ids=newly)
+            for chat_id in newly:
+                report_sla_breached(chat_id=chat_id, at=now)  # the summary's `sla_breaches`
         breached += newly
         if len(candidates) < _BREACH_BATCH:
             break

@@ -206,6 +206,10 @@ def test_a_breach_is_recorded_once_with_two_concurrent_runs(make_live_tenant):
     with schema_context(tenant.schema_name):
         assert Event.objects.filter(type="chat.sla_breached").count() == 30
         assert ChatSla.objects.filter(breached=True).count() == 30
+        # and the report counts each breach once, in the transaction that recorded it
+        from reports.models import Rollup
+
+        assert sum(Rollup.objects.filter(metric="sla_breached").values_list("count", flat=True)) == 30
 
 
 def test_a_chat_arriving_while_its_team_is_closed_gets_one_away_message(

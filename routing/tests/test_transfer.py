@@ -142,3 +142,19 @@ def test_a_resolved_chat_and_another_tenants_token_are_refused(tenant_a, tenant_
     assert other_tenant.post(_url(application_a), {"team_id": routed["team"].id}).status_code == 404
     a_token_on_b = api_client(tenant=tenant_b, token=token_for(routed["one"].user, tenant=tenant_a))
     assert a_token_on_b.post(_url(application_a), {"team_id": routed["team"].id}).status_code == 401
+
+
+def test_each_transfer_writes_one_audit_entry_by_its_actor(tenant_a, application_a, routed):
+    # given the assigned agent, who transfers chat 1 back to a team's queue
+    from audit.models import AuditEntry
+
+    one = routed["one"]
+
+    # when it transfers the chat to the other team
+    response = one.api.post(_url(application_a), {"team_id": routed["other_team"].id})
+
+    # then one entry says who moved which chat where (an agent-to-agent transfer is chat_assign's own entry)
+    assert response.status_code == 200, response.json()
+    with schema_context(tenant_a.schema_name):
+        entries = list(AuditEntry.objects.filter(action="chat.transferred").values_list("actor_user_id", "changes"))
+    assert entries == [(one.pk, {"team": routed["other_team"].id})]
