@@ -48,8 +48,9 @@ def _seconds(start: str, end: str) -> str:
     return SECONDS_SQL.format(start, end)
 
 # Which chats' events a hook counts: all of them (None) once the tenant's backfill is done, else those with
-# id <= the returned cursor. Read under the shared backfill lock while the backfill runs (see the module's
-# docstring); once done, never again undone but by a rebuild, which takes the rollups' table lock as well.
+# id <= the returned cursor. Read under the shared backfill lock (see the module's docstring), even when done:
+# reports_backfill_start may undo it, and a hook that read "done" must not count after it. The shared lock
+# lives in the lock manager's memory (no row written) and only waits while a batch or a start holds it.
 _COUNTED = "(%(upto)s::bigint IS NULL OR {0} <= %(upto)s::bigint)"
 
 
@@ -58,16 +59,12 @@ def _backfill_lock_name() -> str:
 
 
 def _counted_up_to() -> int | None:
+    advisory_xact_lock(name=_backfill_lock_name(), shared=True)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT done, cursor FROM reports_backfill")
-        row = cursor.fetchone()
-        if row is None or row[0]:
-            return None
-        advisory_xact_lock(name=_backfill_lock_name(), shared=True)
         # A new statement, so a new snapshot: a batch that held the lock has committed by now.
         cursor.execute("SELECT done, cursor FROM reports_backfill")
-        done, upto = cursor.fetchone()
-    return None if done else upto
+        row = cursor.fetchone()
+    return None if row is None or row[0] else row[1]
 
 
 # Rows a drain batch just inserted (by id): the chats' creations, the messages, and, for chats whose first

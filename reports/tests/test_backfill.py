@@ -16,6 +16,7 @@ from conversations import services as conversation_services
 from conversations.models import Application, Chat, Message
 from reports.models import Backfill, Rollup
 from reports.selectors import report_dashboard_get
+from reports import services as reports_services
 from reports.services import reports_backfill_start, reports_backfill_step, reports_rebuild
 from reports.tests.timeline import recount, utc
 
@@ -241,3 +242,48 @@ def test_migration_0002_marks_only_schemas_holding_chats(tenant_a, clock, no_dra
         migration.backfill_state(None, editor)
         assert (Backfill.objects.get().done, Backfill.objects.get().cursor) == (False, 0)
         assert not Rollup.objects.exists()
+
+
+def test_a_start_waits_for_a_hook_that_read_done_before_it(make_live_tenant, monkeypatch):
+    """reports_backfill_start undoes `done`: a hook that read `done` just before must not count after the start
+    emptied the rollups (the backfill counts that chat too: twice)."""
+    monkeypatch.setattr(conversation_services, "assignment_schedule", lambda: None)  # no worker here
+    tenant = make_live_tenant("backfill")
+    with schema_context(tenant.schema_name):
+        application = conversation_services.application_create(name="busy")
+    read, release = threading.Event(), threading.Event()
+    counted_up_to = reports_services._counted_up_to
+
+    def pausing() -> int | None:
+        upto = counted_up_to()
+        read.set()  # between the read of the state and the upsert
+        release.wait(timeout=30)
+        return upto
+
+    monkeypatch.setattr(reports_services, "_counted_up_to", pausing)
+
+    def drain_batch() -> None:
+        with schema_context(tenant.schema_name):
+            _persist_chat(application, 1)
+        connection.close()
+
+    drain = threading.Thread(target=drain_batch)
+    drain.start()
+    assert read.wait(timeout=30)
+
+    def start() -> None:
+        with schema_context(tenant.schema_name):
+            reports_backfill_start()
+        connection.close()
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    starter.join(timeout=1)
+    assert starter.is_alive()  # waiting for the hook's transaction
+    release.set()
+    drain.join(timeout=30)
+    starter.join(timeout=30)
+
+    with schema_context(tenant.schema_name):
+        assert reports_backfill_step(batch_size=100).done
+        assert Rollup.objects.get(metric="created").count == 1

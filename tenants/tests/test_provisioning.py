@@ -32,7 +32,7 @@ def test_a_stale_template_is_completed_by_migrating_the_clone(platform_api):
     with connection.cursor() as cursor:
         # agents, events and reports depend on conversations, so they go too (Django refuses a history with them alone applied)
         for table in (
-            "events_deliveryattempt", "events_delivery", "events_webhookendpoint", "events_event", "reports_rollup",
+            "events_deliveryattempt", "events_delivery", "events_webhookendpoint", "events_event", "reports_rollup", "reports_backfill",
             "agents_assignment", "agents_agent", "agents_allocationsettings", "conversations_ticket",
             "conversations_message", "conversations_chat", "conversations_application", "conversations_inboundevent",
         ):  # fmt: skip
