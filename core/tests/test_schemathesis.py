@@ -138,6 +138,13 @@ BUSINESS_RULE_400 = {
     "POST /api/webhook-endpoints": "url: as PATCH /api/scheduler's webhook_url; application: an existing token",
     "PATCH /api/webhook-endpoints/{endpoint_id}": "url: as PATCH /api/scheduler's webhook_url",
     "GET /api/reports/summary": "since <= until, at most 366 days, years 2000-2999, tz an IANA name: no schema relates two dates",
+    "PATCH /api/applications/{token}": "team: an existing team id",
+    "PUT /api/applications/{token}": "team: an existing team id",
+    "POST /api/teams": "agents: existing agent ids; a window's close after its open, a day's windows apart",
+    "PATCH /api/teams/{team_id}": "as POST /api/teams",
+    "POST /api/sla-policies": "applications: existing tokens",
+    "PATCH /api/sla-policies/{policy_id}": "as POST /api/sla-policies",
+    "POST /api/applications/{token}/chats/{number}/transfer": "exactly one of agent_id and team_id, an existing one (as assign)",
 }
 POSITIVE_STATUSES = ["2xx", "401", "403", "404", "409", "429"]
 
