@@ -147,6 +147,13 @@ BUSINESS_RULE_400 = {
         "body or canned, not both; canned: an existing shortcut; attachments: a url whose host resolves to public addresses"
     ),
     "POST /api/channels/{token}/webhook": "attachments: a url whose host resolves to public addresses",
+    "PATCH /api/applications/{token}": "team: an existing team id",
+    "PUT /api/applications/{token}": "team: an existing team id",
+    "POST /api/teams": "agents: existing agent ids; a window's close after its open, a day's windows apart",
+    "PATCH /api/teams/{team_id}": "as POST /api/teams",
+    "POST /api/sla-policies": "applications: existing tokens",
+    "PATCH /api/sla-policies/{policy_id}": "as POST /api/sla-policies",
+    "POST /api/applications/{token}/chats/{number}/transfer": "exactly one of agent_id and team_id, an existing one (as assign)",
 }
 POSITIVE_STATUSES = ["2xx", "401", "403", "404", "409", "429"]
 

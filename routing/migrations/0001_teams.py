@@ -10,8 +10,8 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('agents', '0004_agent_active_chats'),
-        ('conversations', '0009_message_private_attachments'),
+        ('agents', '0001_agents_allocation'),
+        ('conversations', '0002_chat_system'),
     ]
 
     operations = [

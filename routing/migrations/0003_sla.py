@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0009_message_private_attachments'),
+        ('conversations', '0002_chat_system'),
         ('routing', '0002_team_agents_db_cascade'),
     ]
 
