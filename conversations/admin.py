@@ -8,7 +8,6 @@ from conversations.models import Application, Chat, InboundEvent, Message, Ticke
 from conversations.services import ticket_status_set
 from core.admin import secret_hint, tenant_admin_site
 from core.paginator import CappedCountPaginator
-from workspace.admin import ChatLabelInline
 from workspace.selectors import chats_label_names_annotate
 
 
@@ -77,9 +76,9 @@ class ChatAdmin(ChatActionsMixin, admin.ModelAdmin):
     # the agent's active_chats count and its capacity check, and serve no waiting chat after a resolve.
     readonly_fields = (
         "application", "number", "status", "assigned_agent", "messages_count",
-        "created_at", "updated_at", "assigned_at", "resolved_at",
+        "created_at", "updated_at", "assigned_at", "resolved_at", "labels",
     )  # fmt: skip
-    inlines = [MessageInline, ChatLabelInline]
+    inlines = [MessageInline]
     actions = ["resolve_chats", "assign_chats"]
     list_per_page = 50
     show_full_result_count = False

@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from core.admin import tenant_admin_site
-from workspace.models import CannedResponse, ChatLabel, Label
+from workspace.models import CannedResponse, Label
 
 
 @admin.register(Label, site=tenant_admin_site)
@@ -22,15 +22,3 @@ class CannedResponseAdmin(admin.ModelAdmin):
     @admin.display(description="body")
     def short_body(self, canned: CannedResponse) -> str:
         return canned.body[:120]
-
-
-class ChatLabelInline(admin.TabularInline):
-    """A chat's labels, on the chat's page (conversations.admin.ChatAdmin)."""
-
-    model = ChatLabel
-    fields = ("label", "created_at")
-    readonly_fields = ("created_at",)
-    autocomplete_fields = ("label",)
-    extra = 0
-    verbose_name = "label"
-    verbose_name_plural = "labels"

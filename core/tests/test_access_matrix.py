@@ -439,10 +439,10 @@ def test_the_owners_side_may_do_what_the_others_may_not(ownership):
     assert send("other", "POST", f"{OWNED_CHAT}/escalate", {"title": "Mine now"}) == 403
     assert send("owner", "POST", f"{OWNED_CHAT}/escalate", {"title": "Refund"}) == 201
     assert send("owner", "PATCH", "api/agents/{owner}", {"is_online": True}) == 200
-    # the owner labels its chat and writes a note on it; an admin takes the label off
+    # the owner labels its chat, an admin takes the label off (the owner's notes: workspace/tests, whose drain
+    # runs in-process; here a created message would send a real drain task to the tenant's queue)
     assert send("owner", "POST", f"{OWNED_CHAT}/labels/{{label}}", {}) == 200
     assert send("admin", "DELETE", f"{OWNED_CHAT}/labels/{{label}}", {}) == 200
-    assert send("owner", "POST", f"{OWNED_CHAT}/messages", {"body": "internal", "private": True}) == 202
     with schema_context(ownership["tenant"].schema_name):
         assert list(Message.objects.order_by("number").values_list("body", flat=True)) == ["customer fixed a typo", "admin fixed it"]
         assert Ticket.objects.get().created_by_id == ownership["owner"].id

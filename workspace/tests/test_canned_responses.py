@@ -175,10 +175,11 @@ def test_bad_canned_sends_are_400_and_queue_nothing(tenant_a, chat, body, error)
     assert _pending_messages(tenant_a) == []
 
 
-def test_a_response_too_long_once_filled_is_400(tenant_a, chat, settings, monkeypatch):
-    monkeypatch.setattr(settings, "MESSAGE_MAX_LENGTH", 200)  # "c-42" x 50 = 200 characters: at the limit
+def test_a_response_too_long_once_filled_is_400(tenant_a, chat, settings):
+    # pytest-django's `settings` restores the value afterwards
+    settings.MESSAGE_MAX_LENGTH = 200  # "c-42" x 50 = 200 characters: at the limit
     assert chat["api"].post(f"{chat['url']}/messages", {"canned": "long"}).status_code == 202
-    monkeypatch.setattr(settings, "MESSAGE_MAX_LENGTH", 199)
+    settings.MESSAGE_MAX_LENGTH = 199
 
     response = chat["api"].post(f"{chat['url']}/messages", {"canned": "long"})
 
