@@ -30,14 +30,15 @@ def test_a_stale_template_is_completed_by_migrating_the_clone(platform_api):
     # given a template that lacks the last migration of an app (as if a deploy had not re-synced it)
     template = settings.TENANT_TEMPLATE_SCHEMA
     with connection.cursor() as cursor:
-        # agents, events and reports depend on conversations, so they go too (Django refuses a history with them alone applied)
+        # agents, events, reports and contacts depend on conversations, so they go too (Django refuses a history with
+        # them alone applied)
         for table in (
-            "events_deliveryattempt", "events_delivery", "events_webhookendpoint", "events_event", "reports_rollup",
+            "contacts_contact", "events_deliveryattempt", "events_delivery", "events_webhookendpoint", "events_event", "reports_rollup",
             "agents_assignment", "agents_agent", "agents_allocationsettings", "conversations_ticket",
             "conversations_message", "conversations_chat", "conversations_application", "conversations_inboundevent",
         ):  # fmt: skip
             cursor.execute(f'DROP TABLE "{template}".{table} CASCADE')
-        cursor.execute(f"DELETE FROM \"{template}\".django_migrations WHERE app IN ('conversations', 'agents', 'events', 'reports')")
+        cursor.execute(f"DELETE FROM \"{template}\".django_migrations WHERE app IN ('conversations', 'agents', 'events', 'reports', 'contacts')")
 
     # when a tenant is created from it
     response = platform_api.post(
