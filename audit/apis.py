@@ -1,6 +1,6 @@
 """The audit log's API (tenant admin, read-only)."""
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.views import APIView
 
@@ -25,24 +25,18 @@ class AuditLogApi(APIView):
     pagination_class = CursorPagination
 
     class FilterSerializer(serializers.Serializer):
-        actor = serializers.CharField(max_length=255, required=False)
-        action = serializers.CharField(max_length=64, required=False)
-        since = serializers.DateTimeField(required=False)
+        # Blank is "no filter": DRF reads an empty query parameter of an optional field as absent anyway.
+        actor = serializers.CharField(max_length=255, required=False, allow_blank=True, help_text='The acting user\'s email, or "system".')
+        action = serializers.CharField(max_length=64, required=False, allow_blank=True, help_text="An action, e.g. chat.assigned.")
+        since = serializers.DateTimeField(required=False, help_text="ISO 8601 time: entries at or after it.")
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("actor", str, required=False, description='The acting user\'s email, or "system".'),
-            OpenApiParameter("action", str, required=False, description="An action, e.g. chat.assigned."),
-            OpenApiParameter("since", str, required=False, description="ISO 8601 time: entries at or after it."),
-        ],
-        responses={200: AuditEntryOutputSerializer(many=True)},
-    )
+    @extend_schema(parameters=[FilterSerializer], responses={200: AuditEntryOutputSerializer(many=True)})
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         entries = audit_entry_list(
-            actor=filters.validated_data.get("actor"),
-            action=filters.validated_data.get("action"),
+            actor=filters.validated_data.get("actor") or None,
+            action=filters.validated_data.get("action") or None,
             since=filters.validated_data.get("since"),
         )
         return paginate(

@@ -1,7 +1,8 @@
 """Contacts' API: staff search, read and edit contacts; admins export and erase them."""
 
 from django.http import Http404
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -44,12 +45,12 @@ class ContactListApi(APIView):
     pagination_class = CursorPagination
 
     class FilterSerializer(serializers.Serializer):
-        q = serializers.CharField(max_length=255, required=False, allow_blank=True, trim_whitespace=False)
+        q = serializers.CharField(
+            max_length=255, required=False, allow_blank=True, trim_whitespace=False,
+            help_text="Part of a customer id, name, email or phone.",
+        )  # fmt: skip
 
-    @extend_schema(
-        parameters=[OpenApiParameter("q", str, required=False, description="Part of a customer id, name, email or phone.")],
-        responses={200: ContactOutputSerializer(many=True)},
-    )
+    @extend_schema(parameters=[FilterSerializer], responses={200: ContactOutputSerializer(many=True)})
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -114,7 +115,7 @@ class ContactExportApi(APIView):
 
     permission_classes = [IsTenantAdmin]
 
-    @extend_schema(responses={200: serializers.DictField()})
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, customer_id: str):
         # Chats can outlive their contact (made before contacts existed, or by hand): exported all the same.
         contact = contact_get(customer_id=customer_id)
