@@ -211,8 +211,8 @@ def http_send_pipeline(
     threads, while the slowest requests are still in flight (`held` counts, per key, what waits for a thread or
     is in flight, so the caller can bound what one key holds; answers not yet recorded do not count, or a slow
     write would starve the threads). It is called again after an empty claim only once an answer was recorded
-    (an answer may release more work); the pipeline ends when a claim is empty and nothing claimed is
-    unrecorded. Items start in claim order, except that one key (an endpoint) never has more
+    (an answer may release more work) or a second passed (work may come meanwhile while the answers a slow key
+    owes do not); the pipeline ends when a claim is empty and nothing claimed is unrecorded. Items start in claim order, except that one key (an endpoint) never has more
     than `key_concurrency` in flight: a slow or timing-out key holds at most that many threads, never the others'.
 
     `renew` runs every `renew_every` seconds (the claims' leases then only have to outlast one request and that
@@ -266,7 +266,7 @@ def http_send_pipeline(
     threads: list[threading.Thread] = []
     try:
         may_claim = True
-        renewed_at = time.monotonic()
+        renewed_at = claimed_at = time.monotonic()
         while True:
             past_deadline = deadline is not None and time.monotonic() >= deadline
             if past_deadline:
@@ -280,7 +280,10 @@ def http_send_pipeline(
                 held = Counter(in_flight)
                 for item_key, items in waiting.items():
                     held[item_key] += len(items)
+            if time.monotonic() >= claimed_at + 1.0:
+                may_claim = True  # new work may have come meanwhile, though no answer came to say so
             if may_claim and not past_deadline and ready < concurrency:
+                claimed_at = time.monotonic()
                 claimed = claim(+held)
                 may_claim = bool(claimed)
                 if claimed:
@@ -299,7 +302,7 @@ def http_send_pipeline(
                     continue
                 return
             results = []
-            wait_until = renewed_at + renew_every
+            wait_until = min(renewed_at + renew_every, claimed_at + 1.0)
             if deadline is not None and not past_deadline:
                 wait_until = min(wait_until, deadline)
             try:

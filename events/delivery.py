@@ -449,7 +449,9 @@ def webhook_work_version() -> int | None:
     return tenant_work_version(kind=TenantWork.Kind.WEBHOOKS)
 
 
-def webhook_work_settle(*, version: int | None) -> None:
+def webhook_work_settle(*, version: int | None) -> datetime | None:
     """The end of a run's task: the tenant's mark goes to the next delivery's due time (retries, leases, what
-    the run left for lack of time), or goes away when nothing is unfinished."""
-    tenant_work_settle(kind=TenantWork.Kind.WEBHOOKS, version=version, next_due_at=webhook_deliveries_next_due_at())
+    the run left for lack of time), or goes away when nothing is unfinished. Returns that time."""
+    next_due_at = webhook_deliveries_next_due_at()
+    tenant_work_settle(kind=TenantWork.Kind.WEBHOOKS, version=version, next_due_at=next_due_at)
+    return next_due_at
