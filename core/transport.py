@@ -9,10 +9,10 @@ says only whether the request was answered, and if not, whether a later attempt 
 
 import os
 import queue
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,7 +175,7 @@ def http_send_and_collect(
     """Sends a fixed batch of `items` in order: `http_send_pipeline` with one claim and one key."""
     batches = [list(items)]
     http_send_pipeline(
-        claim=lambda unanswered: batches.pop() if batches else [],
+        claim=lambda outstanding: batches.pop() if batches else [],
         key=lambda item: None,
         send=send,
         record=record,
@@ -203,15 +203,17 @@ def http_send_pipeline(
     deadline: float | None = None,
 ) -> None:
     """Sends what `claim` hands out on up to `concurrency` threads that only do HTTP (`send(item)` -> outcome,
-    never raising), and on this thread records answers as they come: each `record` call gets every (item,
-    outcome) that arrived while the previous one was written (one statement per call, not per answer).
+    never raising) and each take their next item themselves, and on this thread records answers as they come:
+    each `record` call gets every (item, outcome) that arrived while the previous one was written (one statement
+    per call, not per answer).
 
-    No round barrier: `claim(unanswered)` is called again whenever fewer items wait for a thread than there are
-    threads, while the slowest requests are still in flight (`unanswered` counts, per key, what was claimed and
-    not yet answered, so the caller can bound what one key holds). It is called again after an empty claim only
-    once an answer was recorded (an answer may release more work); the pipeline ends when a claim is empty and
-    nothing is in flight. Items start in claim order, except that one key (an endpoint) never has more than
-    `key_concurrency` in flight: a slow or timing-out key holds at most that many threads, never the others'.
+    No round barrier: `claim(held)` is called again whenever fewer items wait for a thread than there are
+    threads, while the slowest requests are still in flight (`held` counts, per key, what waits for a thread or
+    is in flight, so the caller can bound what one key holds; answers not yet recorded do not count, or a slow
+    write would starve the threads). It is called again after an empty claim only once an answer was recorded
+    (an answer may release more work) or a second passed (work may come meanwhile while the answers a slow key
+    owes do not); the pipeline ends when a claim is empty and nothing claimed is unrecorded. Items start in claim order, except that one key (an endpoint) never has more
+    than `key_concurrency` in flight: a slow or timing-out key holds at most that many threads, never the others'.
 
     `renew` runs every `renew_every` seconds (the claims' leases then only have to outlast one request and that
     interval). At `deadline` (time.monotonic()) nothing more is claimed or started: what waits is released and
@@ -220,56 +222,88 @@ def http_send_pipeline(
     lease (they may have arrived); `release` gets the items that never started, to hand back at once.
     """
     answers: queue.SimpleQueue = queue.SimpleQueue()
-    waiting: dict[Hashable, deque[tuple[int, Any]]] = {}  # claimed, not started: (claim order, item) per key
-    started = Counter()  # per key: started, not answered
+    # Shared with the sending threads, under `turn`: what was claimed and not started, per key in claim order,
+    # and what is in flight per key. A thread that has an answer takes the next item itself: no thread waits
+    # for this one to finish writing a batch.
+    turn = threading.Condition()
+    waiting: dict[Hashable, deque[tuple[int, Any]]] = {}
+    in_flight = Counter()
+    closed = False
+    outstanding = Counter()  # this thread's count per key: claimed, neither recorded nor released
     claimed_count = 0
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=thread_name_prefix)
 
-    def send_one(item: Any) -> None:
-        answers.put((item, send(item)))
+    def take() -> Any | None:
+        # The oldest claimed item among the keys with a free slot (called under `turn`).
+        heads = [(items[0][0], item_key) for item_key, items in waiting.items() if items and in_flight[item_key] < key_concurrency]
+        if not heads:
+            return None
+        _, item_key = min(heads, key=lambda head: head[0])
+        in_flight[item_key] += 1
+        return waiting[item_key].popleft()[1]
 
-    def waiting_count() -> int:
-        return sum(len(items) for items in waiting.values())
+    def sender() -> None:
+        while True:
+            with turn:
+                item = take()
+                while item is None and not closed:
+                    turn.wait()
+                    item = take()
+                if item is None:
+                    return
+            outcome = send(item)
+            with turn:
+                in_flight[key(item)] -= 1
+                turn.notify_all()
+            answers.put((item, outcome))
 
-    def start_what_fits() -> None:
-        # The oldest claimed item among the keys with a free slot, while a thread is free.
-        while sum(started.values()) < concurrency:
-            heads = [(items[0][0], item_key) for item_key, items in waiting.items() if items and started[item_key] < key_concurrency]
-            if not heads:
-                return
-            _, item_key = min(heads, key=lambda head: head[0])
-            _, item = waiting[item_key].popleft()
-            started[item_key] += 1
-            pool.submit(send_one, item)
+    def waiting_drain() -> list[Any]:
+        with turn:
+            items = [item for item_key in list(waiting) for _, item in waiting.pop(item_key)]
+        for item in items:
+            outstanding[key(item)] -= 1
+        return items
 
+    threads: list[threading.Thread] = []
     try:
         may_claim = True
-        renewed_at = time.monotonic()
+        renewed_at = claimed_at = time.monotonic()
         while True:
             past_deadline = deadline is not None and time.monotonic() >= deadline
-            if past_deadline and waiting_count():
-                release([item for items in waiting.values() for _, item in items])
-                waiting.clear()
-            # Waiting items of a key at its limit do not count: a slow key's backlog must not stop the claims
-            # that feed the other keys.
-            ready = sum(len(items) for item_key, items in waiting.items() if started[item_key] < key_concurrency)
-            if may_claim and not past_deadline and ready < concurrency:
-                unanswered = Counter(started)
+            if past_deadline:
+                untried = waiting_drain()
+                if untried:
+                    release(untried)
+            with turn:
+                # Waiting items of a key at its limit do not count: a slow key's backlog must not stop the claims
+                # that feed the other keys.
+                ready = sum(len(items) for item_key, items in waiting.items() if in_flight[item_key] < key_concurrency)
+                held = Counter(in_flight)
                 for item_key, items in waiting.items():
-                    unanswered[item_key] += len(items)
-                claimed = claim(unanswered)
+                    held[item_key] += len(items)
+            if time.monotonic() >= claimed_at + 1.0:
+                may_claim = True  # new work may have come meanwhile, though no answer came to say so
+            if may_claim and not past_deadline and ready < concurrency:
+                claimed_at = time.monotonic()
+                claimed = claim(+held)
                 may_claim = bool(claimed)
-                for item in claimed:
-                    waiting.setdefault(key(item), deque()).append((claimed_count, item))
-                    claimed_count += 1
-            start_what_fits()
-            if not sum(started.values()):  # then nothing waits either: a free thread takes any key's item
+                if claimed:
+                    with turn:
+                        for item in claimed:
+                            waiting.setdefault(key(item), deque()).append((claimed_count, item))
+                            claimed_count += 1
+                            outstanding[key(item)] += 1
+                        turn.notify_all()
+                    # Threads as they are needed, up to `concurrency`: a run of one delivery starts one.
+                    while len(threads) < min(concurrency, claimed_count):
+                        threads.append(threading.Thread(target=sender, name=f"{thread_name_prefix}_{len(threads)}", daemon=True))
+                        threads[-1].start()
+            if not sum(outstanding.values()):
                 if may_claim and not past_deadline:
                     continue
                 return
             results = []
-            wait_until = renewed_at + renew_every
-            if deadline is not None and waiting_count() and not past_deadline:
+            wait_until = min(renewed_at + renew_every, claimed_at + 1.0)
+            if deadline is not None and not past_deadline:
                 wait_until = min(wait_until, deadline)
             try:
                 results.append(answers.get(timeout=max(0.0, wait_until - time.monotonic())))
@@ -277,16 +311,18 @@ def http_send_pipeline(
                     results.append(answers.get())
             except queue.Empty:
                 pass
-            for item, _ in results:
-                started[key(item)] -= 1
             if time.monotonic() >= renewed_at + renew_every:
                 renew()
                 renewed_at = time.monotonic()
             if results:
                 record(results)
+                for item, _ in results:
+                    outstanding[key(item)] -= 1
                 may_claim = True
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-        untried = [item for items in waiting.values() for _, item in items]
+        untried = waiting_drain()
+        with turn:
+            closed = True
+            turn.notify_all()
         if untried:
             release(untried)

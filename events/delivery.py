@@ -43,18 +43,21 @@ logger = logging.getLogger(__name__)
 ERROR_MAX_LENGTH = 1000
 
 # The order rule, shared by the claim and the next-due query: no unfinished delivery of an earlier event of
-# the same chat to the same endpoint (chat_id NULL: an event of no chat, never held back).
+# the same chat to the same endpoint (chat_id NULL: an event of no chat, never held back). OFFSET 0 keeps it a
+# subplan probed per row on the (endpoint, chat, event) index: flattened into an anti join, a plan made on
+# stale statistics (a burst of new deliveries) matched on the endpoint alone and filtered every delivery of
+# the endpoint for each candidate (seconds per claim at a few thousand due).
 _NO_EARLIER_UNFINISHED = """
-NOT EXISTS (
+(delivery.chat_id IS NULL OR NOT EXISTS (
     SELECT 1 FROM events_delivery AS earlier
     WHERE earlier.endpoint_id = delivery.endpoint_id AND earlier.chat_id = delivery.chat_id
       AND earlier.event_id < delivery.event_id AND (earlier.status = 'pending' OR earlier.status = 'failed')
-)
+    OFFSET 0
+))
 """
 
 # Per active endpoint (LATERAL), its oldest due deliveries that head their chat's line, as many as its window
 # has room for (`busy`: what this run holds of it, claimed and unanswered), then the oldest of those overall.
-# The event's row comes back with the claim: the run builds the body from it without another query.
 _CLAIM = f"""
 WITH due AS (
     SELECT picked.id, picked.event_id
@@ -67,7 +70,10 @@ WITH due AS (
           AND (delivery.status = 'pending' OR delivery.status = 'failed') AND delivery.next_attempt_at <= %(now)s
           AND (delivery.lease_expires_at IS NULL OR delivery.lease_expires_at < %(now)s)
           AND {_NO_EARLIER_UNFINISHED}
-        ORDER BY delivery.event_id
+        -- endpoint_id first, though fixed here: only the (endpoint, event) index gives this order, so the plan
+        -- walks it and stops at the window, instead of an index of every delivery in event order, finished
+        -- ones included, filtered by endpoint
+        ORDER BY delivery.endpoint_id, delivery.event_id
         LIMIT greatest(%(window)s - coalesce(busy.unanswered, 0), 0)
         FOR UPDATE OF delivery SKIP LOCKED
     ) AS picked
@@ -77,10 +83,13 @@ WITH due AS (
 )
 UPDATE events_delivery AS delivery
 SET claim_token = %(claim_token)s, lease_expires_at = %(lease_expires_at)s, attempts = delivery.attempts + 1
-FROM due JOIN events_event AS event ON event.id = due.event_id
-WHERE delivery.id = due.id
-RETURNING delivery.id, delivery.endpoint_id, delivery.attempts,
-          event.id, event.public_id, event.type, event.created_at, event.data
+FROM due WHERE delivery.id = due.id
+RETURNING delivery.id, delivery.endpoint_id, delivery.attempts, delivery.event_id
+"""
+
+# By primary key, apart from the claim: joined in the claim's UPDATE, the plan hashed the whole event table.
+_CLAIMED_EVENTS = """
+SELECT id, public_id, type, created_at, data FROM events_event WHERE id = ANY(%(ids)s)
 """
 
 # When the tenant's next run is due: the earliest moment a delivery at the head of its chat's line (the only
@@ -217,13 +226,19 @@ def webhook_deliveries_claim(
             },
         )
         rows = sorted(cursor.fetchall(), key=lambda row: row[3])
-    claimed = []
-    for delivery_id, endpoint_id, attempts, event_id, public_id, type, created_at, data in rows:
+        if not rows:
+            return []
+        cursor.execute(_CLAIMED_EVENTS, {"ids": list({row[3] for row in rows})})
         # Django has psycopg hand jsonb over as text (JSONField parses it): so does this raw query.
-        event = Event(id=event_id, public_id=public_id, type=type, created_at=created_at, data=json.loads(data))
-        claimed.append(_Claimed(id=delivery_id, endpoint_id=endpoint_id, attempts=attempts,
-                                webhook_id=event.webhook_id, body=webhook_envelope(event)))  # fmt: skip
-    return claimed
+        events = {
+            event_id: Event(id=event_id, public_id=public_id, type=type, created_at=created_at, data=json.loads(data))
+            for event_id, public_id, type, created_at, data in cursor.fetchall()
+        }
+    return [
+        _Claimed(id=delivery_id, endpoint_id=endpoint_id, attempts=attempts, webhook_id=events[event_id].webhook_id,
+                 body=webhook_envelope(events[event_id]))
+        for delivery_id, endpoint_id, attempts, event_id in rows
+    ]  # fmt: skip
 
 
 def webhook_deliveries_send(*, max_seconds: float | None = None) -> DeliveryRunSummary:
@@ -241,28 +256,31 @@ def webhook_deliveries_send(*, max_seconds: float | None = None) -> DeliveryRunS
     targets: dict[str, HttpTarget] = {}
     window = settings.EVENTS_ENDPOINT_WINDOW
     last_query = [0.0]
+    endpoints_read_at = [0.0]
 
-    def claim(unanswered: Counter) -> list[_Claimed]:
-        # Worth a query when an endpoint the run holds has half its window free, nothing is held at all, or a
-        # second passed (an endpoint the run does not hold yet may have deliveries due).
-        if unanswered and all(window - count < window / 2 for count in unanswered.values()):
+    def claim(held: Counter) -> list[_Claimed]:
+        # Worth a query when an endpoint the run holds has a quarter of its window free, nothing is held at all,
+        # or a second passed (an endpoint the run does not hold yet may have deliveries due). Early, not when the
+        # window is nearly empty: the threads go on through what waits while this thread claims.
+        if held and all(window - count < window / 4 for count in held.values()):
             if time.monotonic() - last_query[0] < 1.0:
                 return []
-        limit = settings.EVENTS_DELIVERY_BATCH - sum(unanswered.values())
+        limit = settings.EVENTS_DELIVERY_BATCH - sum(held.values())
         if limit <= 0:
             return []
         last_query[0] = time.monotonic()
         claimed = webhook_deliveries_claim(
-            claim_token=claim_token, now=timezone.now(), busy=dict(unanswered), limit=limit
+            claim_token=claim_token, now=timezone.now(), busy=dict(held), limit=limit
         )
         if not claimed:
             return []
         summary.claimed += len(claimed)
-        # Read again at each claim: a rotated secret or a changed URL is used from the next claim on.
-        endpoints.update(
-            (endpoint.id, endpoint)
-            for endpoint in WebhookEndpoint.objects.filter(id__in={delivery.endpoint_id for delivery in claimed})
-        )
+        # Read when new to the run, and again every few seconds: a rotated secret or a changed URL is used from
+        # then on (the previous secret signs too for a day after a rotation).
+        endpoint_ids = {delivery.endpoint_id for delivery in claimed}
+        if not endpoint_ids <= endpoints.keys() or time.monotonic() - endpoints_read_at[0] > 5:
+            endpoints.update((endpoint.id, endpoint) for endpoint in WebhookEndpoint.objects.filter(id__in=endpoint_ids))
+            endpoints_read_at[0] = time.monotonic()
         for delivery in claimed:
             url = endpoints[delivery.endpoint_id].url
             if url not in targets:
@@ -431,7 +449,9 @@ def webhook_work_version() -> int | None:
     return tenant_work_version(kind=TenantWork.Kind.WEBHOOKS)
 
 
-def webhook_work_settle(*, version: int | None) -> None:
+def webhook_work_settle(*, version: int | None) -> datetime | None:
     """The end of a run's task: the tenant's mark goes to the next delivery's due time (retries, leases, what
-    the run left for lack of time), or goes away when nothing is unfinished."""
-    tenant_work_settle(kind=TenantWork.Kind.WEBHOOKS, version=version, next_due_at=webhook_deliveries_next_due_at())
+    the run left for lack of time), or goes away when nothing is unfinished. Returns that time."""
+    next_due_at = webhook_deliveries_next_due_at()
+    tenant_work_settle(kind=TenantWork.Kind.WEBHOOKS, version=version, next_due_at=next_due_at)
+    return next_due_at

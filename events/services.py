@@ -239,6 +239,13 @@ def webhook_deliveries_schedule() -> None:
     transaction.on_commit(lambda: _deliveries_task_send(schema_name))
 
 
+def webhook_deliveries_continue() -> None:
+    """The tenant's next run at once: a run that ended with deliveries due (its time was up while more came,
+    or its last answers released chats' next events) hands over to a new one instead of leaving them to the
+    dispatcher's safety net."""
+    _deliveries_task_send(connection.schema_name)
+
+
 def webhook_deliveries_scheduled_clear() -> None:
     get_redis().delete(_scheduled_key())
 

@@ -1,9 +1,10 @@
 from django.db import OperationalError
+from django.utils import timezone
 
 from events.delivery import webhook_deliveries_send, webhook_work_settle, webhook_work_version
 from events.retention import KIND as RETENTION_KIND
 from events.retention import events_retention_run, events_retention_settle
-from events.services import webhook_deliveries_scheduled_clear
+from events.services import webhook_deliveries_continue, webhook_deliveries_scheduled_clear
 from sociomile.celery import app
 from tenants.work import tenant_work_version
 
@@ -19,7 +20,9 @@ def webhook_deliveries_send_task() -> None:
     webhook_deliveries_scheduled_clear()
     version = webhook_work_version()
     webhook_deliveries_send()
-    webhook_work_settle(version=version)
+    next_due_at = webhook_work_settle(version=version)
+    if next_due_at is not None and next_due_at <= timezone.now():
+        webhook_deliveries_continue()
 
 
 # Idempotent (it deletes what has expired, in batches that commit one by one), so retried like the run above.

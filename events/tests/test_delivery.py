@@ -339,3 +339,30 @@ def test_a_run_past_its_time_hands_back_what_it_had_not_started(tenant_a, event_
         assert {(d.attempts, d.claim_token, d.lease_expires_at) for d in untried} == {(0, None, None)}
         assert untried.count() == 8
         assert webhook_deliveries_next_due_at() <= timezone.now()
+
+
+def test_a_run_that_ends_with_deliveries_due_sends_the_next_run_at_once(tenant_a, event_receiver, settings, monkeypatch):
+    # given deliveries due, and a run whose time is up before it claims anything
+    from events import services as event_services
+    from events.tasks import webhook_deliveries_send_task
+
+    sent = []
+    monkeypatch.setattr(event_services, "_deliveries_task_send", lambda schema_name: sent.append(schema_name))
+    settings.EVENTS_RUN_MAX_SECONDS = 0
+    with schema_context(tenant_a.schema_name):
+        webhook_endpoint_create(url=event_receiver.url, events=["*"])
+        event_record(type="chat.sla_breached", data={"n": 1})
+        sent.clear()  # the on-commit run of the event itself (none here: the test's transaction never commits)
+
+        # when the task runs and ends
+        webhook_deliveries_send_task()
+
+        # then it handed over to the next run itself, not to the dispatcher's safety net
+        assert sent == [tenant_a.schema_name]
+        assert Delivery.objects.get().status == "pending"
+
+        # and a run that leaves nothing due sends none
+        settings.EVENTS_RUN_MAX_SECONDS = 20
+        sent.clear()
+        webhook_deliveries_send_task()
+        assert (sent, Delivery.objects.get().status) == ([], "succeeded")

@@ -18,12 +18,13 @@ EVENTS_HTTP_TIMEOUT_SECONDS = env_int("EVENTS_HTTP_TIMEOUT_SECONDS", 10)
 # in-flight request of an endpoint.
 EVENTS_SEND_CONCURRENCY = env_int("EVENTS_SEND_CONCURRENCY", 32)
 EVENTS_ENDPOINT_CONCURRENCY = env_int("EVENTS_ENDPOINT_CONCURRENCY", 16)
-# Deliveries of one endpoint a run holds claimed and unanswered (in flight or waiting for a thread): enough to
-# keep its requests fed between claims (a claim is made once half of it is free), small enough that a slow
-# endpoint's leases cover little.
-EVENTS_ENDPOINT_WINDOW = env_int("EVENTS_ENDPOINT_WINDOW", 64)
+# Deliveries of one endpoint a run holds claimed and unanswered (waiting for a thread or in flight): the run
+# claims again once a quarter of it is free, so what waits must outlast the run's own claim and outcome writes
+# (answers keep coming meanwhile) or the threads idle; small enough that a slow endpoint's leases cover little
+# (they are handed back at EVENTS_RUN_MAX_SECONDS).
+EVENTS_ENDPOINT_WINDOW = env_int("EVENTS_ENDPOINT_WINDOW", 512)
 # Deliveries a run holds claimed and unanswered over all endpoints.
-EVENTS_DELIVERY_BATCH = env_int("EVENTS_DELIVERY_BATCH", 200)
+EVENTS_DELIVERY_BATCH = env_int("EVENTS_DELIVERY_BATCH", 1024)
 # A run stops claiming and starting after this, hands back what it had not started and awaits what is in
 # flight; then the tenant's next run continues (sent by the dispatcher). Its whole length is this plus one
 # request (connect and read timeouts): keep that well under CELERY_TASK_SOFT_TIME_LIMIT.
@@ -33,6 +34,8 @@ EVENTS_RUN_MAX_SECONDS = env_int("EVENTS_RUN_MAX_SECONDS", 20)
 EVENTS_LEASE_SECONDS = env_int("EVENTS_LEASE_SECONDS", 60)
 # After a secret rotation the old secret still signs (a second signature) for this long.
 EVENTS_SECRET_ROTATION_OVERLAP_SECONDS = env_int("EVENTS_SECRET_ROTATION_OVERLAP_SECONDS", 24 * 3600)
+# A rotation this soon after the last one is refused (409): a double submit rotates once.
+EVENTS_SECRET_ROTATION_MIN_INTERVAL_SECONDS = env_int("EVENTS_SECRET_ROTATION_MIN_INTERVAL_SECONDS", 60)
 # An endpoint whose every attempt failed for this long is deactivated (is_active false, the admin shows it).
 EVENTS_ENDPOINT_DEACTIVATE_AFTER_SECONDS = env_int("EVENTS_ENDPOINT_DEACTIVATE_AFTER_SECONDS", 24 * 3600)
 # Events (with their deliveries and attempts) older than this are deleted, once no delivery of theirs is
