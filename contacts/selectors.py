@@ -10,7 +10,7 @@ from conversations import creations, inbound
 from conversations.models import Application, Chat, Message, Ticket
 from core.redis import get_redis
 from events.models import Delivery, Event
-from events.services import event_time
+from events.envelope import event_time
 
 # A customer id longer than this is no customer id (Chat.customer_id's length): not looked up at all.
 CUSTOMER_ID_MAX_LENGTH = Contact._meta.get_field("customer_id").max_length

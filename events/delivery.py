@@ -34,7 +34,7 @@ from standardwebhooks import Webhook
 from core.text import storable_text
 from core.transport import HttpResult, HttpTarget, http_body_start, http_post, http_send_pipeline, http_target
 from events.models import Delivery, Event, WebhookEndpoint
-from events.services import event_time
+from events.envelope import event_time, webhook_envelope
 from tenants.models import TenantWork
 from tenants.work import tenant_work_settle, tenant_work_version
 
@@ -195,15 +195,6 @@ def webhook_signature(*, endpoint: WebhookEndpoint, webhook_id: str, timestamp: 
     if endpoint.previous_secret and endpoint.previous_secret_expires_at and endpoint.previous_secret_expires_at > now:
         signatures.append(Webhook(endpoint.previous_secret).sign(webhook_id, timestamp, body))
     return " ".join(signatures)
-
-
-def webhook_envelope(event: Event) -> bytes:
-    """The body every endpoint gets for `event`: the same bytes on every attempt."""
-    return json.dumps(
-        {"id": event.webhook_id, "type": event.type, "created_at": event_time(event.created_at), "data": event.data},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    ).encode()
 
 
 def webhook_deliveries_claim(

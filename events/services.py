@@ -21,6 +21,7 @@ from django_tenants.utils import schema_context
 from audit.services import audit_record
 from core.exceptions import Conflict
 from core.redis import get_redis, tenant_key
+from events.envelope import event_time
 from events.models import Delivery, Event, WebhookEndpoint
 from events.retention import events_retention_mark
 from stream.services import stream_notices_on_commit
@@ -45,11 +46,6 @@ EVENT_TYPES = (
 )  # fmt: skip
 
 _SCHEDULED_TTL_SECONDS = 30
-
-
-def event_time(value: datetime | None) -> str | None:
-    """How an event writes a time: UTC, microseconds, "Z" (the same text as `_ISO` in SQL)."""
-    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _iso(column: str) -> str:

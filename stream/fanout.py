@@ -22,7 +22,7 @@ from collections import deque
 import redis.asyncio
 from django.conf import settings
 
-from events.delivery import webhook_envelope
+from events.envelope import webhook_envelope
 from core.models import User
 from stream.access import stream_event_audience
 from stream.services import CHANNEL_PATTERN, StreamViewer

@@ -99,7 +99,7 @@ def stream_notices_publish(*, schema_name: str, recorded_at: datetime) -> None:
     an ASGI process that had to read each event back from the outbox paid a thread hop and a PostgreSQL round
     trip per batch of notices, in every process (bench/README.md, "Figures behind the code")."""
     from conversations.models import Chat
-    from events.delivery import webhook_envelope
+    from events.envelope import webhook_envelope
     from events.models import Event
 
     try:

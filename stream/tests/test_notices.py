@@ -5,7 +5,7 @@ import json
 from django_tenants.utils import schema_context
 
 from core.redis import get_redis
-from events.delivery import webhook_envelope
+from events.envelope import webhook_envelope
 from events.models import Event
 from events.services import event_record, events_record
 from stream.services import stream_channel
