@@ -181,6 +181,12 @@ def tenant_work_marks_batched():
             )
 
 
+def tenant_work_marks_batching() -> bool:
+    """Whether the current tenant's marks are being collected by tenant_work_marks_batched (a drain batch)."""
+    batched = _batched_marks.get()
+    return batched is not None and batched[0] == _current_schema_name()
+
+
 def tenant_work_soon() -> datetime:
     """When a mark whose work was also sent a task directly is due: that task normally settles the row
     first, and the dispatcher only acts if it was lost (TENANT_WORK_GRACE_SECONDS later)."""
