@@ -109,6 +109,7 @@ class Delivery(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+        verbose_name_plural = "deliveries"
         constraints = [
             models.UniqueConstraint(fields=["event", "endpoint"], name="delivery_unique_event_endpoint"),
             models.CheckConstraint(
