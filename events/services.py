@@ -82,12 +82,19 @@ SELECT * FROM unnest(%(types)s::text[], %(data)s::jsonb[], %(application_ids)s::
     AS source(type, data, application_id, chat_id, is_private, source_key, ordinal)
 """
 
-# The /api/chats item with its application's token, as the chat is now.
+# The /api/chats item with its application's token, as the chat is now: its SLA (routing's, null under no
+# policy) and its label names, sorted, as the staff inbox shows them (conversations.apis.InboxChatOutputSerializer).
 _CHAT_DATA = f"""jsonb_build_object(
     'number', chat.number, 'status', chat.status, 'customer_id', chat.customer_id,
     'assigned_agent', chat.assigned_agent_id, 'messages_count', chat.messages_count,
     'created_at', {_iso("chat.created_at")}, 'assigned_at', {_iso("chat.assigned_at")},
-    'resolved_at', {_iso("chat.resolved_at")}, 'application', application.token)"""
+    'resolved_at', {_iso("chat.resolved_at")}, 'application', application.token,
+    'sla', (SELECT jsonb_build_object('first_response_due_at', {_iso("sla.first_response_due_at")},
+                                      'resolution_due_at', {_iso("sla.resolution_due_at")}, 'breached', sla.breached)
+            FROM routing_chatsla AS sla WHERE sla.chat_id = chat.id),
+    'labels', coalesce((SELECT jsonb_agg(label.name ORDER BY label.name)
+                        FROM workspace_chatlabel AS chat_label JOIN workspace_label AS label ON label.id = chat_label.label_id
+                        WHERE chat_label.chat_id = chat.id), '[]'::jsonb))"""
 
 _SOURCE_CHATS = f"""
 SELECT %(type)s::text AS type, {_CHAT_DATA} AS data, chat.application_id, chat.id AS chat_id, false AS is_private,

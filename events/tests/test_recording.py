@@ -48,6 +48,8 @@ def _chat_data(chat: Chat) -> dict:
         "assigned_at": event_time(chat.assigned_at),
         "resolved_at": event_time(chat.resolved_at),
         "application": chat.application.token,
+        "sla": None,
+        "labels": [],
     }
 
 
@@ -341,3 +343,30 @@ def test_a_ticket_update_waits_for_its_chats_lock_so_its_event_follows_the_chats
             "chat.sla_breached", "ticket.updated",
         ]  # fmt: skip
         assert Ticket.objects.get(id=ticket.id).status == "closed"
+
+
+def test_a_chat_events_data_is_the_staff_inboxs_item_with_its_sla_and_labels(tenant_a, application_a, drained, tenant_a_admin, tenant_a_admin_api):
+    # given a chat under an SLA policy, labelled "vip" and "billing"
+    from routing.services import sla_policy_create
+    from workspace.services import chat_label_add, label_create
+
+    with schema_context(tenant_a.schema_name):
+        sla_policy_create(name="Gold", first_response_seconds=600, resolution_seconds=3600, applications=[application_a])
+        chat_create(application=application_a, customer_id="cust-sla")
+    drained(tenant_a)
+    with schema_context(tenant_a.schema_name):
+        chat = Chat.objects.get()
+        for name in ("vip", "billing"):
+            chat_label_add(chat=chat, label=label_create(name=name), user=tenant_a_admin)
+        agent = agent_create(email="sla-agent@a.test", password=PASSWORD, name="S", role="agent", max_customers=2, is_online=True)
+
+    # when the chat is assigned (its chat.assigned event is written in the assignment's transaction)
+    with schema_context(tenant_a.schema_name):
+        chat_assign(chat=chat, agent=agent)
+
+    # then the event's data is exactly the /api/chats item at that moment: the SLA's due times and the labels too
+    item = tenant_a_admin_api.get("/api/chats").json()["data"][0]
+    with schema_context(tenant_a.schema_name):
+        data = Event.objects.get(type="chat.assigned").data
+    assert data == item
+    assert data["sla"]["breached"] is False and data["labels"] == ["billing", "vip"]
