@@ -238,7 +238,7 @@ class TenantSlotGate:
             self._release(request)
 
     def _retry_parked(self) -> None:
-        concurrency = self.consumer.controller.concurrency if self.consumer.controller else 1
+        processes = self.consumer.controller.concurrency if self.consumer.controller else 1
         park_max_seconds = settings.TENANT_PARK_MAX_SECONDS
         now = time.monotonic()
         if self.parked and now >= self.next_closed_check:
@@ -261,7 +261,7 @@ class TenantSlotGate:
                         head.request.reject(requeue=True)
                         worker_state.task_ready(head.request)
                     continue
-                if self._busy_processes() >= concurrency:
+                if self._busy_processes() >= processes:
                     return  # no free process here: a slot taken now would sit idle
                 token = f"{self.consumer.hostname}:{head.request.id}:{uuid.uuid4().hex[:8]}"
                 outcome = self._slot_acquire(schema_name, token)
@@ -415,8 +415,17 @@ class TenantQueueFollower:
             logger.info("Started consuming from %s", names[0])
 
     def cancel(self, schema_names: list[str]) -> None:
-        for name in schema_names:
-            self.consumer.cancel_task_queue(tenant_queue_name(name))
+        names = [tenant_queue_name(name) for name in schema_names]
+        # Every queue leaves the worker's selection before any consumer is cancelled. A cancel can fail halfway:
+        # RabbitMQ cancels the consumers of a deleted tenant's queue itself, and that notice arriving while we wait
+        # for our own cancel's reply makes Celery restart the connection. The restart declares again every queue
+        # still selected, a deleted tenant's among them, whose missing exchange then stopped the worker for good
+        # (NotFound at Queue.bind: "Unrecoverable error").
+        queues = self.consumer.app.amqp.queues
+        for name in names:
+            queues.deselect(name)
+        for name in names:
+            self.consumer.cancel_task_queue(name)
 
 
 class TenantWorkerStep(bootsteps.StartStopStep):

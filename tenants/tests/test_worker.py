@@ -128,3 +128,68 @@ def test_provisioning_tells_workers_through_the_generation_when_the_broker_is_un
     # then neither fails the caller; workers learn it from the generation, and the log says so
     assert tenant_queues_generation() == before + 2
     assert caplog.text.count("broker unreachable: workers learn about tenant.unreachable-broker") == 2
+
+
+def test_a_cancel_that_fails_halfway_leaves_none_of_its_queues_selected_for_the_restart():
+    # given a worker consuming three tenants' queues, whose second cancel fails as it does when RabbitMQ cancels a
+    # deleted tenant's consumers while we wait for our own cancel's reply (Celery then restarts the connection)
+    from amqp.exceptions import ConsumerCancelled
+    from celery.app.amqp import Queues
+    from kombu import Queue
+
+    names = [f"gone-{index}" for index in range(3)]
+    queues = Queues()
+    for name in names:
+        queues.select_add(Queue(tenant_queue_name(name)))
+    cancelled = []
+
+    class Consumer:
+        app = type("App", (), {"amqp": type("Amqp", (), {"queues": queues})()})()
+
+        def cancel_task_queue(self, queue_name):
+            queues.deselect(queue_name)  # as Celery's does, before its cancel
+            if len(cancelled) == 1:
+                raise ConsumerCancelled("the broker cancelled a deleted queue's consumer", (60, 30))
+            cancelled.append(queue_name)
+
+    follower = TenantQueueFollower(Consumer())
+
+    # when the follower cancels the three
+    with pytest.raises(ConsumerCancelled):
+        follower.cancel(names)
+
+    # then none is left selected: the restart declares none of them (a deleted one would stop the worker)
+    assert not set(queues.consume_from) & {tenant_queue_name(name) for name in names}
+
+
+def test_a_parked_task_of_a_tenant_being_deleted_is_dropped():
+    # given a task parked (its tenant was at its concurrency limit), then its tenant closed for deletion
+    from collections import deque
+
+    from tenants.concurrency import tenant_slots_close, tenant_slots_forget
+    from tenants.worker import TenantSlotGate, _Parked
+
+    schema_name = f"closing-{uuid.uuid4().hex[:8]}"
+
+    class Consumer:
+        controller = None
+
+        class qos:  # noqa: N801
+            @staticmethod
+            def decrement_eventually():
+                pass
+
+    gate = TenantSlotGate(Consumer(), dispatch=lambda request: None, follower=None)
+    request = object()
+    gate.parked[schema_name] = deque([_Parked(request)])
+    dropped = []
+    gate._drop = lambda request, schema: dropped.append((request, schema))
+    tenant_slots_close(schema_name=schema_name)
+    try:
+        # when the gate looks at its parked tasks
+        gate._retry_parked()
+    finally:
+        tenant_slots_forget(schema_name=schema_name)
+
+    # then the task is dropped, not kept waiting for a tenant that is going away
+    assert dropped == [(request, schema_name)] and schema_name not in gate.parked
