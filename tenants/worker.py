@@ -332,8 +332,10 @@ class TenantQueueFollower:
     def stop(self) -> None:
         # Celery re-creates the task consumer on a reconnection with every selected queue and declares them
         # one round trip at a time; left to us, start() declares them in one batch instead.
+        # Every selected tenant queue, not only the tenants known now: a queue whose cancel did not finish (its
+        # tenant deleted meanwhile) must not be declared again by the restart.
         queues = self.consumer.app.amqp.queues
-        queues.deselect([tenant_queue_name(name) for name in self.tenants])
+        queues.deselect([name for name in list(queues.consume_from or ()) if name.startswith(TENANT_QUEUE_PREFIX)])
 
     # The timer, every TENANT_QUEUE_SYNC_SECONDS: one Redis GET while nothing changed.
     def tick(self) -> None:

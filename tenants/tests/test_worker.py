@@ -193,3 +193,26 @@ def test_a_parked_task_of_a_tenant_being_deleted_is_dropped():
 
     # then the task is dropped, not kept waiting for a tenant that is going away
     assert dropped == [(request, schema_name)] and schema_name not in gate.parked
+
+
+def test_a_restart_selects_no_tenant_queue_even_one_of_a_tenant_no_longer_known():
+    # given a selected queue of a tenant the follower no longer lists (deleted before its cancel finished)
+    from celery.app.amqp import Queues
+    from kombu import Queue
+
+    queues = Queues()
+    queues.select_add(Queue("platform"))
+    queues.select_add(Queue(tenant_queue_name("known")))
+    queues.select_add(Queue(tenant_queue_name("deleted-meanwhile")))
+
+    class Consumer:
+        app = type("App", (), {"amqp": type("Amqp", (), {"queues": queues})()})()
+
+    follower = TenantQueueFollower(Consumer())
+    follower.tenants = {"known"}
+
+    # when the connection restarts (the step stops before Celery re-creates its task consumer)
+    follower.stop()
+
+    # then only the platform's queue is declared again; the follower's start adds the tenants that still exist
+    assert list(queues.consume_from) == ["platform"]
