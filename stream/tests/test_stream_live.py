@@ -3,13 +3,11 @@ read by a real browser's EventSource (Playwright driving Debian's Chromium, as c
 does) and by a plain HTTP client. Committed data (`make_live_tenant`): the server is another process."""
 
 import json
-import os
 import threading
 
 import pytest
 import requests
 from django.conf import settings
-from django.db import connections
 from django_tenants.utils import schema_context
 
 from agents.services import agent_create, agent_set_online, chat_assign
@@ -18,15 +16,10 @@ from conversations.models import Chat
 from conversations.services import application_create, chat_create, message_create
 from core.models import User
 from core.tests.support import PASSWORD, api_client, make_user, token_for, wait_for
+from core.tests.test_admin_browser import browser  # noqa: F401  (the fixture: Chromium under Playwright)
 from events.models import Event
 from events.services import EVENT_TYPES
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run",
-    "--host-resolver-rules=MAP *.localhost 127.0.0.1, MAP localhost 127.0.0.1",
-]  # fmt: skip
 
 
 class World:
@@ -201,27 +194,6 @@ def test_last_event_id_header_replays_exactly_what_was_missed_then_goes_live(str
         reader.close()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: bin/test installs Debian's chromium package")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop in this thread; the test's ORM calls between browser steps are
-    # plain synchronous calls (see core/tests/test_admin_browser.py).
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-        connections.close_all()
-    if previous is None:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
 _LISTEN = """([url, types]) => {
     window.received = [];
     window.source = new EventSource(url);
@@ -236,7 +208,7 @@ def _received(page) -> list[dict]:
 
 
 @pytest.mark.browser
-def test_a_browser_eventsource_receives_its_chats_and_resumes_without_a_gap(stream_server, world, make_live_tenant, browser):
+def test_a_browser_eventsource_receives_its_chats_and_resumes_without_a_gap(stream_server, world, make_live_tenant, browser):  # noqa: F811
     other = World(make_live_tenant("elsewhere"))
     context = browser.new_context()
     context.set_default_timeout(20_000)
