@@ -184,6 +184,37 @@ def test_inactive_users_and_zero_capacity_agents_are_not_eligible_and_a_deactiva
         assert list(Assignment.objects.values_list("end_reason", flat=True)) == ["requeued", "requeued"]
 
 
+def test_the_check_for_chats_whose_agent_is_gone_reads_each_assigned_chat_once_before_any_analyze(
+    tenant_a, application_a, make_agent
+):
+    """A tenant's chats that arrived since its last ANALYZE look like none to the planner. The check every run
+    starts with (agents.services.assignment._REQUEUE_ORPHANS) then re-ran both of its lookups for each assigned
+    chat: 326,023 buffers read at 401 assigned chats, 211 ms a run (issue 18's load). Counted in buffers, not
+    timed: the same plan reads the same pages on any machine."""
+    from django.db import connection
+
+    from agents.services.assignment import _REQUEUE_ORPHANS
+
+    agent = make_agent(max_customers=1000)
+    now = timezone.now()
+    with schema_context(tenant_a.schema_name):
+        Chat.objects.bulk_create(
+            Chat(application=application_a, number=n, status=Chat.Status.ASSIGNED, assigned_agent=agent.user,
+                 assigned_at=now, customer_id=f"c{n}")  # fmt: skip
+            for n in range(1, 401)
+        )
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'conversations_chat'::regclass")
+            assert cursor.fetchone()[0] <= 0  # never analyzed: the planner has no statistics of these rows
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + _REQUEUE_ORPHANS, [now])
+            plan = cursor.fetchone()[0][0]["Plan"]
+        requeued = Chat.objects.filter(status=Chat.Status.WAITING).count()
+
+    assert requeued == 0  # the agent is active: nothing is gone
+    # Linear in the assigned chats (a few pages per hundred), not quadratic (~2 per pair).
+    assert plan["Shared Hit Blocks"] + plan["Shared Read Blocks"] < 2_000
+
+
 def test_a_chat_whose_agent_is_deleted_goes_back_to_the_queue(tenant_a, application_a, make_agent, chats):
     leaving = make_agent(max_customers=1)
     chats(tenant_a, application_a, 1)
