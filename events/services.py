@@ -130,7 +130,9 @@ def _record(*, source: str, params: dict) -> int:
     """Writes the events `source` yields and their deliveries; schedules delivery if any. In the caller's
     transaction (opened here if it has none). Returns the deliveries made."""
     now = timezone.now()
-    with transaction.atomic(), connection.cursor() as cursor:
+    # No savepoint inside the caller's transaction (two round trips per recording, in every drain batch and
+    # assignment run): a failure here must undo the change anyway, so the whole transaction goes.
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute(_RECORD.format(source=source), {**params, "now": now})
         deliveries = cursor.rowcount
         stream_notices_on_commit(recorded_at=now)

@@ -101,7 +101,9 @@ async def stream_api(request):
 async def _frames(hub, connection: StreamConnection, after_id: int | None):
     # Subscribed and registered before the replay reads the outbox: an event committed meanwhile is queued, and
     # dropped if the replay sent it. No gap and no duplicate at the switch. Registered here, not in the view,
-    # so that the `finally` below always unregisters it (a response never iterated never registers).
+    # so that the `finally` below always unregisters it (a response never iterated never registers). The tenant's
+    # listening mark first: commits from then on publish their notices (stream.services).
+    await hub.listening(connection.schema_name)
     hub.register(connection)
     try:
         yield b": connected\n\n"

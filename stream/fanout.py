@@ -25,7 +25,7 @@ from django.conf import settings
 from events.envelope import webhook_envelope
 from core.models import User
 from stream.access import stream_event_audience
-from stream.services import CHANNEL_PATTERN, StreamViewer
+from stream.services import CHANNEL_PATTERN, StreamViewer, stream_listening_key
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,8 @@ class StreamHub:
         self._task: asyncio.Task | None = None
         self._recent: deque[tuple[str, int]] = deque()
         self._recent_set: set[tuple[str, int]] = set()
+        self._marks: redis.asyncio.Redis | None = None
+        self._marks_task: asyncio.Task | None = None
 
     async def ensure_subscribed(self, timeout: float = 5.0) -> bool:
         """Starts the subscription unless it runs; True once it is subscribed (False: Redis is unreachable)."""
@@ -157,6 +159,28 @@ class StreamHub:
         except TimeoutError:
             return False
         return True
+
+    async def listening(self, schema_name: str) -> None:
+        """Marks the tenant as listened to (stream.services publishes its notices only then), before a connection
+        of it registers; the marks of every tenant with a connection here are renewed until the last one closes."""
+        if self._marks is None:
+            self._marks = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
+        await self._marks.set(stream_listening_key(schema_name), 1, ex=settings.STREAM_LISTENING_SECONDS)
+        if self._marks_task is None or self._marks_task.done():
+            self._marks_task = asyncio.create_task(self._marks_renew(), name="stream-listening", context=contextvars.Context())
+
+    async def _marks_renew(self) -> None:
+        period = settings.STREAM_LISTENING_SECONDS / 3
+        while True:
+            await asyncio.sleep(period)
+            try:
+                async with self._marks.pipeline(transaction=False) as pipe:
+                    for schema_name in list(self.connections):
+                        pipe.set(stream_listening_key(schema_name), 1, ex=settings.STREAM_LISTENING_SECONDS)
+                    await pipe.execute()
+            except Exception:
+                # Redis away: the subscription's own loss closes the streams; the marks come back with them.
+                logger.warning("stream listening marks not renewed", exc_info=True)
 
     def register(self, connection: StreamConnection) -> None:
         self.connections.setdefault(connection.schema_name, TenantConnections()).add(connection)

@@ -7,7 +7,9 @@ racing with one ticket get one stream between them.
 
 Notices: after a transaction that recorded events commits, one message per recording statement goes to the
 tenant's Redis channel `sociomile:<schema>:stream` carrying what the stream's filter needs and the envelope
-(docs/stream.md). The ASGI processes each hold one pattern subscription over every tenant's channel.
+(docs/stream.md). The ASGI processes each hold one pattern subscription over every tenant's channel. Only while a
+stream of the tenant is open somewhere (its listening mark in Redis, set by stream.fanout): otherwise the commit
+costs one Redis EXISTS instead of the query that builds the notices.
 """
 
 import json
@@ -32,6 +34,11 @@ CHANNEL_PATTERN = tenant_key("*", "stream")
 def stream_channel(schema_name: str) -> str:
     """The tenant's notice channel (one per tenant; the ASGI processes subscribe to the pattern)."""
     return tenant_key(schema_name, "stream")
+
+
+def stream_listening_key(schema_name: str) -> str:
+    """Set while a stream of the tenant is open in some ASGI process (stream.fanout keeps it, with an expiry)."""
+    return tenant_key(schema_name, "stream", "listening")
 
 
 # --- tickets -----------------------------------------------------------------------------------------------
@@ -103,6 +110,10 @@ def stream_notices_publish(*, schema_name: str, recorded_at: datetime) -> None:
     from events.models import Event
 
     try:
+        # Checked after the commit: a stream registered before the commit set the mark before registering, so it
+        # is seen here; one opened after it never expected this event (its replay reads the outbox).
+        if not get_redis().exists(stream_listening_key(schema_name)):
+            return
         with schema_context(schema_name):
             assigned = Chat.objects.filter(id=OuterRef("chat_id")).values("assigned_agent_id")[:1]
             events = list(Event.objects.filter(created_at=recorded_at).annotate(assigned=Subquery(assigned)).order_by("id"))

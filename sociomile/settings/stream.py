@@ -14,3 +14,7 @@ STREAM_CONNECTION_QUEUE = env_int("STREAM_CONNECTION_QUEUE", 1000)
 # How far back Last-Event-ID replays (PRODUCT.md: 24 h), and how many events one replay query reads.
 STREAM_REPLAY_SECONDS = env_int("STREAM_REPLAY_SECONDS", 24 * 3600)
 STREAM_REPLAY_BATCH = env_int("STREAM_REPLAY_BATCH", 500)
+# A tenant with an open stream is marked in Redis for this long, re-marked every third of it by each ASGI process
+# that holds one of its streams; a commit publishes its notices only while the mark stands (no stream listening:
+# no query after the commit, issue 18).
+STREAM_LISTENING_SECONDS = env_int("STREAM_LISTENING_SECONDS", 60)
