@@ -9,15 +9,18 @@ CREATIONS_BATCH_SIZE = env_int("CREATIONS_BATCH_SIZE", 1000)
 # The one drain of a tenant holds a lease, renewed before each batch; a drain whose worker was killed blocks
 # the tenant's drains for at most this long. It only has to outlast one batch (one transaction).
 CREATIONS_LOCK_LEASE_SECONDS = env_int("CREATIONS_LOCK_LEASE_SECONDS", 30)
-# A drain whose batch is not full waits this long once for more records: under steady load, fewer and bigger
-# batches (less worker CPU per message), at the cost of rows appearing up to this much later.
-CREATIONS_DRAIN_LINGER_MS = env_int("CREATIONS_DRAIN_LINGER_MS", 20)
-# Under steady load one drain task keeps draining; after this long it hands over to a new task, so a task
-# never runs for ever (worker shutdown waits for it) and the tenant's other tasks get its slot in between.
-# It is also the time slice of a pool process: with more tenants draining than processes, a tenant's
-# records wait about (draining tenants / processes) x this for their drain's next turn (issue 18: 5 s made
-# create -> readable p99 several seconds at 20 busy tenants on 4 processes).
-CREATIONS_DRAIN_MAX_SECONDS = float(env_str("CREATIONS_DRAIN_MAX_SECONDS", "0.5"))
+# A drain whose batch is not full waits this long once for more records before persisting it. 0 (the default):
+# no wait. The wait holds a pool process idle while other tenants' drains queue for one; under load batches grow
+# anyway, from what arrives while a tenant waits for its turn (issue 18). Worth setting only for a deployment
+# with one busy tenant and processes to spare.
+CREATIONS_DRAIN_LINGER_MS = env_int("CREATIONS_DRAIN_LINGER_MS", 0)
+# How long one drain task keeps persisting batches before it hands over to a new task at the back of the tenant's
+# queue. 0 (the default): one batch per task, so busy tenants take turns batch by batch. It is a pool process's
+# time slice between busy tenants: a tenant's records wait about (draining tenants / processes) x the slice for
+# their drain's next turn, and a longer slice only spent it on the few records that came meanwhile, each batch
+# paying the batch's fixed cost again (issue 18: 0.5 s gave create -> readable p50 1.3 s / p99 11 s at 20 busy
+# tenants on 4 processes, 0 gave 0.65 s / 4.0 s, docs/architecture.md).
+CREATIONS_DRAIN_MAX_SECONDS = float(env_str("CREATIONS_DRAIN_MAX_SECONDS", "0"))
 # A drain runs the assignment for the chats it persisted in its own process (no task per batch): after its
 # first batch, then at most this often while batches keep coming, and once when it ends.
 CREATIONS_DRAIN_ASSIGN_EVERY_MS = env_int("CREATIONS_DRAIN_ASSIGN_EVERY_MS", 100)
