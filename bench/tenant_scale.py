@@ -648,7 +648,7 @@ def scenario_tenant_scale(args, processes) -> dict:
         built = max(0, level - idle_now)
         print(f"== tenant_scale: level {level}: building {built} idle tenants", flush=True)
         build_seconds = tenants_bulk_build(count=built, start=_tenant_count(IDLE_PREFIX), parallel=args.build_parallel) if built else 0.0
-        harness._database_settle(timeout=120)  # autovacuum of the new tables, and a checkpoint, before measuring
+        harness._database_settle(timeout=120, catalogs=True)  # the catalogs the build grew, autovacuum, a checkpoint
         stack = _stack_start(args, processes, harness)
         try:
             time.sleep(args.settle_seconds)
