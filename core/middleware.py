@@ -12,6 +12,7 @@ from django_tenants.utils import get_public_schema_name
 from core.actors import actor_request_bind
 from core.logging import request_id_choose, request_id_var
 from core.routing import routing_listener_ensure
+from tenants.metrics import http_server_error_count
 from tenants.selectors import tenant_get_for_hostname, tenant_is_served
 
 
@@ -205,7 +206,7 @@ class RequestIdMiddleware:
     is on every log line written while the request runs, on the tasks the request enqueues, and in the
     response's X-Request-ID. With the `sociomile.access` logger at INFO (LOG_ACCESS=1) it also writes one
     access line per request (method, path, status, duration), the line that carries the id when nothing
-    else logs.
+    else logs. And it counts the 5xx answers of each tenant's host for /metrics (tenants.metrics).
 
     Outermost in MIDDLEWARE: every response gets the header, an early 400 or 404 included."""
 
@@ -219,6 +220,8 @@ class RequestIdMiddleware:
         try:
             response = self.get_response(request)
             response["X-Request-ID"] = request_id
+            if response.status_code >= 500:
+                http_server_error_count(schema_name=connection.schema_name)
             if access_logger.isEnabledFor(logging.INFO):
                 access_logger.info(
                     "%s %s %s", request.method, request.path, response.status_code,
