@@ -409,7 +409,12 @@ def _tables_fill(cursor, archive: tarfile.TarFile, manifest: dict) -> None:
 def _sequences_set(cursor, manifest: dict) -> None:
     """Each sequence where the source left it, and never at or below its column's largest value."""
     schema = manifest["slug"]
+    # Only this schema's own sequences and columns, as the target's catalog names them: the names are then put
+    # into SQL, and an archive is a file that may have been edited.
+    here = {(row["name"], row["table"], row["column"]) for row in _sequences(cursor, schema)}
     for sequence in manifest["sequences"]:
+        if (sequence["name"], sequence["table"], sequence["column"]) not in here:
+            raise TransferRefused(f"sequence {sequence['name']!r} of the archive is not in this database's template")
         last_value, is_called = sequence["last_value"], sequence["is_called"]
         if sequence["table"] and sequence["column"]:
             cursor.execute(

@@ -256,3 +256,32 @@ def test_import_of_a_file_that_is_not_an_archive_is_a_clear_error(tmp_path, live
     (tmp_path / "junk.tar.gz").write_bytes(b"not a tar")
     with pytest.raises(CommandError, match="not a tenant archive"):
         call_command("tenant_import", str(tmp_path / "junk.tar.gz"))
+
+
+def test_an_edited_archive_naming_a_sequence_the_schema_lacks_is_refused_and_rolled_back(
+    make_live_tenant, drains_held, tmp_path
+):
+    # given an archive of a tenant with a queued chat, renamed to a new slug, one of its sequences edited to
+    # carry SQL in its column's name
+    tenant = make_live_tenant("seq")
+    with schema_context(tenant.schema_name):
+        services.chat_create(application=services.application_create(name="Widget"), customer_id="c1")
+    call_command("tenant_export", tenant.schema_name, str(tmp_path / "a.tar.gz"))
+    ghost = f"ghost-{uuid.uuid4().hex[:6]}"
+
+    def edited(manifest):
+        manifest["slug"] = ghost
+        manifest["public_rows"]["tenant"]["schema_name"] = ghost
+        manifest["public_rows"]["domains"] = [{"domain": f"{ghost}.localhost", "is_primary": True}]
+        manifest["sequences"][0]["column"] = 'id") FROM pg_class; DROP TABLE x; --'
+
+    _archive_rewrite(tmp_path / "a.tar.gz", tmp_path / "b.tar.gz", edited)
+
+    # when it is imported
+    with pytest.raises(CommandError, match="is not in this database's template"):
+        call_command("tenant_import", str(tmp_path / "b.tar.gz"))
+
+    # then the schema copied and filled before the check is gone with its transaction, and no Redis key is left
+    assert not Tenant.objects.filter(schema_name=ghost).exists()
+    assert not schema_exists(ghost)
+    assert list(get_redis().scan_iter(match=f"sociomile:{ghost}:*")) == []
