@@ -1,4 +1,4 @@
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from events.delivery import webhook_deliveries_send, webhook_work_settle, webhook_work_version
@@ -6,6 +6,7 @@ from events.retention import KIND as RETENTION_KIND
 from events.retention import events_retention_run, events_retention_settle
 from events.services import webhook_deliveries_continue, webhook_deliveries_scheduled_clear
 from sociomile.celery import app
+from tenants.metrics import tenant_deliveries_count
 from tenants.work import tenant_work_version
 
 
@@ -19,7 +20,11 @@ def webhook_deliveries_send_task() -> None:
     # Cleared before the run claims anything: deliveries committed from here on send another run.
     webhook_deliveries_scheduled_clear()
     version = webhook_work_version()
-    webhook_deliveries_send()
+    summary = webhook_deliveries_send()
+    tenant_deliveries_count(
+        schema_name=connection.schema_name, channel="webhook",
+        outcomes={"succeeded": summary.succeeded, "retrying": summary.retrying, "dead": summary.dead},
+    )  # fmt: skip
     next_due_at = webhook_work_settle(version=version)
     if next_due_at is not None and next_due_at <= timezone.now():
         webhook_deliveries_continue()

@@ -1,5 +1,8 @@
+from django.db import connection
+
 from scheduler.services import outbound_run_is_due, outbound_send_due, outbound_work_settle, outbound_work_version
 from sociomile.celery import app
+from tenants.metrics import tenant_deliveries_count
 
 
 @app.task(ignore_result=True)
@@ -13,5 +16,9 @@ def outbound_send_due_task() -> None:
     """
     version = outbound_work_version()
     if outbound_run_is_due():
-        outbound_send_due()
+        summary = outbound_send_due()
+        tenant_deliveries_count(
+            schema_name=connection.schema_name, channel="outbound",
+            outcomes={"sent": len(summary.sent), "retrying": len(summary.retrying), "failed": len(summary.failed)},
+        )  # fmt: skip
     outbound_work_settle(version=version)

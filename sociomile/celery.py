@@ -13,3 +13,13 @@ app.autodiscover_tasks()
 # Every worker consumes each tenant's queue and caps each tenant's running tasks (tenants/worker.py). Named
 # by path: the step's module imports Django models, which need the settings loaded first.
 app.steps["consumer"].add("tenants.worker:TenantWorkerStep")
+
+# The request id of the request that sent a task travels in its message and is on the task's log lines
+# (core.logging): added at publish, bound while the task runs, cleared after.
+from celery.signals import before_task_publish, task_postrun, task_prerun  # noqa: E402
+
+from core.logging import task_publish_request_id_add, task_request_id_bind, task_request_id_clear  # noqa: E402
+
+before_task_publish.connect(task_publish_request_id_add, dispatch_uid="core_logging_request_id_publish")
+task_prerun.connect(task_request_id_bind, dispatch_uid="core_logging_request_id_bind")
+task_postrun.connect(task_request_id_clear, dispatch_uid="core_logging_request_id_clear")

@@ -41,7 +41,10 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 AUTH_USER_MODEL = "core.User"
 
 MIDDLEWARE = [
-    # Outermost: after a response given without reading a large body (a 413, a 401...), reads and discards
+    # First: the request's id (X-Request-ID, made if absent or insane) is on every log line, every task the
+    # request enqueues and the response, an early 400 or 404 included (core/middleware.py, core/logging.py).
+    "core.middleware.RequestIdMiddleware",
+    # Next: after a response given without reading a large body (a 413, a 401...), reads and discards
     # it, so the client's keep-alive connection stays usable (core/middleware.py).
     "core.middleware.UnreadBodyDrainMiddleware",
     # Before anything queries: a NUL in the path or query string is a 400 (core/middleware.py).
