@@ -1,4 +1,4 @@
-# Shared by bin/dev and bin/test: finds or installs Python >= 3.12 (and the venv), PostgreSQL and Redis,
+# Shared by bin/dev and bin/test: finds or installs Python >= 3.12 (and the venv), PostgreSQL, Redis, RabbitMQ and nginx,
 # and starts/stops local PostgreSQL and Redis servers in a folder of their own. No Docker.
 # shellcheck shell=bash
 set -euo pipefail
@@ -145,6 +145,14 @@ ensure_rabbitmq() {
   command -v rabbitmq-server >/dev/null 2>&1 || apt_install rabbitmq-server
   command -v rabbitmq-server >/dev/null 2>&1 || die "rabbitmq-server not found"
   log "rabbitmq: $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null || echo installed)"
+}
+
+# nginx, the reverse proxy of the production topology (deploy/nginx.conf.template), which the topology test runs on
+# ports of its own (live_stack.py). Debian's package: apt starts no service here, nothing listens on port 80.
+ensure_nginx() {
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_install nginx
+  { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || die "nginx not found"
+  log "nginx: $( (nginx -v 2>&1 || /usr/sbin/nginx -v 2>&1) | cut -d/ -f2)"
 }
 
 # The CLI must use the rabbitmq user's Erlang cookie (the server drops root for that user).
