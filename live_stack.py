@@ -12,7 +12,8 @@ docs/configuration.md, "Redis persistence"); PostgreSQL with `fsync=off` (the fa
 which the OS page cache survives). Recovery timings
 that are minutes in production (leases, sweeps) are seconds here: `FAST_ENV`.
 
-Also usable by hand: `python live_stack.py` starts a stack, prints its URLs and waits for Ctrl-C.
+Also usable by hand: `python live_stack.py` starts a stack, prints its URLs and waits for Ctrl-C
+(`python live_stack.py topology`: two webs and the stream behind nginx).
 """
 
 import hashlib
@@ -744,10 +745,13 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "bootstrap":
         print(json.dumps(_bootstrap(json.loads(sys.argv[2]))))
     else:
-        stack = LiveStack().start()
+        # `python live_stack.py topology`: the production topology (two webs, the stream, nginx in front).
+        topology = sys.argv[1:] == ["topology"]
+        stack = LiveStack(webs=2, stream=True, proxy=True) if topology else LiveStack()
+        stack.start()
         handle = stack.bootstrap(slug="demo", agents=3)
-        print(f"web {stack.web_url} (Host: {handle.host}), postgres {stack.database_url}, redis {stack.redis_url}, "
-              f"broker {stack.broker_url}")
+        print(f"{'proxy' if topology else 'web'} {stack.web_url} (Host: {handle.host}), postgres {stack.database_url}, "
+              f"redis {stack.redis_url}, broker {stack.broker_url}")
         print(json.dumps(handle.__dict__, indent=2))
         try:
             signal.pause()
