@@ -2,21 +2,25 @@
 
 `LiveStack` runs its own PostgreSQL cluster, Redis server and RabbitMQ node (separate from the ones
 `bin/test` started, because these tests kill and restart them), migrates the schema, and serves the app the way production
-does: gunicorn (gthread) on production settings, Celery worker processes and celery-beat. Tests talk to
-it only from the outside: HTTP to gunicorn, SQL to its PostgreSQL, commands to its Redis and RabbitMQ.
+does: gunicorn (gthread) on production settings, Celery worker processes and celery-beat; optionally several
+gunicorn instances, the stream's uvicorn process and nginx in front of them, on the proxy configuration
+docker-compose.yml runs (`deploy/nginx.conf.template`; the production topology of docs/operations.md). Tests talk
+to it only from the outside: HTTP to gunicorn (or the proxy), SQL to its PostgreSQL, commands to its Redis and RabbitMQ.
 
 Redis runs with the documented production persistence, AOF with `appendfsync everysec` (see
 docs/configuration.md, "Redis persistence"); PostgreSQL with `fsync=off` (the faults are process deaths,
 which the OS page cache survives). Recovery timings
 that are minutes in production (leases, sweeps) are seconds here: `FAST_ENV`.
 
-Also usable by hand: `python live_stack.py` starts a stack, prints its URLs and waits for Ctrl-C.
+Also usable by hand: `python live_stack.py` starts a stack, prints its URLs and waits for Ctrl-C
+(`python live_stack.py topology`: two webs and the stream behind nginx).
 """
 
 import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -33,6 +37,8 @@ import redis
 import requests
 
 ROOT = Path(__file__).resolve().parent
+# The reverse proxy's configuration: the same file docker-compose.yml mounts into the official nginx image.
+PROXY_TEMPLATE = ROOT / "deploy" / "nginx.conf.template"
 PASSWORD = "stack-password-1234"
 BASE_DOMAIN = "localhost"
 
@@ -119,7 +125,8 @@ class LiveStack:
     """PostgreSQL, Redis, gunicorn, Celery workers and beat in a folder of their own (see the module doc)."""
 
     def __init__(self, *, workers: int = 2, worker_concurrency: int = 2, web_workers: int = 2, web_threads: int = 8,
-                 beat: bool = True, extra_env: dict | None = None, stream: bool = False):  # fmt: skip
+                 beat: bool = True, extra_env: dict | None = None, stream: bool = False, webs: int = 1,
+                 proxy: bool = False):  # fmt: skip
         self.dir = Path(tempfile.mkdtemp(prefix="sociomile-stack-"))
         os.chmod(self.dir, 0o755)
         self.pg_bin = _pg_bindir()
@@ -131,7 +138,9 @@ class LiveStack:
         self.amqp_port, self.amqp_dist_port = free_port(), free_port()
         # One name for the node's whole life: its durable queues and messages live under it across restarts.
         self.rabbitmq_node = f"sociomile-stack-{os.getpid()}-{self.amqp_port}@localhost"
-        self.web_port = free_port()
+        # `webs` gunicorn instances, each with `web_workers` processes of `web_threads` threads.
+        self.web_ports = [free_port() for _ in range(webs)]
+        self.web_port = self.web_ports[0]
         self.worker_count, self.worker_concurrency = workers, worker_concurrency
         self.web_workers, self.web_threads, self.with_beat = web_workers, web_threads, beat
         self.database_url = f"postgres://sociomile@127.0.0.1:{self.pg_port}/sociomile"
@@ -155,11 +164,18 @@ class LiveStack:
         }
         self.processes: dict[str, subprocess.Popen] = {}
         self._logs: list = []
-        self.web_url = f"http://127.0.0.1:{self.web_port}"
+        self.web_urls = [f"http://127.0.0.1:{port}" for port in self.web_ports]
         # The ASGI process of the real-time stream (uvicorn), for the tests that ask for it (stream=True).
         self.with_stream = stream
         self.stream_port = free_port()
         self.stream_url = f"http://127.0.0.1:{self.stream_port}"
+        # nginx in front of the webs and the stream (proxy=True), as docker-compose.yml runs it.
+        self.with_proxy = proxy
+        self.proxy_dir = self.dir / "proxy"
+        self.proxy_port = free_port()
+        self.proxy_url = f"http://127.0.0.1:{self.proxy_port}"
+        # Where every request of the tests goes: the proxy if there is one, else the (first) web.
+        self.web_url = self.proxy_url if proxy else self.web_urls[0]
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -170,9 +186,12 @@ class LiveStack:
         self.redis_start()
         self.rabbitmq_start()
         self.manage("migrate_schemas", "--noinput")
-        self.web_start()
+        for index in range(len(self.web_ports)):
+            self.web_start(index)
         if self.with_stream:
             self.stream_start()
+        if self.with_proxy:
+            self.proxy_start()
         for index in range(self.worker_count):
             self.worker_start(index, wait=False)
         if self.with_beat:
@@ -197,7 +216,8 @@ class LiveStack:
         # Kept for a look after the run, next to the other workers' logs of the suite.
         kept = ROOT / "test-output" / "live-stack"
         kept.mkdir(parents=True, exist_ok=True)
-        for log in [*self.dir.glob("*.log"), self.redis_dir / "redis.log", self.pg_data / "server.log"]:
+        for log in [*self.dir.glob("*.log"), self.redis_dir / "redis.log", self.pg_data / "server.log",
+                    self.proxy_dir / "access.log", self.proxy_dir / "error.log"]:  # fmt: skip
             if log.exists():
                 shutil.copy(log, kept / f"{log.parent.name}-{log.name}" if log.parent != self.dir else kept / log.name)
         self.redis_stop(graceful=False)
@@ -346,13 +366,75 @@ class LiveStack:
 
     # --- web and workers --------------------------------------------------------------------------------
 
-    def web_start(self) -> None:
-        self._spawn("web", [sys.executable, "-m", "gunicorn", "sociomile.wsgi:application",
-                            "--bind", f"127.0.0.1:{self.web_port}", "--workers", str(self.web_workers),
-                            "--worker-class", "gthread", "--threads", str(self.web_threads), "--backlog", "2048",
-                            "--timeout", "60", "--graceful-timeout", "10"])  # fmt: skip
-        wait_until(lambda: requests.get(f"{self.web_url}/health", headers={"Host": BASE_DOMAIN}, timeout=2).ok,
-                   timeout=60, what="gunicorn to answer /health")  # fmt: skip
+    def web_name(self, index: int) -> str:
+        return f"web{index}"
+
+    def web_start(self, index: int = 0) -> None:
+        """Starts (or restarts, on the same port) gunicorn instance `index` and waits for its /health."""
+        url = self.web_urls[index]
+        self._spawn(self.web_name(index), [sys.executable, "-m", "gunicorn", "sociomile.wsgi:application",
+                                           "--bind", url.removeprefix("http://"), "--workers", str(self.web_workers),
+                                           "--worker-class", "gthread", "--threads", str(self.web_threads),
+                                           "--backlog", "2048", "--timeout", "60", "--graceful-timeout", "10"])  # fmt: skip
+        wait_until(lambda: requests.get(f"{url}/health", headers={"Host": BASE_DOMAIN}, timeout=2).ok,
+                   timeout=60, what=f"gunicorn {index} to answer /health")  # fmt: skip
+
+    def web_kill(self, index: int) -> None:
+        """SIGKILL to gunicorn instance `index`, its master and workers (its process group), as when its machine is lost."""
+        process = self.processes.pop(self.web_name(index))
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=20)
+
+    def web_index_of(self, upstream: str) -> int:
+        """Which web instance an address of the proxy's log (`127.0.0.1:<port>`) is."""
+        return self.web_ports.index(int(upstream.rsplit(":", 1)[1]))
+
+    # --- the reverse proxy (nginx) ------------------------------------------------------------------------
+
+    def proxy_start(self) -> None:
+        """Debian's nginx on deploy/nginx.conf.template, rendered as the official image renders it in
+        docker-compose.yml, with this stack's ports. bin/test installs nginx when it is missing."""
+        self.proxy_dir.mkdir(exist_ok=True)
+        (self.proxy_dir / "sociomile.conf").write_text(proxy_config_render(PROXY_TEMPLATE.read_text(), self.proxy_config_values()))
+        # What the official image's own nginx.conf gives the included file: an http block. Temporary files and the
+        # pid in the stack's folder (nginx, started as root, makes them for its worker's user).
+        temp_paths = "\n".join(f"    {kind}_temp_path {self.proxy_dir / kind};"
+                                for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))  # fmt: skip
+        (self.proxy_dir / "nginx.conf").write_text(
+            f"daemon off;\nworker_processes 1;\npid {self.proxy_dir / 'nginx.pid'};\n"
+            f"error_log {self.proxy_dir / 'error.log'} warn;\nevents {{ worker_connections 1024; }}\n"
+            f"http {{\n{temp_paths}\n    include {self.proxy_dir / 'sociomile.conf'};\n}}\n"
+        )
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        self._spawn("proxy", [nginx, "-p", str(self.proxy_dir), "-e", str(self.proxy_dir / "error.log"),
+                              "-c", str(self.proxy_dir / "nginx.conf")])  # fmt: skip
+        wait_until(lambda: self.processes["proxy"].poll() is not None
+                   or requests.get(f"{self.proxy_url}/health/live", timeout=2).ok, timeout=30, what="nginx to answer")  # fmt: skip
+        if self.processes["proxy"].poll() is not None:
+            raise RuntimeError(f"nginx exited at start:\n{self.log('proxy')}\n{(self.proxy_dir / 'error.log').read_text()}")
+
+    def proxy_config_values(self) -> dict[str, str]:
+        """The template's placeholders for this stack (docker-compose.yml's proxy gives the same names)."""
+        return {
+            "SOCIOMILE_PROXY_LISTEN": f"127.0.0.1:{self.proxy_port}",
+            "SOCIOMILE_WEB_SERVERS": "\n    ".join(f"server {url.removeprefix('http://')};" for url in self.web_urls),
+            "SOCIOMILE_STREAM_SERVERS": f"server 127.0.0.1:{self.stream_port};",
+            "SOCIOMILE_PROXY_ACCESS_LOG": str(self.proxy_dir / "access.log"),
+            "BASE_DOMAIN": BASE_DOMAIN,
+        }
+
+    def proxy_access_log(self) -> list[dict]:
+        """The proxy's access log so far, one dict per request (deploy/nginx.conf.template's `sociomile_json`)."""
+        path = self.proxy_dir / "access.log"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [json.loads(line) for line in lines if line.endswith("}")]
+
+    def proxy_upstream_of(self, request_id: str) -> str | None:
+        """The address that served the request sent with this X-Request-ID, once the proxy has logged it."""
+        for entry in self.proxy_access_log():
+            if entry["request_id"] == request_id:
+                return entry["upstream"]
+        return None
 
     def stream_start(self) -> None:
         """The stream's ASGI process as production runs it (bin/dev, docker-compose.yml): uvicorn on the stack."""
@@ -425,6 +507,17 @@ class LiveStack:
     def health(self, session: requests.Session | None = None, *, host: str = BASE_DOMAIN) -> tuple[int, dict]:
         response = (session or requests).get(f"{self.web_url}/health", headers={"Host": host}, timeout=5)
         return response.status_code, response.json()
+
+
+def proxy_config_render(template: str, values: dict[str, str]) -> str:
+    """Fills the template's ${NAME} placeholders as the official nginx image does (envsubst with the
+    environment's names); nginx's own $variables are left alone. Every placeholder must be given a value."""
+    for name, value in values.items():
+        template = template.replace("${" + name + "}", value)
+    missing = sorted(set(re.findall(r"\$\{(\w+)\}", template)))
+    if missing:
+        raise ValueError(f"no value for {missing} in the proxy template")
+    return template
 
 
 def webhook_signature(secret: str, body: bytes) -> str:
@@ -652,10 +745,13 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "bootstrap":
         print(json.dumps(_bootstrap(json.loads(sys.argv[2]))))
     else:
-        stack = LiveStack().start()
+        # `python live_stack.py topology`: the production topology (two webs, the stream, nginx in front).
+        topology = sys.argv[1:] == ["topology"]
+        stack = LiveStack(webs=2, stream=True, proxy=True) if topology else LiveStack()
+        stack.start()
         handle = stack.bootstrap(slug="demo", agents=3)
-        print(f"web {stack.web_url} (Host: {handle.host}), postgres {stack.database_url}, redis {stack.redis_url}, "
-              f"broker {stack.broker_url}")
+        print(f"{'proxy' if topology else 'web'} {stack.web_url} (Host: {handle.host}), postgres {stack.database_url}, "
+              f"redis {stack.redis_url}, broker {stack.broker_url}")
         print(json.dumps(handle.__dict__, indent=2))
         try:
             signal.pause()

@@ -1,4 +1,4 @@
-# Shared by bin/dev and bin/test: finds or installs Python >= 3.12 (and the venv), PostgreSQL and Redis,
+# Shared by bin/dev and bin/test: finds or installs Python >= 3.12 (and the venv), PostgreSQL, Redis, RabbitMQ and nginx,
 # and starts/stops local PostgreSQL and Redis servers in a folder of their own. No Docker.
 # shellcheck shell=bash
 set -euo pipefail
@@ -87,6 +87,65 @@ pg_as_owner() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# port_is_free PORT: nothing listens on it and no socket holds it (a server binding it now would succeed). Bound on
+# every address with SO_REUSEADDR, as the servers bind: a connection of ours left in TIME_WAIT does not count.
+port_is_free() {
+  "$VENV/bin/python" - "$1" <<'PY'
+import socket, sys
+with socket.socket() as sock:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("0.0.0.0", int(sys.argv[1])))
+    except OSError:
+        sys.exit(1)
+PY
+}
+
+# port_choose RESULT WHAT VARIABLE DEFAULT [fixed]: sets RESULT to the port to serve WHAT on. Given in VARIABLE:
+# that one, or a clear stop if it is taken. Else DEFAULT if free; else, unless `fixed`, the next free one of the 100
+# above it. Ports chosen by earlier calls count as taken (their servers have not started yet).
+PORTS_CHOSEN=" "
+port_choose() {
+  local result="$1" what="$2" variable="$3" default="$4" mode="${5:-}" given port
+  given="${!variable:-}"
+  if [ -n "$given" ]; then
+    port_is_free "$given" || die "port $given ($what, from $variable) is taken: choose another, e.g. $variable=$(port_next_free "$given") ./bin/dev"
+    port="$given"
+  elif [[ "$PORTS_CHOSEN" != *" $default "* ]] && port_is_free "$default"; then
+    port="$default"
+  else
+    port="$(port_next_free "$default")"
+    [ "$mode" = fixed ] && die "port $default ($what) is taken: choose another, e.g. $variable=${port:-<port>} ./bin/dev"
+    [ -n "$port" ] || die "ports $default-$((default + 100)) ($what) are all taken: choose one with $variable=<port> ./bin/dev"
+    log "port $default ($what) is taken: using $port (set $variable to choose)"
+  fi
+  PORTS_CHOSEN="$PORTS_CHOSEN$port "
+  printf -v "$result" '%s' "$port"
+}
+
+# port_next_free PORT: the first free port of the 100 above PORT not chosen yet, or nothing.
+port_next_free() {
+  local candidate
+  for candidate in $(seq $(($1 + 1)) $(($1 + 100))); do
+    if [[ "$PORTS_CHOSEN" != *" $candidate "* ]] && port_is_free "$candidate"; then echo "$candidate"; return 0; fi
+  done
+}
+
+# dev_still_running DATA_DIR: stops with a clear message when a server of an earlier ./bin/dev on the same data
+# still runs (its process was killed, not stopped): a second one on other ports would share its files. A pid file
+# counts only while its pid is still that server (a pid left by a crash may have been reused since).
+dev_still_running() {
+  local dir="$1" entry file program pid
+  for entry in postgres/postmaster.pid:postgres redis/redis.pid:redis-server rabbitmq/pid:beam; do
+    file="$dir/${entry%%:*}" program="${entry##*:}"
+    [ -s "$file" ] || continue
+    pid="$(head -n 1 "$file")"
+    if [ -n "$pid" ] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "$program"; then
+      die "a server of an earlier ./bin/dev still runs on $dir (pid $pid, $file): stop that ./bin/dev (Ctrl-C), or end pid $pid"
+    fi
+  done
+}
+
 free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # pg_start DATA_DIR PORT [EXTRA -c SETTINGS...]: initialises the cluster if needed and starts it on loopback.
@@ -145,6 +204,14 @@ ensure_rabbitmq() {
   command -v rabbitmq-server >/dev/null 2>&1 || apt_install rabbitmq-server
   command -v rabbitmq-server >/dev/null 2>&1 || die "rabbitmq-server not found"
   log "rabbitmq: $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null || echo installed)"
+}
+
+# nginx, the reverse proxy of the production topology (deploy/nginx.conf.template), which the topology test runs on
+# ports of its own (live_stack.py). Debian's package: apt starts no service here, nothing listens on port 80.
+ensure_nginx() {
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_install nginx
+  { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || die "nginx not found"
+  log "nginx: $( (nginx -v 2>&1 || /usr/sbin/nginx -v 2>&1) | cut -d/ -f2)"
 }
 
 # The CLI must use the rabbitmq user's Erlang cookie (the server drops root for that user).

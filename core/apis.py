@@ -96,7 +96,8 @@ class AuthMeApi(APIView):
 
 
 def health(request):
-    """200 when PostgreSQL and Redis answer, else 503 naming what failed. No authentication."""
+    """Readiness: 200 when PostgreSQL and Redis answer, else 503 naming what failed. No authentication.
+    Liveness, which checks no dependency, is /health/live (core.middleware.LivenessMiddleware)."""
     checks = {"database": "ok", "redis": "ok"}
     try:
         with connection.cursor() as cursor:

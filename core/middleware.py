@@ -38,6 +38,31 @@ def tenant_gone_response(request) -> JsonResponse | None:
     return _unknown_host(hostname)
 
 
+LIVENESS_PATH = "/health/live"
+
+
+class LivenessMiddleware:
+    """Liveness: `GET /health/live` is 200 `{"status": "ok"}` whenever this process serves requests, on any Host.
+
+    Answered here, before the host lookup (which reads PostgreSQL and starts the routing cache's Redis listener):
+    it touches no dependency, so a PostgreSQL or Redis outage never makes a process manager restart web processes
+    that are fine and would only come back to the same outage. Whether the dependencies answer is `/health`
+    (readiness, core.apis.health), routed as every other path.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path_info != LIVENESS_PATH:
+            return self.get_response(request)
+        if request.method not in ("GET", "HEAD"):
+            response = JsonResponse({"detail": f'Method "{request.method}" not allowed.'}, status=405)
+            response["Allow"] = "GET, HEAD"
+            return response
+        return JsonResponse({"status": "ok"})
+
+
 class TenantHostMiddleware:
     """Picks the schema and URL conf from the Host header.
 

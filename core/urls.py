@@ -9,6 +9,7 @@ from core.apis import AuthMeApi, AuthTokenApi, health
 def host_urlpatterns(*, urlconf: str) -> list:
     # drf-spectacular reads ROOT_URLCONF unless told otherwise: each host documents its own API.
     return [
+        # /health/live (liveness) never reaches a URL conf: core.middleware.LivenessMiddleware answers it first.
         path("health", health, name="health"),
         path("api/auth/token", AuthTokenApi.as_view(), name="auth-token"),
         path("api/auth/me", AuthMeApi.as_view(), name="auth-me"),

@@ -25,6 +25,41 @@ def test_health_names_redis_when_it_is_down(tenant_a, settings):
     assert response.json() == {"status": "error", "database": "ok", "redis": "error: ConnectionError"}
 
 
+@pytest.mark.parametrize("host", ["localhost", "alpha.localhost", "nobody.example.com"])
+def test_health_live_answers_on_any_host_without_touching_postgresql_or_redis(host, settings, monkeypatch):
+    # given no database access (no `db` fixture: pytest-django raises on any query), a Redis nothing listens
+    # on, and a host lookup and routing listener that fail the test if they are reached
+    from core import middleware
+
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    core_redis.get_redis.cache_clear()
+
+    def reached(**kwargs):
+        raise AssertionError("liveness reached the host lookup")
+
+    monkeypatch.setattr(middleware, "tenant_get_for_hostname", reached)
+    monkeypatch.setattr(middleware, "routing_listener_ensure", reached)
+    try:
+        # when
+        response = api_client().get("/health/live", HTTP_HOST=host)
+    finally:
+        core_redis.get_redis.cache_clear()
+
+    # then
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_health_live_takes_only_get_and_head():
+    client = api_client()
+
+    assert client.head("/health/live").status_code == 200
+    response = client.post("/health/live")
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, HEAD"
+    assert response.json() == {"detail": 'Method "POST" not allowed.'}
+
+
 def test_unknown_host_is_404_json(db):
     response = api_client().get("/health", HTTP_HOST="nobody.localhost")
 

@@ -47,6 +47,8 @@ MIDDLEWARE = [
     # Next: after a response given without reading a large body (a 413, a 401...), reads and discards
     # it, so the client's keep-alive connection stays usable (core/middleware.py).
     "core.middleware.UnreadBodyDrainMiddleware",
+    # Liveness (/health/live) answered before anything touches PostgreSQL or Redis (core/middleware.py).
+    "core.middleware.LivenessMiddleware",
     # Before anything queries: a NUL in the path or query string is a 400 (core/middleware.py).
     "core.middleware.UnstorableInputMiddleware",
     # Then: picks the schema and URL conf from the Host header, 404s unknown hosts.

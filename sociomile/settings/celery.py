@@ -6,7 +6,7 @@ from sociomile.settings.env import env_int, env_str
 # RabbitMQ: its consumers are pushed messages, so a worker consuming thousands of idle tenant queues costs
 # nothing while they are idle (kombu's Redis transport polls one list per queue: docs/architecture.md,
 # "Background work", has the measurement). Redis stays for counters, cache, locks and the slot semaphore.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:55672//")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:16672//")
 # Tasks with no tenant (fan-outs, platform work) go here; each tenant's tasks go to its own queue
 # (tenants.queues.route_task), which every worker consumes (tenants.worker).
 CELERY_TASK_DEFAULT_QUEUE = "platform"

@@ -2,7 +2,7 @@
 
 from sociomile.settings.env import database_from_url, env_int, env_str
 
-DATABASES = {"default": database_from_url(env_str("DATABASE_URL", "postgres://sociomile@127.0.0.1:55432/sociomile"))}
+DATABASES = {"default": database_from_url(env_str("DATABASE_URL", "postgres://sociomile@127.0.0.1:15432/sociomile"))}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # A database host that does not answer at all (not "refused": a partition, a failover in progress) would

@@ -2,7 +2,7 @@
 
 from sociomile.settings.env import env_str
 
-REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:56379/0")
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:16379/0")
 
 CACHES = {
     "default": {
