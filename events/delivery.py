@@ -113,11 +113,16 @@ WHERE id = ANY(%(ids)s) AND claim_token = %(claim_token)s
 """
 
 # A round's outcomes in one statement: the deliveries still claimed by this run, and every attempt (it
-# happened, whoever holds the claim now) of a delivery that still exists.
+# happened, whoever holds the claim now) of a delivery that still exists. The run's token is compared through
+# the outcome rows, not as `delivery.claim_token = <token>`: PostgreSQL estimates one row for a given token (nearly
+# every row has none), so it scanned the whole table for the token and compared each row it found with every
+# outcome (a nested loop: the run's claimed rows x the outcomes, most of a run's database time). Compared through
+# the join, each outcome finds its row by primary key (or one hash join on a small table).
 _OUTCOMES_RECORD = """
-WITH outcome AS (
-    SELECT * FROM unnest(%(ids)s::uuid[], %(statuses)s::text[], %(codes)s::integer[], %(errors)s::text[],
-                         %(next_attempts_at)s::timestamptz[], %(attempted_at)s::timestamptz[], %(durations)s::integer[])
+WITH outcome AS MATERIALIZED (
+    SELECT outcome.*, %(claim_token)s::uuid AS claim_token
+    FROM unnest(%(ids)s::uuid[], %(statuses)s::text[], %(codes)s::integer[], %(errors)s::text[],
+                %(next_attempts_at)s::timestamptz[], %(attempted_at)s::timestamptz[], %(durations)s::integer[])
         AS outcome(id, status, code, error, next_attempt_at, attempted_at, duration_ms)
 ),
 updated AS (
@@ -126,7 +131,7 @@ updated AS (
         next_attempt_at = coalesce(outcome.next_attempt_at, delivery.next_attempt_at),
         delivered_at = CASE WHEN outcome.status = 'succeeded' THEN outcome.attempted_at ELSE delivery.delivered_at END,
         claim_token = NULL, lease_expires_at = NULL
-    FROM outcome WHERE delivery.id = outcome.id AND delivery.claim_token = %(claim_token)s
+    FROM outcome WHERE delivery.id = outcome.id AND delivery.claim_token = outcome.claim_token
     RETURNING delivery.id
 ),
 attempts AS (
