@@ -427,3 +427,47 @@ def test_recording_outcomes_finds_each_delivery_by_its_answer_not_by_the_runs_to
         plan = plans[0] if isinstance(plans[0], list) else json.loads(plans[0])
         removed = sum(node.get("Rows Removed by Join Filter", 0) for node in _plan_nodes(plan[0]["Plan"]))
         assert removed == 0, json.dumps(plan, indent=1)
+
+
+def test_a_run_renews_the_leases_of_what_it_holds_by_their_ids(tenant_a, event_receiver, settings):
+    # given a lease of 0.4 s (renewed every 0.1 s), one request at a time, a first request that hangs until its
+    # 1 s timeout, and four deliveries of which another run holds the oldest
+    settings.EVENTS_LEASE_SECONDS = 0.4
+    settings.EVENTS_ENDPOINT_CONCURRENCY = 1
+    settings.EVENTS_HTTP_TIMEOUT_SECONDS = 1
+    event_receiver.script(None)
+    with schema_context(tenant_a.schema_name):
+        webhook_endpoint_create(url=event_receiver.url, events=["*"])
+        events_record(events=[("chat.sla_breached", {"n": n}, None, None, False) for n in range(4)])
+        other_run = uuid.uuid4()
+        [others] = webhook_deliveries_claim(claim_token=other_run, now=timezone.now(), limit=1)
+        others_lease = timezone.now() + timedelta(hours=1)  # that run renews it
+        Delivery.objects.filter(id=others.id).update(lease_expires_at=others_lease)
+        renewals, plans = [], []
+
+        def watch_renewals(execute, sql, params, many, context):
+            if sql.lstrip().startswith("UPDATE events_delivery SET lease_expires_at"):
+                raw = context["cursor"].cursor
+                raw.execute("SAVEPOINT plan")
+                raw.execute("SET LOCAL enable_seqscan = off")  # what an index can serve, on this small table
+                raw.execute(f"EXPLAIN {sql}", params)
+                plans.append("\n".join(row[0] for row in raw.fetchall()))
+                raw.execute("ROLLBACK TO SAVEPOINT plan")
+                result = execute(sql, params, many, context)
+                renewals.append({d.id: d.lease_expires_at for d in Delivery.objects.filter(claim_token__isnull=False)})
+                return result
+            return execute(sql, params, many, context)
+
+        # when a run sends the other three
+        with connection.execute_wrapper(watch_renewals):
+            summary = webhook_deliveries_send()
+
+        # then while its first request hung, it kept the leases of all three ahead (past a lease's length), left
+        # the other run's alone, and found its rows by their ids, not by a scan for its token
+        assert (summary.claimed, summary.succeeded, summary.retrying) == (3, 2, 1)
+        assert len(renewals) >= 5
+        ours = set(Delivery.objects.exclude(id=others.id).values_list("id", flat=True))
+        assert set(renewals[4]) == ours | {others.id}
+        assert all(renewals[4][id] > renewals[0][id] for id in ours)
+        assert Delivery.objects.get(id=others.id).lease_expires_at == others_lease
+        assert all("Seq Scan" not in plan and "events_delivery_pkey" in plan for plan in plans), plans[0]
