@@ -101,8 +101,11 @@ JOIN events_webhookendpoint AS endpoint ON endpoint.id = delivery.endpoint_id AN
 WHERE (delivery.status = 'pending' OR delivery.status = 'failed') AND {_NO_EARLIER_UNFINISHED}
 """
 
+# By the ids the run holds: no index has the token (one would cost every claim and outcome a write), so a
+# token alone is a scan of every delivery of the retention period.
 _RENEW = """
-UPDATE events_delivery SET lease_expires_at = %(lease_expires_at)s WHERE claim_token = %(claim_token)s
+UPDATE events_delivery SET lease_expires_at = %(lease_expires_at)s
+WHERE id = ANY(%(ids)s) AND claim_token = %(claim_token)s
 """
 
 # Claimed but never tried (the run was interrupted): due again at once, the attempt counted by the claim
@@ -113,11 +116,16 @@ WHERE id = ANY(%(ids)s) AND claim_token = %(claim_token)s
 """
 
 # A round's outcomes in one statement: the deliveries still claimed by this run, and every attempt (it
-# happened, whoever holds the claim now) of a delivery that still exists.
+# happened, whoever holds the claim now) of a delivery that still exists. The run's token is compared through
+# the outcome rows, not as `delivery.claim_token = <token>`: PostgreSQL estimates one row for a given token (nearly
+# every row has none), so it scanned the whole table for the token and compared each row it found with every
+# outcome (a nested loop: the run's claimed rows x the outcomes, most of a run's database time). Compared through
+# the join, each outcome finds its row by primary key (or one hash join on a small table).
 _OUTCOMES_RECORD = """
-WITH outcome AS (
-    SELECT * FROM unnest(%(ids)s::uuid[], %(statuses)s::text[], %(codes)s::integer[], %(errors)s::text[],
-                         %(next_attempts_at)s::timestamptz[], %(attempted_at)s::timestamptz[], %(durations)s::integer[])
+WITH outcome AS MATERIALIZED (
+    SELECT outcome.*, %(claim_token)s::uuid AS claim_token
+    FROM unnest(%(ids)s::uuid[], %(statuses)s::text[], %(codes)s::integer[], %(errors)s::text[],
+                %(next_attempts_at)s::timestamptz[], %(attempted_at)s::timestamptz[], %(durations)s::integer[])
         AS outcome(id, status, code, error, next_attempt_at, attempted_at, duration_ms)
 ),
 updated AS (
@@ -126,7 +134,7 @@ updated AS (
         next_attempt_at = coalesce(outcome.next_attempt_at, delivery.next_attempt_at),
         delivered_at = CASE WHEN outcome.status = 'succeeded' THEN outcome.attempted_at ELSE delivery.delivered_at END,
         claim_token = NULL, lease_expires_at = NULL
-    FROM outcome WHERE delivery.id = outcome.id AND delivery.claim_token = %(claim_token)s
+    FROM outcome WHERE delivery.id = outcome.id AND delivery.claim_token = outcome.claim_token
     RETURNING delivery.id
 ),
 attempts AS (
@@ -245,6 +253,7 @@ def webhook_deliveries_send(*, max_seconds: float | None = None) -> DeliveryRunS
     endpoints: dict[uuid.UUID, WebhookEndpoint] = {}
     # One keep-alive pool per endpoint URL for the whole run.
     targets: dict[str, HttpTarget] = {}
+    holding: set[uuid.UUID] = set()  # claimed by the run, neither recorded nor handed back: the leases to renew
     window = settings.EVENTS_ENDPOINT_WINDOW
     last_query = [0.0]
     endpoints_read_at = [0.0]
@@ -266,6 +275,7 @@ def webhook_deliveries_send(*, max_seconds: float | None = None) -> DeliveryRunS
         if not claimed:
             return []
         summary.claimed += len(claimed)
+        holding.update(delivery.id for delivery in claimed)
         # Read when new to the run, and again every few seconds: a rotated secret or a changed URL is used from
         # then on (the previous secret signs too for a day after a rotation).
         endpoint_ids = {delivery.endpoint_id for delivery in claimed}
@@ -301,17 +311,23 @@ def webhook_deliveries_send(*, max_seconds: float | None = None) -> DeliveryRunS
                 result = HttpResult(error=f"{error.__class__.__name__}: {error}", transient=True)
             return _Sent(result=result, attempted_at=attempted_at, duration_ms=int((time.monotonic() - started) * 1000))
 
+    def record(results: list[tuple[_Claimed, _Sent]]) -> None:
+        _outcomes_record(claim_token=claim_token, results=results, summary=summary, endpoints=endpoints)
+        holding.difference_update(delivery.id for delivery, _ in results)
+
+    def release(untried: list[_Claimed]) -> None:
+        _release(claim_token=claim_token, untried=untried, summary=summary)
+        holding.difference_update(delivery.id for delivery in untried)
+
     try:
         http_send_pipeline(
             claim=claim,
             key=lambda delivery: delivery.endpoint_id,
             send=send,
-            record=lambda results: _outcomes_record(
-                claim_token=claim_token, results=results, summary=summary, endpoints=endpoints
-            ),
-            renew=lambda: _renew(claim_token=claim_token),
+            record=record,
+            renew=lambda: _renew(claim_token=claim_token, ids=list(holding)),
             renew_every=settings.EVENTS_LEASE_SECONDS / 4,
-            release=lambda untried: _release(claim_token=claim_token, untried=untried, summary=summary),
+            release=release,
             concurrency=settings.EVENTS_SEND_CONCURRENCY,
             key_concurrency=settings.EVENTS_ENDPOINT_CONCURRENCY,
             thread_name_prefix=f"webhooks-{schema_name}",
@@ -414,12 +430,15 @@ def _outcomes_record(
             summary.dead += 1
 
 
-def _renew(*, claim_token: uuid.UUID) -> None:
+def _renew(*, claim_token: uuid.UUID, ids: list[uuid.UUID]) -> None:
+    if not ids:
+        return
     with connection.cursor() as cursor:
         cursor.execute(
             _RENEW,
-            {"claim_token": claim_token, "lease_expires_at": timezone.now() + timedelta(seconds=settings.EVENTS_LEASE_SECONDS)},
-        )
+            {"ids": ids, "claim_token": claim_token,
+             "lease_expires_at": timezone.now() + timedelta(seconds=settings.EVENTS_LEASE_SECONDS)},
+        )  # fmt: skip
 
 
 def _release(*, claim_token: uuid.UUID, untried: list[_Claimed], summary: DeliveryRunSummary) -> None:

@@ -3,9 +3,11 @@
 import json
 import threading
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import schema_context
 from standardwebhooks import Webhook
@@ -13,12 +15,22 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from agents.services import agent_create, assignment_run, chat_assign, chat_resolve
 from core.tests.support import PASSWORD
+from core.transport import HttpResult
 from conversations.models import Chat, Ticket
 from conversations.services import chat_create, message_create, ticket_create, ticket_status_set
-from events.delivery import webhook_deliveries_next_due_at, webhook_deliveries_send, webhook_envelope
+from events.delivery import (
+    DeliveryRunSummary,
+    _outcomes_record,
+    _Sent,
+    webhook_deliveries_claim,
+    webhook_deliveries_next_due_at,
+    webhook_deliveries_send,
+    webhook_envelope,
+)
 from events.models import Delivery, DeliveryAttempt, Event, WebhookEndpoint
 from events.services import (
     event_record,
+    events_record,
     webhook_delivery_redeliver,
     webhook_endpoint_create,
     webhook_endpoint_rotate_secret,
@@ -366,3 +378,96 @@ def test_a_run_that_ends_with_deliveries_due_sends_the_next_run_at_once(tenant_a
         sent.clear()
         webhook_deliveries_send_task()
         assert (sent, Delivery.objects.get().status) == ([], "succeeded")
+
+
+def _plan_nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+def test_recording_outcomes_finds_each_delivery_by_its_answer_not_by_the_runs_token(tenant_a):
+    # given statistics taken while no delivery was claimed (as autovacuum leaves them between runs: PostgreSQL
+    # then expects one row with a run's token), then a run holding 300 claimed deliveries, 200 of them answered
+    with schema_context(tenant_a.schema_name):
+        webhook_endpoint_create(url="https://hooks.example.com/in", events=["*"])
+        events_record(events=[("chat.sla_breached", {"n": n}, None, None, False) for n in range(1200)])
+        Delivery.objects.filter(id__in=Delivery.objects.order_by("event_id").values("id")[300:]).update(status="succeeded")
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE events_delivery")
+        claim_token = uuid.uuid4()
+        claimed = webhook_deliveries_claim(claim_token=claim_token, now=timezone.now(), limit=300)
+        endpoints = {endpoint.id: endpoint for endpoint in WebhookEndpoint.objects.all()}
+        answered_at = timezone.now()
+        answers = [(delivery, _Sent(result=HttpResult(status=200), attempted_at=answered_at, duration_ms=5)) for delivery in claimed[:200]]
+        plans = []
+
+        def explain_first(execute, sql, params, many, context):
+            if "INSERT INTO events_deliveryattempt" in sql:
+                raw = context["cursor"].cursor
+                raw.execute("SAVEPOINT plan")
+                # Nested loops only: what the planner picks when it expects one row on a side (the bench's plan;
+                # on this small table it may pick a hash join instead, by a hair).
+                raw.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+                raw.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
+                plans.append(raw.fetchone()[0])
+                raw.execute("ROLLBACK TO SAVEPOINT plan")
+            return execute(sql, params, many, context)
+
+        # when the run records the answers
+        summary = DeliveryRunSummary()
+        with connection.execute_wrapper(explain_first):
+            _outcomes_record(claim_token=claim_token, results=answers, summary=summary, endpoints=endpoints)
+
+        # then each answer updated its delivery, and no claimed delivery was compared with every answer (the old
+        # statement found the run's rows by its token and joined them to the answers by a filter: 300 x 200
+        # comparisons, most of a run's database time in the bench)
+        assert (len(claimed), summary.succeeded) == (300, 200)
+        assert Delivery.objects.filter(claim_token=claim_token).count() == 100
+        plan = plans[0] if isinstance(plans[0], list) else json.loads(plans[0])
+        removed = sum(node.get("Rows Removed by Join Filter", 0) for node in _plan_nodes(plan[0]["Plan"]))
+        assert removed == 0, json.dumps(plan, indent=1)
+
+
+def test_a_run_renews_the_leases_of_what_it_holds_by_their_ids(tenant_a, event_receiver, settings):
+    # given a lease of 0.4 s (renewed every 0.1 s), one request at a time, a first request that hangs until its
+    # 1 s timeout, and four deliveries of which another run holds the oldest
+    settings.EVENTS_LEASE_SECONDS = 0.4
+    settings.EVENTS_ENDPOINT_CONCURRENCY = 1
+    settings.EVENTS_HTTP_TIMEOUT_SECONDS = 1
+    event_receiver.script(None)
+    with schema_context(tenant_a.schema_name):
+        webhook_endpoint_create(url=event_receiver.url, events=["*"])
+        events_record(events=[("chat.sla_breached", {"n": n}, None, None, False) for n in range(4)])
+        other_run = uuid.uuid4()
+        [others] = webhook_deliveries_claim(claim_token=other_run, now=timezone.now(), limit=1)
+        others_lease = timezone.now() + timedelta(hours=1)  # that run renews it
+        Delivery.objects.filter(id=others.id).update(lease_expires_at=others_lease)
+        renewals, plans = [], []
+
+        def watch_renewals(execute, sql, params, many, context):
+            if sql.lstrip().startswith("UPDATE events_delivery SET lease_expires_at"):
+                raw = context["cursor"].cursor
+                raw.execute("SAVEPOINT plan")
+                raw.execute("SET LOCAL enable_seqscan = off")  # what an index can serve, on this small table
+                raw.execute(f"EXPLAIN {sql}", params)
+                plans.append("\n".join(row[0] for row in raw.fetchall()))
+                raw.execute("ROLLBACK TO SAVEPOINT plan")
+                result = execute(sql, params, many, context)
+                renewals.append({d.id: d.lease_expires_at for d in Delivery.objects.filter(claim_token__isnull=False)})
+                return result
+            return execute(sql, params, many, context)
+
+        # when a run sends the other three
+        with connection.execute_wrapper(watch_renewals):
+            summary = webhook_deliveries_send()
+
+        # then while its first request hung, it kept the leases of all three ahead (past a lease's length), left
+        # the other run's alone, and found its rows by their ids, not by a scan for its token
+        assert (summary.claimed, summary.succeeded, summary.retrying) == (3, 2, 1)
+        assert len(renewals) >= 5
+        ours = set(Delivery.objects.exclude(id=others.id).values_list("id", flat=True))
+        assert set(renewals[4]) == ours | {others.id}
+        assert all(renewals[4][id] > renewals[0][id] for id in ours)
+        assert Delivery.objects.get(id=others.id).lease_expires_at == others_lease
+        assert all("Seq Scan" not in plan and "events_delivery_pkey" in plan for plan in plans), plans[0]
