@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -691,3 +692,49 @@ def test_a_claim_skips_the_rows_another_claim_holds_instead_of_waiting(make_live
     assert [message.id for message in claimed] == [messages[2].id, messages[3].id]
     assert {message.status for message in claimed} == {"sending"}
     assert waited < timedelta(seconds=2)
+
+
+def _plan_nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+def test_recording_outcomes_finds_each_message_by_its_outcome_not_by_the_runs_token(configured_a):
+    # given statistics taken while no message was claimed (as autovacuum leaves them between runs: PostgreSQL then
+    # expects one row with a run's token), then a run holding 300 claimed messages, 200 of them answered
+    from scheduler.services.run import _outcome_rows_write, outbound_claim_due
+
+    with schema_context(configured_a.schema_name):
+        make_outbound_messages(1200)
+        OutboundMessage.objects.filter(id__in=OutboundMessage.objects.order_by("created_at").values("id")[300:]).update(status="sent")
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE scheduler_outboundmessage")
+        claim_token = uuid.uuid4()
+        now = timezone.now()
+        claimed = outbound_claim_due(batch_size=300, claim_token=claim_token, now=now)
+        rows = {message.id: ("sent", f"provider-{n}", None, "") for n, message in enumerate(claimed[:200])}
+        plans = []
+
+        def explain_first(execute, sql, params, many, context):
+            if "UPDATE scheduler_outboundmessage AS message" in sql and not plans:
+                raw = context["cursor"].cursor
+                raw.execute("SAVEPOINT plan")
+                # Nested loops only: what the planner picks when it expects one row on a side.
+                raw.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+                raw.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
+                plans.append(raw.fetchone()[0])
+                raw.execute("ROLLBACK TO SAVEPOINT plan")
+            return execute(sql, params, many, context)
+
+        # when the run records the answers
+        with connection.execute_wrapper(explain_first):
+            written = _outcome_rows_write(claim_token=claim_token, rows=rows, now=now)
+
+        # then each answer updated its message, and no claimed message was compared with every answer (the old
+        # statement found the run's rows by its token and joined them to the answers by a filter)
+        assert (len(claimed), len(written)) == (300, 200)
+        assert OutboundMessage.objects.filter(claim_token=claim_token).count() == 100
+    plan = plans[0] if isinstance(plans[0], list) else json.loads(plans[0])
+    removed = sum(node.get("Rows Removed by Join Filter", 0) + node.get("Rows Removed by Filter", 0) for node in _plan_nodes(plan[0]["Plan"]))
+    assert removed == 0, json.dumps(plan, indent=1)
