@@ -1,6 +1,8 @@
 """Helpers every app's tests use: API clients per host, users and tokens, polling. Plain functions, imported
 by test modules (fixtures are in core/tests/fixtures/, registered by the root conftest.py)."""
 
+import contextlib
+import json
 import time
 import uuid
 from pathlib import Path
@@ -54,3 +56,34 @@ def token_for(user: User, *, tenant: Tenant | None) -> str:
     schema = get_public_schema_name() if tenant is None else tenant.schema_name
     with schema_context(schema):
         return user_token_get_or_create(user=user).key
+
+
+@contextlib.contextmanager
+def nested_loop_plan_of(marker: str):
+    """Inside the block, the first statement whose SQL contains `marker` is also EXPLAIN ANALYZEd with hash and
+    merge joins off (a savepoint rolls the explained run back; the statement then runs as usual): what the
+    planner picks when its statistics say one side holds one row. Yields a list that holds the plan's nodes,
+    flattened, once the block ends; a test sums e.g. their "Rows Removed by Join Filter"."""
+    from django.db import connection
+
+    nodes: list[dict] = []
+
+    def flatten(plan: dict):
+        yield plan
+        for child in plan.get("Plans", []):
+            yield from flatten(child)
+
+    def explain_first(execute, sql, params, many, context):
+        if marker in sql and not nodes:
+            raw = context["cursor"].cursor
+            raw.execute("SAVEPOINT plan")
+            raw.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+            raw.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
+            plan = raw.fetchone()[0]
+            plan = plan if isinstance(plan, list) else json.loads(plan)
+            nodes.extend(flatten(plan[0]["Plan"]))
+            raw.execute("ROLLBACK TO SAVEPOINT plan")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(explain_first):
+        yield nodes

@@ -20,7 +20,7 @@ from django_tenants.utils import schema_context
 
 from core.tests.fixtures.webhooks import _handler, Reply, _Server, WebhookReceiver
 
-from core.tests.support import wait_for
+from core.tests.support import nested_loop_plan_of, wait_for
 from core.redis import get_redis
 from scheduler.models import OutboundMessage, SchedulerSetting
 from scheduler.services import (
@@ -694,12 +694,6 @@ def test_a_claim_skips_the_rows_another_claim_holds_instead_of_waiting(make_live
     assert waited < timedelta(seconds=2)
 
 
-def _plan_nodes(plan: dict):
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _plan_nodes(child)
-
-
 def test_recording_outcomes_finds_each_message_by_its_outcome_not_by_the_runs_token(configured_a):
     # given statistics taken while no message was claimed (as autovacuum leaves them between runs: PostgreSQL then
     # expects one row with a run's token), then a run holding 300 claimed messages, 200 of them answered
@@ -714,27 +708,13 @@ def test_recording_outcomes_finds_each_message_by_its_outcome_not_by_the_runs_to
         now = timezone.now()
         claimed = outbound_claim_due(batch_size=300, claim_token=claim_token, now=now)
         rows = {message.id: ("sent", f"provider-{n}", None, "") for n, message in enumerate(claimed[:200])}
-        plans = []
-
-        def explain_first(execute, sql, params, many, context):
-            if "UPDATE scheduler_outboundmessage AS message" in sql and not plans:
-                raw = context["cursor"].cursor
-                raw.execute("SAVEPOINT plan")
-                # Nested loops only: what the planner picks when it expects one row on a side.
-                raw.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
-                raw.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
-                plans.append(raw.fetchone()[0])
-                raw.execute("ROLLBACK TO SAVEPOINT plan")
-            return execute(sql, params, many, context)
-
-        # when the run records the answers
-        with connection.execute_wrapper(explain_first):
+        # when the run records the answers (the plan as the planner makes it when it expects one row on a side)
+        with nested_loop_plan_of("UPDATE scheduler_outboundmessage AS message") as nodes:
             written = _outcome_rows_write(claim_token=claim_token, rows=rows, now=now)
 
         # then each answer updated its message, and no claimed message was compared with every answer (the old
         # statement found the run's rows by its token and joined them to the answers by a filter)
         assert (len(claimed), len(written)) == (300, 200)
         assert OutboundMessage.objects.filter(claim_token=claim_token).count() == 100
-    plan = plans[0] if isinstance(plans[0], list) else json.loads(plans[0])
-    removed = sum(node.get("Rows Removed by Join Filter", 0) + node.get("Rows Removed by Filter", 0) for node in _plan_nodes(plan[0]["Plan"]))
-    assert removed == 0, json.dumps(plan, indent=1)
+    removed = sum(node.get("Rows Removed by Join Filter", 0) + node.get("Rows Removed by Filter", 0) for node in nodes)
+    assert removed == 0, json.dumps(nodes, indent=1)
