@@ -4,8 +4,6 @@ server and browser fixtures are core/tests/test_admin_browser.py's). Screenshot:
 import pytest
 from django_tenants.utils import schema_context
 
-from agents.services import agents as agents_module
-from agents.services import assignment as assignment_module
 from audit.models import AuditEntry
 from contacts.models import Contact
 from conversations import services as conversation_services
@@ -15,11 +13,8 @@ from core.tests.test_admin_browser import browser, log_in, page, run_action, scr
 pytestmark = pytest.mark.browser
 
 
-def test_an_admin_erases_a_customer_and_the_audit_log_shows_it_without_the_customer(make_live_tenant, server, page, monkeypatch):  # noqa: F811
+def test_an_admin_erases_a_customer_and_the_audit_log_shows_it_without_the_customer(no_worker, make_live_tenant, server, page):  # noqa: F811
     # given two customers with a chat each (no worker here: drained in this process)
-    monkeypatch.setattr(conversation_services, "_drain_schedule", lambda: None)
-    for module in (agents_module, assignment_module, conversation_services):
-        monkeypatch.setattr(module, "assignment_schedule", lambda: None)
     tenant = make_live_tenant("erase")
     with schema_context(tenant.schema_name):
         application = conversation_services.application_create(name="Storefront")

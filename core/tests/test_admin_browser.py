@@ -19,8 +19,6 @@ from django.db import connections
 from django_tenants.utils import schema_context
 
 from agents import services as agent_services
-from agents.services import agents as agents_module
-from agents.services import assignment as assignment_module
 from agents.models import Agent
 from core.tests.support import make_user, PASSWORD, TEST_OUTPUT
 from conversations import services as conversation_services
@@ -142,13 +140,9 @@ def test_an_operator_creates_a_tenant_whose_host_then_answers(live_db, server, p
 
 
 def test_a_supervisor_assigns_and_resolves_a_waiting_chat_then_sets_an_agent_offline(
-    make_live_tenant, server, page, monkeypatch
+    no_worker, make_live_tenant, server, page
 ):
-    # No worker here: the drain and the assignment runs the services would schedule are left out, so the
-    # chat waits until the supervisor acts.
-    monkeypatch.setattr(conversation_services, "_drain_schedule", lambda: None)
-    for module in (agents_module, assignment_module, conversation_services):
-        monkeypatch.setattr(module, "assignment_schedule", lambda: None)
+    # No worker here (no_worker): the chat waits until the supervisor acts.
     tenant = make_live_tenant("web")
     base = server(tenant.schema_name)
     agent_email = f"ana@{tenant.schema_name}.test"

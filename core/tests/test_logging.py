@@ -16,16 +16,22 @@ from core.tests.fixtures.workers import WorkerProcess
 from core.tests.support import api_client, make_user, token_for
 
 
-@pytest.fixture
-def access_lines():
-    """The `sociomile.access` lines of this test process, in the JSON format (LOG_ACCESS on for the test)."""
+def _json_handler(logger: logging.Logger) -> tuple[io.StringIO, logging.Handler]:
+    """A handler writing the logger's lines to a string in the JSON format, added to it (remove it after)."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.addFilter(LogContextFilter())
     handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    return stream, handler
+
+
+@pytest.fixture
+def access_lines():
+    """The `sociomile.access` lines of this test process, in the JSON format (LOG_ACCESS on for the test)."""
     logger = logging.getLogger("sociomile.access")
     level = logger.level
-    logger.addHandler(handler)
+    stream, handler = _json_handler(logger)
     logger.setLevel(logging.INFO)
     yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
     logger.removeHandler(handler)
@@ -109,12 +115,8 @@ def test_a_sane_x_request_id_is_kept_and_an_absent_one_made(client):
 
 def test_json_line_holds_the_context_and_the_exception_on_one_line():
     # given a line written inside a request's id, with an exception and a newline in its message
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.addFilter(LogContextFilter())
-    handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("sociomile.test_logging")
-    logger.addHandler(handler)
+    stream, handler = _json_handler(logger)
     logger.propagate = False
     token = request_id_var.set("req-1")
     try:

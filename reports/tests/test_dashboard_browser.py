@@ -8,8 +8,6 @@ from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from agents import services as agent_services
-from agents.services import agents as agents_module
-from agents.services import assignment as assignment_module
 from core.tests.support import make_user
 from conversations import services as conversation_services
 from core.models import User
@@ -30,11 +28,8 @@ CANVAS_STATE = """(id) => {
 }"""
 
 
-def test_the_admin_index_charts_the_last_14_days_and_shows_the_queue_now(make_live_tenant, server, page, monkeypatch):  # noqa: F811
+def test_the_admin_index_charts_the_last_14_days_and_shows_the_queue_now(no_worker, make_live_tenant, server, page, monkeypatch):  # noqa: F811
     # given a tenant with two weeks of history (no worker here: drained in this process, assigned by hand)
-    monkeypatch.setattr(conversation_services, "_drain_schedule", lambda: None)
-    for module in (agents_module, assignment_module, conversation_services):
-        monkeypatch.setattr(module, "assignment_schedule", lambda: None)
     clock = Clock(utc(2026, 3, 2))
     monkeypatch.setattr(timezone, "now", clock.now)
     tenant = make_live_tenant("dash")

@@ -209,6 +209,14 @@ def _archive_rewrite(source, target, change) -> None:
             new.addfile(member, io.BytesIO(data))
 
 
+def _renamed(manifest: dict, slug: str) -> None:
+    """The archive's tenant as a new one: another slug, schema and domain (so that only the edit under test can
+    refuse it)."""
+    manifest["slug"] = slug
+    manifest["public_rows"]["tenant"]["schema_name"] = slug
+    manifest["public_rows"]["domains"] = [{"domain": f"{slug}.localhost", "is_primary": True}]
+
+
 def test_import_is_refused_when_the_migrations_differ_and_writes_nothing(make_live_tenant, drains_held, tmp_path):
     # given an archive whose tenant would be new here, made by code with one more migration
     tenant = make_live_tenant("mig")
@@ -218,9 +226,7 @@ def test_import_is_refused_when_the_migrations_differ_and_writes_nothing(make_li
     ghost = f"ghost-{uuid.uuid4().hex[:6]}"
 
     def newer_code(manifest):
-        manifest["slug"] = ghost
-        manifest["public_rows"]["tenant"]["schema_name"] = ghost
-        manifest["public_rows"]["domains"] = [{"domain": f"{ghost}.localhost", "is_primary": True}]
+        _renamed(manifest, ghost)
         manifest["migrations"]["tenant"].append(["conversations", "9999_from_the_future"])
 
     _archive_rewrite(tmp_path / "a.tar.gz", tmp_path / "b.tar.gz", newer_code)
@@ -270,9 +276,7 @@ def test_an_edited_archive_naming_a_sequence_the_schema_lacks_is_refused_and_rol
     ghost = f"ghost-{uuid.uuid4().hex[:6]}"
 
     def edited(manifest):
-        manifest["slug"] = ghost
-        manifest["public_rows"]["tenant"]["schema_name"] = ghost
-        manifest["public_rows"]["domains"] = [{"domain": f"{ghost}.localhost", "is_primary": True}]
+        _renamed(manifest, ghost)
         manifest["sequences"][0]["column"] = 'id") FROM pg_class; DROP TABLE x; --'
 
     _archive_rewrite(tmp_path / "a.tar.gz", tmp_path / "b.tar.gz", edited)

@@ -5,8 +5,6 @@ import pytest
 from django_tenants.utils import schema_context
 
 from agents import services as agent_services
-from agents.services import agents as agents_module
-from agents.services import assignment as assignment_module
 from conversations import services as conversation_services
 from conversations.models import Chat
 from core.tests.support import PASSWORD
@@ -15,12 +13,9 @@ from core.tests.test_admin_browser import browser, log_in, page, screenshot, ser
 pytestmark = pytest.mark.browser
 
 
-def test_the_chat_page_marks_the_private_note_and_not_the_customers_message(make_live_tenant, server, page, monkeypatch):  # noqa: F811
+def test_the_chat_page_marks_the_private_note_and_not_the_customers_message(no_worker, make_live_tenant, server, page):  # noqa: F811
     # given a chat with a customer message, an agent's reply and a private note with an attachment (no worker
     # here: drained in this process)
-    monkeypatch.setattr(conversation_services, "_drain_schedule", lambda: None)
-    for module in (agents_module, assignment_module, conversation_services):
-        monkeypatch.setattr(module, "assignment_schedule", lambda: None)
     tenant = make_live_tenant("notes")
     attachment = {"url": "https://files.example.com/refund.pdf", "mime_type": "application/pdf", "size": 2048, "name": "refund.pdf"}
     with schema_context(tenant.schema_name):
