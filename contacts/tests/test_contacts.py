@@ -12,7 +12,7 @@ from conversations import creations
 from conversations import services as conversation_services
 from conversations.tests.factories import webhook_deliver
 from core.models import User
-from core.tests.support import api_client, make_user, token_for
+from core.tests.support import api_client, make_user, plans_of, token_for
 from integrations.qiscus.services import qiscus_room_allocate
 
 
@@ -178,3 +178,39 @@ def test_the_access_matrix(tenant_a, tenant_b, application_a, drain, agent_api, 
         if path != "/api/contacts":
             assert getattr(other_host, method)(path).status_code == 404
     assert other_host.get("/api/contacts").json()["data"] == []
+
+
+def test_a_batch_of_customer_messages_finds_its_contacts_by_the_unique_index_before_any_analyze(tenant_a, application_a):
+    """A tenant's contacts that arrived since its last ANALYZE look like none to the planner. The drain's hook
+    then looked each customer's contact up through the pg_trgm index on customer_id (pg_trgm answers `=` too):
+    a bitmap scan of every trigram's posting list, and customer ids that share a prefix share trigrams. Under
+    the fault tests' load one batch of 1,000 took 12 s, the drain's lease ran out, and the next drain queued
+    behind its rows. Counted in buffers, not timed: the same plan reads the same pages on any machine."""
+    from contacts.services import contacts_touch
+    from conversations.models import Chat, Message
+
+    now = timezone.now()
+    with schema_context(tenant_a.schema_name):
+        chats = Chat.objects.bulk_create(
+            Chat(application=application_a, number=n, status=Chat.Status.WAITING, customer_id=f"load-5f3a9c-{n % 8}-{n}")
+            for n in range(1, 2001)
+        )
+        Contact.objects.bulk_create(
+            Contact(customer_id=chat.customer_id, chats_count=1, first_seen_at=now, last_seen_at=now) for chat in chats
+        )
+        later = now + timedelta(minutes=1)
+        messages = Message.objects.bulk_create(
+            Message(chat=chat, number=1, body="again", sender=Message.Sender.CUSTOMER, created_at=later) for chat in chats[:1000]
+        )
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'contacts_contact'::regclass")
+            assert cursor.fetchone()[0] <= 0  # never analyzed: the planner has no statistics of these rows
+        with plans_of("contacts_contact") as plans:
+            contacts_touch(chat_ids=[], message_ids=[message.id for message in messages])
+
+        assert Contact.objects.filter(last_seen_at=later).count() == 1000
+        assert Contact.objects.filter(last_seen_at=now).count() == 1000
+    # one unique-index probe and one updated row per customer (about 30 pages each, the indexes' new entries
+    # included), not a trigram scan per customer (about 60 pages each at this size, growing with the contacts)
+    read = sum(plan[0]["Shared Hit Blocks"] + plan[0]["Shared Read Blocks"] for plan in plans)
+    assert read < 40_000, read

@@ -59,31 +59,44 @@ def token_for(user: User, *, tenant: Tenant | None) -> str:
 
 
 @contextlib.contextmanager
-def nested_loop_plan_of(marker: str):
-    """Inside the block, the first statement whose SQL contains `marker` is also EXPLAIN ANALYZEd with hash and
-    merge joins off (a savepoint rolls the explained run back; the statement then runs as usual): what the
-    planner picks when its statistics say one side holds one row. Yields a list that holds the plan's nodes,
-    flattened, once the block ends; a test sums e.g. their "Rows Removed by Join Filter"."""
+def plans_of(marker: str, *, settings: str = "", first_only: bool = False):
+    """Inside the block, every statement whose SQL contains `marker` (or only the first, `first_only`) is also
+    EXPLAIN (ANALYZE, BUFFERS)ed, after `settings` (e.g. "SET LOCAL enable_hashjoin = off"), in a savepoint that
+    rolls the explained run back; the statement then runs as usual. Yields a list that holds each explained
+    plan's nodes, flattened, once the block ends; a test sums e.g. their "Shared Hit Blocks" (counted in
+    buffers, not timed: the same plan reads the same pages on any machine)."""
     from django.db import connection
 
-    nodes: list[dict] = []
+    plans: list[list[dict]] = []
 
     def flatten(plan: dict):
         yield plan
         for child in plan.get("Plans", []):
             yield from flatten(child)
 
-    def explain_first(execute, sql, params, many, context):
-        if marker in sql and not nodes:
+    def explain(execute, sql, params, many, context):
+        if marker in sql and not (first_only and plans):
             raw = context["cursor"].cursor
             raw.execute("SAVEPOINT plan")
-            raw.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
-            raw.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
+            if settings:
+                raw.execute(settings)
+            raw.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", params)
             plan = raw.fetchone()[0]
             plan = plan if isinstance(plan, list) else json.loads(plan)
-            nodes.extend(flatten(plan[0]["Plan"]))
+            plans.append(list(flatten(plan[0]["Plan"])))
             raw.execute("ROLLBACK TO SAVEPOINT plan")
         return execute(sql, params, many, context)
 
-    with connection.execute_wrapper(explain_first):
+    with connection.execute_wrapper(explain):
+        yield plans
+
+
+@contextlib.contextmanager
+def nested_loop_plan_of(marker: str):
+    """The first statement whose SQL contains `marker`, explained as plans_of does with hash and merge joins off:
+    what the planner picks when its statistics say one side holds one row. Yields the list of its plan's nodes;
+    a test sums e.g. their "Rows Removed by Join Filter"."""
+    nodes: list[dict] = []
+    with plans_of(marker, settings="SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off", first_only=True) as plans:
         yield nodes
+    nodes.extend(plans[0] if plans else [])
