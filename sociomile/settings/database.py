@@ -8,4 +8,13 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # A database host that does not answer at all (not "refused": a partition, a failover in progress) would
 # otherwise hold a request, /health or a task for the OS's TCP timeout (minutes); fail in seconds instead.
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5))
+# A backend whose client is gone (a worker SIGKILLed, or a task's time limit raised inside a query, after
+# which the process drops the connection) otherwise runs its statement to the end, holding its locks, and
+# notices only when it sends the result: a drain batch stuck behind a lock kept the next drain waiting behind
+# its uncommitted rows for as long. PostgreSQL checks the socket this often while a statement runs (also while
+# it waits for a lock) and rolls back. 0 turns it off (e.g. behind a pooler that refuses startup options).
+DATABASE_CLIENT_CHECK_MS = env_int("DATABASE_CLIENT_CHECK_MS", 1000)
+if DATABASE_CLIENT_CHECK_MS:
+    _options = DATABASES["default"]["OPTIONS"]
+    _options["options"] = f"{_options.get('options', '')} -c client_connection_check_interval={DATABASE_CLIENT_CHECK_MS}".strip()
 DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
