@@ -17,9 +17,14 @@ app.steps["consumer"].add("tenants.worker:TenantWorkerStep")
 # The request id of the request that sent a task travels in its message and is on the task's log lines
 # (core.logging): added at publish, bound while the task runs, cleared after.
 from celery.signals import before_task_publish, task_postrun, task_prerun  # noqa: E402
+from django.db import close_old_connections  # noqa: E402
 
 from core.logging import task_publish_request_id_add, task_request_id_bind, task_request_id_clear  # noqa: E402
 
 before_task_publish.connect(task_publish_request_id_add, dispatch_uid="core_logging_request_id_publish")
 task_prerun.connect(task_request_id_bind, dispatch_uid="core_logging_request_id_bind")
 task_postrun.connect(task_request_id_clear, dispatch_uid="core_logging_request_id_clear")
+
+# The task's database connection is kept for the next task unless it is unusable or too old (settings/celery.py,
+# CELERY_DB_REUSE_MAX, says why).
+task_postrun.connect(lambda **kwargs: close_old_connections(), weak=False, dispatch_uid="core_db_close_old_connections")

@@ -35,6 +35,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A pool process keeps its PostgreSQL connection from task to task, as a web process keeps its connection
+# from request to request: closed once unusable (an error it did not recover from), after
+# DATABASE_CONN_MAX_AGE, and checked before reuse (CONN_HEALTH_CHECKS) — Django's close_old_connections,
+# run after every task (sociomile/celery.py). Celery's Django fixup otherwise closed it after every task, so
+# every drain turn paid a new connection: TCP, authentication, a new backend, and that backend's catalog
+# caches filled again for every table and index the batch touches. The fixup still closes it every this
+# many tasks.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -94,3 +94,34 @@ def test_many_events_are_each_persisted_exactly_once(celery_worker, make_live_te
     assert [len(page) for page in pages] == [20, 20, 10]
     assert [item["id"] for item in listed] == accepted  # arrival order
     assert [item["payload"]["n"] for item in listed] == list(range(50))
+
+
+def _sessions_opened() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # the statistics as of now, not as of this transaction's first read
+        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.worker
+def test_a_worker_process_keeps_its_database_connection_from_task_to_task(celery_worker, make_live_tenant):
+    """Celery's Django fixup closed the connection after every task, so every task (every drain turn) paid a
+    new PostgreSQL connection and a new backend whose catalog caches were cold for every table it touched."""
+    tenant = make_live_tenant("reuse")
+    platform = api_client(token=token_for(make_user(tenant=None, role=User.Role.PLATFORM_ADMIN), tenant=None))
+    platform.post(f"/api/tenants/{tenant.id}/messages", {"payload": {"n": -1}})  # the worker's processes connect
+
+    def persisted(count):
+        with schema_context(tenant.schema_name):
+            return InboundEvent.objects.count() == count
+
+    wait_for(lambda: persisted(1), message="the first event")
+    before = _sessions_opened()
+    # when 30 tasks run, one after the other, on a worker with two processes
+    for n in range(30):
+        platform.post(f"/api/tenants/{tenant.id}/messages", {"payload": {"n": n}})
+        wait_for(lambda n=n: persisted(n + 2), message=f"event {n}")
+    # then no task opened a connection of its own (the session's other processes may open a few meanwhile)
+    assert _sessions_opened() - before < 10
