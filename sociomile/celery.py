@@ -25,6 +25,14 @@ before_task_publish.connect(task_publish_request_id_add, dispatch_uid="core_logg
 task_prerun.connect(task_request_id_bind, dispatch_uid="core_logging_request_id_bind")
 task_postrun.connect(task_request_id_clear, dispatch_uid="core_logging_request_id_clear")
 
-# The task's database connection is kept for the next task unless it is unusable or too old (settings/celery.py,
-# CELERY_DB_REUSE_MAX, says why).
-task_postrun.connect(lambda **kwargs: close_old_connections(), weak=False, dispatch_uid="core_db_close_old_connections")
+
+
+def _database_connection_settle(sender=None, **kwargs) -> None:
+    """After a task in a worker, its database connection is kept for the next task unless it is unusable or too
+    old (settings/celery.py, CELERY_DB_REUSE_MAX, says why). A task run eagerly, inside a request or a test,
+    leaves the caller's connection to the caller."""
+    if not getattr(sender.request, "is_eager", False):
+        close_old_connections()
+
+
+task_postrun.connect(_database_connection_settle, dispatch_uid="core_db_connection_settle")
