@@ -6,6 +6,7 @@ durable way to hear the same news; this is the in-process one.
 """
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import NamedTuple
 
 
@@ -13,6 +14,8 @@ class ChatAssigned(NamedTuple):
     chat_id: int
     agent_id: int
     application_id: int
+    created_at: datetime | None = None  # the chat's arrival and its assignment: how long it waited, without a query
+    assigned_at: datetime | None = None
 
 
 ChatsAssignedListener = Callable[[list[ChatAssigned]], None]

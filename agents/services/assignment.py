@@ -303,7 +303,7 @@ def assignment_round_plan(
         plan.times.append(at)
         plan.last_touch[agent_id] = at
         plan.added[agent_id] = plan.added.get(agent_id, 0) + 1
-        plan.assigned.append(ChatAssigned(chat_id, agent_id, application_id))
+        plan.assigned.append(ChatAssigned(chat_id, agent_id, application_id, created_at, at))
         pool.take(entry, at=at)
     return plan
 
@@ -445,7 +445,7 @@ def chat_assign(*, chat: Chat, agent: Agent) -> Chat:
             # The chat's reply deadline: a run then requeues it if the agent has not written.
             deadline = now + timedelta(seconds=settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS)
             tenant_work_mark(kind=TenantWork.Kind.ASSIGNMENT, due_at=deadline)
-        chats_assigned_announce([ChatAssigned(chat.id, agent.pk, chat.application_id)])
+        chats_assigned_announce([ChatAssigned(chat.id, agent.pk, chat.application_id, chat.created_at, now)])
         events_record_chats(type=CHAT_TRANSFERRED if transferred else CHAT_ASSIGNED, chat_ids=[chat.id])
         audit_record(action="chat.transferred" if transferred else "chat.assigned", target=chat, changes={"agent": agent.pk})
     return chat

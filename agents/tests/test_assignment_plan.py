@@ -78,7 +78,11 @@ def test_the_plan_names_each_chat_assigned_for_the_listeners():
 
     plan = assignment_round_plan(pool=pool, head=[(10, 7, T0), (11, 8, T0)], avoid={}, at=T0)
 
-    assert plan.assigned == [ChatAssigned(10, 1, 7), ChatAssigned(11, 1, 8)]
+    # with each chat's arrival and assignment (a microsecond apart, in order of service)
+    assert plan.assigned == [
+        ChatAssigned(10, 1, 7, T0, T0 + timedelta(microseconds=1)),
+        ChatAssigned(11, 1, 8, T0, T0 + timedelta(microseconds=2)),
+    ]
 
 
 def test_no_pool_plans_nothing():

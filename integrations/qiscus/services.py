@@ -36,7 +36,7 @@ def qiscus_chats_assigned(assignments: list[ChatAssigned]) -> None:
     if not qiscus_is_configured():
         return
     qiscus_application_id = allocation_settings_get().qiscus_application_id
-    pairs = [(chat_id, agent_id) for chat_id, agent_id, application_id in assignments if application_id == qiscus_application_id]
+    pairs = [(a.chat_id, a.agent_id) for a in assignments if a.application_id == qiscus_application_id]
     if not pairs:
         return
     schema_name = connection.schema_name
