@@ -64,7 +64,7 @@ def test_two_rotations_at_once_rotate_once_and_the_secret_before_both_keeps_sign
     assert (endpoint.secret, endpoint.previous_secret) == (winner, deployed)
 
 
-def test_two_redeliveries_at_once_send_it_once_more_with_the_same_webhook_id(make_live_tenant, event_receiver):
+def test_two_redeliveries_at_once_send_it_once_more_with_the_same_webhook_id(make_live_tenant, event_receiver, no_worker):
     tenant = make_live_tenant("evtredo")
     with schema_context(tenant.schema_name):
         webhook_endpoint_create(url=event_receiver.url, events=["*"])
@@ -90,7 +90,7 @@ def test_two_redeliveries_at_once_send_it_once_more_with_the_same_webhook_id(mak
     assert received[0].body == received[1].body
 
 
-def test_a_redelivery_while_the_delivery_is_in_flight_does_not_send_it_twice(make_live_tenant, event_receiver, settings):
+def test_a_redelivery_while_the_delivery_is_in_flight_does_not_send_it_twice(make_live_tenant, event_receiver, no_worker, settings):
     settings.EVENTS_HTTP_TIMEOUT_SECONDS = 30
     tenant = make_live_tenant("evtfly")
     event_receiver.script(None)  # the first request hangs until released
@@ -120,7 +120,7 @@ def _in_schema(tenant, function):
         return function()
 
 
-def test_deleting_an_endpoint_while_its_delivery_is_in_flight(make_live_tenant, event_receiver, settings):
+def test_deleting_an_endpoint_while_its_delivery_is_in_flight(make_live_tenant, event_receiver, no_worker, settings):
     settings.EVENTS_HTTP_TIMEOUT_SECONDS = 30
     tenant = make_live_tenant("evtdel")
     event_receiver.script(None)
