@@ -17,11 +17,17 @@ CELERY_TASK_IGNORE_RESULT = True
 # the task ran: a worker killed mid-task gets its message redelivered instead of losing it.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-# One message per process at a time: a long task never sits on messages another process could run, and a
-# tenant's backlog is not hoarded by one process (fairness across tenant queues). Celery asks RabbitMQ for
-# a *global* (per-channel) prefetch (tasks.py `qos_global`: RabbitMQ >= 3.3), so a worker holds at most its
-# concurrency in unacknowledged messages across all its tenant queues, not that many per queue.
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Prefetch: a worker holds at most this many unacknowledged messages per pool process, across all its tenant
+# queues. Celery asks RabbitMQ for a *global* (per-channel) prefetch (tasks.py `qos_global`: RabbitMQ >= 3.3),
+# so it is that many per process across every queue, not per queue. Once a worker's credit is used up,
+# RabbitMQ hands the next free one to a queue picked at random among those with messages ready; with one per
+# process (the first rounds' setting), each hand-over of a busy tenant's drain waited for that draw against
+# every other busy tenant's: p50 234 ms but p99 2.2 s from a drain's end to its next task's arrival, with 20 busy
+# tenants (issue 18's bench). With 4 per process the next tasks are already here, run in arrival order: p99 0.56 s
+# (docs/architecture.md, "Fifth round"). The price: a busy worker holds up to 4 x its processes in messages
+# another worker could run; a tenant at its cap is still paused on this worker (tenants.worker), so its backlog
+# is not what fills them.
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 4)
 # Tenant queues are classic durable queues (kombu's default; messages are published persistent): Celery
 # must not go looking for quorum queues, which would turn the global prefetch off.
 CELERY_WORKER_DETECT_QUORUM_QUEUES = False
