@@ -12,7 +12,7 @@ DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", env_int("DATABASE_
 # which the process drops the connection) otherwise runs its statement to the end, holding its locks, and
 # notices only when it sends the result: a drain batch stuck behind a lock kept the next drain waiting behind
 # its uncommitted rows for as long. PostgreSQL checks the socket this often while a statement runs (also while
-# it waits for a lock) and rolls back. 0 turns it off (e.g. behind a pooler that refuses startup options).
+# it waits for a lock) and rolls back. 0 turns it off (PostgreSQL before 14, or a pooler that refuses startup options).
 DATABASE_CLIENT_CHECK_MS = env_int("DATABASE_CLIENT_CHECK_MS", 1000)
 if DATABASE_CLIENT_CHECK_MS:
     _options = DATABASES["default"]["OPTIONS"]
