@@ -75,7 +75,7 @@ def _tenant(size: int, per_day: int) -> dict:
     from conversations.services import application_create
     from core.models import User
     from core.services import user_token_get_or_create
-    from reports.models import Rollup
+    from reports.models import Rollup, RollupPeriod
     from django.conf import settings
 
     from reports.services import reports_backfill_start, reports_backfill_step
@@ -116,8 +116,10 @@ def _tenant(size: int, per_day: int) -> dict:
             built["backfill_batch_size"] = batch_size
             built["backfill_longest_batch_ms"] = round(longest * 1000, 1)
             built["rollup_rows"] = Rollup.objects.count()
+            built["rollup_period_rows"] = RollupPeriod.objects.count()
             with connection.cursor() as cursor:
                 cursor.execute("VACUUM ANALYZE reports_rollup")
+                cursor.execute("VACUUM ANALYZE reports_rollupperiod")
         admin = User.objects.get(email=f"admin@{slug}.test")
         token = user_token_get_or_create(user=admin).key
     return {"slug": slug, "token": token, **built}
@@ -219,7 +221,7 @@ def markdown_lines(r: dict) -> list[str]:
         if "backfill_seconds" in level:
             lines.append(
                 f"- {size} chats: filled in {level['fill_seconds']} s, rollups backfilled in {level['backfill_seconds']} s "
-                f"({level['rollup_rows']} rows; {level['backfill_batches']} batches of {level['backfill_batch_size']} chats, "
+                f"({level['rollup_rows']} 15-minute rows, {level.get('rollup_period_rows', '?')} day and month rows; {level['backfill_batches']} batches of {level['backfill_batch_size']} chats, "
                 f"the longest {level['backfill_longest_batch_ms']} ms)"
             )
     return lines

@@ -1,58 +1,20 @@
 """The reports' figures, read from the rollups (reports.models.Rollup). Definitions: docs/reports.md."""
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from django.db import connection
+from django.utils import timezone
 
 from conversations.models import Application
 from reports.models import Backfill
+from reports.services import BIN_SQL
 
 GROUP_BY = ("day", "agent", "application")
 DURATIONS = {"first_response": "first_response_seconds", "wait": "wait_seconds", "resolution": "resolution_seconds"}
 COUNTS = {"created": "chats_created", "resolved": "chats_resolved", "messages": "messages"}
 BUCKET_SECONDS = 15 * 60
-
-# The range's histograms merged per group: (group, metric, seconds) -> count, in order. Medians and p90s are
-# then read in Python (`_percentiles`): one aggregate and one sort here, rather than grouping sets and window
-# functions, which cost several times more on the same rows. `metric` compared bytewise (COLLATE "C"): the
-# database's linguistic collation made the sort the most expensive step.
-_SUMMARY = """
-SELECT {key} AS key, metric COLLATE "C" AS metric, seconds, sum(count)::bigint
-FROM reports_rollup
-WHERE bucket >= %(since)s AND bucket < %(until)s
-GROUP BY 1, 2, 3
-ORDER BY 1, 2, 3
-"""
-
-
-def _percentiles(histogram: list[tuple[int, int]]) -> tuple[int, int | None, int | None]:
-    """(N, median, p90) of a histogram of (value, count) pairs sorted by value: nearest rank, the smallest
-    value whose cumulative count reaches ceil(p * N), as PostgreSQL's percentile_disc(p) returns."""
-    total = sum(count for _, count in histogram)
-    if total == 0:
-        return 0, None, None
-    ranks = [math.ceil(0.5 * total), math.ceil(0.9 * total)]
-    found: list[int] = []
-    cumulative = 0
-    for value, count in histogram:
-        cumulative += count
-        while len(found) < len(ranks) and cumulative >= ranks[len(found)]:
-            found.append(value)
-        if len(found) == len(ranks):
-            break
-    return total, found[0], found[1]
-
-
-_KEYS = {
-    # The tz day a bucket falls in: its position among the days' starts (UTC instants computed in Python,
-    # so PostgreSQL's own zone data is never asked, and a 23- or 25-hour DST day is just a longer interval).
-    "day": "width_bucket(bucket, %(day_starts)s::timestamptz[])",
-    "agent": "agent_id",
-    "application": "application_id",
-}
 
 
 class RangeError(ValueError):
@@ -112,26 +74,18 @@ _TOTAL = object()
 
 def report_summary(*, report_range: ReportRange, group_by: str) -> dict:
     """`{"data": [rows], "totals": row}` for the range, grouped by tz day (every day of the range, in order),
-    agent (its user id; None for no agent) or application (its token). Reads only the range's rollups.
-    ReportsPending while the tenant's backfill runs."""
+    agent (its user id; None for no agent) or application (its token). Reads the coarse rollups of the range
+    in two phases (_figures). ReportsPending while the tenant's backfill runs."""
     starts = report_range_check(report_range)
     if not reports_backfill_done():
         raise ReportsPending
-    histograms: dict = {}
-    merged: dict = {}  # the totals' histograms: metric -> {seconds: count}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _SUMMARY.format(key=_KEYS[group_by]),
-            {"since": starts[0], "until": starts[-1], "day_starts": starts},
-        )
-        for key, metric, seconds, count in cursor.fetchall():
-            histograms.setdefault((key, metric), []).append((seconds, count))
-            into = merged.setdefault(metric, {})
-            into[seconds] = into.get(seconds, 0) + count
-    figures: dict = {}
-    for (key, metric), histogram in histograms.items():
-        figures.setdefault(key, {})[metric] = _percentiles(histogram)
-    totals = _row(_TOTAL, {metric: _percentiles(sorted(counts.items())) for metric, counts in merged.items()})
+    intervals: list[tuple[int | None, str, datetime, datetime]] = [(_TOTAL_GROUP, "n", starts[0], starts[-1])]
+    if group_by == "day":
+        intervals += [(position, "n", starts[position - 1], starts[position]) for position in range(1, len(starts))]
+    else:
+        intervals.append((None, "g" if group_by == "agent" else "a", starts[0], starts[-1]))
+    figures = _figures(intervals)
+    totals = _row(_TOTAL, figures.pop(_TOTAL_GROUP, {}))
     if group_by == "day":
         days = report_range.days
         data = [_row(day.isoformat(), figures.get(position, {})) for position, day in enumerate(days, start=1)]
@@ -141,6 +95,168 @@ def report_summary(*, report_range: ReportRange, group_by: str) -> dict:
         tokens = dict(Application.objects.filter(id__in=list(figures)).values_list("id", "token"))
         data = [_row(tokens.get(key), figures[key]) for key in sorted(figures)]
     return {"data": data, "totals": totals}
+
+
+# --- the read: two phases over the coarse layer (reports.models.RollupPeriod) -------------------------------
+#
+# Every group's interval of UTC instants (a tz day, or the whole range) is split into whole UTC days, which
+# become months where that reads fewer periods (a month minus its days outside the interval), and at most two
+# ragged edges shorter than half a day, read from the 15-minute rollups, added or taken away. Phase 1 merges
+# the value bins of those periods and edges per group and metric: the counts, N, and for each median and p90
+# the bin holding it and its rank inside. Phase 2 reads only those bins' exact seconds over the same periods
+# and edges, and walks them to the rank. Both in SQL: only the answers come back.
+
+_PERIODS = """
+periods AS (
+    SELECT * FROM unnest(%(p_dims)s::text[], %(p_spans)s::text[], %(p_periods)s::date[], %(p_signs)s::int[],
+                         %(p_groups)s::bigint[]) AS p(dim, span, period, sign, grp)
+), edges AS (
+    SELECT * FROM unnest(%(q_dims)s::text[], %(q_since)s::timestamptz[], %(q_until)s::timestamptz[],
+                         %(q_signs)s::int[], %(q_groups)s::bigint[]) AS q(dim, since, until, sign, grp)
+), edge AS MATERIALIZED (
+    -- The ragged edges' 15-minute rows, per group (grp NULL: the row's agent or application).
+    SELECT coalesce(q.grp, CASE q.dim WHEN 'g' THEN r.agent_id WHEN 'a' THEN r.application_id ELSE 0 END) AS grp,
+           r.metric COLLATE "C" AS metric, r.seconds, {bin} AS bin, sum(r.count * q.sign) AS n
+    FROM edges AS q JOIN reports_rollup AS r ON r.bucket >= q.since AND r.bucket < q.until
+    GROUP BY 1, 2, 3, 4
+)
+"""
+
+_BINS = f"""
+WITH {_PERIODS.format(bin=BIN_SQL.format(metric="r.metric", seconds="r.seconds"))},
+bins AS (
+    SELECT coalesce(p.grp, r.key) AS grp, r.metric COLLATE "C" AS metric, r.bin, sum(r.count * p.sign) AS n
+    FROM periods AS p JOIN reports_rollupperiod AS r
+      ON r.dimension = p.dim AND r.span = p.span AND r.period = p.period AND r.seconds = -1
+    GROUP BY 1, 2, 3
+    UNION ALL
+    SELECT grp, metric, bin, n FROM edge
+), merged AS (
+    SELECT grp, metric, bin, sum(n)::bigint AS n FROM bins GROUP BY 1, 2, 3 HAVING sum(n) <> 0
+), walked AS (
+    SELECT grp, metric, bin, n, (sum(n) OVER (PARTITION BY grp, metric ORDER BY bin))::bigint - n AS before,
+           (sum(n) OVER (PARTITION BY grp, metric))::bigint AS total
+    FROM merged
+)
+-- The bins holding the nearest ranks ceil(0.5 N) and ceil(0.9 N) (in integers): one row for a count.
+SELECT grp, metric, total, bin, before, n FROM walked
+WHERE (before < (total + 1) / 2 AND (total + 1) / 2 <= before + n)
+   OR (before < (9 * total + 9) / 10 AND (9 * total + 9) / 10 <= before + n)
+"""
+
+_EXACT = f"""
+WITH {_PERIODS.format(bin=BIN_SQL.format(metric="r.metric", seconds="r.seconds"))},
+targets AS (
+    SELECT * FROM unnest(%(t_ids)s::int[], %(t_groups)s::bigint[], %(t_metrics)s::text[], %(t_bins)s::int[],
+                         %(t_ranks)s::bigint[]) AS t(id, grp, metric, bin, rank)
+), lookups AS (
+    SELECT * FROM unnest(%(l_ids)s::int[], %(l_dims)s::text[], %(l_spans)s::text[], %(l_periods)s::date[],
+                         %(l_signs)s::int[], %(l_keys)s::bigint[], %(l_metrics)s::text[], %(l_bins)s::int[])
+        AS l(id, dim, span, period, sign, key, metric, bin)
+), exact AS (
+    SELECT l.id, r.seconds, sum(r.count * l.sign) AS n
+    FROM lookups AS l JOIN reports_rollupperiod AS r
+      ON r.dimension = l.dim AND r.metric = l.metric AND r.span = l.span AND r.bin = l.bin AND r.period = l.period
+     AND r.key = l.key AND r.seconds >= 0
+    GROUP BY 1, 2
+    UNION ALL
+    SELECT t.id, e.seconds, e.n FROM targets AS t JOIN edge AS e ON e.grp = t.grp AND e.metric = t.metric AND e.bin = t.bin
+), merged AS (
+    SELECT id, seconds, sum(n) AS n FROM exact GROUP BY 1, 2 HAVING sum(n) <> 0
+), walked AS (
+    SELECT m.id, m.seconds, sum(m.n) OVER (PARTITION BY m.id ORDER BY m.seconds) AS upto, t.rank
+    FROM merged AS m JOIN targets AS t ON t.id = m.id
+)
+SELECT DISTINCT ON (id) id, seconds FROM walked WHERE upto >= rank ORDER BY id, seconds
+"""
+
+_DAY = timedelta(days=1)
+_TOTAL_GROUP = -1  # the totals' group; agents' keys are >= 0 (0: none), applications' > 0, days' positions > 0
+
+
+def _nearest_midnight(at: datetime) -> datetime:
+    midnight = datetime.combine(at.astimezone(UTC).date(), time(0), tzinfo=UTC)
+    return midnight if at - midnight <= midnight + _DAY - at else midnight + _DAY
+
+
+@dataclass(frozen=True)
+class _Pieces:
+    periods: list[tuple[str, date, int]]  # (span, first day, sign)
+    edges: list[tuple[datetime, datetime, int]]  # 15-minute rows in [since, until), with a sign
+
+
+def _pieces(since: datetime, until: datetime, today: date) -> _Pieces:
+    """[since, until) as signed UTC days and months and at most two signed edges under 12 hours each."""
+    low, high = _nearest_midnight(since), _nearest_midnight(until)
+    if low == high:  # shorter than a day, around one midnight
+        return _Pieces(periods=[], edges=[(since, until, 1)])
+    edges = []
+    if low != since:
+        edges.append((low, since, -1) if low < since else (since, low, 1))
+    if high != until:
+        edges.append((until, high, -1) if high > until else (high, until, 1))
+    days = [low.date() + timedelta(days=offset) for offset in range((high - low).days)]
+    periods: list[tuple[str, date, int]] = []
+    by_month: dict[date, list[date]] = {}
+    for day in days:
+        by_month.setdefault(day.replace(day=1), []).append(day)
+    for month, inside in by_month.items():
+        following = (month + timedelta(days=32)).replace(day=1)
+        outside = [month + timedelta(days=offset) for offset in range((following - month).days)]
+        outside = [day for day in outside if day not in set(inside)]
+        # Days after today hold no rows yet: taking them away costs an empty probe each, not a read.
+        if 1 + sum(1 if day <= today else 0.1 for day in outside) < len(inside):
+            periods.append(("m", month, 1))
+            periods += [("d", day, -1) for day in outside]
+        else:
+            periods += [("d", day, 1) for day in inside]
+    return _Pieces(periods=periods, edges=edges)
+
+
+def _figures(intervals: list[tuple[int | None, str, datetime, datetime]]) -> dict:
+    """{group: {metric: (N, median, p90)}} for each (group, dimension, since, until); group None: one group
+    per key of the dimension (agent, application)."""
+    today = timezone.now().astimezone(UTC).date()
+    pieces = {group: (dimension, _pieces(since, until, today)) for group, dimension, since, until in intervals}
+    params: dict = {name: [] for name in ("p_dims", "p_spans", "p_periods", "p_signs", "p_groups",
+                                          "q_dims", "q_since", "q_until", "q_signs", "q_groups")}  # fmt: skip
+    for group, (dimension, piece) in pieces.items():
+        for span, period, sign in piece.periods:
+            for name, value in zip(("p_dims", "p_spans", "p_periods", "p_signs", "p_groups"), (dimension, span, period, sign, group)):
+                params[name].append(value)
+        for since, until, sign in piece.edges:
+            for name, value in zip(("q_dims", "q_since", "q_until", "q_signs", "q_groups"), (dimension, since, until, sign, group)):
+                params[name].append(value)
+    figures: dict = {}
+    targets: list[tuple[int, str, int, int, int]] = []  # (group, metric, which, bin, rank inside the bin)
+    with connection.cursor() as cursor:
+        cursor.execute(_BINS, params)
+        for group, metric, total, bin_, before, count in cursor.fetchall():
+            figures.setdefault(group, {})[metric] = [total, None, None]
+            if metric in DURATIONS:
+                for which, rank in ((1, (total + 1) // 2), (2, (9 * total + 9) // 10)):
+                    if before < rank <= before + count:
+                        targets.append((group, metric, which, bin_, rank - before))
+        if targets:
+            exact = {name: [] for name in ("t_ids", "t_groups", "t_metrics", "t_bins", "t_ranks", "l_ids", "l_dims",
+                                            "l_spans", "l_periods", "l_signs", "l_keys", "l_metrics", "l_bins")}  # fmt: skip
+            for target_id, (group, metric, _, bin_, rank) in enumerate(targets):
+                for name, value in zip(("t_ids", "t_groups", "t_metrics", "t_bins", "t_ranks"), (target_id, group, metric, bin_, rank)):
+                    exact[name].append(value)
+                # The interval this group was read over: its own (a day, the totals) or its dimension's.
+                dimension, piece = pieces[group] if group in pieces and group is not None else pieces[None]
+                key = 0 if group in pieces else group
+                for span, period, sign in piece.periods:
+                    for name, value in zip(
+                        ("l_ids", "l_dims", "l_spans", "l_periods", "l_signs", "l_keys", "l_metrics", "l_bins"),
+                        (target_id, dimension, span, period, sign, key, metric, bin_),
+                    ):
+                        exact[name].append(value)
+            cursor.execute(_EXACT, {**params, **exact})
+            for target_id, seconds in cursor.fetchall():
+                group, metric, which, _, _ = targets[target_id]
+                figures[group][metric][which] = seconds
+    return {group: {metric: tuple(values) for metric, values in by_metric.items()} for group, by_metric in figures.items()}
 
 
 DASHBOARD_DAYS = 14
