@@ -31,11 +31,11 @@ BUCKET_SQL = "date_bin('15 minutes', {0}, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
 # NULL when the end has not happened (greatest() alone would turn that NULL into 0).
 SECONDS_SQL = "CASE WHEN ({1}) IS NOT NULL THEN greatest(0, floor(extract(epoch FROM ({1}) - ({0}))))::integer END"
 
-# Value bins of a duration, for reports_rollupperiod: exact below 4 s, then 4 per doubling (4, 5, 6, 7, 8,
-# 10, 12, 14, 16, 20, ...): bin = how many of these lower bounds are <= the seconds (PostgreSQL's width_bucket,
+# Value bins of a duration, for reports_rollupperiod: exact below 16 s, then 8 per doubling (16, 18, ..., 30,
+# 32, 36, ...): bin = how many of these lower bounds are <= the seconds (PostgreSQL's width_bucket,
 # Python's bisect_right). Few enough bins that a summary reads each period's bins quickly, narrow enough that
 # the exact seconds of one bin are few (reports.selectors).
-BIN_BOUNDS = [0, 1, 2, 3] + [(4 + step) << (doubling - 2) for doubling in range(2, 31) for step in range(4)]
+BIN_BOUNDS = list(range(8)) + [(8 + step) << (doubling - 3) for doubling in range(3, 31) for step in range(8)]
 DURATION_METRICS = ("first_response", "wait", "resolution")
 BIN_SQL = (
     "CASE WHEN {metric} IN ('first_response', 'wait', 'resolution') "

@@ -4,7 +4,7 @@ from django.db import migrations, models
 
 # reports.services.BIN_BOUNDS when this migration was written (frozen: the bins it writes must be the ones the
 # hooks of this version write).
-BIN_BOUNDS = [0, 1, 2, 3] + [(4 + step) << (doubling - 2) for doubling in range(2, 31) for step in range(4)]
+BIN_BOUNDS = list(range(8)) + [(8 + step) << (doubling - 3) for doubling in range(3, 31) for step in range(8)]
 
 
 def rollup_period_fill(apps, schema_editor):
