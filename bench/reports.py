@@ -104,18 +104,22 @@ def _tenant(size: int, per_day: int) -> dict:
             # hooks wait).
             reports_backfill_start()
             batch_size = settings.REPORTS_BACKFILL_BATCH_SIZE
-            started, batches, longest = time.perf_counter(), 0, 0.0
+            started, durations = time.perf_counter(), []
             while True:
                 batch_started = time.perf_counter()
                 step = reports_backfill_step(batch_size=batch_size)
-                longest = max(longest, time.perf_counter() - batch_started)
-                batches += 1
+                durations.append(time.perf_counter() - batch_started)
                 if step.done:
                     break
+            batches, longest = len(durations), max(durations)
             built["backfill_seconds"] = round(time.perf_counter() - started, 1)
             built["backfill_batches"] = batches
             built["backfill_batch_size"] = batch_size
             built["backfill_longest_batch_ms"] = round(longest * 1000, 1)
+            built["backfill_median_batch_ms"] = round(statistics.median(durations) * 1000, 1)
+            # Which batch was the longest (1-based), and the ten longest: one outlier or a trend?
+            built["backfill_longest_batch_number"] = durations.index(longest) + 1
+            built["backfill_longest_batches_ms"] = sorted((round(d * 1000) for d in durations), reverse=True)[:10]
             built["rollup_rows"] = Rollup.objects.count()
             built["rollup_period_rows"] = RollupPeriod.objects.count()
             with connection.cursor() as cursor:
@@ -223,6 +227,7 @@ def markdown_lines(r: dict) -> list[str]:
             lines.append(
                 f"- {size} chats: filled in {level['fill_seconds']} s, rollups backfilled in {level['backfill_seconds']} s "
                 f"({level['rollup_rows']} 15-minute rows, {level.get('rollup_period_rows', '?')} day and month rows; {level['backfill_batches']} batches of {level['backfill_batch_size']} chats, "
-                f"the longest {level['backfill_longest_batch_ms']} ms)"
+                f"the longest {level['backfill_longest_batch_ms']} ms (batch {level.get('backfill_longest_batch_number', '?')}), "
+                f"median {level.get('backfill_median_batch_ms', '?')} ms)"
             )
     return lines
