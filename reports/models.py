@@ -98,7 +98,9 @@ class RollupPeriod(models.Model):
     period = models.DateField(help_text="The UTC day, or the first day of the UTC month.")
     # A plain column (no foreign key): an application's id or an agent's, as Rollup keeps a deleted agent's.
     key = models.BigIntegerField()
-    seconds = models.IntegerField(help_text="-1: the bin's total; else the exact duration.")
+    seconds = models.IntegerField(
+        help_text="-1: the bin's total; -2 (a duration, dimension none, a UTC day, bin 0): the day's total; else the exact duration."
+    )
     count = models.BigIntegerField(default=0)
 
     class Meta:
@@ -122,3 +124,29 @@ class RollupPeriod(models.Model):
 
     def __str__(self) -> str:
         return f"{self.span}{self.period} {self.dimension}{self.key} {self.metric} bin {self.bin} {self.seconds}s x{self.count}"
+
+
+class DayPercentiles(models.Model):
+    """A UTC day's median and p90 of one duration metric over every chat, as a summary computed them from the
+    coarse layer, with the day's total (N) they are the order statistics of.
+
+    Kept by the summary (reports.selectors), not by the writers: the hooks only keep the day's total
+    (RollupPeriod's `seconds` = -2 row) in the statement they already run. A row is current while its `total`
+    equals that total: every writer only adds to a day (until a rebuild or a backfill's start, which empty this
+    table), so a day whose histogram changed has a larger total. A year by UTC day then reads 366 totals and
+    366 of these per metric instead of every day's bins and seconds. See docs/reports.md.
+    """
+
+    day = models.DateField(help_text="The UTC day.")
+    metric = models.CharField(max_length=16, choices=Rollup.Metric.choices)
+    total = models.BigIntegerField(help_text="The day's N when these were computed.")
+    median = models.IntegerField()
+    p90 = models.IntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["day", "metric"], name="day_percentiles_key", include=["total", "median", "p90"])
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.metric} N={self.total} median {self.median}s p90 {self.p90}s"

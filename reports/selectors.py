@@ -4,12 +4,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from conversations.models import Application
 from reports.models import Backfill
-from reports.services import BIN_SQL
+from reports.services import BIN_SQL, DAY_TOTAL
 
 GROUP_BY = ("day", "agent", "application")
 DURATIONS = {"first_response": "first_response_seconds", "wait": "wait_seconds", "resolution": "resolution_seconds"}
@@ -80,11 +80,35 @@ def report_summary(*, report_range: ReportRange, group_by: str) -> dict:
     if not reports_backfill_done():
         raise ReportsPending
     intervals: list[tuple[int | None, str, datetime, datetime]] = [(_TOTAL_GROUP, "n", starts[0], starts[-1])]
-    if group_by == "day":
-        intervals += [(position, "n", starts[position - 1], starts[position]) for position in range(1, len(starts))]
-    else:
-        intervals.append((None, "g" if group_by == "agent" else "a", starts[0], starts[-1]))
-    figures = _figures(intervals)
+    # Days that are UTC days (UTC, or any zone at offset 0 on every day of the range): their medians and p90s
+    # can be the stored ones (reports.models.DayPercentiles).
+    utc_days = group_by == "day" and all((start.hour, start.minute) == (0, 0) for start in starts)
+    # A caller's own transaction (a test's) keeps its isolation; then nothing is stored (its snapshot may
+    # predate the lock below).
+    own_transaction = not connection.in_atomic_block
+    with transaction.atomic(), connection.cursor() as cursor:
+        if own_transaction:
+            # One snapshot for every statement below: a writer committing between the bins' read and the
+            # seconds' would otherwise give a median of neither state, and a stored one must be of the total
+            # it is stored with.
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        # The plans' estimates pass JIT's threshold, and compiling took longer than these reads (~60 ms).
+        cursor.execute("SET LOCAL jit = off")
+        stored: dict = {}
+        if utc_days:
+            storable = own_transaction and _day_percentiles_lock(cursor)
+            stored, stale = _utc_days(cursor, starts)
+            intervals += [(position, "n", starts[position - 1], starts[position]) for position in stale]
+        elif group_by == "day":
+            intervals += [(position, "n", starts[position - 1], starts[position]) for position in range(1, len(starts))]
+        else:
+            intervals.append((None, "g" if group_by == "agent" else "a", starts[0], starts[-1]))
+        figures = _figures(cursor, intervals)
+        if utc_days:
+            if storable:
+                _day_percentiles_store(cursor, starts, {position: figures.get(position, {}) for position in stale})
+            for position, by_metric in stored.items():
+                figures.setdefault(position, {}).update(by_metric)
     totals = _row(_TOTAL, figures.pop(_TOTAL_GROUP, {}))
     if group_by == "day":
         days = report_range.days
@@ -95,6 +119,83 @@ def report_summary(*, report_range: ReportRange, group_by: str) -> dict:
         tokens = dict(Application.objects.filter(id__in=list(figures)).values_list("id", "token"))
         data = [_row(tokens.get(key), figures[key]) for key in sorted(figures)]
     return {"data": data, "totals": totals}
+
+
+# --- a range of UTC days: the stored medians and p90s (reports.models.DayPercentiles) ---------------------------
+
+_UTC_DAYS = f"""
+SELECT t.period, t.metric, t.count, d.total, d.median, d.p90
+FROM reports_rollupperiod AS t
+LEFT JOIN reports_daypercentiles AS d ON d.day = t.period AND d.metric = t.metric
+WHERE t.dimension = 'n' AND t.metric = ANY(%(metrics)s) AND t.span = 'd' AND t.bin = 0
+  AND t.period >= %(since)s AND t.period <= %(until)s AND t.key = 0
+  -- A count's day total is its bin 0; a duration's, its DAY_TOTAL row.
+  AND t.seconds = CASE WHEN t.metric = ANY(%(durations)s) THEN {DAY_TOTAL} ELSE -1 END
+"""
+
+
+def _day_percentiles_lock(cursor) -> bool:
+    """Whether this summary may store the medians it computes: it holds reports_daypercentiles in ROW
+    EXCLUSIVE mode, taken before its snapshot, so a rebuild or a backfill's start (which empty the table,
+    in SHARE mode) either committed before the snapshot or waits for this transaction and then deletes what
+    it stored. Never waits: while one of those holds or awaits the lock, the summary reads without storing."""
+    try:
+        with transaction.atomic():
+            cursor.execute("LOCK TABLE reports_daypercentiles IN ROW EXCLUSIVE MODE NOWAIT")
+    except OperationalError:
+        return False
+    return True
+
+
+def _utc_days(cursor, starts: list[datetime]) -> tuple[dict, list[int]]:
+    """For a range of UTC days: {day's position: {metric: (N, median, p90)}} for every count and every duration
+    whose stored median and p90 are of the day's current total, and the positions of days with a duration
+    whose are not (or none): those are read from the coarse layer (_figures)."""
+    first = starts[0].date()
+    cursor.execute(
+        _UTC_DAYS,
+        {"metrics": [*COUNTS, "sla_breached", *DURATIONS], "durations": list(DURATIONS),
+         "since": first, "until": starts[-2].date()},
+    )  # fmt: skip
+    stored: dict = {}
+    stale: set[int] = set()
+    for day, metric, count, total, median, p90 in cursor.fetchall():
+        position = (day - first).days + 1
+        if metric not in DURATIONS:
+            stored.setdefault(position, {})[metric] = (count, None, None)
+        elif total == count:
+            stored.setdefault(position, {})[metric] = (count, median, p90)
+        else:
+            stale.add(position)
+    for position in stale:  # read whole: the coarse layer's answer for the day replaces these
+        stored.pop(position, None)
+    return stored, sorted(stale)
+
+
+def _day_percentiles_store(cursor, starts: list[datetime], figures: dict) -> None:
+    """Stores the medians and p90s just read for these days (by position), with the totals they are of.
+    Another summary storing the same day at once may make this one's snapshot too old to write (REPEATABLE
+    READ): then it stores nothing, the figures it answers are exact all the same."""
+    rows = sorted(
+        (starts[position - 1].date(), metric, total, median, p90)
+        for position, by_metric in figures.items()
+        for metric, (total, median, p90) in by_metric.items()
+        if metric in DURATIONS and total > 0
+    )
+    if not rows:
+        return
+    try:
+        with transaction.atomic():
+            cursor.execute(_DAY_PERCENTILES_STORE, [list(column) for column in zip(*rows)])
+    except OperationalError:
+        pass
+
+
+_DAY_PERCENTILES_STORE = """
+INSERT INTO reports_daypercentiles AS d (day, metric, total, median, p90)
+SELECT * FROM unnest(%s::date[], %s::text[], %s::bigint[], %s::int[], %s::int[])
+ON CONFLICT (day, metric) DO UPDATE SET total = EXCLUDED.total, median = EXCLUDED.median, p90 = EXCLUDED.p90
+"""
 
 
 # --- the read: two phases over the coarse layer (reports.models.RollupPeriod) -------------------------------
@@ -220,7 +321,7 @@ def _pieces(since: datetime, until: datetime, today: date) -> _Pieces:
     return _Pieces(periods=periods, edges=edges)
 
 
-def _figures(intervals: list[tuple[int | None, str, datetime, datetime]]) -> dict:
+def _figures(cursor, intervals: list[tuple[int | None, str, datetime, datetime]]) -> dict:
     """{group: {metric: (N, median, p90)}} for each (group, dimension, since, until); group None: one group
     per key of the dimension (agent, application)."""
     today = timezone.now().astimezone(UTC).date()
@@ -236,35 +337,32 @@ def _figures(intervals: list[tuple[int | None, str, datetime, datetime]]) -> dic
                 params[name].append(value)
     figures: dict = {}
     targets: list[tuple[int, str, int, int, int]] = []  # (group, metric, which, bin, rank inside the bin)
-    with transaction.atomic(), connection.cursor() as cursor:
-        # The plans' estimates pass JIT's threshold, and compiling took longer than these reads (~60 ms).
-        cursor.execute("SET LOCAL jit = off")
-        cursor.execute(_BINS, params)
-        for group, metric, total, bin_, before, count in cursor.fetchall():
-            figures.setdefault(group, {})[metric] = [total, None, None]
-            if metric in DURATIONS:
-                for which, rank in ((1, (total + 1) // 2), (2, (9 * total + 9) // 10)):
-                    if before < rank <= before + count:
-                        targets.append((group, metric, which, bin_, rank - before))
-        if targets:
-            exact = {name: [] for name in ("t_ids", "t_groups", "t_metrics", "t_bins", "t_ranks", "l_ids", "l_dims",
-                                            "l_spans", "l_periods", "l_signs", "l_keys", "l_metrics", "l_bins", "l_ranks")}  # fmt: skip
-            for target_id, (group, metric, _, bin_, rank) in enumerate(targets):
-                for name, value in zip(("t_ids", "t_groups", "t_metrics", "t_bins", "t_ranks"), (target_id, group, metric, bin_, rank)):
+    cursor.execute(_BINS, params)
+    for group, metric, total, bin_, before, count in cursor.fetchall():
+        figures.setdefault(group, {})[metric] = [total, None, None]
+        if metric in DURATIONS:
+            for which, rank in ((1, (total + 1) // 2), (2, (9 * total + 9) // 10)):
+                if before < rank <= before + count:
+                    targets.append((group, metric, which, bin_, rank - before))
+    if targets:
+        exact = {name: [] for name in ("t_ids", "t_groups", "t_metrics", "t_bins", "t_ranks", "l_ids", "l_dims",
+                                        "l_spans", "l_periods", "l_signs", "l_keys", "l_metrics", "l_bins", "l_ranks")}  # fmt: skip
+        for target_id, (group, metric, _, bin_, rank) in enumerate(targets):
+            for name, value in zip(("t_ids", "t_groups", "t_metrics", "t_bins", "t_ranks"), (target_id, group, metric, bin_, rank)):
+                exact[name].append(value)
+            # The interval this group was read over: its own (a day, the totals) or its dimension's.
+            dimension, piece = pieces[group] if group in pieces and group is not None else pieces[None]
+            key = 0 if group in pieces else group
+            for span, period, sign in piece.periods:
+                for name, value in zip(
+                    ("l_ids", "l_dims", "l_spans", "l_periods", "l_signs", "l_keys", "l_metrics", "l_bins", "l_ranks"),
+                    (target_id, dimension, span, period, sign, key, metric, bin_, rank),
+                ):
                     exact[name].append(value)
-                # The interval this group was read over: its own (a day, the totals) or its dimension's.
-                dimension, piece = pieces[group] if group in pieces and group is not None else pieces[None]
-                key = 0 if group in pieces else group
-                for span, period, sign in piece.periods:
-                    for name, value in zip(
-                        ("l_ids", "l_dims", "l_spans", "l_periods", "l_signs", "l_keys", "l_metrics", "l_bins", "l_ranks"),
-                        (target_id, dimension, span, period, sign, key, metric, bin_, rank),
-                    ):
-                        exact[name].append(value)
-            cursor.execute(_EXACT, {**params, **exact})
-            for target_id, seconds in cursor.fetchall():
-                group, metric, which, _, _ = targets[target_id]
-                figures[group][metric][which] = seconds
+        cursor.execute(_EXACT, {**params, **exact})
+        for target_id, seconds in cursor.fetchall():
+            group, metric, which, _, _ = targets[target_id]
+            figures[group][metric][which] = seconds
     return {group: {metric: tuple(values) for metric, values in by_metric.items()} for group, by_metric in figures.items()}
 
 

@@ -37,6 +37,10 @@ SECONDS_SQL = "CASE WHEN ({1}) IS NOT NULL THEN greatest(0, floor(extract(epoch 
 # the exact seconds of one bin are few (reports.selectors).
 BIN_BOUNDS = list(range(8)) + [(8 + step) << (doubling - 3) for doubling in range(3, 31) for step in range(8)]
 DURATION_METRICS = ("first_response", "wait", "resolution")
+# A UTC day's total of a duration metric over every chat (dimension none, bin 0): one row that changes whenever
+# that day's histogram does (counts only grow between two rebuilds), so a stored median of the day
+# (reports.models.DayPercentiles) is current while its total equals this one.
+DAY_TOTAL = -2
 BIN_SQL = (
     "CASE WHEN {metric} IN ('first_response', 'wait', 'resolution') "
     f"THEN width_bucket({{seconds}}, ARRAY[{', '.join(map(str, BIN_BOUNDS))}]) ELSE 0 END"
@@ -63,7 +67,7 @@ rollup AS (
 ),
 period AS (
     INSERT INTO reports_rollupperiod AS p (dimension, metric, span, bin, period, key, seconds, count)
-    SELECT dim.dimension, e.metric, span.span, e.bin,
+    SELECT dim.dimension, e.metric, span.span, CASE WHEN exact.seconds = {DAY_TOTAL} THEN 0 ELSE e.bin END,
            CASE span.span WHEN 'd' THEN e.day ELSE date_trunc('month', e.day)::date END,
            CASE dim.dimension WHEN 'g' THEN e.agent_id WHEN 'a' THEN e.application_id ELSE 0 END,
            exact.seconds, sum(e.n)
@@ -74,9 +78,10 @@ period AS (
     ) AS e
     CROSS JOIN (VALUES ('d'), ('m')) AS span(span)
     CROSS JOIN (VALUES ('n'), ('g'), ('a')) AS dim(dimension)
-    -- The bin's total, and for a duration its exact seconds.
+    -- The bin's total, and for a duration its exact seconds, and (every chat's UTC day only) the day's total.
     CROSS JOIN LATERAL (
         SELECT -1 AS seconds UNION ALL SELECT e.seconds WHERE e.metric IN {DURATION_METRICS}
+        UNION ALL SELECT {DAY_TOTAL} WHERE e.metric IN {DURATION_METRICS} AND span.span = 'd' AND dim.dimension = 'n'
     ) AS exact
     WHERE (SELECT count(*) FROM rollup) >= 0
     GROUP BY 1, 2, 3, 4, 5, 6, 7
@@ -401,6 +406,11 @@ def _rollups_lock(cursor) -> None:
     # of its own: every statement writing it writes reports_rollup first (reports.services._upsert).
     advisory_xact_lock(name=_backfill_lock_name())
     cursor.execute("LOCK TABLE reports_rollup IN SHARE ROW EXCLUSIVE MODE")
+    # The days' stored medians (reports.models.DayPercentiles) are current while their day's total has not
+    # changed; the caller takes totals down, so it empties them, after summaries storing them (ROW EXCLUSIVE,
+    # taken before their snapshot) have ended; those that start meanwhile store nothing.
+    cursor.execute("LOCK TABLE reports_daypercentiles IN SHARE MODE")
+    cursor.execute("DELETE FROM reports_daypercentiles")
 
 
 def reports_rebuild(*, backfill_first_times: bool = False) -> int:

@@ -16,7 +16,7 @@ def rollup_period_fill(apps, schema_editor):
         cursor.execute("LOCK TABLE reports_rollup IN SHARE ROW EXCLUSIVE MODE")
         cursor.execute(f"""
             INSERT INTO reports_rollupperiod (dimension, metric, span, bin, period, key, seconds, count)
-            SELECT dim.dimension, e.metric, span.span, e.bin,
+            SELECT dim.dimension, e.metric, span.span, CASE WHEN exact.seconds = -2 THEN 0 ELSE e.bin END,
                    CASE span.span WHEN 'd' THEN e.day ELSE date_trunc('month', e.day)::date END,
                    CASE dim.dimension WHEN 'g' THEN e.agent_id WHEN 'a' THEN e.application_id ELSE 0 END,
                    exact.seconds, sum(e.count)
@@ -30,6 +30,9 @@ def rollup_period_fill(apps, schema_editor):
             CROSS JOIN (VALUES ('n'), ('g'), ('a')) AS dim(dimension)
             CROSS JOIN LATERAL (
                 SELECT -1 AS seconds UNION ALL SELECT e.seconds WHERE e.metric IN ('first_response', 'wait', 'resolution')
+                -- A UTC day's total of a duration over every chat (reports.services.DAY_TOTAL).
+                UNION ALL SELECT -2 WHERE e.metric IN ('first_response', 'wait', 'resolution')
+                                      AND span.span = 'd' AND dim.dimension = 'n'
             ) AS exact
             GROUP BY 1, 2, 3, 4, 5, 6, 7
         """)
@@ -52,12 +55,26 @@ class Migration(migrations.Migration):
                 ('bin', models.SmallIntegerField(help_text='The value bin of `seconds` (reports.services.BIN_BOUNDS); 0 for counts.')),
                 ('period', models.DateField(help_text='The UTC day, or the first day of the UTC month.')),
                 ('key', models.BigIntegerField()),
-                ('seconds', models.IntegerField(help_text="-1: the bin's total; else the exact duration.")),
+                ('seconds', models.IntegerField(help_text="-1: the bin's total; -2 (a duration, dimension none, a UTC day, bin 0): the day's total; else the exact duration.")),
                 ('count', models.BigIntegerField(default=0)),
             ],
             options={
                 'indexes': [models.Index(condition=models.Q(('seconds', -1)), fields=['dimension', 'span', 'period'], include=('key', 'metric', 'bin', 'count'), name='rollup_period_bins')],
                 'constraints': [models.UniqueConstraint(fields=('dimension', 'metric', 'span', 'bin', 'period', 'key', 'seconds'), include=('count',), name='rollup_period_key')],
+            },
+        ),
+        migrations.CreateModel(
+            name='DayPercentiles',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('day', models.DateField(help_text='The UTC day.')),
+                ('metric', models.CharField(choices=[('created', 'Chats created (bucket of created_at)'), ('resolved', 'Chats resolved (bucket of resolved_at)'), ('messages', "Messages (bucket of the message's created_at)"), ('first_response', 'Seconds from creation to the first agent message'), ('wait', 'Seconds from creation to the first assignment'), ('resolution', 'Seconds from creation to resolution'), ('sla_breached', 'SLA breaches (bucket of the breach)')], max_length=16)),
+                ('total', models.BigIntegerField(help_text="The day's N when these were computed.")),
+                ('median', models.IntegerField()),
+                ('p90', models.IntegerField()),
+            ],
+            options={
+                'constraints': [models.UniqueConstraint(fields=('day', 'metric'), include=('total', 'median', 'p90'), name='day_percentiles_key')],
             },
         ),
         migrations.RunPython(rollup_period_fill, migrations.RunPython.noop),

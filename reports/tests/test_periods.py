@@ -19,6 +19,7 @@ from reports.models import Rollup, RollupPeriod
 from reports.selectors import _pieces
 from reports.services import (
     BIN_BOUNDS,
+    DAY_TOTAL,
     report_chat_resolved,
     report_sla_breached,
     reports_backfill_start,
@@ -45,6 +46,8 @@ def _derived() -> Counter:
                 rows[(dimension, metric, span, bin_, period, key, -1)] += count
                 if duration:
                     rows[(dimension, metric, span, bin_, period, key, seconds)] += count
+        if duration:  # the UTC day's total, over every chat (DAY_TOTAL)
+            rows[("n", metric, "d", 0, day, 0, DAY_TOTAL)] += count
     return rows
 
 
