@@ -130,6 +130,70 @@ def _tenant(size: int, per_day: int) -> dict:
     return {"slug": slug, "token": token, **built}
 
 
+# A drain batch on the tenant as it is: 20 new chats (assigned 2 minutes ago), each with two customer messages
+# and its first agent reply, inserted in a savepoint that is rolled back after the drain's hook statement
+# (reports.services._CREATIONS_PERSISTED) was EXPLAIN ANALYZEd on them (the first statement takes no
+# parameters: its % is not doubled).
+_HOOK_BATCH = [
+    """
+    INSERT INTO conversations_chat (application_id, number, status, customer_id, messages_count, created_at, updated_at,
+                                    assigned_agent_id, assigned_at, first_assigned_at)
+    SELECT apps.ids[1 + g % 2], 2000000000 + g, 'assigned', 'hook-' || g, 3, now() - interval '2 minutes', now(),
+           agents.ids[1 + g % array_length(agents.ids, 1)], now() - interval '1 minute', now() - interval '1 minute'
+    FROM generate_series(0, 19) AS g,
+         (SELECT array_agg(id ORDER BY id) AS ids FROM conversations_application) AS apps,
+         (SELECT array_agg(user_id ORDER BY user_id) AS ids FROM agents_agent) AS agents
+    RETURNING id
+    """,
+    """
+    INSERT INTO conversations_message (chat_id, number, body, sender, author_id, is_private, attachments, created_at, updated_at)
+    SELECT c.id, m.number, 'hi', CASE WHEN m.number = 3 THEN 'agent' ELSE 'customer' END,
+           CASE WHEN m.number = 3 THEN c.assigned_agent_id END, false, '[]',
+           now() - make_interval(secs => 60 - m.number * 10 - c.id %% 7), now()
+    FROM conversations_chat AS c, generate_series(1, 3) AS m(number)
+    WHERE c.id = ANY(%(chats)s)
+    RETURNING id
+    """,
+]
+
+
+def _hook_cost(slug: str, runs: int = 10) -> dict:
+    """What the drain's report hook costs on this tenant for a batch of 20 chats and 60 messages (20 first
+    replies): the statement's execution time, the part of it spent writing each layer, and the rows each
+    wrote (medians of `runs`, each rolled back)."""
+    from django.db import connection, transaction
+    from django_tenants.utils import schema_context
+
+    from reports.services import _CREATIONS_PERSISTED
+
+    def flatten(plan: dict):
+        yield plan
+        for child in plan.get("Plans", []):
+            yield from flatten(child)
+
+    samples: dict[str, list[float]] = {}
+    with schema_context(slug), transaction.atomic(), connection.cursor() as cursor:
+        for _ in range(runs):
+            cursor.execute("SAVEPOINT hook")
+            cursor.execute(_HOOK_BATCH[0])
+            chats = [row[0] for row in cursor.fetchall()]
+            cursor.execute(_HOOK_BATCH[1], {"chats": chats})
+            messages = [row[0] for row in cursor.fetchall()]
+            cursor.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + _CREATIONS_PERSISTED,
+                {"chats": chats, "messages": messages, "upto": None},
+            )
+            plan = cursor.fetchone()[0]
+            plan = plan if isinstance(plan, list) else json.loads(plan)
+            cursor.execute("ROLLBACK TO SAVEPOINT hook")
+            samples.setdefault("statement_ms", []).append(plan[0]["Execution Time"])
+            for node in flatten(plan[0]["Plan"]):
+                if node["Node Type"] == "ModifyTable" and node.get("Relation Name", "").startswith("reports_"):
+                    samples.setdefault(f"{node['Relation Name']}_ms", []).append(node["Actual Total Time"])
+                    samples.setdefault(f"{node['Relation Name']}_rows", []).append(node["Actual Rows"])
+    return {name: round(statistics.median(values), 2) for name, values in samples.items()}
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
@@ -184,6 +248,8 @@ def scenario_reports(args, processes) -> dict:
                     p50_ms=round(statistics.median(samples[size]), 2), p99_ms=round(_percentile(samples[size], 0.99), 2)
                 )
     processes.stop("web")
+    for size, tenant in tenants.items():
+        results[str(size)]["drain_hook"] = _hook_cost(tenant["slug"])
     small, large = str(min(tenants)), str(max(tenants))
     ratios = {
         range_name: {
@@ -229,5 +295,12 @@ def markdown_lines(r: dict) -> list[str]:
                 f"({level['rollup_rows']} 15-minute rows, {level.get('rollup_period_rows', '?')} day and month rows; {level['backfill_batches']} batches of {level['backfill_batch_size']} chats, "
                 f"the longest {level['backfill_longest_batch_ms']} ms (batch {level.get('backfill_longest_batch_number', '?')}), "
                 f"median {level.get('backfill_median_batch_ms', '?')} ms)"
+            )
+        if "drain_hook" in level:
+            hook = level["drain_hook"]
+            lines.append(
+                f"- {size} chats, the drain's report hook for 20 chats and 60 messages (20 first replies), median of 10: "
+                f"{hook['statement_ms']} ms; 15-minute rows {hook.get('reports_rollup_rows')} in {hook.get('reports_rollup_ms')} ms, "
+                f"day and month rows {hook.get('reports_rollupperiod_rows')} in {hook.get('reports_rollupperiod_ms')} ms"
             )
     return lines

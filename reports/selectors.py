@@ -268,6 +268,18 @@ targets AS (
           AND key = l.key AND seconds >= 0
         OFFSET 0
     ) AS r
+    WHERE l.key IS NOT NULL
+    UNION ALL
+    -- Key NULL: every chat's seconds, which the layer keeps per application only: that bin's rows of every
+    -- application (one index scan, the key's range), summed in `merged`.
+    SELECT l.id, l.rank, r.seconds, r.count::int * l.sign AS n
+    FROM lookups AS l CROSS JOIN LATERAL (
+        SELECT seconds, count FROM reports_rollupperiod
+        WHERE dimension = 'a' AND metric = l.metric AND span = l.span AND bin = l.bin AND period = l.period
+          AND seconds >= 0
+        OFFSET 0
+    ) AS r
+    WHERE l.key IS NULL
     UNION ALL
     SELECT t.id, t.rank, e.seconds, e.n FROM targets AS t JOIN edge AS e ON e.grp = t.grp AND e.metric = t.metric AND e.bin = t.bin
 ), merged AS (
@@ -353,6 +365,8 @@ def _figures(cursor, intervals: list[tuple[int | None, str, datetime, datetime]]
             # The interval this group was read over: its own (a day, the totals) or its dimension's.
             dimension, piece = pieces[group] if group in pieces and group is not None else pieces[None]
             key = 0 if group in pieces else group
+            if dimension == "n":  # every chat's exact seconds: the applications' (reports.services._upsert)
+                key = None
             for span, period, sign in piece.periods:
                 for name, value in zip(
                     ("l_ids", "l_dims", "l_spans", "l_periods", "l_signs", "l_keys", "l_metrics", "l_bins", "l_ranks"),

@@ -78,9 +78,11 @@ period AS (
     ) AS e
     CROSS JOIN (VALUES ('d'), ('m')) AS span(span)
     CROSS JOIN (VALUES ('n'), ('g'), ('a')) AS dim(dimension)
-    -- The bin's total, and for a duration its exact seconds, and (every chat's UTC day only) the day's total.
+    -- The bin's total; for a duration, its exact seconds per agent and per application (every chat's are the
+    -- applications' summed: a summary reads one bin's seconds, few, so it adds them up rather than the hooks
+    -- writing a third copy), and every chat's UTC day total.
     CROSS JOIN LATERAL (
-        SELECT -1 AS seconds UNION ALL SELECT e.seconds WHERE e.metric IN {DURATION_METRICS}
+        SELECT -1 AS seconds UNION ALL SELECT e.seconds WHERE e.metric IN {DURATION_METRICS} AND dim.dimension <> 'n'
         UNION ALL SELECT {DAY_TOTAL} WHERE e.metric IN {DURATION_METRICS} AND span.span = 'd' AND dim.dimension = 'n'
     ) AS exact
     WHERE (SELECT count(*) FROM rollup) >= 0

@@ -30,6 +30,7 @@ def rollup_period_fill(apps, schema_editor):
             CROSS JOIN (VALUES ('n'), ('g'), ('a')) AS dim(dimension)
             CROSS JOIN LATERAL (
                 SELECT -1 AS seconds UNION ALL SELECT e.seconds WHERE e.metric IN ('first_response', 'wait', 'resolution')
+                                                                  AND dim.dimension <> 'n'
                 -- A UTC day's total of a duration over every chat (reports.services.DAY_TOTAL).
                 UNION ALL SELECT -2 WHERE e.metric IN ('first_response', 'wait', 'resolution')
                                       AND span.span = 'd' AND dim.dimension = 'n'

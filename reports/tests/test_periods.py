@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django_tenants.utils import schema_context
 
 from conversations.models import Application, Chat
@@ -44,7 +45,7 @@ def _derived() -> Counter:
         for span, period in (("d", day), ("m", day.replace(day=1))):
             for dimension, key in (("n", 0), ("g", agent_id), ("a", application_id)):
                 rows[(dimension, metric, span, bin_, period, key, -1)] += count
-                if duration:
+                if duration and dimension != "n":  # every chat's exact seconds: the applications' summed
                     rows[(dimension, metric, span, bin_, period, key, seconds)] += count
         if duration:  # the UTC day's total, over every chat (DAY_TOTAL)
             rows[("n", metric, "d", 0, day, 0, DAY_TOTAL)] += count
@@ -185,5 +186,83 @@ def test_concurrent_writers_of_one_day_keep_the_coarse_layer_exact(make_live_ten
     with schema_context(tenant.schema_name):
         assert _stored() == _derived()
         assert RollupPeriod.objects.get(dimension="n", span="m", metric="resolved", seconds=-1).count == threads_count * per_thread
-        resolutions = RollupPeriod.objects.filter(dimension="n", span="d", metric="resolution", seconds__gte=0)
+        resolutions = RollupPeriod.objects.filter(dimension="a", span="d", metric="resolution", seconds__gte=0)
         assert sum(resolutions.values_list("count", flat=True)) == threads_count * per_thread
+
+
+_WRITES = """
+SELECT relname, n_tup_ins + n_tup_upd FROM pg_stat_xact_user_tables
+WHERE schemaname = current_schema() AND relname IN ('reports_rollup', 'reports_rollupperiod')
+"""
+
+
+def _writes() -> Counter:
+    with connection.cursor() as cursor:
+        cursor.execute(_WRITES)
+        return Counter(dict(cursor.fetchall()))
+
+
+def test_what_a_drain_batch_writes_to_the_rollups(tenant_a, clock, no_drain_task):
+    """The hot path's cost of the coarse layer, counted: a drain batch of 20 new chats and 40 customer
+    messages, then one of 20 first replies and 20 customer messages. The hook still runs one statement (after
+    the backfill lock and the cursor's read, as before the coarse layer); what the layer adds is rows in it:
+    per (UTC day and month) x (every chat, the agent, the application), one row per key and metric for a
+    count, and for a duration one per bin and (agent and application only) per second, plus the day's total."""
+    from agents import services as agent_services
+    from conversations import services as conversation_services
+    from conversations.models import Message
+
+    with schema_context(tenant_a.schema_name):
+        applications = [conversation_services.application_create(name=f"hot {i}") for i in range(2)]
+        agents = [
+            agent_services.agent_create(email=f"hot{i}@example.test", password="test-password-1234", is_online=True, max_customers=100)
+            for i in range(4)
+        ]
+        clock.at = utc(2026, 3, 6, 10, 0, 1)
+        numbers = []
+        for index in range(20):
+            application = applications[index % 2]
+            numbers.append((application, conversation_services.chat_create(application=application, customer_id=f"h{index}")))
+            for _ in range(2):
+                conversation_services.message_create(application=application, chat_number=numbers[-1][1], body="hello")
+        before = _writes()
+        with CaptureQueriesContext(connection) as queries:
+            conversation_services.creations_persist(batch_size=100)
+        first = _writes() - before
+        hook = [query["sql"] for query in queries if "reports_" in query["sql"]]
+
+        # then: one statement writes both layers (beside the cursor's read); 4 rollup rows (created and
+        # messages, per application), 16 coarse rows (2 spans x (1 + 1 + 2 keys) x 2 metrics)
+        assert len(hook) == 2 and "reports_rollupperiod" in hook[1] and "reports_backfill" in hook[0]
+        assert first == Counter({"reports_rollup": 4, "reports_rollupperiod": 16})
+
+        agent_services.assignment_run()
+        for index, (application, number) in enumerate(numbers):
+            clock.at = utc(2026, 3, 6, 10, 1, 0) + timedelta(seconds=index * 7)
+            chat = Chat.objects.get(application=application, number=number)
+            conversation_services.message_create(
+                application=application, chat_number=number, body="hi", sender=Message.Sender.AGENT, author=chat.assigned_agent
+            )
+            conversation_services.message_create(application=application, chat_number=number, body="thanks")
+        before = _writes()
+        conversation_services.creations_persist(batch_size=100)
+        second = _writes() - before
+
+        # 20 first responses of 20 different seconds (59 to 192 s: 16 value bins), in one 15-minute bucket
+        rollup = Rollup.objects.filter(metric="first_response")
+        assert rollup.count() == 20 and len({row.seconds for row in rollup}) == 20
+        bins = len({bisect_right(BIN_BOUNDS, row.seconds) for row in rollup})
+        keys = {"n": 1, "g": len({row.agent_id for row in rollup}), "a": 2}
+        bin_keys = {
+            "n": bins,
+            "g": len({(row.agent_id, bisect_right(BIN_BOUNDS, row.seconds)) for row in rollup}),
+            "a": len({(row.application_id, bisect_right(BIN_BOUNDS, row.seconds)) for row in rollup}),
+        }
+        messages = Rollup.objects.filter(metric="messages").count()  # customer (per app) + agent (per app, agent)
+        assert second["reports_rollup"] == messages + 20
+        # messages: 2 spans x (1 + agents and none + 2 apps); first responses: 2 spans x (bins per key + 20 exact
+        # per agent and per application: every chat's are theirs summed), and the day's total
+        message_keys = 1 + len({row.agent_id for row in Rollup.objects.filter(metric="messages")}) + 2
+        assert second["reports_rollupperiod"] == 2 * message_keys + 2 * (sum(bin_keys.values()) + 2 * 20) + 1
+        assert keys["g"] == 4 and bin_keys == {"n": 14, "g": 20, "a": 19}
+        assert second == Counter({"reports_rollup": 30, "reports_rollupperiod": 203})  # 30 before the coarse layer
