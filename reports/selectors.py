@@ -75,10 +75,9 @@ _TOTAL = object()
 def report_summary(*, report_range: ReportRange, group_by: str) -> dict:
     """`{"data": [rows], "totals": row}` for the range, grouped by tz day (every day of the range, in order),
     agent (its user id; None for no agent) or application (its token). Reads the coarse rollups of the range
-    in two phases (_figures). ReportsPending while the tenant's backfill runs."""
+    in two phases (_figures), and by UTC day the days' stored medians where current (_utc_days), in one
+    snapshot. ReportsPending while the tenant's backfill runs."""
     starts = report_range_check(report_range)
-    if not reports_backfill_done():
-        raise ReportsPending
     intervals: list[tuple[int | None, str, datetime, datetime]] = [(_TOTAL_GROUP, "n", starts[0], starts[-1])]
     # Days that are UTC days (UTC, or any zone at offset 0 on every day of the range): their medians and p90s
     # can be the stored ones (reports.models.DayPercentiles).
@@ -95,8 +94,11 @@ def report_summary(*, report_range: ReportRange, group_by: str) -> dict:
         # The plans' estimates pass JIT's threshold, and compiling took longer than these reads (~60 ms).
         cursor.execute("SET LOCAL jit = off")
         stored: dict = {}
+        storable = utc_days and own_transaction and _day_percentiles_lock(cursor)
+        # In the snapshot the figures are read in: a backfill's start committed after it is not half seen.
+        if not reports_backfill_done():
+            raise ReportsPending
         if utc_days:
-            storable = own_transaction and _day_percentiles_lock(cursor)
             stored, stale = _utc_days(cursor, starts)
             intervals += [(position, "n", starts[position - 1], starts[position]) for position in stale]
         elif group_by == "day":
@@ -180,7 +182,7 @@ def _day_percentiles_store(cursor, starts: list[datetime], figures: dict) -> Non
         (starts[position - 1].date(), metric, total, median, p90)
         for position, by_metric in figures.items()
         for metric, (total, median, p90) in by_metric.items()
-        if metric in DURATIONS and total > 0
+        if metric in DURATIONS and total > 0 and median is not None and p90 is not None
     )
     if not rows:
         return
