@@ -50,7 +50,8 @@ BIN_SQL = (
 def _upsert(events: str, ctes: str = "") -> str:
     """One statement adding `events` (bucket, application_id, agent_id, metric, seconds, n) to the 15-minute
     rollups and to the coarse layer (reports.models.RollupPeriod: per UTC day and month, per dimension, value
-    bins and exact seconds), after the statement's own `ctes`. It returns (rollup rows written, period rows
+    bins, exact seconds per agent and per application, and every chat's UTC day totals), after the statement's
+    own `ctes`. It returns (rollup rows written, period rows
     written). The 15-minute rows are written first (the period insert waits for that CTE's count): every
     writer locks rollup rows, then period rows, each in key order, so two writers never wait in a cycle; and
     a rebuild's lock on reports_rollup holds the period rows' writers too."""
