@@ -74,8 +74,9 @@ class RollupPeriod(models.Model):
     (none, the agent, the application), for summaries of long ranges: what a year of 15-minute histogram rows
     (a row per chat and duration, ~1.1M at 1,000 chats a day) makes too slow to merge.
 
-    Two kinds of row per (span, period, dimension, key, metric): a value bin's total (`seconds` = -1; `bin` 0
-    for counts) and, for durations, the exact histogram (`seconds` >= 0, `bin` the bin of `seconds`). A
+    Rows per (span, period, dimension, key, metric): a value bin's total (`seconds` = -1; `bin` 0 for counts)
+    and, for durations, the exact histogram per agent and per application (`seconds` >= 0, `bin` the bin of
+    `seconds`; every chat's is the applications' summed) and every chat's UTC day total (`seconds` = -2). A
     summary reads the bins first to find, for each median and p90, the bin holding it and the rank inside it,
     then only that bin's exact seconds over the range (reports.selectors): exact, and the rows read follow the
     bins and the periods, not the chats. Derived from the same events as Rollup, in the same statement
