@@ -67,3 +67,87 @@ class Backfill(models.Model):
 
     def __str__(self) -> str:
         return "done" if self.done else f"chats up to {self.cursor}"
+
+
+class RollupPeriod(models.Model):
+    """The rollups again, coarse in time (a UTC day, a UTC month) and projected on one dimension at a time
+    (none, the agent, the application), for summaries of long ranges: what a year of 15-minute histogram rows
+    (a row per chat and duration, ~1.1M at 1,000 chats a day) makes too slow to merge.
+
+    Rows per (span, period, dimension, key, metric): a value bin's total (`seconds` = -1; `bin` 0 for counts)
+    and, for durations, the exact histogram per agent and per application (`seconds` >= 0, `bin` the bin of
+    `seconds`; every chat's is the applications' summed) and every chat's UTC day total (`seconds` = -2). A
+    summary reads the bins first to find, for each median and p90, the bin holding it and the rank inside it,
+    then only that bin's exact seconds over the range (reports.selectors): exact, and the rows read follow the
+    bins and the periods, not the chats. Derived from the same events as Rollup, in the same statement
+    (reports.services._upsert), so the two never disagree. See docs/reports.md.
+    """
+
+    class Span(models.TextChoices):
+        DAY = "d", "UTC day"
+        MONTH = "m", "UTC month"
+
+    class Dimension(models.TextChoices):
+        NONE = "n", "Every chat (key 0)"
+        AGENT = "g", "Agent (key: the agent's user id, 0 for none)"
+        APPLICATION = "a", "Application (key: its id)"
+
+    dimension = models.CharField(max_length=1, choices=Dimension.choices)
+    metric = models.CharField(max_length=16, choices=Rollup.Metric.choices)
+    span = models.CharField(max_length=1, choices=Span.choices)
+    bin = models.SmallIntegerField(help_text="The value bin of `seconds` (reports.services.BIN_BOUNDS); 0 for counts.")
+    period = models.DateField(help_text="The UTC day, or the first day of the UTC month.")
+    # A plain column (no foreign key): an application's id or an agent's, as Rollup keeps a deleted agent's.
+    key = models.BigIntegerField()
+    seconds = models.IntegerField(
+        help_text="-1: the bin's total; -2 (a duration, dimension none, a UTC day, bin 0): the day's total; else the exact duration."
+    )
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # The upsert's conflict target, and the exact read of one bin over a range's periods.
+            models.UniqueConstraint(
+                fields=["dimension", "metric", "span", "bin", "period", "key", "seconds"],
+                name="rollup_period_key",
+                include=["count"],
+            )
+        ]
+        indexes = [
+            # The bins' read: every bin total of one period (an index-only scan).
+            models.Index(
+                fields=["dimension", "span", "period"],
+                include=["key", "metric", "bin", "count"],
+                condition=models.Q(seconds=-1),
+                name="rollup_period_bins",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.span}{self.period} {self.dimension}{self.key} {self.metric} bin {self.bin} {self.seconds}s x{self.count}"
+
+
+class DayPercentiles(models.Model):
+    """A UTC day's median and p90 of one duration metric over every chat, as a summary computed them from the
+    coarse layer, with the day's total (N) they are the order statistics of.
+
+    Kept by the summary (reports.selectors), not by the writers: the hooks only keep the day's total
+    (RollupPeriod's `seconds` = -2 row) in the statement they already run. A row is current while its `total`
+    equals that total: every writer only adds to a day (until a rebuild or a backfill's start, which empty this
+    table), so a day whose histogram changed has a larger total. A year by UTC day then reads 366 totals and
+    366 of these per metric instead of every day's bins and seconds. See docs/reports.md.
+    """
+
+    day = models.DateField(help_text="The UTC day.")
+    metric = models.CharField(max_length=16, choices=Rollup.Metric.choices)
+    total = models.BigIntegerField(help_text="The day's N when these were computed.")
+    median = models.IntegerField()
+    p90 = models.IntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["day", "metric"], name="day_percentiles_key", include=["total", "median", "p90"])
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.metric} N={self.total} median {self.median}s p90 {self.p90}s"

@@ -1,58 +1,20 @@
 """The reports' figures, read from the rollups (reports.models.Rollup). Definitions: docs/reports.md."""
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from django.db import connection
+from django.db import OperationalError, connection, transaction
+from django.utils import timezone
 
 from conversations.models import Application
 from reports.models import Backfill
+from reports.services import BIN_SQL, DAY_TOTAL
 
 GROUP_BY = ("day", "agent", "application")
 DURATIONS = {"first_response": "first_response_seconds", "wait": "wait_seconds", "resolution": "resolution_seconds"}
 COUNTS = {"created": "chats_created", "resolved": "chats_resolved", "messages": "messages"}
 BUCKET_SECONDS = 15 * 60
-
-# The range's histograms merged per group: (group, metric, seconds) -> count, in order. Medians and p90s are
-# then read in Python (`_percentiles`): one aggregate and one sort here, rather than grouping sets and window
-# functions, which cost several times more on the same rows. `metric` compared bytewise (COLLATE "C"): the
-# database's linguistic collation made the sort the most expensive step.
-_SUMMARY = """
-SELECT {key} AS key, metric COLLATE "C" AS metric, seconds, sum(count)::bigint
-FROM reports_rollup
-WHERE bucket >= %(since)s AND bucket < %(until)s
-GROUP BY 1, 2, 3
-ORDER BY 1, 2, 3
-"""
-
-
-def _percentiles(histogram: list[tuple[int, int]]) -> tuple[int, int | None, int | None]:
-    """(N, median, p90) of a histogram of (value, count) pairs sorted by value: nearest rank, the smallest
-    value whose cumulative count reaches ceil(p * N), as PostgreSQL's percentile_disc(p) returns."""
-    total = sum(count for _, count in histogram)
-    if total == 0:
-        return 0, None, None
-    ranks = [math.ceil(0.5 * total), math.ceil(0.9 * total)]
-    found: list[int] = []
-    cumulative = 0
-    for value, count in histogram:
-        cumulative += count
-        while len(found) < len(ranks) and cumulative >= ranks[len(found)]:
-            found.append(value)
-        if len(found) == len(ranks):
-            break
-    return total, found[0], found[1]
-
-
-_KEYS = {
-    # The tz day a bucket falls in: its position among the days' starts (UTC instants computed in Python,
-    # so PostgreSQL's own zone data is never asked, and a 23- or 25-hour DST day is just a longer interval).
-    "day": "width_bucket(bucket, %(day_starts)s::timestamptz[])",
-    "agent": "agent_id",
-    "application": "application_id",
-}
 
 
 class RangeError(ValueError):
@@ -112,26 +74,44 @@ _TOTAL = object()
 
 def report_summary(*, report_range: ReportRange, group_by: str) -> dict:
     """`{"data": [rows], "totals": row}` for the range, grouped by tz day (every day of the range, in order),
-    agent (its user id; None for no agent) or application (its token). Reads only the range's rollups.
-    ReportsPending while the tenant's backfill runs."""
+    agent (its user id; None for no agent) or application (its token). Reads the coarse rollups of the range
+    in two phases (_figures), and by UTC day the days' stored medians where current (_utc_days), in one
+    snapshot. ReportsPending while the tenant's backfill runs."""
     starts = report_range_check(report_range)
-    if not reports_backfill_done():
-        raise ReportsPending
-    histograms: dict = {}
-    merged: dict = {}  # the totals' histograms: metric -> {seconds: count}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _SUMMARY.format(key=_KEYS[group_by]),
-            {"since": starts[0], "until": starts[-1], "day_starts": starts},
-        )
-        for key, metric, seconds, count in cursor.fetchall():
-            histograms.setdefault((key, metric), []).append((seconds, count))
-            into = merged.setdefault(metric, {})
-            into[seconds] = into.get(seconds, 0) + count
-    figures: dict = {}
-    for (key, metric), histogram in histograms.items():
-        figures.setdefault(key, {})[metric] = _percentiles(histogram)
-    totals = _row(_TOTAL, {metric: _percentiles(sorted(counts.items())) for metric, counts in merged.items()})
+    intervals: list[tuple[int | None, str, datetime, datetime]] = [(_TOTAL_GROUP, "n", starts[0], starts[-1])]
+    # Days that are UTC days (UTC, or any zone at offset 0 on every day of the range): their medians and p90s
+    # can be the stored ones (reports.models.DayPercentiles).
+    utc_days = group_by == "day" and all((start.hour, start.minute) == (0, 0) for start in starts)
+    # A caller's own transaction (a test's) keeps its isolation; then nothing is stored (its snapshot may
+    # predate the lock below).
+    own_transaction = not connection.in_atomic_block
+    with transaction.atomic(), connection.cursor() as cursor:
+        if own_transaction:
+            # One snapshot for every statement below: a writer committing between the bins' read and the
+            # seconds' would otherwise give a median of neither state, and a stored one must be of the total
+            # it is stored with.
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        # The plans' estimates pass JIT's threshold, and compiling took longer than these reads (~60 ms).
+        cursor.execute("SET LOCAL jit = off")
+        stored: dict = {}
+        storable = utc_days and own_transaction and _day_percentiles_lock(cursor)
+        # In the snapshot the figures are read in: a backfill's start committed after it is not half seen.
+        if not reports_backfill_done():
+            raise ReportsPending
+        if utc_days:
+            stored, stale = _utc_days(cursor, starts)
+            intervals += [(position, "n", starts[position - 1], starts[position]) for position in stale]
+        elif group_by == "day":
+            intervals += [(position, "n", starts[position - 1], starts[position]) for position in range(1, len(starts))]
+        else:
+            intervals.append((None, "g" if group_by == "agent" else "a", starts[0], starts[-1]))
+        figures = _figures(cursor, intervals)
+        if utc_days:
+            if storable:
+                _day_percentiles_store(cursor, starts, {position: figures.get(position, {}) for position in stale})
+            for position, by_metric in stored.items():
+                figures.setdefault(position, {}).update(by_metric)
+    totals = _row(_TOTAL, figures.pop(_TOTAL_GROUP, {}))
     if group_by == "day":
         days = report_range.days
         data = [_row(day.isoformat(), figures.get(position, {})) for position, day in enumerate(days, start=1)]
@@ -141,6 +121,265 @@ def report_summary(*, report_range: ReportRange, group_by: str) -> dict:
         tokens = dict(Application.objects.filter(id__in=list(figures)).values_list("id", "token"))
         data = [_row(tokens.get(key), figures[key]) for key in sorted(figures)]
     return {"data": data, "totals": totals}
+
+
+# --- a range of UTC days: the stored medians and p90s (reports.models.DayPercentiles) ---------------------------
+
+_UTC_DAYS = f"""
+SELECT t.period, t.metric, t.count, d.total, d.median, d.p90
+FROM reports_rollupperiod AS t
+LEFT JOIN reports_daypercentiles AS d ON d.day = t.period AND d.metric = t.metric
+WHERE t.dimension = 'n' AND t.metric = ANY(%(metrics)s) AND t.span = 'd' AND t.bin = 0
+  AND t.period >= %(since)s AND t.period <= %(until)s AND t.key = 0
+  -- A count's day total is its bin 0; a duration's, its DAY_TOTAL row.
+  AND t.seconds = CASE WHEN t.metric = ANY(%(durations)s) THEN {DAY_TOTAL} ELSE -1 END
+"""
+
+
+def _day_percentiles_lock(cursor) -> bool:
+    """Whether this summary may store the medians it computes: it holds reports_daypercentiles in ROW
+    EXCLUSIVE mode, taken before its snapshot, so a rebuild or a backfill's start (which empty the table,
+    in SHARE mode) either committed before the snapshot or waits for this transaction and then deletes what
+    it stored. Never waits: while one of those holds or awaits the lock, the summary reads without storing."""
+    try:
+        with transaction.atomic():
+            cursor.execute("LOCK TABLE reports_daypercentiles IN ROW EXCLUSIVE MODE NOWAIT")
+    except OperationalError:
+        return False
+    return True
+
+
+def _utc_days(cursor, starts: list[datetime]) -> tuple[dict, list[int]]:
+    """For a range of UTC days: {day's position: {metric: (N, median, p90)}} for every count and every duration
+    whose stored median and p90 are of the day's current total, and the positions of days with a duration
+    whose are not (or none): those are read from the coarse layer (_figures)."""
+    first = starts[0].date()
+    cursor.execute(
+        _UTC_DAYS,
+        {"metrics": [*COUNTS, "sla_breached", *DURATIONS], "durations": list(DURATIONS),
+         "since": first, "until": starts[-2].date()},
+    )  # fmt: skip
+    stored: dict = {}
+    stale: set[int] = set()
+    for day, metric, count, total, median, p90 in cursor.fetchall():
+        position = (day - first).days + 1
+        if metric not in DURATIONS:
+            stored.setdefault(position, {})[metric] = (count, None, None)
+        elif total == count:
+            stored.setdefault(position, {})[metric] = (count, median, p90)
+        else:
+            stale.add(position)
+    for position in stale:  # read whole: the coarse layer's answer for the day replaces these
+        stored.pop(position, None)
+    return stored, sorted(stale)
+
+
+def _day_percentiles_store(cursor, starts: list[datetime], figures: dict) -> None:
+    """Stores the medians and p90s just read for these days (by position), with the totals they are of.
+    Another summary storing the same day at once may make this one's snapshot too old to write (REPEATABLE
+    READ): then it stores nothing, the figures it answers are exact all the same."""
+    rows = sorted(
+        (starts[position - 1].date(), metric, total, median, p90)
+        for position, by_metric in figures.items()
+        for metric, (total, median, p90) in by_metric.items()
+        if metric in DURATIONS and total > 0 and median is not None and p90 is not None
+    )
+    if not rows:
+        return
+    try:
+        with transaction.atomic():
+            cursor.execute(_DAY_PERCENTILES_STORE, [list(column) for column in zip(*rows)])
+    except OperationalError:
+        pass
+
+
+_DAY_PERCENTILES_STORE = """
+INSERT INTO reports_daypercentiles AS d (day, metric, total, median, p90)
+SELECT * FROM unnest(%s::date[], %s::text[], %s::bigint[], %s::int[], %s::int[])
+ON CONFLICT (day, metric) DO UPDATE SET total = EXCLUDED.total, median = EXCLUDED.median, p90 = EXCLUDED.p90
+"""
+
+
+# --- the read: two phases over the coarse layer (reports.models.RollupPeriod) -------------------------------
+#
+# Every group's interval of UTC instants (a tz day, or the whole range) is split into whole UTC days, which
+# become months where that reads fewer periods (a month minus its days outside the interval), and at most two
+# ragged edges shorter than half a day, read from the 15-minute rollups, added or taken away. Phase 1 merges
+# the value bins of those periods and edges per group and metric: the counts, N, and for each median and p90
+# the bin holding it and its rank inside. Phase 2 reads only those bins' exact seconds over the same periods
+# and edges, and walks them to the rank. Both in SQL: only the answers come back.
+
+_PERIODS = """
+periods AS (
+    SELECT * FROM unnest(%(p_dims)s::text[], %(p_spans)s::text[], %(p_periods)s::date[], %(p_signs)s::int[],
+                         %(p_groups)s::bigint[]) AS p(dim, span, period, sign, grp)
+), edges AS (
+    SELECT * FROM unnest(%(q_dims)s::text[], %(q_since)s::timestamptz[], %(q_until)s::timestamptz[],
+                         %(q_signs)s::int[], %(q_groups)s::bigint[]) AS q(dim, since, until, sign, grp)
+), edge AS MATERIALIZED (
+    -- The ragged edges' 15-minute rows, per group (grp NULL: the row's agent or application).
+    SELECT coalesce(q.grp, CASE q.dim WHEN 'g' THEN r.agent_id WHEN 'a' THEN r.application_id ELSE 0 END) AS grp,
+           r.metric COLLATE "C" AS metric, r.seconds, {bin} AS bin, sum(r.count::int * q.sign)::int AS n
+    FROM edges AS q JOIN reports_rollup AS r ON r.bucket >= q.since AND r.bucket < q.until
+    GROUP BY 1, 2, 3, 4
+)
+"""
+
+_BINS = f"""
+WITH {_PERIODS.format(bin=BIN_SQL.format(metric="r.metric", seconds="r.seconds"))},
+bins AS (
+    -- LATERAL: one index-only scan of each period's bins (rollup_period_bins), never the whole table's.
+    SELECT coalesce(p.grp, r.key) AS grp, r.metric COLLATE "C" AS metric, r.bin, sum(r.count::int * p.sign)::int AS n
+    FROM periods AS p CROSS JOIN LATERAL (
+        SELECT key, metric, bin, count FROM reports_rollupperiod
+        WHERE dimension = p.dim AND span = p.span AND period = p.period AND seconds = -1
+        OFFSET 0  -- kept a subquery: pulled up, the planner hashes a scan of the whole table instead
+    ) AS r
+    GROUP BY 1, 2, 3
+    UNION ALL
+    SELECT grp, metric, bin, n FROM edge
+), merged AS (
+    SELECT grp, metric, bin, sum(n)::int AS n FROM bins GROUP BY 1, 2, 3 HAVING sum(n) <> 0
+), walked AS (
+    SELECT grp, metric, bin, n, (sum(n) OVER (PARTITION BY grp, metric ORDER BY bin))::int - n AS before,
+           (sum(n) OVER (PARTITION BY grp, metric))::int AS total
+    FROM merged
+)
+-- The bins holding the nearest ranks ceil(0.5 N) and ceil(0.9 N) (in integers): one row for a count.
+SELECT grp, metric, total, bin, before, n FROM walked
+WHERE (before < (total + 1) / 2 AND (total + 1) / 2 <= before + n)
+   OR (before < (9 * total + 9) / 10 AND (9 * total + 9) / 10 <= before + n)
+"""
+
+_EXACT = f"""
+WITH {_PERIODS.format(bin=BIN_SQL.format(metric="r.metric", seconds="r.seconds"))},
+targets AS (
+    SELECT * FROM unnest(%(t_ids)s::int[], %(t_groups)s::bigint[], %(t_metrics)s::text[], %(t_bins)s::int[],
+                         %(t_ranks)s::bigint[]) AS t(id, grp, metric, bin, rank)
+), lookups AS (
+    SELECT * FROM unnest(%(l_ids)s::int[], %(l_dims)s::text[], %(l_spans)s::text[], %(l_periods)s::date[],
+                         %(l_signs)s::int[], %(l_keys)s::bigint[], %(l_metrics)s::text[], %(l_bins)s::int[],
+                         %(l_ranks)s::bigint[])
+        AS l(id, dim, span, period, sign, key, metric, bin, rank)
+), exact AS (
+    -- LATERAL: one index scan of rollup_period_key per period and bin.
+    SELECT l.id, l.rank, r.seconds, r.count::int * l.sign AS n
+    FROM lookups AS l CROSS JOIN LATERAL (
+        SELECT seconds, count FROM reports_rollupperiod
+        WHERE dimension = l.dim AND metric = l.metric AND span = l.span AND bin = l.bin AND period = l.period
+          AND key = l.key AND seconds >= 0
+        OFFSET 0
+    ) AS r
+    WHERE l.key IS NOT NULL
+    UNION ALL
+    -- Key NULL: every chat's seconds, which the layer keeps per application only: that bin's rows of every
+    -- application (one index scan, the key's range), summed in `merged`.
+    SELECT l.id, l.rank, r.seconds, r.count::int * l.sign AS n
+    FROM lookups AS l CROSS JOIN LATERAL (
+        SELECT seconds, count FROM reports_rollupperiod
+        WHERE dimension = 'a' AND metric = l.metric AND span = l.span AND bin = l.bin AND period = l.period
+          AND seconds >= 0
+        OFFSET 0
+    ) AS r
+    WHERE l.key IS NULL
+    UNION ALL
+    SELECT t.id, t.rank, e.seconds, e.n FROM targets AS t JOIN edge AS e ON e.grp = t.grp AND e.metric = t.metric AND e.bin = t.bin
+), merged AS (
+    SELECT id, rank, seconds, sum(n)::int AS n FROM exact GROUP BY 1, 2, 3 HAVING sum(n) <> 0
+), walked AS (
+    SELECT id, rank, seconds, sum(n) OVER (PARTITION BY id ORDER BY seconds) AS upto FROM merged
+)
+SELECT DISTINCT ON (id) id, seconds FROM walked WHERE upto >= rank ORDER BY id, seconds
+"""
+
+_DAY = timedelta(days=1)
+_TOTAL_GROUP = -1  # the totals' group; agents' keys are >= 0 (0: none), applications' > 0, days' positions > 0
+
+
+def _nearest_midnight(at: datetime) -> datetime:
+    midnight = datetime.combine(at.astimezone(UTC).date(), time(0), tzinfo=UTC)
+    return midnight if at - midnight <= midnight + _DAY - at else midnight + _DAY
+
+
+@dataclass(frozen=True)
+class _Pieces:
+    periods: list[tuple[str, date, int]]  # (span, first day, sign)
+    edges: list[tuple[datetime, datetime, int]]  # 15-minute rows in [since, until), with a sign
+
+
+def _pieces(since: datetime, until: datetime, today: date) -> _Pieces:
+    """[since, until) as signed UTC days and months and at most two signed edges under 12 hours each."""
+    low, high = _nearest_midnight(since), _nearest_midnight(until)
+    if low == high:  # shorter than a day, around one midnight
+        return _Pieces(periods=[], edges=[(since, until, 1)])
+    edges = []
+    if low != since:
+        edges.append((low, since, -1) if low < since else (since, low, 1))
+    if high != until:
+        edges.append((until, high, -1) if high > until else (high, until, 1))
+    days = [low.date() + timedelta(days=offset) for offset in range((high - low).days)]
+    periods: list[tuple[str, date, int]] = []
+    by_month: dict[date, list[date]] = {}
+    for day in days:
+        by_month.setdefault(day.replace(day=1), []).append(day)
+    for month, inside in by_month.items():
+        following = (month + timedelta(days=32)).replace(day=1)
+        outside = [month + timedelta(days=offset) for offset in range((following - month).days)]
+        outside = [day for day in outside if day not in set(inside)]
+        # Days after today hold no rows yet: taking them away costs an empty probe each, not a read.
+        if 1 + sum(1 if day <= today else 0.1 for day in outside) < len(inside):
+            periods.append(("m", month, 1))
+            periods += [("d", day, -1) for day in outside]
+        else:
+            periods += [("d", day, 1) for day in inside]
+    return _Pieces(periods=periods, edges=edges)
+
+
+def _figures(cursor, intervals: list[tuple[int | None, str, datetime, datetime]]) -> dict:
+    """{group: {metric: (N, median, p90)}} for each (group, dimension, since, until); group None: one group
+    per key of the dimension (agent, application)."""
+    today = timezone.now().astimezone(UTC).date()
+    pieces = {group: (dimension, _pieces(since, until, today)) for group, dimension, since, until in intervals}
+    params: dict = {name: [] for name in ("p_dims", "p_spans", "p_periods", "p_signs", "p_groups",
+                                          "q_dims", "q_since", "q_until", "q_signs", "q_groups")}  # fmt: skip
+    for group, (dimension, piece) in pieces.items():
+        for span, period, sign in piece.periods:
+            for name, value in zip(("p_dims", "p_spans", "p_periods", "p_signs", "p_groups"), (dimension, span, period, sign, group)):
+                params[name].append(value)
+        for since, until, sign in piece.edges:
+            for name, value in zip(("q_dims", "q_since", "q_until", "q_signs", "q_groups"), (dimension, since, until, sign, group)):
+                params[name].append(value)
+    figures: dict = {}
+    targets: list[tuple[int, str, int, int, int]] = []  # (group, metric, which, bin, rank inside the bin)
+    cursor.execute(_BINS, params)
+    for group, metric, total, bin_, before, count in cursor.fetchall():
+        figures.setdefault(group, {})[metric] = [total, None, None]
+        if metric in DURATIONS:
+            for which, rank in ((1, (total + 1) // 2), (2, (9 * total + 9) // 10)):
+                if before < rank <= before + count:
+                    targets.append((group, metric, which, bin_, rank - before))
+    if targets:
+        exact = {name: [] for name in ("t_ids", "t_groups", "t_metrics", "t_bins", "t_ranks", "l_ids", "l_dims",
+                                        "l_spans", "l_periods", "l_signs", "l_keys", "l_metrics", "l_bins", "l_ranks")}  # fmt: skip
+        for target_id, (group, metric, _, bin_, rank) in enumerate(targets):
+            for name, value in zip(("t_ids", "t_groups", "t_metrics", "t_bins", "t_ranks"), (target_id, group, metric, bin_, rank)):
+                exact[name].append(value)
+            # The interval this group was read over: its own (a day, the totals) or its dimension's.
+            dimension, piece = pieces[group] if group in pieces and group is not None else pieces[None]
+            key = 0 if group in pieces else group
+            if dimension == "n":  # every chat's exact seconds: the applications' (reports.services._upsert)
+                key = None
+            for span, period, sign in piece.periods:
+                for name, value in zip(
+                    ("l_ids", "l_dims", "l_spans", "l_periods", "l_signs", "l_keys", "l_metrics", "l_bins", "l_ranks"),
+                    (target_id, dimension, span, period, sign, key, metric, bin_, rank),
+                ):
+                    exact[name].append(value)
+        cursor.execute(_EXACT, {**params, **exact})
+        for target_id, seconds in cursor.fetchall():
+            group, metric, which, _, _ = targets[target_id]
+            figures[group][metric][which] = seconds
+    return {group: {metric: tuple(values) for metric, values in by_metric.items()} for group, by_metric in figures.items()}
 
 
 DASHBOARD_DAYS = 14

@@ -31,12 +31,68 @@ BUCKET_SQL = "date_bin('15 minutes', {0}, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
 # NULL when the end has not happened (greatest() alone would turn that NULL into 0).
 SECONDS_SQL = "CASE WHEN ({1}) IS NOT NULL THEN greatest(0, floor(extract(epoch FROM ({1}) - ({0}))))::integer END"
 
-_UPSERT = """
-INSERT INTO reports_rollup AS r (bucket, application_id, agent_id, metric, seconds, count)
-SELECT bucket, application_id, agent_id, metric, seconds, sum(n) FROM ({events}) AS e
-GROUP BY bucket, application_id, agent_id, metric, seconds
-ORDER BY bucket, application_id, agent_id, metric, seconds
-ON CONFLICT (bucket, application_id, agent_id, metric, seconds) DO UPDATE SET count = r.count + EXCLUDED.count
+# Value bins of a duration, for reports_rollupperiod: exact below 16 s, then 8 per doubling (16, 18, ..., 30,
+# 32, 36, ...): bin = how many of these lower bounds are <= the seconds (PostgreSQL's width_bucket,
+# Python's bisect_right). Few enough bins that a summary reads each period's bins quickly, narrow enough that
+# the exact seconds of one bin are few (reports.selectors).
+BIN_BOUNDS = list(range(8)) + [(8 + step) << (doubling - 3) for doubling in range(3, 31) for step in range(8)]
+DURATION_METRICS = ("first_response", "wait", "resolution")
+# A UTC day's total of a duration metric over every chat (dimension none, bin 0): one row that changes whenever
+# that day's histogram does (counts only grow between two rebuilds), so a stored median of the day
+# (reports.models.DayPercentiles) is current while its total equals this one.
+DAY_TOTAL = -2
+BIN_SQL = (
+    "CASE WHEN {metric} IN ('first_response', 'wait', 'resolution') "
+    f"THEN width_bucket({{seconds}}, ARRAY[{', '.join(map(str, BIN_BOUNDS))}]) ELSE 0 END"
+)
+
+
+def _upsert(events: str, ctes: str = "") -> str:
+    """One statement adding `events` (bucket, application_id, agent_id, metric, seconds, n) to the 15-minute
+    rollups and to the coarse layer (reports.models.RollupPeriod: per UTC day and month, per dimension, value
+    bins, exact seconds per agent and per application, and every chat's UTC day totals), after the statement's
+    own `ctes`. It returns (rollup rows written, period rows
+    written). The 15-minute rows are written first (the period insert waits for that CTE's count): every
+    writer locks rollup rows, then period rows, each in key order, so two writers never wait in a cycle; and
+    a rebuild's lock on reports_rollup holds the period rows' writers too."""
+    return f"""
+WITH {ctes + "," if ctes else ""}
+events AS MATERIALIZED ({events}),
+rollup AS (
+    INSERT INTO reports_rollup AS r (bucket, application_id, agent_id, metric, seconds, count)
+    SELECT bucket, application_id, agent_id, metric, seconds, sum(n) FROM events
+    GROUP BY bucket, application_id, agent_id, metric, seconds
+    ORDER BY bucket, application_id, agent_id, metric, seconds
+    ON CONFLICT (bucket, application_id, agent_id, metric, seconds) DO UPDATE SET count = r.count + EXCLUDED.count
+    RETURNING 1
+),
+period AS (
+    INSERT INTO reports_rollupperiod AS p (dimension, metric, span, bin, period, key, seconds, count)
+    SELECT dim.dimension, e.metric, span.span, CASE WHEN exact.seconds = {DAY_TOTAL} THEN 0 ELSE e.bin END,
+           CASE span.span WHEN 'd' THEN e.day ELSE date_trunc('month', e.day)::date END,
+           CASE dim.dimension WHEN 'g' THEN e.agent_id WHEN 'a' THEN e.application_id ELSE 0 END,
+           exact.seconds, sum(e.n)
+    FROM (
+        SELECT (bucket AT TIME ZONE 'UTC')::date AS day, application_id, agent_id, metric, seconds, n,
+               {BIN_SQL.format(metric="metric", seconds="seconds")} AS bin
+        FROM events
+    ) AS e
+    CROSS JOIN (VALUES ('d'), ('m')) AS span(span)
+    CROSS JOIN (VALUES ('n'), ('g'), ('a')) AS dim(dimension)
+    -- The bin's total; for a duration, its exact seconds per agent and per application (every chat's are the
+    -- applications' summed: a summary reads one bin's seconds, few, so it adds them up rather than the hooks
+    -- writing a third copy), and every chat's UTC day total.
+    CROSS JOIN LATERAL (
+        SELECT -1 AS seconds UNION ALL SELECT e.seconds WHERE e.metric IN {DURATION_METRICS} AND dim.dimension <> 'n'
+        UNION ALL SELECT {DAY_TOTAL} WHERE e.metric IN {DURATION_METRICS} AND span.span = 'd' AND dim.dimension = 'n'
+    ) AS exact
+    WHERE (SELECT count(*) FROM rollup) >= 0
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
+    ORDER BY 1, 2, 3, 4, 5, 6, 7
+    ON CONFLICT (dimension, metric, span, bin, period, key, seconds) DO UPDATE SET count = p.count + EXCLUDED.count
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM rollup), (SELECT count(*) FROM period)
 """
 
 
@@ -71,8 +127,9 @@ def _counted_up_to() -> int | None:
 # agent message is among them (the drain persists a chat's messages in number order, so the first one
 # persisted is the first in the chat), first_response_at, set here in the same statement. Private notes
 # (is_private) are no answer to the customer: neither counted as messages nor a first response.
-_CREATIONS_PERSISTED = f"""
-WITH new_chats AS (
+_CREATIONS_PERSISTED = _upsert(
+    ctes=f"""
+new_chats AS (
     SELECT application_id, created_at FROM conversations_chat
     WHERE id = ANY(%(chats)s) AND {_COUNTED.format("id")}
 ), new_messages AS (
@@ -89,7 +146,8 @@ WITH new_chats AS (
     WHERE chat.id = f.chat_id AND chat.first_response_at IS NULL AND {_COUNTED.format("chat.id")}
     RETURNING chat.application_id, chat.created_at, chat.first_response_at, f.author_id
 )
-{_UPSERT.format(events=f'''
+""",
+    events=f"""
     SELECT {_bucket("created_at")} AS bucket, application_id, 0::bigint AS agent_id, 'created' AS metric,
            0 AS seconds, 1 AS n
     FROM new_chats
@@ -101,25 +159,27 @@ WITH new_chats AS (
     SELECT {_bucket("created_at")}, application_id, coalesce(author_id, 0), 'first_response',
            {_seconds("created_at", "first_response_at")}, 1
     FROM first_responses
-''')}
-"""
+""",
+)
 
 # Chats just given to agents: for those never assigned before, first_assigned_at and their waiting time.
-_CHATS_ASSIGNED = f"""
-WITH firsts AS (
+_CHATS_ASSIGNED = _upsert(
+    ctes=f"""
+firsts AS (
     UPDATE conversations_chat AS chat SET first_assigned_at = d.at
     FROM unnest(%(chats)s::bigint[], %(agents)s::bigint[], %(times)s::timestamptz[]) AS d(id, agent, at)
     WHERE chat.id = d.id AND chat.first_assigned_at IS NULL AND {_COUNTED.format("chat.id")}
     RETURNING chat.application_id, chat.created_at, chat.first_assigned_at, d.agent
 )
-{_UPSERT.format(events=f'''
+""",
+    events=f"""
     SELECT {_bucket("created_at")} AS bucket, application_id, coalesce(agent, 0) AS agent_id, 'wait' AS metric,
            {_seconds("created_at", "first_assigned_at")} AS seconds, 1 AS n
     FROM firsts
-''')}
-"""
+""",
+)
 
-_CHAT_RESOLVED = _UPSERT.format(
+_CHAT_RESOLVED = _upsert(
     events=f"""
     SELECT {_bucket("%(resolved_at)s")} AS bucket, %(application)s::bigint AS application_id,
            %(agent)s::bigint AS agent_id, 'resolved' AS metric, 0 AS seconds, 1 AS n
@@ -130,7 +190,7 @@ _CHAT_RESOLVED = _UPSERT.format(
 )
 
 # In the bucket of the breach, for the chat's application and the agent holding it then (0: none).
-_SLA_BREACHED = _UPSERT.format(
+_SLA_BREACHED = _upsert(
     events=f"""
     SELECT {_bucket("%(at)s")} AS bucket, application_id, coalesce(assigned_agent_id, 0) AS agent_id,
            'sla_breached' AS metric, 0 AS seconds, 1 AS n
@@ -226,7 +286,7 @@ _FIRST_TIMES = [
 ]
 
 # Every event of the chats in the range, recounted from the rows and added to the rollups.
-_CHATS_COUNT = _UPSERT.format(
+_CHATS_COUNT = _upsert(
     events=f"""
     -- One pass over the chats, each giving its events (NULL where it has not happened yet).
     SELECT e.bucket, c.application_id, e.agent_id, e.metric, e.seconds, 1 AS n
@@ -267,7 +327,7 @@ def _chats_count(cursor, *, after: int, upto: int | None, first_times: bool) -> 
         for statement in _FIRST_TIMES:
             cursor.execute(statement, bounds)
     cursor.execute(_CHATS_COUNT, bounds)
-    return cursor.rowcount
+    return cursor.fetchone()[0]
 
 
 @dataclass(frozen=True)
@@ -338,15 +398,22 @@ def reports_backfill_start() -> None:
     with transaction.atomic(), connection.cursor() as cursor:
         _rollups_lock(cursor)
         cursor.execute("DELETE FROM reports_rollup WHERE metric <> 'sla_breached'")
+        cursor.execute("DELETE FROM reports_rollupperiod WHERE metric <> 'sla_breached'")
         cursor.execute("UPDATE reports_backfill SET done = false, cursor = 0, updated_at = now()")
 
 
 def _rollups_lock(cursor) -> None:
     # The backfill lock, for hooks that read the cursor (the backfill is running), and the table (SHARE ROW
     # EXCLUSIVE) for those that did not (it was done): either kind waits for this transaction or was waited
-    # for, and its counts are in what this transaction deletes or adds to.
+    # for, and its counts are in what this transaction deletes or adds to. reports_rollupperiod needs no lock
+    # of its own: every statement writing it writes reports_rollup first (reports.services._upsert).
     advisory_xact_lock(name=_backfill_lock_name())
     cursor.execute("LOCK TABLE reports_rollup IN SHARE ROW EXCLUSIVE MODE")
+    # The days' stored medians (reports.models.DayPercentiles) are current while their day's total has not
+    # changed; the caller takes totals down, so it empties them, after summaries storing them (ROW EXCLUSIVE,
+    # taken before their snapshot) have ended; those that start meanwhile store nothing.
+    cursor.execute("LOCK TABLE reports_daypercentiles IN SHARE MODE")
+    cursor.execute("DELETE FROM reports_daypercentiles")
 
 
 def reports_rebuild(*, backfill_first_times: bool = False) -> int:
@@ -366,6 +433,7 @@ def reports_rebuild(*, backfill_first_times: bool = False) -> int:
         # One aggregate over every chat and message: in memory rather than spilled to disk in partitions.
         cursor.execute("SET LOCAL work_mem = '256MB'")
         cursor.execute("DELETE FROM reports_rollup WHERE metric <> 'sla_breached'")
+        cursor.execute("DELETE FROM reports_rollupperiod WHERE metric <> 'sla_breached'")
         written = _chats_count(cursor, after=0, upto=None, first_times=backfill_first_times)
         cursor.execute("UPDATE reports_backfill SET done = true, updated_at = now()")
         return written

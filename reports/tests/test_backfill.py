@@ -12,6 +12,8 @@ from django.db import connection, transaction
 from django_tenants.utils import schema_context
 
 from agents import services as agent_services
+from agents.models import Assignment
+from core.tests.support import nested_loop_plan_of
 from conversations import services as conversation_services
 from conversations.models import Application, Chat, Message
 from reports.models import Backfill, Rollup
@@ -287,3 +289,39 @@ def test_a_start_waits_for_a_hook_that_read_done_before_it(make_live_tenant, mon
     with schema_context(tenant.schema_name):
         assert reports_backfill_step(batch_size=100).done
         assert Rollup.objects.get(metric="created").count == 1
+
+
+def test_a_batch_reads_its_own_chats_rows_even_with_one_row_statistics(timeline, tenant_a):
+    """A batch's counting statement, planned as if every table held one row (nested loops: a fresh bulk load
+    before ANALYZE), still reads only its chats' rows of the chats, messages and assignment history, never a
+    whole table: how long a batch holds the tenant's hooks follows the batch, not the tenant. Sequential scans
+    off: these tables are small here, and a scan of a small table is the planner's right choice; what is
+    checked is that every table is reached through the batch's range (a condition an index can serve)."""
+    with schema_context(tenant_a.schema_name):
+        reports_backfill_start()
+        for _ in range(3):
+            reports_backfill_step(batch_size=7)
+        after = Backfill.objects.get().cursor
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_seqscan = off")  # until the test's transaction ends
+        with nested_loop_plan_of("INSERT INTO reports_rollup AS r") as nodes:
+            step = reports_backfill_step(batch_size=7)
+
+        batch = list(Chat.objects.filter(id__gt=after, id__lte=step.cursor).values_list("id", flat=True))
+        assert len(batch) == 7 and Chat.objects.count() == 60
+        own = {
+            "conversations_chat": len(batch),
+            "conversations_message": Message.objects.filter(chat_id__in=batch).count(),
+            "agents_assignment": Assignment.objects.filter(chat_id__in=batch).count(),
+        }
+        touched = dict.fromkeys(own, 0)
+        for node in nodes:
+            if node.get("Relation Name") in own:
+                loops = node["Actual Loops"]
+                touched[node["Relation Name"]] += (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * loops
+        # Each chat row once per reference (the batch, and one lookup per message); the messages and the
+        # history at most twice (the first reply's lookup, and the messages' count).
+        assert touched["conversations_chat"] <= len(batch) + own["conversations_message"]
+        assert touched["conversations_message"] <= 2 * own["conversations_message"]
+        assert touched["agents_assignment"] <= own["agents_assignment"]
+        assert own["conversations_message"] < Message.objects.count() / 3
