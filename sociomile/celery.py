@@ -26,7 +26,6 @@ task_prerun.connect(task_request_id_bind, dispatch_uid="core_logging_request_id_
 task_postrun.connect(task_request_id_clear, dispatch_uid="core_logging_request_id_clear")
 
 
-
 def _database_connection_settle(sender=None, **kwargs) -> None:
     """After a task in a worker, its database connection is kept for the next task unless it is unusable or too
     old (settings/celery.py, CELERY_DB_REUSE_MAX, says why). A task run eagerly, inside a request or a test,
