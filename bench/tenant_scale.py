@@ -665,7 +665,15 @@ def scenario_tenant_scale(args, processes) -> dict:
             provisioning = _provision(http, samples=args.provision_samples)
             print(f"   idle CPU {idle_cpu}; provisioning {provisioning}", flush=True)
             _warm_up(http, active)
+            # where the cores go under load: each process tree, and this process (the load and its observer)
+            loaded_roots = {**roots, "bench (load + observer)": os.getpid()}
+            before = harness._process_trees_cpu_seconds(loaded_roots)
+            started = time.perf_counter()
             load = _load(args, http, active)
+            after = harness._process_trees_cpu_seconds(loaded_roots)
+            load_window = time.perf_counter() - started
+            load_cpu = {name: round(100 * (after[name] - before[name]) / load_window, 1) for name in loaded_roots}
+            print(f"   CPU under load {load_cpu}", flush=True)
             sent_at = load.pop("_sent_at")
             assigned, unassigned = _assigned_latencies(active, sent_at, timeout=args.drain_timeout)
             memory_loaded = {name: _memory_mb(pid) for name, pid in roots.items()}
@@ -685,6 +693,8 @@ def scenario_tenant_scale(args, processes) -> dict:
             "provisioning_seconds": [round(t, 3) for t in provisioning],
             "provisioning_median_seconds": round(statistics.median(provisioning), 3),
             "load": load,
+            "load_window_seconds": round(load_window, 1),
+            "load_cpu_percent": load_cpu,
             "create_to_readable_p50_ms": load["create_to_readable_p50_ms"],
             "create_to_readable_p99_ms": load["create_to_readable_p99_ms"],
             "create_to_readable_is_lower_bound": load["create_to_readable_is_lower_bound"],
@@ -809,6 +819,9 @@ def markdown_lines(r: dict) -> list[str]:
             targeted("create_to_assigned_p99_ms"), ratio_cells("create_to_assigned_p99_ms")),
         row("chats not readable / not assigned in time", "0",
             [f"{x['not_readable_in_time']} / {figures[level]['not_assigned_in_time']}" for level, x in zip(levels, load)]),
+        *[row(f"CPU under load: {name} (% of one core)", "",
+              [str(figures[level].get("load_cpu_percent", {}).get(name)) for level in levels])
+          for name in figures[first].get("load_cpu_percent", {})],
         row("achieved creates/s, messages/s", "",
             [f"{x['achieved_creates_per_second']}, {x['achieved_messages_per_second']}" for x in load]),
         row("create API p50 / p99 ms", "", [f"{x['create_api_p50_ms']} / {x['create_api_p99_ms']}" for x in load]),
