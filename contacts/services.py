@@ -20,6 +20,7 @@ from contacts.selectors import customer_redis_records
 from conversations import creations
 from conversations.models import Chat, Message, Ticket
 from core.exceptions import RetryLater
+from core.prepared import prepared_cursor
 from core.redis import get_redis, redis_script_load, tenant_key
 from tenants.queues import task_wake
 from tenants.work import CREATIONS_DRAIN_TASK
@@ -87,7 +88,7 @@ def contacts_touch(*, chat_ids: list[int], message_ids: list[int]) -> None:
     """Creates the contacts of a drain batch's new chats and keeps `chats_count`, `first_seen_at` and
     `last_seen_at` current, in the batch's transaction (one statement). Takes the ids of the rows this batch
     inserted, so a batch run twice (a drain that died before trimming) counts nothing twice."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         if message_ids:
             erased = get_redis().smembers(_erased_chats_key())  # nearly always empty: one round trip
             if erased:

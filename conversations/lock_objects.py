@@ -33,6 +33,7 @@ from django.db import connection
 
 from agents.models import Agent
 from conversations.models import Chat
+from core.prepared import prepared_cursor
 
 # Arbitrary first key of our advisory locks ("SM"); the second is a hash of the lock's name, which includes
 # the tenant's schema.
@@ -45,7 +46,7 @@ def advisory_xact_lock(*, name: str, shared: bool = False) -> None:
     (a hash collision would only serialise two holders, never break a rule). `shared`: holders of the shared
     lock do not wait for one another, only for (and block) a holder of the exclusive one."""
     function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(f"SELECT {function}(%s, hashtext(%s))", [_ADVISORY_LOCK_CLASS, name])
 
 

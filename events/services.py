@@ -21,6 +21,7 @@ from django_tenants.utils import schema_context
 from audit.services import audit_record
 from core.exceptions import Conflict
 from core.redis import get_redis, tenant_key
+from core.prepared import prepared_cursor
 from events.envelope import event_time
 from events.models import Delivery, Event, WebhookEndpoint
 from events.retention import events_retention_mark
@@ -132,7 +133,7 @@ def _record(*, source: str, params: dict) -> int:
     now = timezone.now()
     # No savepoint inside the caller's transaction (two round trips per recording, in every drain batch and
     # assignment run): a failure here must undo the change anyway, so the whole transaction goes.
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+    with transaction.atomic(savepoint=False), prepared_cursor() as cursor:
         cursor.execute(_RECORD.format(source=source), {**params, "now": now})
         deliveries = cursor.rowcount
         stream_notices_on_commit(recorded_at=now)

@@ -24,6 +24,7 @@ from django.db import connection, transaction
 
 from conversations.lock_objects import advisory_xact_lock
 from conversations.models import Chat
+from core.prepared import prepared_cursor
 
 # The 15-minute UTC bucket of a time, and a duration in whole seconds (floored; never negative, should a
 # clock have run ahead). The rebuild and the hooks use these very texts, so they agree to the second.
@@ -116,7 +117,7 @@ def _backfill_lock_name() -> str:
 
 def _counted_up_to() -> int | None:
     advisory_xact_lock(name=_backfill_lock_name(), shared=True)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         # A new statement, so a new snapshot: a batch that held the lock has committed by now.
         cursor.execute("SELECT done, cursor FROM reports_backfill")
         row = cursor.fetchone()
@@ -208,7 +209,7 @@ def report_creations_persisted(*, chat_ids: list[int], message_ids: list[int]) -
     if not chat_ids and not message_ids:
         return
     upto = _counted_up_to()
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_CREATIONS_PERSISTED, {"chats": chat_ids, "messages": message_ids, "upto": upto})
 
 
@@ -219,7 +220,7 @@ def report_chats_assigned(*, chat_ids: list[int], agent_ids: list[int], times: l
     if not chat_ids:
         return
     upto = _counted_up_to()
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_CHATS_ASSIGNED, {"chats": chat_ids, "agents": agent_ids, "times": times, "upto": upto})
 
 

@@ -3,10 +3,10 @@
 from collections import defaultdict
 from datetime import datetime
 
-from django.db import connection
 from django.db.models import QuerySet
 
 from conversations.models import Chat
+from core.prepared import prepared_cursor
 from routing.hours import hours_is_open, hours_next_open
 from routing.models import ApplicationTeam, ChatTeam, SlaPolicy, Team
 
@@ -53,7 +53,7 @@ def routing_waiting_due(*, at: datetime, sweep_at: datetime) -> datetime | None:
     any could be served now (routed to no team, or to an open one: they wait for a free agent); else the
     earliest next opening of the closed teams they wait for (a due time, not a periodic look); None if
     nothing waits (or only for teams that never open)."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_WAITING_TEAMS)
         team_ids = [row[0] for row in cursor.fetchall()]
     if not team_ids:

@@ -27,6 +27,7 @@ from django_tenants.utils import schema_context
 
 from conversations.lock_objects import chats_lock
 from conversations.models import Application, Chat, Message
+from core.prepared import prepared_cursor
 from events.services import CHAT_SLA_BREACHED, events_record_chats
 from reports.services import report_sla_breached
 from routing.hours import business_time_add, hours_is_open
@@ -74,11 +75,11 @@ def routing_creations_persisted(*, chat_ids: list[int], message_ids: list[int]) 
     """The drain's hook (conversations.services._persist_batch), in the batch's transaction: away messages and
     SLA due times for the new chats, first responses from the new messages. See the module's docstring."""
     if message_ids:
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(_FIRST_RESPONSES, [message_ids])
     if not chat_ids:
         return
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_ARRIVED, [chat_ids])
         arrived = cursor.fetchall()
     if not arrived:
@@ -93,7 +94,7 @@ def routing_creations_persisted(*, chat_ids: list[int], message_ids: list[int]) 
             sla_rows.append(
                 (chat_id, policy_id, business_time_add(hours, created_at, first_seconds), business_time_add(hours, created_at, resolution_seconds))
             )
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         if sla_rows:
             cursor.execute(_SLA_INSERT, [list(column) for column in zip(*sla_rows)])
         if away:

@@ -34,6 +34,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context
 
+from core.prepared import prepared_cursor
 from core.redis import get_redis, redis_script_load
 from tenants.models import TenantWork
 
@@ -150,7 +151,7 @@ def tenant_work_mark(*, kind: str, due_at: datetime, replace: bool = False) -> N
         marks[kind] = min(due_at, marks.get(kind, due_at))
         return
     due = "%(due_at)s" if replace else "LEAST(work.due_at, EXCLUDED.due_at)"
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             _sql(_MARK, due_at=due),
             {"kind": kind, "due_at": due_at, "schema_name": _current_schema_name()},
@@ -174,7 +175,7 @@ def tenant_work_marks_batched():
         _batched_marks.reset(reset)
     if marks:
         kinds = sorted(marks)
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(
                 _sql(_MARK_MANY),
                 {"kinds": kinds, "due_ats": [marks[kind] for kind in kinds], "schema_name": schema_name},
@@ -195,7 +196,7 @@ def tenant_work_soon() -> datetime:
 
 def tenant_work_version(*, kind: str) -> int | None:
     """The current tenant's row version for `kind` (None: no row). A task reads it when it starts."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_sql(_VERSION), {"kind": kind, "schema_name": _current_schema_name()})
         row = cursor.fetchone()
     return row[0] if row else None
@@ -210,7 +211,7 @@ def tenant_work_settle(*, kind: str, version: int | None, next_due_at: datetime 
     one). Under the same version condition: a mark made meanwhile keeps its own, earlier due time.
     """
     params = {"kind": kind, "schema_name": _current_schema_name(), "version": version, "due_at": next_due_at}
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         if next_due_at is None:
             if version is not None:
                 cursor.execute(_sql(_SETTLE_DELETE), params)

@@ -40,6 +40,7 @@ from conversations.lock_objects import agent_lock, assignment_lock, chat_lock
 from conversations.models import Chat
 from core.exceptions import Conflict
 from core.models import User
+from core.prepared import prepared_cursor
 from events.services import CHAT_ASSIGNED, CHAT_RESOLVED, CHAT_TRANSFERRED, events_record_chats
 from reports.services import report_chat_resolved, report_chats_assigned
 from routing.selectors import routing_open_teams, routing_waiting_due
@@ -319,7 +320,7 @@ def assignment_run(*, batch_size: int | None = None) -> int:
     batch_size = batch_size or settings.ASSIGNMENT_BATCH_SIZE
     announced: list[ChatAssigned] = []
     assigned = 0
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(), prepared_cursor() as cursor:
         assignment_lock()
         _requeue(cursor, now=timezone.now())
 
@@ -519,7 +520,7 @@ def assignment_next_due_at(*, now: datetime) -> datetime | None:
     due = routing_waiting_due(at=now, sweep_at=now + timedelta(seconds=settings.ASSIGNMENT_SWEEP_SECONDS))
     timeout = settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS
     if timeout > 0:
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(_EARLIEST_UNANSWERED_ASSIGNMENT)
             earliest = cursor.fetchone()[0]
         if earliest is not None:

@@ -17,4 +17,13 @@ DATABASE_CLIENT_CHECK_MS = env_int("DATABASE_CLIENT_CHECK_MS", 1000)
 if DATABASE_CLIENT_CHECK_MS:
     _options = DATABASES["default"]["OPTIONS"]
     _options["options"] = f"{_options.get('options', '')} -c client_connection_check_interval={DATABASE_CLIENT_CHECK_MS}".strip()
+# Prepared statements (only core.prepared's: Django's own cursors bind on the client and prepare nothing) keep
+# their generic plan from the first run: under PostgreSQL's default (`auto`), the drain's statements stayed on
+# custom plans, planned at every run, because a plan for the batch's actual arrays always looked cheaper than
+# one for arrays of unknown size. Their generic plans are index lookups by id and (application, number).
+_options = DATABASES["default"]["OPTIONS"]
+_options["options"] = f"{_options.get('options', '')} -c plan_cache_mode=force_generic_plan".strip()
+# How many prepared statements (core.prepared: the drain's and assignment's hot statements, one per schema and
+# statement) a connection keeps; the least recently used are deallocated beyond it. ~25 per active tenant.
+DATABASE_PREPARED_MAX = env_int("DATABASE_PREPARED_MAX", 1000)
 DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)

@@ -169,7 +169,8 @@ def test_postgres_restarted_under_load_loses_nothing_and_recovers(live_stack, te
 
 # The drain's statement that adds a batch's new chats to their application's chats_count: it runs after the batch
 # has inserted its chat rows, and it needs the application's row.
-_ADD_CHATS_COUNT = r"^\s*UPDATE conversations_application AS app SET chats_count = app\.chats_count \+ d\.added"
+# (after the schema's tag that prepared statements carry: core.prepared)
+_ADD_CHATS_COUNT = r"^(/\* \w+ \*/)?\s*UPDATE conversations_application AS app SET chats_count = app\.chats_count \+ d\.added"
 
 
 def _drain_blocked_mid_batch(conn) -> str | None:
