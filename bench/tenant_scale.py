@@ -424,6 +424,8 @@ def _load(args, http: _Http, active: list[dict]) -> dict:
     from django.conf import settings
     from django.db import connection
 
+    from core.prepared import prepared_cursor
+
     base = settings.BASE_DOMAIN
     interval = args.observe_interval_ms / 1000
     chats: dict[tuple[int, int], dict] = {}  # (tenant index, number) -> {"sent", "answered", "readable", ...}
@@ -483,21 +485,26 @@ def _load(args, http: _Http, active: list[dict]) -> dict:
     def observer() -> None:
         seen_count = 0
         try:
-            with connection.cursor() as cursor:
+            # The rows at or past each tenant's lowest unseen number (schema-qualified: slugs are plain names), one
+            # statement over every active tenant, prepared once: planned at each observation, it cost PostgreSQL
+            # ~1.5 ms 50 times a second (the bench measuring its own load). A tenant with nothing pending asks
+            # for a number no chat has.
+            observe = " UNION ALL ".join(
+                f'SELECT {tenant}, number FROM "{active[tenant]["slug"]}".conversations_chat '
+                "WHERE application_id = %s::bigint AND number >= %s::integer" for tenant in range(len(active))
+            )
+            with prepared_cursor() as cursor:
                 while not stop_observing.is_set():
                     with lock:
                         lowest = {tenant: min(numbers) for tenant, numbers in pending.items() if numbers}
                     if not lowest:
                         time.sleep(interval / 4)
                         continue
-                    # The rows at or past each tenant's lowest unseen number (schema-qualified: slugs are plain names).
-                    parts, params = [], []
-                    for tenant, number in lowest.items():
-                        parts.append(f'SELECT {tenant}, number FROM "{active[tenant]["slug"]}".conversations_chat '
-                                     "WHERE application_id = %s AND number >= %s")  # fmt: skip
-                        params += [active[tenant]["application_id"], number]
+                    params = []
+                    for tenant in range(len(active)):
+                        params += [active[tenant]["application_id"], lowest.get(tenant, 2**31 - 1)]
                     observed = time.monotonic()  # the query's snapshot is taken after this: a row seen committed before
-                    cursor.execute(" UNION ALL ".join(parts), params)
+                    cursor.execute(observe, params)
                     rows = cursor.fetchall()
                     with lock:
                         counts["observations"] += 1
@@ -631,6 +638,48 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _admin_connection():
+    import psycopg
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    return psycopg.connect(host=db["HOST"], port=db["PORT"], dbname=db["NAME"], user="postgres", autocommit=True)
+
+
+def _statements_profile_reset() -> bool:
+    """With pg_stat_statements preloaded (`BENCH_PG_SETTINGS="shared_preload_libraries=pg_stat_statements
+    pg_stat_statements.track_planning=on" bench/run ...`), resets its counters before the load; False without."""
+    with _admin_connection() as admin:
+        if "pg_stat_statements" not in admin.execute("SHOW shared_preload_libraries").fetchone()[0]:
+            return False
+        admin.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        admin.execute("SELECT pg_stat_statements_reset()")
+    return True
+
+
+def _statements_profile_print(*, window: float, top: int = 25) -> None:
+    """The statements that took PostgreSQL's time during the load, planning and execution, summed over the
+    tenants' schemas (each schema's copy of a statement is an entry of its own, and core.prepared's tag is
+    dropped), for a profiling run."""
+    with _admin_connection() as admin:
+        rows = admin.execute(
+            "SELECT left(regexp_replace(regexp_replace(query, '^/\\* \\w+ \\*/', ''), '\\s+', ' ', 'g'), 150) AS text, sum(calls), sum(total_plan_time), "
+            "sum(total_exec_time) FROM pg_stat_statements GROUP BY 1 ORDER BY sum(total_plan_time + total_exec_time) DESC"
+        ).fetchall()
+    total = float(sum(plan + run for _, _, plan, run in rows))
+    print(f"   PostgreSQL statements during the load: {sum(c for _, c, _, _ in rows)} calls, {total / 1000:.1f} s "
+          f"planning + execution in {window:.0f} s; the top {top}:", flush=True)
+    for text, calls, plan, run in rows[:top]:
+        calls, plan, run = int(calls), float(plan), float(run)
+        print(f"   {calls:8d} calls  plan {plan / calls:6.3f} ms  exec {run / calls:6.3f} ms  "
+              f"({100 * (plan + run) / total:4.1f} %)  {text}", flush=True)
+
+
 # --- the scenario --------------------------------------------------------------------------------------------
 
 
@@ -665,15 +714,19 @@ def scenario_tenant_scale(args, processes) -> dict:
             provisioning = _provision(http, samples=args.provision_samples)
             print(f"   idle CPU {idle_cpu}; provisioning {provisioning}", flush=True)
             _warm_up(http, active)
-            # where the cores go under load: each process tree, and this process (the load and its observer)
-            loaded_roots = {**roots, "bench (load + observer)": os.getpid()}
-            before = harness._process_trees_cpu_seconds(loaded_roots)
+            # where the cores go under load: each process tree, and this process alone (the load and its
+            # observer; not its children, some of which are the stack's processes)
+            before, bench_before = harness._process_trees_cpu_seconds(roots), _own_cpu_seconds()
+            statements = _statements_profile_reset()
             started = time.perf_counter()
             load = _load(args, http, active)
-            after = harness._process_trees_cpu_seconds(loaded_roots)
+            after, bench_after = harness._process_trees_cpu_seconds(roots), _own_cpu_seconds()
             load_window = time.perf_counter() - started
-            load_cpu = {name: round(100 * (after[name] - before[name]) / load_window, 1) for name in loaded_roots}
+            load_cpu = {name: round(100 * (after[name] - before[name]) / load_window, 1) for name in roots}
+            load_cpu["bench (load + observer)"] = round(100 * (bench_after - bench_before) / load_window, 1)
             print(f"   CPU under load {load_cpu}", flush=True)
+            if statements:
+                _statements_profile_print(window=load_window)
             sent_at = load.pop("_sent_at")
             assigned, unassigned = _assigned_latencies(active, sent_at, timeout=args.drain_timeout)
             memory_loaded = {name: _memory_mb(pid) for name, pid in roots.items()}
