@@ -221,10 +221,9 @@ def contact_erase(*, customer_id: str) -> dict:
             }
             audit_record(action="contact.erased", target=erased_target, changes=counts)
     finally:
-        creations.lock_release(token)
-        if creations.pending_count():
-            # A drain that found the lock held by this erasure returned, trusting the holder to look again (as
-            # conversations.services.counts_reconcile does).
+        # A drain that found the lock held by this erasure returned, trusting the holder to look again (as
+        # conversations.services.counts_reconcile does).
+        if creations.lock_hand_back(token):
             _drain_send()
     return counts
 

@@ -230,3 +230,16 @@ def _drain_lease(*, token: str, trim: int = 0, take: bool = False) -> int | None
 
 def lock_release(token: str) -> None:
     redis_delete_if_equal(lock_key(), token)
+
+
+def lock_hand_back(token: str) -> bool:
+    """The way out for a holder of the drain lock that is not a drain (the recount, an erasure): releases the
+    lock and says whether a drain must be sent now. A drain that found the lock held returned with `scheduled`
+    still set, trusting the holder to look again; so when the list is empty `scheduled` is unset in the same
+    step, as a drain's own way out does (the next record's request then sends a drain), and when records wait
+    the holder sends one. Releasing alone, with the list empty, left `scheduled` set and nobody draining: the
+    records queued next sent no task and waited for the sweep."""
+    if finish_if_empty(token) != RECORDS_WAITING:
+        return False
+    lock_release(token)
+    return True

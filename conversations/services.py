@@ -583,10 +583,9 @@ def counts_reconcile() -> int | None:
             cursor.execute(_RECONCILE_MESSAGES_COUNT)
             repaired += cursor.rowcount
     finally:
-        creations.lock_release(token)
-    if creations.pending_count():
         # A drain that found the lock held by this recount returned, trusting the holder to look again.
-        _drain_schedule()
+        if creations.lock_hand_back(token):
+            _drain_schedule()
     if repaired:
         logger.warning("repaired %s drifted counts", repaired)
     return repaired

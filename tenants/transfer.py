@@ -90,7 +90,14 @@ def tenant_export(*, slug: str, path: Path) -> dict:
             _archive_write(path=path, manifest=manifest, folder=Path(folder), redis_keys=redis_keys)
     finally:
         with schema_context(slug):
-            creations.lock_release(drain_token)
+            # A drain that found the lock held by this export returned, trusting the holder to look again.
+            if creations.lock_hand_back(drain_token):
+                from celery import current_app
+
+                from tenants.queues import task_wake
+                from tenants.work import CREATIONS_DRAIN_TASK
+
+                task_wake(current_app.tasks[CREATIONS_DRAIN_TASK])
     logger.info("tenant exported: %s to %s", slug, path)
     return manifest
 

@@ -166,6 +166,27 @@ def test_the_recount_sends_a_drain_for_records_queued_while_it_held_the_lock(ten
     assert _chat_numbers(tenant_a) == [1]
 
 
+def test_a_recount_ending_on_an_empty_list_leaves_no_record_behind_it(tenant_a, application_a, client_a, drain):
+    # given a recount holding the drain lock while a drain, finding it taken, returned with `scheduled` still
+    # set (it trusts the holder to look again), and the list empty by the time the recount ends (the drain
+    # before it persisted everything)
+    client_a.post(_chats_url(application_a), {})
+    drain(tenant_a)
+    assert drain.scheduled == 1 and not _scheduled(tenant_a)
+    with schema_context(tenant_a.schema_name):
+        get_redis().set(creations.scheduled_key(), 1, ex=60)  # set by that drain's request, left by the drain
+        services.counts_reconcile()
+
+    # when the next chat is created
+    client_a.post(_chats_url(application_a), {})
+
+    # then its request sends a drain: the recount's way out unset `scheduled` with the list empty (releasing
+    # the lock alone left it set, so this request sent nothing and the record waited for the sweep)
+    assert drain.scheduled == 2
+    drain(tenant_a)
+    assert _chat_numbers(tenant_a) == [1, 2]
+
+
 def _redis_calls() -> dict[str, int]:
     return {name: stats["calls"] for name, stats in get_redis().info("commandstats").items()}
 
