@@ -185,3 +185,17 @@ def test_two_summaries_storing_the_same_local_days_at_once_both_answer_exactly(p
         # what was stored is what a summary reads back as current: the next one stores nothing new
         assert report_summary(**by_day) == expected
         assert _stored() == stored
+
+
+def test_a_range_whose_days_are_utc_days_only_in_part_is_stored_as_local_days(played):
+    # London is at offset 0 until 29 March 2026, then +01:00: its range by day is not all UTC days.
+    tenant = played
+    by_day = {"report_range": ReportRange(since=SINCE, until=date(2026, 4, 2), tz=ZoneInfo("Europe/London")), "group_by": "day"}
+    expected = recount(tenant=tenant, since=SINCE, until=date(2026, 4, 2), tz="Europe/London", group_by="day")
+    with schema_context(tenant.schema_name):
+        assert report_summary(**by_day) == expected
+        stored = _stored("Europe/London")
+        assert {day for day, _ in stored} >= {date(2026, 3, 6), date(2026, 3, 7), date(2026, 3, 8)}
+        assert all(_day_start(day, "Europe/London") == _day_start(day, "UTC") for day, _ in stored)
+        LocalDay.objects.filter(since=_day_start(date(2026, 3, 7), "UTC"), metric="created").update(count=999_999)
+        assert report_summary(**by_day)["data"][6]["chats_created"] == 999_999
