@@ -151,3 +151,35 @@ class DayPercentiles(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.metric} N={self.total} median {self.median}s p90 {self.p90}s"
+
+
+class LocalDay(models.Model):
+    """One metric's figures over a day of a zone whose days are not UTC days (Kolkata's 18:30 to 18:30 UTC, New
+    York's 05:00 to 04:00 on a DST day), as a summary computed them from the coarse layer and the 15-minute edges,
+    with `totals`: the sum of that metric's day totals (RollupPeriod's bin 0 for a count, `seconds` = -2 for a
+    duration) of the UTC days the local day overlaps.
+
+    Keyed by the day's UTC interval rather than by the zone: zones that share a day (by offset) share its rows.
+    Kept by the summary, like DayPercentiles, and current while `totals` equals that sum: between two rebuilds
+    every writer only adds, and an event added to the local day adds to one of those UTC days' totals, so the
+    sum grows whenever the local day's figures change. A rebuild or a backfill's start empties the table.
+    See docs/reports.md.
+    """
+
+    since = models.DateTimeField(help_text="The local day's start, in UTC.")
+    until = models.DateTimeField(help_text="The next local day's start, in UTC.")
+    metric = models.CharField(max_length=16, choices=Rollup.Metric.choices)
+    totals = models.BigIntegerField(help_text="The sum of the overlapped UTC days' totals these were computed at.")
+    count = models.BigIntegerField(help_text="The local day's count (a duration's N).")
+    median = models.IntegerField(null=True, help_text="Null for a count, or no duration in the local day.")
+    p90 = models.IntegerField(null=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["since", "until", "metric"], name="local_day_key", include=["totals", "count", "median", "p90"]
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.since:%Y-%m-%d %H:%M}+{self.until - self.since} {self.metric} totals {self.totals} N={self.count}"

@@ -75,12 +75,12 @@ _TOTAL = object()
 def report_summary(*, report_range: ReportRange, group_by: str) -> dict:
     """`{"data": [rows], "totals": row}` for the range, grouped by tz day (every day of the range, in order),
     agent (its user id; None for no agent) or application (its token). Reads the coarse rollups of the range
-    in two phases (_figures), and by UTC day the days' stored medians where current (_utc_days), in one
-    snapshot. ReportsPending while the tenant's backfill runs."""
+    in two phases (_figures), and by day the days' stored figures where current (_utc_days, _local_days), in
+    one snapshot. ReportsPending while the tenant's backfill runs."""
     starts = report_range_check(report_range)
     intervals: list[tuple[int | None, str, datetime, datetime]] = [(_TOTAL_GROUP, "n", starts[0], starts[-1])]
     # Days that are UTC days (UTC, or any zone at offset 0 on every day of the range): their medians and p90s
-    # can be the stored ones (reports.models.DayPercentiles).
+    # can be the stored ones (reports.models.DayPercentiles); other zones' days: reports.models.LocalDay.
     utc_days = group_by == "day" and all((start.hour, start.minute) == (0, 0) for start in starts)
     # A caller's own transaction (a test's) keeps its isolation; then nothing is stored (its snapshot may
     # predate the lock below).
@@ -94,21 +94,26 @@ def report_summary(*, report_range: ReportRange, group_by: str) -> dict:
         # The plans' estimates pass JIT's threshold, and compiling took longer than these reads (~60 ms).
         cursor.execute("SET LOCAL jit = off")
         stored: dict = {}
-        storable = utc_days and own_transaction and _day_percentiles_lock(cursor)
+        storable = group_by == "day" and own_transaction and _stored_days_lock(cursor)
         # In the snapshot the figures are read in: a backfill's start committed after it is not half seen.
         if not reports_backfill_done():
             raise ReportsPending
         if utc_days:
             stored, stale = _utc_days(cursor, starts)
-            intervals += [(position, "n", starts[position - 1], starts[position]) for position in stale]
         elif group_by == "day":
-            intervals += [(position, "n", starts[position - 1], starts[position]) for position in range(1, len(starts))]
+            stored, stale, day_totals = _local_days(cursor, starts)
+        if group_by == "day":
+            intervals += [(position, "n", starts[position - 1], starts[position]) for position in stale]
         else:
             intervals.append((None, "g" if group_by == "agent" else "a", starts[0], starts[-1]))
         figures = _figures(cursor, intervals)
-        if utc_days:
+        if group_by == "day":
             if storable:
-                _day_percentiles_store(cursor, starts, {position: figures.get(position, {}) for position in stale})
+                read = {position: figures.get(position, {}) for position in stale}
+                if utc_days:
+                    _day_percentiles_store(cursor, starts, read)
+                else:
+                    _local_days_store(cursor, starts, read, day_totals)
             for position, by_metric in stored.items():
                 figures.setdefault(position, {}).update(by_metric)
     totals = _row(_TOTAL, figures.pop(_TOTAL_GROUP, {}))
@@ -125,25 +130,33 @@ def report_summary(*, report_range: ReportRange, group_by: str) -> dict:
 
 # --- a range of UTC days: the stored medians and p90s (reports.models.DayPercentiles) ---------------------------
 
-_UTC_DAYS = f"""
-SELECT t.period, t.metric, t.count, d.total, d.median, d.p90
-FROM reports_rollupperiod AS t
-LEFT JOIN reports_daypercentiles AS d ON d.day = t.period AND d.metric = t.metric
+# Every chat's day total of each metric over a range of UTC days: a count's bin 0, a duration's DAY_TOTAL row.
+_DAY_TOTALS = f"""
+SELECT t.period, t.metric, t.count FROM reports_rollupperiod AS t
 WHERE t.dimension = 'n' AND t.metric = ANY(%(metrics)s) AND t.span = 'd' AND t.bin = 0
   AND t.period >= %(since)s AND t.period <= %(until)s AND t.key = 0
-  -- A count's day total is its bin 0; a duration's, its DAY_TOTAL row.
   AND t.seconds = CASE WHEN t.metric = ANY(%(durations)s) THEN {DAY_TOTAL} ELSE -1 END
 """
 
+_UTC_DAYS = f"""
+SELECT t.period, t.metric, t.count, d.total, d.median, d.p90
+FROM ({_DAY_TOTALS}) AS t LEFT JOIN reports_daypercentiles AS d ON d.day = t.period AND d.metric = t.metric
+"""
 
-def _day_percentiles_lock(cursor) -> bool:
-    """Whether this summary may store the medians it computes: it holds reports_daypercentiles in ROW
-    EXCLUSIVE mode, taken before its snapshot, so a rebuild or a backfill's start (which empty the table,
-    in SHARE mode) either committed before the snapshot or waits for this transaction and then deletes what
-    it stored. Never waits: while one of those holds or awaits the lock, the summary reads without storing."""
+
+def _day_totals_params(since: date, until: date) -> dict:
+    return {"metrics": [*COUNTS, "sla_breached", *DURATIONS], "durations": list(DURATIONS), "since": since, "until": until}
+
+
+def _stored_days_lock(cursor) -> bool:
+    """Whether this summary may store the days' figures it computes: it holds reports_daypercentiles and
+    reports_localday in ROW EXCLUSIVE mode, taken before its snapshot, so a rebuild or a backfill's start (which
+    empty them, in SHARE mode) either committed before the snapshot or waits for this transaction and then
+    deletes what it stored. Never waits: while one of those holds or awaits the lock, the summary reads without
+    storing."""
     try:
         with transaction.atomic():
-            cursor.execute("LOCK TABLE reports_daypercentiles IN ROW EXCLUSIVE MODE NOWAIT")
+            cursor.execute("LOCK TABLE reports_daypercentiles, reports_localday IN ROW EXCLUSIVE MODE NOWAIT")
     except OperationalError:
         return False
     return True
@@ -154,11 +167,7 @@ def _utc_days(cursor, starts: list[datetime]) -> tuple[dict, list[int]]:
     whose stored median and p90 are of the day's current total, and the positions of days with a duration
     whose are not (or none): those are read from the coarse layer (_figures)."""
     first = starts[0].date()
-    cursor.execute(
-        _UTC_DAYS,
-        {"metrics": [*COUNTS, "sla_breached", *DURATIONS], "durations": list(DURATIONS),
-         "since": first, "until": starts[-2].date()},
-    )  # fmt: skip
+    cursor.execute(_UTC_DAYS, _day_totals_params(first, starts[-2].date()))
     stored: dict = {}
     stale: set[int] = set()
     for day, metric, count, total, median, p90 in cursor.fetchall():
@@ -175,20 +184,25 @@ def _utc_days(cursor, starts: list[datetime]) -> tuple[dict, list[int]]:
 
 
 def _day_percentiles_store(cursor, starts: list[datetime], figures: dict) -> None:
-    """Stores the medians and p90s just read for these days (by position), with the totals they are of.
-    Another summary storing the same day at once may make this one's snapshot too old to write (REPEATABLE
-    READ): then it stores nothing, the figures it answers are exact all the same."""
+    """Stores the medians and p90s just read for these UTC days (by position), with the totals they are of."""
     rows = sorted(
         (starts[position - 1].date(), metric, total, median, p90)
         for position, by_metric in figures.items()
         for metric, (total, median, p90) in by_metric.items()
         if metric in DURATIONS and total > 0 and median is not None and p90 is not None
     )
+    _store(cursor, _DAY_PERCENTILES_STORE, rows)
+
+
+def _store(cursor, statement: str, rows: list[tuple]) -> None:
+    """One sorted upsert of the days' figures a summary just read. Another summary storing the same day at once
+    may make this one's snapshot too old to write (REPEATABLE READ): then it stores nothing, the figures it
+    answers are exact all the same."""
     if not rows:
         return
     try:
         with transaction.atomic():
-            cursor.execute(_DAY_PERCENTILES_STORE, [list(column) for column in zip(*rows)])
+            cursor.execute(statement, [list(column) for column in zip(*rows)])
     except OperationalError:
         pass
 
@@ -197,6 +211,68 @@ _DAY_PERCENTILES_STORE = """
 INSERT INTO reports_daypercentiles AS d (day, metric, total, median, p90)
 SELECT * FROM unnest(%s::date[], %s::text[], %s::bigint[], %s::int[], %s::int[])
 ON CONFLICT (day, metric) DO UPDATE SET total = EXCLUDED.total, median = EXCLUDED.median, p90 = EXCLUDED.p90
+"""
+
+
+# --- a range of days that are not UTC days: their stored figures (reports.models.LocalDay) ---------------------
+
+_LOCAL_DAYS = """
+SELECT since, until, metric, totals, count, median, p90 FROM reports_localday WHERE since >= %s AND since < %s
+"""
+
+
+def _overlapped(since: datetime, until: datetime) -> list[date]:
+    """The UTC days [since, until) overlaps (two for a day whose start is no UTC midnight)."""
+    first, last = since.astimezone(UTC).date(), (until - timedelta(microseconds=1)).astimezone(UTC).date()
+    return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
+
+
+def _local_days(cursor, starts: list[datetime]) -> tuple[dict, list[int], dict]:
+    """For a range of days that are not UTC days: {day's position: {metric: (N, median, p90)}} for the days
+    whose every metric's stored figures are of the current sum of the overlapped UTC days' totals, the
+    positions of the others (read from the coarse layer, _figures), and every day's sums {position: {metric:
+    sum}} (what the others are stored with). A metric whose sum is 0 has no event in the day: nothing stored."""
+    cursor.execute(_DAY_TOTALS, _day_totals_params(_overlapped(starts[0], starts[1])[0], _overlapped(starts[-2], starts[-1])[-1]))
+    by_day: dict[date, dict[str, int]] = {}
+    for day, metric, count in cursor.fetchall():
+        by_day.setdefault(day, {})[metric] = count
+    cursor.execute(_LOCAL_DAYS, [starts[0], starts[-1]])
+    rows: dict = {}
+    for since, until, metric, totals, count, median, p90 in cursor.fetchall():
+        rows.setdefault((since, until), {})[metric] = (totals, (count, median, p90))
+    stored, stale, day_totals = {}, [], {}
+    for position in range(1, len(starts)):
+        since, until = starts[position - 1], starts[position]
+        sums: dict[str, int] = {}
+        for day in _overlapped(since, until):
+            for metric, count in by_day.get(day, {}).items():
+                sums[metric] = sums.get(metric, 0) + count
+        day_totals[position] = sums
+        kept = rows.get((since, until), {})
+        if all(kept.get(metric, (None,))[0] == total for metric, total in sums.items() if total):
+            stored[position] = {metric: figures for metric, (_, figures) in kept.items()}
+        else:
+            stale.append(position)
+    return stored, stale, day_totals
+
+
+def _local_days_store(cursor, starts: list[datetime], figures: dict, day_totals: dict) -> None:
+    """Stores the figures just read for these days (by position), each metric's with the sum it is of: every
+    metric with an event in the overlapped UTC days (a count of 0, or no median, included)."""
+    rows = sorted(
+        (starts[position - 1], starts[position], metric, total, *by_metric.get(metric, (0, None, None)))
+        for position, by_metric in figures.items()
+        for metric, total in day_totals[position].items()
+        if total
+    )
+    _store(cursor, _LOCAL_DAYS_STORE, rows)
+
+
+_LOCAL_DAYS_STORE = """
+INSERT INTO reports_localday AS s (since, until, metric, totals, count, median, p90)
+SELECT * FROM unnest(%s::timestamptz[], %s::timestamptz[], %s::text[], %s::bigint[], %s::bigint[], %s::int[], %s::int[])
+ON CONFLICT (since, until, metric) DO UPDATE
+    SET totals = EXCLUDED.totals, count = EXCLUDED.count, median = EXCLUDED.median, p90 = EXCLUDED.p90
 """
 
 

@@ -40,7 +40,8 @@ BIN_BOUNDS = list(range(8)) + [(8 + step) << (doubling - 3) for doubling in rang
 DURATION_METRICS = ("first_response", "wait", "resolution")
 # A UTC day's total of a duration metric over every chat (dimension none, bin 0): one row that changes whenever
 # that day's histogram does (counts only grow between two rebuilds), so a stored median of the day
-# (reports.models.DayPercentiles) is current while its total equals this one.
+# (reports.models.DayPercentiles) is current while its total equals this one (and a local day's figures,
+# reports.models.LocalDay, while the sum of its UTC days' totals is the one they were stored with).
 DAY_TOTAL = -2
 BIN_SQL = (
     "CASE WHEN {metric} IN ('first_response', 'wait', 'resolution') "
@@ -410,11 +411,12 @@ def _rollups_lock(cursor) -> None:
     # of its own: every statement writing it writes reports_rollup first (reports.services._upsert).
     advisory_xact_lock(name=_backfill_lock_name())
     cursor.execute("LOCK TABLE reports_rollup IN SHARE ROW EXCLUSIVE MODE")
-    # The days' stored medians (reports.models.DayPercentiles) are current while their day's total has not
-    # changed; the caller takes totals down, so it empties them, after summaries storing them (ROW EXCLUSIVE,
-    # taken before their snapshot) have ended; those that start meanwhile store nothing.
-    cursor.execute("LOCK TABLE reports_daypercentiles IN SHARE MODE")
+    # The days' stored figures (reports.models.DayPercentiles, LocalDay) are current while their UTC days'
+    # totals have not changed; the caller takes totals down, so it empties them, after summaries storing them
+    # (ROW EXCLUSIVE, taken before their snapshot) have ended; those that start meanwhile store nothing.
+    cursor.execute("LOCK TABLE reports_daypercentiles, reports_localday IN SHARE MODE")
     cursor.execute("DELETE FROM reports_daypercentiles")
+    cursor.execute("DELETE FROM reports_localday")
 
 
 def reports_rebuild(*, backfill_first_times: bool = False) -> int:
