@@ -202,7 +202,7 @@ def _hook_cost(slug: str, runs: int = 10) -> dict:
             messages = [row[0] for row in cursor.fetchall()]
             cursor.execute(
                 "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + _CREATIONS_PERSISTED,
-                {"chats": chats, "messages": messages, "upto": None},
+                {"chats": chats, "messages": messages},
             )
             plan = cursor.fetchone()[0]
             plan = plan if isinstance(plan, list) else json.loads(plan)

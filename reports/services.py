@@ -105,11 +105,15 @@ def _bucket(column: str) -> str:
 def _seconds(start: str, end: str) -> str:
     return SECONDS_SQL.format(start, end)
 
-# Which chats' events a hook counts: all of them (None) once the tenant's backfill is done, else those with
-# id <= the returned cursor. Read under the shared backfill lock (see the module's docstring), even when done:
+# Which chats' events a hook counts: all of them once the tenant's backfill is done (or has no row), else those
+# with id <= its cursor. Read under the shared backfill lock (see the module's docstring), even when done:
 # reports_backfill_start may undo it, and a hook that read "done" must not count after it. The shared lock
-# lives in the lock manager's memory (no row written) and only waits while a batch or a start holds it.
-_COUNTED = "(%(upto)s::bigint IS NULL OR {0} <= %(upto)s::bigint)"
+# lives in the lock manager's memory (no row written) and only waits while a batch or a start holds it. The
+# drain's and the assignment's hooks read the cursor inside their own statement, the one after the lock's (a
+# new statement, so a new snapshot: a batch that held the lock has committed by then): one round trip less
+# each, per drain turn; the resolve's hook reads it first (_counted_up_to), to skip its statement.
+_COUNTED = """{0} <= (SELECT CASE WHEN bool_and(backfill.done) IS NOT FALSE THEN 9223372036854775807
+                              ELSE max(backfill.cursor) END FROM reports_backfill AS backfill)"""
 
 
 def _backfill_lock_name() -> str:
@@ -209,9 +213,9 @@ def report_creations_persisted(*, chat_ids: list[int], message_ids: list[int]) -
     """
     if not chat_ids and not message_ids:
         return
-    upto = _counted_up_to()
+    advisory_xact_lock(name=_backfill_lock_name(), shared=True)
     with prepared_cursor() as cursor:
-        cursor.execute(_CREATIONS_PERSISTED, {"chats": chat_ids, "messages": message_ids, "upto": upto})
+        cursor.execute(_CREATIONS_PERSISTED, {"chats": chat_ids, "messages": message_ids})
 
 
 def report_chats_assigned(*, chat_ids: list[int], agent_ids: list[int], times: list[datetime]) -> None:
@@ -220,9 +224,9 @@ def report_chats_assigned(*, chat_ids: list[int], agent_ids: list[int], times: l
     assigning transaction, after the chats' rows were updated (and so locked)."""
     if not chat_ids:
         return
-    upto = _counted_up_to()
+    advisory_xact_lock(name=_backfill_lock_name(), shared=True)
     with prepared_cursor() as cursor:
-        cursor.execute(_CHATS_ASSIGNED, {"chats": chat_ids, "agents": agent_ids, "times": times, "upto": upto})
+        cursor.execute(_CHATS_ASSIGNED, {"chats": chat_ids, "agents": agent_ids, "times": times})
 
 
 def report_chat_resolved(*, chat: Chat) -> None:

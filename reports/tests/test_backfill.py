@@ -254,15 +254,15 @@ def test_a_start_waits_for_a_hook_that_read_done_before_it(make_live_tenant, mon
     with schema_context(tenant.schema_name):
         application = conversation_services.application_create(name="busy")
     read, release = threading.Event(), threading.Event()
-    counted_up_to = reports_services._counted_up_to
+    lock = reports_services.advisory_xact_lock
 
-    def pausing() -> int | None:
-        upto = counted_up_to()
-        read.set()  # between the read of the state and the upsert
-        release.wait(timeout=30)
-        return upto
+    def pausing(*, name: str, shared: bool = False) -> None:
+        lock(name=name, shared=shared)
+        if name.startswith("reports-backfill:"):
+            read.set()  # between the hook's shared lock and its upsert (which reads the state)
+            release.wait(timeout=30)
 
-    monkeypatch.setattr(reports_services, "_counted_up_to", pausing)
+    monkeypatch.setattr(reports_services, "advisory_xact_lock", pausing)
 
     def drain_batch() -> None:
         with schema_context(tenant.schema_name):
