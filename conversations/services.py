@@ -20,8 +20,8 @@ from conversations.models import Application, Chat, InboundEvent, Message, Ticke
 from conversations.selectors import chat_open_for_customer_get
 from core.exceptions import Conflict, RetryLater
 from core.models import User
-from core.text import storable_text
 from core.prepared import prepared_cursor
+from core.text import storable_text
 from events.services import TICKET_CREATED, TICKET_UPDATED, event_record_ticket, events_record_creations
 from reports.services import report_creations_persisted
 from routing.sla import routing_creations_persisted
