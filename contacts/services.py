@@ -10,7 +10,6 @@ import time
 import uuid
 from pathlib import Path
 
-from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
 
@@ -22,7 +21,7 @@ from conversations.models import Chat, Message, Ticket
 from core.exceptions import RetryLater
 from core.prepared import prepared_cursor
 from core.redis import get_redis, redis_script_load, tenant_key
-from tenants.queues import task_wake
+from tenants.queues import task_wake_by_name
 from tenants.work import CREATIONS_DRAIN_TASK
 
 _CREATIONS_SCRUB = Path(__file__).resolve().parent / "scripts" / "creations_scrub.lua"
@@ -231,7 +230,7 @@ def contact_erase(*, customer_id: str) -> dict:
 def _drain_send() -> None:
     # The task by its registered name, as the due-work dispatcher sends it: conversations.services calls this
     # app's drain hook, so importing its tasks module here would make the two apps' services depend on each other.
-    task_wake(current_app.tasks[CREATIONS_DRAIN_TASK])
+    task_wake_by_name(CREATIONS_DRAIN_TASK)
 
 
 def contact_erase_needed(*, customer_id: str) -> bool:

@@ -10,6 +10,7 @@ tenants table at all.
 """
 
 import logging
+from importlib import import_module
 
 from amqp.exceptions import NotFound, RecoverableConnectionError
 from django_tenants.utils import get_public_schema_name
@@ -68,6 +69,17 @@ def task_wake(task, *args) -> bool:
         logger.warning("broker unreachable: %s not sent; the sweep will find its work", task.name, exc_info=True)
         return False
     return True
+
+
+def task_wake_by_name(name: str) -> bool:
+    """task_wake for a task another app owns, by its registered name (an app whose services must not import
+    the owner's tasks module at import time). The module is imported first: autodiscovered tasks are
+    registered only once their module is imported, which a worker does at start but a web process or a
+    management command may not have done yet (`tenant_export`, run alone, got NotRegistered)."""
+    from celery import current_app
+
+    import_module(name.rpartition(".")[0])
+    return task_wake(current_app.tasks[name])
 
 
 def tenant_queues_changed() -> None:

@@ -42,6 +42,8 @@ from django_tenants.utils import get_public_schema_name, quote_schema_name, sche
 from core.exceptions import ApplicationError
 from core.redis import get_redis, tenant_key
 from tenants.models import Domain, Tenant, TenantWork
+from tenants.queues import task_wake_by_name
+from tenants.work import CREATIONS_DRAIN_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +94,7 @@ def tenant_export(*, slug: str, path: Path) -> dict:
         with schema_context(slug):
             # A drain that found the lock held by this export returned, trusting the holder to look again.
             if creations.lock_hand_back(drain_token):
-                from celery import current_app
-
-                from tenants.queues import task_wake
-                from tenants.work import CREATIONS_DRAIN_TASK
-
-                task_wake(current_app.tasks[CREATIONS_DRAIN_TASK])
+                task_wake_by_name(CREATIONS_DRAIN_TASK)
     logger.info("tenant exported: %s to %s", slug, path)
     return manifest
 
