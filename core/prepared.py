@@ -19,6 +19,8 @@ a session's prepared statements are not the next transaction's: Sociomile connec
 """
 
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import psycopg
 from django.conf import settings
@@ -34,7 +36,68 @@ _PLANNED = re.compile(r"\s*(SELECT|WITH|INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 _NEVER_BY_COUNT = 2**31
 
 
-class _PreparingCursor(psycopg.Cursor):
+class _AnswerOwnStatement:
+    """A cursor that, in pipeline mode (`pipelined()`), reads the answer of its own last statement.
+
+    psycopg hands each answer to the cursor that sent the statement when the answer arrives, and a fetch waits
+    only if the cursor holds no answer yet. So a cursor that sent two statements (an UPDATE, then a SELECT) and
+    then fetched could read the UPDATE's answer, if it had arrived by then, and `rowcount` right after a
+    statement is -1 until its answer arrives (Django's QuerySet.update() returns it). Seen under load: the
+    drain's fetch of its inserted messages got "the last operation didn't produce records (UPDATE 1)". This
+    mixin syncs first whenever the cursor's own last answer may not be the one it holds. Outside pipeline mode
+    every statement waits for its answer anyway, and this costs nothing."""
+
+    _unanswered = 0
+
+    def execute(self, *args, **kwargs):
+        self._unanswered += 1
+        return super().execute(*args, **kwargs)
+
+    def _own_answer(self) -> None:
+        pipeline = _pipeline.get()
+        if self._unanswered and pipeline is not None and (self._unanswered > 1 or self.pgresult is None):
+            pipeline.sync()  # one round trip: every answer sent for is in, each with its cursor, in order
+        self._unanswered = 0
+
+    def fetchone(self):
+        self._own_answer()
+        return super().fetchone()
+
+    def fetchmany(self, size=0):
+        self._own_answer()
+        return super().fetchmany(size)
+
+    def fetchall(self):
+        self._own_answer()
+        return super().fetchall()
+
+    def __iter__(self):
+        self._own_answer()
+        return super().__iter__()
+
+    @property
+    def rowcount(self):
+        self._own_answer()
+        return super().rowcount
+
+
+# The pipeline of the innermost pipelined() block in this thread, if any, and what runs once it is answered.
+_pipeline: ContextVar[psycopg.Pipeline | None] = ContextVar("core_prepared_pipeline", default=None)
+_when_answered: ContextVar[list | None] = ContextVar("core_prepared_when_answered", default=None)
+
+_answering_classes: dict[type, type] = {}
+
+
+def _answering(cursor_class: type) -> type:
+    """`cursor_class` with _AnswerOwnStatement mixed in (Django's own cursors, inside a pipelined block)."""
+    if issubclass(cursor_class, _AnswerOwnStatement):
+        return cursor_class
+    if cursor_class not in _answering_classes:
+        _answering_classes[cursor_class] = type(f"Answering{cursor_class.__name__}", (_AnswerOwnStatement, cursor_class), {})
+    return _answering_classes[cursor_class]
+
+
+class _PreparingCursor(_AnswerOwnStatement, psycopg.Cursor):
     """psycopg's server-binding cursor, preparing every statement that has parameters under its schema's tag."""
 
     schema_name = ""
@@ -67,3 +130,53 @@ def prepared_cursor():
     cursor = _PreparingCursor(raw)
     cursor.schema_name = connection.schema_name
     return _PreparedDebugWrapper(cursor, connection) if connection.queries_logged else connection.make_cursor(cursor)
+
+
+@contextmanager
+def pipelined():
+    """Inside the block, statements on the default connection are sent without waiting for their answers: the
+    client waits only where it needs one (a fetch), and once at the block's end, for all that is left. Use it
+    inside a transaction (`with transaction.atomic(), pipelined():`), around a run of statements whose results
+    nothing reads before the next one is sent: an UPDATE, an upsert, a hook's INSERT, an advisory lock.
+
+    Why: a drain turn is ~30 statements, and on a loaded machine each round trip costs two wake-ups of
+    processes that wait for a core, more than the statement itself (issue 18: tenant_scale's turns). In pipeline
+    mode (psycopg, PostgreSQL's extended protocol) the transaction's BEGIN and the statements between two
+    fetches travel together and are answered together.
+
+    Errors: a statement that fails makes PostgreSQL skip the rest until the next sync, and its error is raised
+    at that sync (a fetch, or the block's end) as django.db's (IntegrityError, DataError...): still inside the
+    caller's atomic block, which rolls back as usual. Enter it inside the transaction, not around it: switching
+    autocommit, as an outermost atomic block does at its start and end, costs a sync in pipeline mode, and the
+    COMMIT is one round trip either way. Entered inside another pipelined block, it only adds a sync at its end.
+    """
+    connection.ensure_connection()
+    raw = connection.connection
+    factory = raw.cursor_factory
+    # The cursors Django opens inside the block (the ORM's, connection.cursor()) read their own answers too.
+    raw.cursor_factory = _answering(factory)
+    answered: list = []
+    try:
+        with connection.wrap_database_errors, raw.pipeline() as pipeline:
+            tokens = _pipeline.set(pipeline), _when_answered.set(answered)
+            try:
+                yield
+            finally:
+                _pipeline.reset(tokens[0])
+                _when_answered.reset(tokens[1])
+    finally:
+        raw.cursor_factory = factory
+    for callback in answered:
+        callback()
+
+
+def when_answered(callback) -> None:
+    """Runs `callback()` once every statement sent so far has its answer: at once outside a pipelined block;
+    inside one, as the block ends without an error (after its last sync, still in its transaction, out of
+    pipeline mode). For a hook that decides on a statement's rowcount (events: whether deliveries were made)
+    but not before the block's end: reading it where it is sent would cost a round trip of its own."""
+    callbacks = _when_answered.get()
+    if callbacks is None:
+        callback()
+    else:
+        callbacks.append(callback)

@@ -100,3 +100,44 @@ def nested_loop_plan_of(marker: str):
     with plans_of(marker, settings="SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off", first_only=True) as plans:
         yield nodes
     nodes.extend(plans[0] if plans else [])
+
+
+@contextlib.contextmanager
+def postgres_round_trips():
+    """Counts the times this process waited for PostgreSQL's answer (`.count`), on any psycopg connection.
+
+    psycopg runs each exchange with the server as a generator that yields when it needs the socket; a yield for
+    reading only (not while sending too) is the client waiting for an answer it does not have: a statement's
+    results, a pipeline's sync, COMMIT's answer. Outside a pipeline, each statement counts at least once; inside
+    one (core.prepared.pipelined), each read or sync whose answers were not all in yet counts once, so the
+    count is at most the block's sync points (answers that arrived while later statements were sent cost
+    none). Counted, not timed: a round trip costs little on an idle machine and two wake-ups of busy
+    processes on a loaded one (issue 18), so what a path costs is told by how many it makes."""
+    from psycopg import Connection
+    from psycopg.waiting import Wait
+
+    class Count:
+        count = 0
+
+    counted = Count()
+    original = Connection.wait
+
+    def counting(gen):
+        try:
+            waiting_for = next(gen)
+            while True:
+                if waiting_for == Wait.R:
+                    counted.count += 1
+                ready = yield waiting_for
+                waiting_for = gen.send(ready)
+        except StopIteration as stop:
+            return stop.value
+
+    def wait(self, gen, *args, **kwargs):
+        return original(self, counting(gen), *args, **kwargs)
+
+    Connection.wait = wait
+    try:
+        yield counted
+    finally:
+        Connection.wait = original
