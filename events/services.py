@@ -21,7 +21,7 @@ from django_tenants.utils import schema_context
 from audit.services import audit_record
 from core.exceptions import Conflict
 from core.redis import get_redis, tenant_key
-from core.prepared import prepared_cursor
+from core.prepared import prepared_cursor, when_answered
 from events.envelope import event_time
 from events.models import Delivery, Event, WebhookEndpoint
 from events.retention import events_retention_mark
@@ -127,20 +127,28 @@ LEFT JOIN core_user AS author ON author.id = message.author_id
 """
 
 
-def _record(*, source: str, params: dict) -> int:
+def _record(*, source: str, params: dict) -> None:
     """Writes the events `source` yields and their deliveries; schedules delivery if any. In the caller's
-    transaction (opened here if it has none). Returns the deliveries made."""
+    transaction (opened here if it has none)."""
     now = timezone.now()
     # No savepoint inside the caller's transaction (two round trips per recording, in every drain batch and
     # assignment run): a failure here must undo the change anyway, so the whole transaction goes.
-    with transaction.atomic(savepoint=False), prepared_cursor() as cursor:
+    with transaction.atomic(savepoint=False):
+        cursor = prepared_cursor()
         cursor.execute(_RECORD.format(source=source), {**params, "now": now})
-        deliveries = cursor.rowcount
+
+        def recorded() -> None:
+            # Whether deliveries were made is known once the statement is answered: at once, or, in a pipelined
+            # drain batch or assignment run, as it ends (core.prepared.when_answered), where it costs no round
+            # trip; the `webhooks` mark then comes after the block's other marks, the last kind in their order.
+            with cursor:
+                deliveries = cursor.rowcount
+            if deliveries:
+                webhook_deliveries_schedule()
+
+        when_answered(recorded)
         stream_notices_on_commit(recorded_at=now)
-        if deliveries:
-            webhook_deliveries_schedule()
         events_retention_mark()
-    return deliveries
 
 
 def event_record(*, type: str, data: dict, application_id: int | None = None, chat_id: int | None = None,

@@ -217,3 +217,54 @@ def test_a_drain_of_one_record_costs_three_redis_scripts_two_reads_and_one_marks
     assert len(marks) == 1
     assert _chat_numbers(tenant_a) == [1, 2]
     assert not _scheduled(tenant_a)
+
+
+def test_a_big_batch_of_chats_and_messages_is_persisted_in_one_pipelined_transaction(tenant_a, application_a, drain):
+    # A thousand chats and a message for each of a thousand others: the batch's statements are pipelined
+    # (core.prepared.pipelined), and PostgreSQL answered the chats' count UPDATE while its INSERT of the
+    # messages was still arriving; the cursor then read that answer as the INSERT's ("the last operation
+    # didn't produce records"), and the drain failed the same way at each retry.
+    from conversations.models import Message
+
+    with schema_context(tenant_a.schema_name):
+        for n in range(1000):
+            services.chat_create(application=application_a, customer_id=f"first-{n}")
+        services.creations_persist(batch_size=5000)
+        for n in range(1000):
+            services.chat_create(application=application_a, customer_id=f"second-{n}")
+            services.message_create(application=application_a, chat_number=n + 1, body="hello " * 50)
+
+        assert services.creations_persist(batch_size=5000) == 2000
+
+        assert Chat.objects.count() == 2000
+        assert Message.objects.count() == 1000
+        assert sorted(Chat.objects.filter(number__lte=1000).values_list("messages_count", flat=True)) == [1] * 1000
+        application_a.refresh_from_db()
+        assert application_a.chats_count == 2000
+
+
+def test_a_drain_turn_waits_for_postgresql_a_few_times_not_once_per_statement(tenant_a, application_a, drain):
+    # Under load each round trip costs two wake-ups of processes waiting for a core (issue 18): the batch's
+    # statements travel pipelined, so the client waits only where it reads rows and for the commit. Counted,
+    # not timed (core.tests.support.postgres_round_trips).
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from core.tests.support import postgres_round_trips
+
+    with schema_context(tenant_a.schema_name):
+        services.chat_create(application=application_a)
+        services.creations_persist(batch_size=100)  # every statement prepared on this connection
+        services.chat_create(application=application_a)
+        services.message_create(application=application_a, chat_number=1, body="hi")
+        services.creations_persist(batch_size=100)
+        services.chat_create(application=application_a)
+        services.message_create(application=application_a, chat_number=2, body="hi")
+        records = creations.pending_peek(100)
+        with CaptureQueriesContext(connection) as queries, postgres_round_trips() as trips:
+            services._persist_batch(records)
+    # 14 statements: waits for the test's savepoint, the inserts' ids, the routing hook's arrivals, the rest at
+    # the block's end, and the commit (the savepoint's release here; in a worker the BEGIN travels with the
+    # first statements); 20 waits before they were pipelined
+    assert len(queries.captured_queries) >= 14
+    assert trips.count <= 6
