@@ -19,10 +19,7 @@ def assignment_run_task() -> int:
     writes nothing). Sent after any change that can make an assignment possible."""
     # Cleared before the run reads anything: an event committed from here on schedules another run.
     assignment_scheduled_clear()
-    version = assignment_work_version()
-    assigned = assignment_run()
-    assignment_work_settle(version=version)
-    return assigned
+    return assignment_run(settle=True)
 
 
 @app.task

@@ -1,6 +1,6 @@
 """Reads of teams and of where a chat is routed."""
 
-from collections import defaultdict
+import json
 from datetime import datetime
 
 from django.db.models import QuerySet
@@ -28,14 +28,28 @@ def chat_team_get(*, chat: Chat) -> Team | None:
     return route.team if route is not None else None
 
 
+# Every team with its hours and its agents (a tenant has a handful of teams): one prepared statement, read at
+# every assignment run (the ORM's two queries were compiled at each run: ~7 % of a drain turn's worker CPU).
+_TEAMS_WITH_AGENTS = f"""
+SELECT team.id, team.business_hours,
+       COALESCE(array_agg(member.agent_id ORDER BY member.agent_id) FILTER (WHERE member.agent_id IS NOT NULL), '{{}}')
+FROM routing_team AS team LEFT JOIN {Team.agents.through._meta.db_table} AS member ON member.team_id = team.id
+GROUP BY team.id ORDER BY team.id
+"""
+
+
 def routing_open_teams(*, at: datetime) -> dict[int, list[int]]:
     """The teams open at `at`, each with its agents' ids: what the assignment engine may route to. A team
     closed now is left out, so its chats wait (and are not read by the run at all)."""
-    members: dict[int, list[int]] = defaultdict(list)
-    open_ids = [team_id for team_id, hours in Team.objects.values_list("id", "business_hours") if hours_is_open(hours, at)]
-    for team_id, agent_id in Team.agents.through.objects.filter(team_id__in=open_ids).values_list("team_id", "agent_id"):
-        members[team_id].append(agent_id)
-    return {team_id: members.get(team_id, []) for team_id in open_ids}
+    with prepared_cursor() as cursor:
+        cursor.execute(_TEAMS_WITH_AGENTS)
+        teams = cursor.fetchall()
+    open_teams = {}
+    for team_id, hours, agent_ids in teams:
+        hours = json.loads(hours) if isinstance(hours, str) else hours  # Django reads jsonb as text
+        if hours_is_open(hours, at):
+            open_teams[team_id] = list(agent_ids)
+    return open_teams
 
 
 # The teams that waiting chats are routed to (a transfer's team first, else the application's; NULL: none).

@@ -24,6 +24,7 @@ meanwhile, else moved to the next due time. Idle cost: one indexed query and one
 """
 
 import logging
+from collections.abc import Callable
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timedelta
@@ -220,6 +221,26 @@ def tenant_work_settle(*, kind: str, version: int | None, next_due_at: datetime 
             tenant_work_mark(kind=kind, due_at=next_due_at)
             return
         cursor.execute(_sql(_SETTLE_MOVE), params)
+
+
+@contextmanager
+def tenant_work_settled(*, kind: str, next_due_at: Callable[[], datetime | None]):
+    """The block is a task's work, and it settles the current tenant's `kind` mark in the block's own
+    transaction: the version is read as the block starts, and the row settled (tenant_work_settle) by
+    `next_due_at()`, called when the block ends without an error. Use it inside the block's transaction,
+    around the work and before the transaction's marks (tenant_work_marks_batched: the settle's row is locked
+    first, and ASSIGNMENT, the kind settled this way, is the first of the kinds in their order).
+
+    Settled in the transaction, what it settles is what it did: a run rolled back leaves the mark for the
+    dispatcher. Marks made by other transactions while the block ran still keep the row, as with a settle after
+    the commit: they raised the version since it was read (the settle waits for one not committed yet). In a
+    pipelined block (core.prepared) the version's read travels with the block's first statements and the
+    settle with the COMMIT: no round trip of their own."""
+    with prepared_cursor() as cursor:
+        cursor.execute(_sql(_VERSION), {"kind": kind, "schema_name": _current_schema_name()})
+        yield
+        row = cursor.fetchone()
+    tenant_work_settle(kind=kind, version=row[0] if row else None, next_due_at=next_due_at())
 
 
 def tenant_work_clear(*, kind: str) -> None:

@@ -40,12 +40,12 @@ from conversations.lock_objects import agent_lock, assignment_lock, chat_lock
 from conversations.models import Chat
 from core.exceptions import Conflict
 from core.models import User
-from core.prepared import prepared_cursor
+from core.prepared import pipelined, prepared_cursor
 from events.services import CHAT_ASSIGNED, CHAT_RESOLVED, CHAT_TRANSFERRED, events_record_chats
 from reports.services import report_chat_resolved, report_chats_assigned
 from routing.selectors import routing_open_teams, routing_waiting_due
 from tenants.models import TenantWork
-from tenants.work import tenant_work_mark, tenant_work_settle, tenant_work_version
+from tenants.work import tenant_work_mark, tenant_work_marks_batched, tenant_work_settle, tenant_work_settled, tenant_work_version
 
 logger = logging.getLogger(__name__)
 
@@ -164,20 +164,23 @@ ORDER BY d.position
 def _requeue(cursor, *, now: datetime) -> None:
     """Puts back at the head of the queue the chats whose agent is gone, and (if the reply timeout is on)
     those whose agent has not replied in time. They keep their arrival time, hence their place."""
-    cursor.execute(_REQUEUE_ORPHANS, [now])
-    orphans = cursor.fetchall()
-    if orphans:
-        cursor.execute(_CLOSE_STINTS, [now, Assignment.EndReason.REQUEUED, [chat_id for chat_id, _ in orphans]])
-        _active_chats_add(cursor, agent_ids=[agent_id for _, agent_id in orphans], delta=-1)
-        logger.warning("requeued %s chats whose agent was deleted or deactivated", len(orphans))
     timeout = settings.ASSIGNMENT_REPLY_TIMEOUT_SECONDS
-    if timeout > 0:
-        cursor.execute(_REQUEUE_TIMED_OUT, {"now": now, "cutoff": now - timedelta(seconds=timeout)})
-        timed_out = cursor.fetchall()
-        if timed_out:
-            cursor.execute(_CLOSE_STINTS, [now, Assignment.EndReason.TIMED_OUT, [chat_id for chat_id, _ in timed_out]])
-            _active_chats_add(cursor, agent_ids=[agent_id for _, agent_id in timed_out], delta=-1)
-            logger.info("requeued %s chats whose agent did not reply within %ss", len(timed_out), timeout)
+    with prepared_cursor() as timed_cursor:
+        cursor.execute(_REQUEUE_ORPHANS, [now])
+        if timeout > 0:
+            # Sent before the orphans are read, so that a pipelined run waits once for both (core.prepared); it
+            # leaves alone the chats the statement before it requeued (they are no longer assigned).
+            timed_cursor.execute(_REQUEUE_TIMED_OUT, {"now": now, "cutoff": now - timedelta(seconds=timeout)})
+        orphans = cursor.fetchall()
+        if orphans:
+            cursor.execute(_CLOSE_STINTS, [now, Assignment.EndReason.REQUEUED, [chat_id for chat_id, _ in orphans]])
+            _active_chats_add(cursor, agent_ids=[agent_id for _, agent_id in orphans], delta=-1)
+            logger.warning("requeued %s chats whose agent was deleted or deactivated", len(orphans))
+        timed_out = timed_cursor.fetchall() if timeout > 0 else []
+    if timed_out:
+        cursor.execute(_CLOSE_STINTS, [now, Assignment.EndReason.TIMED_OUT, [chat_id for chat_id, _ in timed_out]])
+        _active_chats_add(cursor, agent_ids=[agent_id for _, agent_id in timed_out], delta=-1)
+        logger.info("requeued %s chats whose agent did not reply within %ss", len(timed_out), timeout)
 
 
 def _active_chats_add(cursor, *, agent_ids: list[int | None], delta: int) -> None:
@@ -309,25 +312,43 @@ def assignment_round_plan(
     return plan
 
 
-def assignment_run(*, batch_size: int | None = None) -> int:
+def assignment_run(*, batch_size: int | None = None, settle: bool = False) -> int:
     """Assigns waiting chats to eligible agents, oldest chat first, until the queue or the capacity runs out.
 
     One transaction under the tenant's assignment lock (conversations.lock_objects.assignment_lock):
     eligible agents and their active counts are read once, the choices are made in memory
     (`assignment_round_plan`), and each round of `batch_size` chats is written with three statements.
     Returns the number of chats assigned.
+
+    `settle`: the run also ends its share of the tenant's assignment mark (tenants.work), in its transaction:
+    what the run's task and the drain's runs do (assignment_work_settle says what is left).
+
+    Pipelined (core.prepared): the client waits for PostgreSQL where it reads (the requeued chats, the agents
+    with the teams, the head of the queue, what is left for the mark) and for the COMMIT, not after each of the
+    run's ~20 statements. The transaction's marks (its events' webhooks and retention) are one statement at its
+    end (tenants.work.tenant_work_marks_batched), after the settle.
     """
+    with transaction.atomic(), pipelined(), tenant_work_marks_batched():
+        if not settle:
+            return _assignment_run(batch_size=batch_size)
+        with tenant_work_settled(kind=TenantWork.Kind.ASSIGNMENT, next_due_at=lambda: assignment_next_due_at(now=timezone.now())):
+            return _assignment_run(batch_size=batch_size)
+
+
+def _assignment_run(*, batch_size: int | None) -> int:
     batch_size = batch_size or settings.ASSIGNMENT_BATCH_SIZE
     announced: list[ChatAssigned] = []
     assigned = 0
-    with transaction.atomic(), prepared_cursor() as cursor:
+    with prepared_cursor() as cursor:
         assignment_lock()
         _requeue(cursor, now=timezone.now())
 
         cursor.execute(_ELIGIBLE_AGENTS)
+        # Read after the agents' locks, in the same flight: a team edit (which takes the assignment lock) is
+        # wholly before this run.
+        open_teams = routing_open_teams(at=timezone.now())
         agents = cursor.fetchall()
-        # Read after the agents' locks: a team edit (which takes the assignment lock) is wholly before this run.
-        pool = assignment_pool(agents, teams=routing_open_teams(at=timezone.now()))
+        pool = assignment_pool(agents, teams=open_teams)
         at = _NEVER
         while pool:
             requested = min(batch_size, pool.capacity())
@@ -566,9 +587,7 @@ class AssignmentRunsDeferred:
         # (even one the run itself commits) asks for the next run.
         self.wanted = False
         try:
-            version = assignment_work_version()
-            assigned = assignment_run()
-            assignment_work_settle(version=version)
+            assigned = assignment_run(settle=True)
         except BaseException:
             self.wanted = True  # still wanted: the block's exit sends it as the task
             raise

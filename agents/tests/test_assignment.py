@@ -2,7 +2,9 @@
 
 from datetime import timedelta
 
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
@@ -402,3 +404,29 @@ def test_the_sweep_recounts_active_chats_changed_behind_the_services_back(tenant
         assert fixed == [agent.pk]
         assert Agent.objects.get(pk=agent.pk).active_chats == 3
         assert agent_active_chats_reconcile() == []
+
+
+def test_a_run_and_its_settle_wait_for_postgresql_a_few_times_not_once_per_statement(
+    tenant_a, application_a, make_agent, chats
+):
+    # Under load each round trip costs two wake-ups of processes waiting for a core (issue 18): the run is
+    # pipelined (core.prepared.pipelined), its mark read and settled in its own transaction. Counted, not timed.
+    from core.tests.support import postgres_round_trips
+    from tenants.models import TenantWork
+
+    agent = make_agent(max_customers=10)
+    chats(tenant_a, application_a, 1)
+    with schema_context(tenant_a.schema_name):
+        assert assignment_run(settle=True) == 1  # every statement prepared on this connection
+    chats(tenant_a, application_a, 2)
+    with schema_context(tenant_a.schema_name):
+        with CaptureQueriesContext(connection) as queries, postgres_round_trips() as trips:
+            assert assignment_run(settle=True) == 2
+        assert sorted(Chat.objects.values_list("number", "assigned_agent_id")) == [(1, agent.pk), (2, agent.pk), (3, agent.pk)]
+        # nothing waits: the run's mark is gone
+        assert not TenantWork.objects.filter(tenant__schema_name=tenant_a.schema_name, kind="assignment").exists()
+    # ~17 statements; waits for the test's savepoint, the mark's version with the lock and the requeue, the
+    # agents with the open teams, the head of the queue, what still waits (for the mark), the block's end, and
+    # the commit (the savepoint's release here); 18 waits before
+    assert len(queries.captured_queries) >= 15
+    assert trips.count <= 7
