@@ -26,6 +26,7 @@ import http.client
 import json
 import os
 import random
+import re
 import statistics
 import sys
 import threading
@@ -631,6 +632,30 @@ def _assigned_latencies(active: list[dict], sent_at: dict[int, dict[int, float]]
         time.sleep(1)
 
 
+def _drain_turns(log: Path, *, offset: int, window: float, active: int, cpu_before: dict, cpu_after: dict) -> dict:
+    """The drain's turns while the load ran (each a `creations_persist_task` the worker finished), and what a turn
+    costs the worker and PostgreSQL in CPU. With the cores saturated, turns per second are the CPU left for the
+    worker and PostgreSQL divided by a turn's CPU, and a busy tenant waits for its next turn about
+    `active tenants / turns per second`: the rotation that sets create -> readable (docs/architecture.md)."""
+    with log.open("rb") as file:
+        file.seek(offset)
+        text = file.read().decode(errors="replace")
+    durations = [float(match) for match in re.findall(r"creations_persist_task\[[^]]*\] succeeded in ([0-9.]+)s", text)]
+    count = len(durations)
+    per_second = count / window if window else 0.0
+    cpu_ms = {
+        name: round(1000 * (cpu_after[name] - cpu_before[name]) / count, 2) if count else None
+        for name in ("worker", "postgres")
+    }
+    return {
+        "count": count,
+        "per_second": round(per_second, 1),
+        "task_median_ms": round(1000 * statistics.median(durations), 1) if durations else None,
+        "cpu_ms_per_turn": cpu_ms,
+        "rotation_ms": round(1000 * active / per_second, 1) if per_second else None,
+    }
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -718,6 +743,8 @@ def scenario_tenant_scale(args, processes) -> dict:
             # observer; not its children, some of which are the stack's processes)
             before, bench_before = harness._process_trees_cpu_seconds(roots), _own_cpu_seconds()
             statements = _statements_profile_reset()
+            worker_log = processes.log_dir / "scale-worker.log"
+            log_offset = worker_log.stat().st_size
             started = time.perf_counter()
             load = _load(args, http, active)
             after, bench_after = harness._process_trees_cpu_seconds(roots), _own_cpu_seconds()
@@ -725,6 +752,8 @@ def scenario_tenant_scale(args, processes) -> dict:
             load_cpu = {name: round(100 * (after[name] - before[name]) / load_window, 1) for name in roots}
             load_cpu["bench (load + observer)"] = round(100 * (bench_after - bench_before) / load_window, 1)
             print(f"   CPU under load {load_cpu}", flush=True)
+            turns = _drain_turns(worker_log, offset=log_offset, window=load_window, active=len(active), cpu_before=before, cpu_after=after)
+            print(f"   drain turns {turns}", flush=True)
             if statements:
                 _statements_profile_print(window=load_window)
             sent_at = load.pop("_sent_at")
@@ -748,6 +777,7 @@ def scenario_tenant_scale(args, processes) -> dict:
             "load": load,
             "load_window_seconds": round(load_window, 1),
             "load_cpu_percent": load_cpu,
+            "drain_turns": turns,
             "create_to_readable_p50_ms": load["create_to_readable_p50_ms"],
             "create_to_readable_p99_ms": load["create_to_readable_p99_ms"],
             "create_to_readable_is_lower_bound": load["create_to_readable_is_lower_bound"],
@@ -875,6 +905,11 @@ def markdown_lines(r: dict) -> list[str]:
         *[row(f"CPU under load: {name} (% of one core)", "",
               [str(figures[level].get("load_cpu_percent", {}).get(name)) for level in levels])
           for name in figures[first].get("load_cpu_percent", {})],
+        row("drain turns per s; a busy tenant's rotation (active tenants / turns per s) ms", "",
+            [f"{turns.get('per_second')}; {turns.get('rotation_ms')}" for turns in (figures[level].get("drain_turns", {}) for level in levels)]),
+        row("CPU per drain turn ms: worker, postgres (task median ms)", "",
+            [f"{turns.get('cpu_ms_per_turn', {}).get('worker')}, {turns.get('cpu_ms_per_turn', {}).get('postgres')} ({turns.get('task_median_ms')})"
+             for turns in (figures[level].get("drain_turns", {}) for level in levels)]),
         row("achieved creates/s, messages/s", "",
             [f"{x['achieved_creates_per_second']}, {x['achieved_messages_per_second']}" for x in load]),
         row("create API p50 / p99 ms", "", [f"{x['create_api_p50_ms']} / {x['create_api_p99_ms']}" for x in load]),

@@ -161,3 +161,17 @@ def test_a_ratio_over_or_under_a_lower_bound_claims_only_what_it_knows():
     levels["100"]["create_to_readable_is_lower_bound"], levels["1000"]["create_to_readable_is_lower_bound"] = True, False
     row = next(line for line in tenant_scale.markdown_lines(result) if line.startswith("| create -> readable p99"))
     assert row.endswith("| <= 1.2 (met) |")
+
+
+def test_drain_turns_are_counted_from_the_workers_log_since_the_load_began(tmp_path):
+    log = tmp_path / "scale-worker.log"
+    log.write_text("... creations_persist_task[a] succeeded in 0.5s: None\n")  # before the load: not counted
+    offset = log.stat().st_size
+    with log.open("a") as file:
+        file.write("INFO [t1] celery.app.trace: Task conversations.tasks.creations_persist_task[b] succeeded in 0.1s: None\n")
+        file.write("INFO [t1] celery.app.trace: Task agents.tasks.assignment_run_task[c] succeeded in 0.9s: 1\n")
+        file.write("INFO [t2] celery.app.trace: Task conversations.tasks.creations_persist_task[d] succeeded in 0.3s: None\n")
+    turns = tenant_scale._drain_turns(log, offset=offset, window=2.0, active=20,
+                                      cpu_before={"worker": 1.0, "postgres": 2.0}, cpu_after={"worker": 1.1, "postgres": 2.05})
+    assert turns == {"count": 2, "per_second": 1.0, "task_median_ms": 200.0,
+                     "cpu_ms_per_turn": {"worker": 50.0, "postgres": 25.0}, "rotation_ms": 20000.0}
