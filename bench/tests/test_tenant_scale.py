@@ -161,3 +161,19 @@ def test_a_ratio_over_or_under_a_lower_bound_claims_only_what_it_knows():
     levels["100"]["create_to_readable_is_lower_bound"], levels["1000"]["create_to_readable_is_lower_bound"] = True, False
     row = next(line for line in tenant_scale.markdown_lines(result) if line.startswith("| create -> readable p99"))
     assert row.endswith("| <= 1.2 (met) |")
+
+
+def test_the_webs_cpu_per_request_counts_every_request_it_answered():
+    load = {"create_202": 5990, "create_other": 10, "message_202": 1500, "message_other": 0, "api_confirmed_200": 499,
+            "api_confirmed_other": 1}  # fmt: skip
+
+    assert tenant_scale._web_cpu_ms_per_request(load, web_cpu_seconds=16.0) == 2.0
+    assert tenant_scale._web_cpu_ms_per_request(dict.fromkeys(load, 0), web_cpu_seconds=1.0) is None
+
+    # and the report shows it per level (results written before it existed show None)
+    levels = {"100": {**_level(idle_cpu=2.0, readable_p99=100.0), "load_web_cpu_ms_per_request": 2.0},
+              "1000": _level(idle_cpu=2.0, readable_p99=100.0)}
+    result = {"levels": levels, "ratios_to_first_level": tenant_scale._ratios(levels), "worker_concurrency": 4,
+              "web": {"workers": 4, "threads": 4}}  # fmt: skip
+    row = next(line for line in tenant_scale.markdown_lines(result) if line.startswith("| web CPU per request"))
+    assert row == "| web CPU per request under load, ms (creates, messages, reads back) |  | 2.0 | None |  |"
