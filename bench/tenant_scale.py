@@ -600,6 +600,14 @@ def _load(args, http: _Http, active: list[dict]) -> dict:
     }
 
 
+def _web_cpu_ms_per_request(load: dict, *, web_cpu_seconds: float) -> float | None:
+    """The web's CPU (ms) per request it answered while the load ran: the creates, the messages and the sample
+    of chats read back, whatever their status."""
+    served = sum(load[key] for key in ("create_202", "create_other", "message_202", "message_other",
+                                       "api_confirmed_200", "api_confirmed_other"))  # fmt: skip
+    return round(1000 * web_cpu_seconds / served, 3) if served else None
+
+
 def _assigned_latencies(active: list[dict], sent_at: dict[int, dict[int, float]], *, timeout: float) -> tuple[list[float], int]:
     """assigned_at - created_at (ms) of the chats made by the load, waiting up to `timeout` for the last ones;
     returns the latencies and how many were still not assigned (or not persisted). Those count with what is
@@ -760,7 +768,8 @@ def scenario_tenant_scale(args, processes) -> dict:
             load_window = time.perf_counter() - started
             load_cpu = {name: round(100 * (after[name] - before[name]) / load_window, 1) for name in roots}
             load_cpu["bench (load + observer)"] = round(100 * (bench_after - bench_before) / load_window, 1)
-            print(f"   CPU under load {load_cpu}", flush=True)
+            web_cpu_ms = _web_cpu_ms_per_request(load, web_cpu_seconds=after["web"] - before["web"])
+            print(f"   CPU under load {load_cpu}; web CPU per request {web_cpu_ms} ms", flush=True)
             turns = _drain_turns(worker_log, offset=log_offset, window=load_window, active=len(active), cpu_before=before, cpu_after=after)
             print(f"   drain turns {turns}", flush=True)
             if statements:
@@ -787,6 +796,7 @@ def scenario_tenant_scale(args, processes) -> dict:
             "load_window_seconds": round(load_window, 1),
             "load_cpu_percent": load_cpu,
             "drain_turns": turns,
+            "load_web_cpu_ms_per_request": web_cpu_ms,
             "create_to_readable_p50_ms": load["create_to_readable_p50_ms"],
             "create_to_readable_p99_ms": load["create_to_readable_p99_ms"],
             "create_to_readable_is_lower_bound": load["create_to_readable_is_lower_bound"],
@@ -919,6 +929,8 @@ def markdown_lines(r: dict) -> list[str]:
         row("CPU per drain turn ms: worker, postgres (task median ms)", "",
             [f"{turns.get('cpu_ms_per_turn', {}).get('worker')}, {turns.get('cpu_ms_per_turn', {}).get('postgres')} ({turns.get('task_median_ms')})"
              for turns in (figures[level].get("drain_turns", {}) for level in levels)]),
+        row("web CPU per request under load, ms (creates, messages, reads back)", "",
+            [str(figures[level].get("load_web_cpu_ms_per_request")) for level in levels]),
         row("achieved creates/s, messages/s", "",
             [f"{x['achieved_creates_per_second']}, {x['achieved_messages_per_second']}" for x in load]),
         row("create API p50 / p99 ms", "", [f"{x['create_api_p50_ms']} / {x['create_api_p99_ms']}" for x in load]),

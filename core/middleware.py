@@ -3,10 +3,13 @@ import logging
 import time
 
 from django.conf import settings
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.messages.storage import default_storage
 from django.db import connection
 from django.http import JsonResponse
 from django.http.request import split_domain_port
 from django.urls import set_urlconf
+from django.utils.functional import SimpleLazyObject, empty
 from django_tenants.utils import get_public_schema_name
 
 from core.actors import actor_request_bind
@@ -221,6 +224,26 @@ class ActorMiddleware:
     def __call__(self, request):
         with actor_request_bind(request):
             return self.get_response(request)
+
+
+class LazyMessageMiddleware(MessageMiddleware):
+    """django.contrib.messages' middleware, whose storage is built the first time the request's messages are used.
+
+    Only the admin adds or shows messages, but Django's middleware built the storage (a cookie storage with its
+    signer and a session storage) on every request, the API's included, and asked it after the response to store
+    what it never held. Here the request's `_messages` is a lazy object: the admin's first `add_message` or
+    template read builds the same storage, and a storage that was built is updated exactly as Django does. One
+    never built was never read or written, so there is nothing to store (Django's `update` would do nothing).
+    """
+
+    def process_request(self, request):
+        request._messages = SimpleLazyObject(lambda: default_storage(request))
+
+    def process_response(self, request, response):
+        messages = getattr(request, "_messages", None)
+        if isinstance(messages, SimpleLazyObject) and messages._wrapped is empty:
+            return response
+        return super().process_response(request, response)
 
 
 access_logger = logging.getLogger("sociomile.access")

@@ -175,3 +175,19 @@ def test_drain_turns_are_counted_from_the_workers_log_since_the_load_began(tmp_p
                                       cpu_before={"worker": 1.0, "postgres": 2.0}, cpu_after={"worker": 1.1, "postgres": 2.05})
     assert turns == {"count": 2, "per_second": 1.0, "task_median_ms": 200.0,
                      "cpu_ms_per_turn": {"worker": 50.0, "postgres": 25.0}, "rotation_ms": 20000.0}
+
+
+def test_the_webs_cpu_per_request_counts_every_request_it_answered():
+    load = {"create_202": 5990, "create_other": 10, "message_202": 1500, "message_other": 0, "api_confirmed_200": 499,
+            "api_confirmed_other": 1}  # fmt: skip
+
+    assert tenant_scale._web_cpu_ms_per_request(load, web_cpu_seconds=16.0) == 2.0
+    assert tenant_scale._web_cpu_ms_per_request(dict.fromkeys(load, 0), web_cpu_seconds=1.0) is None
+
+    # and the report shows it per level (results written before it existed show None)
+    levels = {"100": {**_level(idle_cpu=2.0, readable_p99=100.0), "load_web_cpu_ms_per_request": 2.0},
+              "1000": _level(idle_cpu=2.0, readable_p99=100.0)}
+    result = {"levels": levels, "ratios_to_first_level": tenant_scale._ratios(levels), "worker_concurrency": 4,
+              "web": {"workers": 4, "threads": 4}}  # fmt: skip
+    row = next(line for line in tenant_scale.markdown_lines(result) if line.startswith("| web CPU per request"))
+    assert row == "| web CPU per request under load, ms (creates, messages, reads back) |  | 2.0 | None |  |"

@@ -7,7 +7,7 @@ from django.conf import settings
 from django_tenants.utils import schema_context
 
 from core.tests.support import api_client
-from conversations.apis import MessageBodySerializer
+from conversations.apis import ChatListCreateApi, MessageBodySerializer
 from conversations import creations, services
 from conversations.models import Application, Chat, Message
 from core.redis import get_redis
@@ -217,6 +217,44 @@ def test_bad_customer_id_is_400(tenant_a, application_a, client_a, drain, custom
     assert response.status_code == 400
     assert list(response.json()) == ["customer_id"]
     assert _pending(tenant_a) == 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ['{"customer_id": ""}', '{"customer_id": "  "}', '{"customer_id": "\\u00a0"}', json.dumps({"customer_id": "x" * 256}),
+     json.dumps({"customer_id": " " + "x" * 256}), '{"customer_id": {"a": 1}}', '{"customer_id": ["c"]}',
+     '{"customer_id": true}', '{"customer_id": 42}', '{"customer_id": 1.5}', '[]', '"customer_id"'],
+)  # fmt: skip
+def test_a_refused_customer_id_gets_the_serializers_own_400(tenant_a, application_a, client_a, drain, raw):
+    # The create checks a plain string customer_id without building a serializer (apis._chat_customer_id);
+    # anything it does not take must get exactly the serializer's answer, and nothing queued.
+    serializer = ChatListCreateApi.InputSerializer(data=json.loads(raw))
+    assert not serializer.is_valid()
+
+    response = client_a.post(_chats_url(application_a), raw, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == json.loads(json.dumps(serializer.errors))
+    assert _pending(tenant_a) == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [('{}', None), ('{"customer_id": null}', None), ('{"customer_id": "cust-7"}', "cust-7"),
+     ('{"customer_id": " cust-7 "}', "cust-7"), ('{"customer_id": "\\u2003cust-7\\n"}', "cust-7"),
+     ('{"customer_id": "a b"}', "a b"),
+     ('{"customer_id": "caf\\u00e9 \\ud83d\\ude00"}', "café 😀"), ('{"customer_id": "c", "unknown": 1}', "c"),
+     (json.dumps({"customer_id": "x" * 255}), "x" * 255), (json.dumps({"customer_id": "x" * 255 + "  "}), "x" * 255)],
+)  # fmt: skip
+def test_an_accepted_customer_id_is_stored_as_the_serializer_reads_it(tenant_a, application_a, client_a, drain, raw, stored):
+    serializer = ChatListCreateApi.InputSerializer(data=json.loads(raw))
+    assert serializer.is_valid() and serializer.validated_data.get("customer_id") == stored
+
+    response = client_a.post(_chats_url(application_a), raw, content_type="application/json")
+    drain(tenant_a)
+
+    assert response.status_code == 202
+    assert client_a.get(f"{_chats_url(application_a)}/{response.json()['number']}").json()["customer_id"] == stored
 
 
 def test_numbers_continue_after_redis_loses_its_counters(tenant_a, application_a, client_a, drain):

@@ -52,3 +52,35 @@ def test_a_platform_admin_can_be_deleted_from_the_platform_admin(db):
     assert response.status_code == 302
     assert not User.objects.filter(pk=doomed.pk).exists()
     assert User.objects.filter(pk=operator.pk).exists()
+
+
+def test_an_api_request_never_builds_the_admins_message_storage(tenant_a):
+    # core.middleware.LazyMessageMiddleware: the storage is built when the admin uses messages, not per request.
+    from django.utils.functional import empty
+    from django_tenants.utils import schema_context
+
+    from conversations.services import application_create
+    from core.tests.support import api_client
+
+    with schema_context(tenant_a.schema_name):
+        application = application_create(name="lazy messages")
+    # a read: a create would send a drain task to the tenant's queue, which no worker here consumes
+    response = api_client(tenant=tenant_a).get(f"/api/applications/{application.token}/chats")
+
+    assert response.status_code == 200
+    assert response.wsgi_request._messages._wrapped is empty
+    assert "messages" not in response.cookies
+
+
+def test_an_admin_message_is_stored_across_the_redirect_and_shown_once(tenant_a):
+    admin = make_user(tenant=tenant_a, role=User.Role.ADMIN)
+    client = Client(HTTP_HOST=host_of(tenant_a))
+    assert client.post("/admin/login/", {"username": admin.email, "password": PASSWORD, "next": "/admin/"}).status_code == 302
+
+    added = client.post("/admin/conversations/application/add/", {"name": "From the admin"})
+    shown = client.get(added["Location"])
+    again = client.get(added["Location"])
+
+    assert added.status_code == 302 and added.cookies["messages"].value
+    assert b"was added successfully" in shown.content
+    assert b"was added successfully" not in again.content

@@ -114,3 +114,47 @@ def test_signing_out_needs_a_token_of_this_host_and_touches_no_other_host(tenant
     assert api_client(tenant=tenant_a, token=token_a).get("/api/auth/me").status_code == 401
     assert api_client(tenant=tenant_b, token=token_b).get("/api/auth/me").status_code == 200
     assert api_client(token=platform).get("/api/auth/me").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "", "Token", "Token {key} extra", "Token not-a-key", "Bearer {key}", "token {key}", "Token {key}", "Token caf\u00e9"],
+)
+def test_token_authentication_answers_as_drfs_own(tenant_a, header):
+    # core.authentication.TokenAuthentication answers a request without the header itself; every request
+    # must get DRF's answer: the same user and token, the same refusal, or none.
+    from django_tenants.utils import schema_context
+    from rest_framework.authentication import TokenAuthentication as DrfTokenAuthentication
+    from rest_framework.exceptions import AuthenticationFailed
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from core.authentication import TokenAuthentication
+
+    key = token_for(make_user(tenant=tenant_a, role=User.Role.AGENT), tenant=tenant_a)
+
+    def outcome(authentication_class):
+        extra = {} if header is None else {"HTTP_AUTHORIZATION": header.format(key=key)}
+        request = Request(APIRequestFactory().post("/api/chats", {}, format="json", **extra))
+        try:
+            with schema_context(tenant_a.schema_name):
+                result = authentication_class().authenticate(request)
+        except AuthenticationFailed as error:
+            return "refused", str(error.detail)
+        return None if result is None else (result[0].pk, result[1].key)
+
+    assert outcome(TokenAuthentication) == outcome(DrfTokenAuthentication)
+
+
+def test_a_request_without_a_token_is_answered_without_building_its_headers(db):
+    # The point of core.authentication: `request.headers` (a dict of every header) is not built for a client
+    # request that carries no token.
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from core.authentication import TokenAuthentication
+
+    request = Request(APIRequestFactory().post("/api/chats", {}, format="json", HTTP_X_REQUEST_ID="abc"))
+
+    assert TokenAuthentication().authenticate(request) is None
+    assert "headers" not in request._request.__dict__

@@ -61,7 +61,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # The request's user (session, or DRF's token once the view authenticates) is the audit log's actor.
     "core.middleware.ActorMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    # django.contrib.messages' middleware, its storage built only when the admin uses it (core/middleware.py).
+    "core.middleware.LazyMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as it answers from process_view: a method an API view does not declare is a 405 before its
     # authentication (core/middleware.py).
