@@ -167,10 +167,10 @@ def test_postgres_restarted_under_load_loses_nothing_and_recovers(live_stack, te
     _assert_everything_persisted_once(stack, tenant, load)
 
 
-# The drain's statement that adds a batch's new chats to their application's chats_count: it runs after the batch
-# has inserted its chat rows, and it needs the application's row.
+# The drain's statement that inserts a batch's chats and adds them to their application's chats_count: its UPDATE
+# runs on the rows its INSERT returned (so the transaction has written rows), and it needs the application's row.
 # (after the schema's tag that prepared statements carry: core.prepared)
-_ADD_CHATS_COUNT = r"^(/\* \w+ \*/)?\s*UPDATE conversations_application AS app SET chats_count = app\.chats_count \+ d\.added"
+_ADD_CHATS_COUNT = r"^(/\* \w+ \*/)?\s*WITH inserted AS \(\s*INSERT INTO conversations_chat "
 
 
 def _drain_blocked_mid_batch(conn) -> str | None:
