@@ -336,12 +336,23 @@ def ticket_status_set(*, ticket: Ticket, status: str) -> Ticket:
     return ticket
 
 
+# The chats, and each application's chats_count raised by those it really inserted (a row already there, from
+# a drain that died before trimming the list, is skipped and not counted twice): one statement, so that nothing
+# waits for its answer before the messages are sent (the batch is pipelined, core.prepared).
 _INSERT_CHATS = """
-INSERT INTO conversations_chat (application_id, number, status, customer_id, messages_count, created_at, updated_at)
-SELECT r.app, r.number, 'waiting', r.customer_id, 0, r.at, r.at
-FROM unnest(%s::bigint[], %s::integer[], %s::text[], %s::timestamptz[]) AS r(app, number, customer_id, at)
-ON CONFLICT (application_id, number) DO NOTHING
-RETURNING application_id, id
+WITH inserted AS (
+    INSERT INTO conversations_chat (application_id, number, status, customer_id, messages_count, created_at, updated_at)
+    SELECT r.app, r.number, 'waiting', r.customer_id, 0, r.at, r.at
+    FROM unnest(%s::bigint[], %s::integer[], %s::text[], %s::timestamptz[]) AS r(app, number, customer_id, at)
+    ON CONFLICT (application_id, number) DO NOTHING
+    RETURNING application_id, id
+),
+counted AS (
+    UPDATE conversations_application AS app SET chats_count = app.chats_count + added.n
+    FROM (SELECT application_id, count(*) AS n FROM inserted GROUP BY application_id) AS added
+    WHERE app.id = added.application_id
+)
+SELECT application_id, id FROM inserted
 """
 
 _INSERT_MESSAGES = """
@@ -357,6 +368,18 @@ ON CONFLICT (chat_id, number) DO NOTHING
 RETURNING chat_id, id, is_private
 """
 
+# The messages (above), and each chat's messages_count raised by those inserted that the customer sees (private
+# notes are not counted: docs/workspace.md), in one statement as the chats'.
+_INSERT_MESSAGES_COUNTED = f"""
+WITH inserted AS ({_INSERT_MESSAGES}),
+counted AS (
+    UPDATE conversations_chat AS chat SET messages_count = chat.messages_count + added.n
+    FROM (SELECT chat_id, count(*) AS n FROM inserted WHERE NOT is_private GROUP BY chat_id) AS added
+    WHERE chat.id = added.chat_id
+)
+SELECT chat_id, id, is_private FROM inserted
+"""
+
 _MISSING_CHATS = """
 SELECT DISTINCT r.app, r.chat_number
 FROM unnest(%s::bigint[], %s::integer[]) AS r(app, chat_number)
@@ -364,10 +387,6 @@ LEFT JOIN conversations_chat AS chat ON chat.application_id = r.app AND chat.num
 WHERE chat.id IS NULL
 """
 
-_ADD_CHATS_COUNT = """
-UPDATE conversations_application AS app SET chats_count = app.chats_count + d.added
-FROM unnest(%s::bigint[], %s::integer[]) AS d(id, added) WHERE app.id = d.id
-"""
 
 # The chats a batch's messages go to, locked before the messages are inserted (whose foreign keys would lock
 # them in whatever order the join yields): assigned and resolved chats first, waiting ones last. A batch may
@@ -382,11 +401,6 @@ ORDER BY chat.status = 'waiting', chat.id
 FOR NO KEY UPDATE OF chat
 """
 
-_ADD_MESSAGES_COUNT = """
-UPDATE conversations_chat AS chat SET messages_count = chat.messages_count + d.added
-FROM unnest(%s::bigint[], %s::integer[]) AS d(id, added) WHERE chat.id = d.id
-"""
-
 
 def _persist_batch(records: list[dict]) -> tuple[int, int]:
     """Inserts a batch in one transaction; rows already there (a drain that died before trimming the
@@ -395,54 +409,49 @@ def _persist_batch(records: list[dict]) -> tuple[int, int]:
     messages = [record for record in records if record["kind"] == "message"]
     # The batch's tenant-work marks (assignment, recount, webhooks) are collected and written in one statement
     # as the transaction's last step (tenants.work.tenant_work_marks_batched): one round trip, not one each.
-    # Pipelined (core.prepared): the client waits for PostgreSQL only where it reads rows (the inserts' ids, the
-    # routing hook's arrivals) and once at the end, not after each of the batch's ~15 statements.
+    # Pipelined (core.prepared): the client waits for PostgreSQL only where it reads rows (the two inserts' ids
+    # together, the routing hook's arrivals) and once at the end, not after each of the batch's ~12 statements.
     with transaction.atomic(), pipelined(), prepared_cursor() as cursor, tenant_work_marks_batched():
         # Django's foreign keys are DEFERRABLE INITIALLY DEFERRED; check them now, so a refused row fails
         # its own statement (and can be isolated) rather than the commit.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        chats_added: Counter = Counter()
-        inserted_chats, inserted_messages = [], []
-        if chats:
-            cursor.execute(
-                _INSERT_CHATS,
-                [
-                    [r["app"] for r in chats],
-                    [r["number"] for r in chats],
-                    [r["customer_id"] for r in chats],
-                    [r["at"] for r in chats],
-                ],
-            )
-            inserted_chats = cursor.fetchall()
-            chats_added.update(row[0] for row in inserted_chats)
-            if chats_added:
-                cursor.execute(_ADD_CHATS_COUNT, [list(chats_added), list(chats_added.values())])
-        messages_added: Counter = Counter()
-        if messages:
-            columns = [
-                [r["app"] for r in messages],
-                [r["chat"] for r in messages],
-                [r["number"] for r in messages],
-                [r["body"] for r in messages],
-                [r["sender"] for r in messages],
-                [r["author"] for r in messages],
-                [r["at"] for r in messages],
-                # Absent from records queued before private notes and attachments existed.
-                [r.get("private", False) for r in messages],
-                [json.dumps(r.get("attachments") or []) for r in messages],
-            ]
-            cursor.execute(_LOCK_MESSAGE_CHATS, columns[:2])
-            cursor.execute(_INSERT_MESSAGES, columns)
-            inserted_messages = cursor.fetchall()
-            # `messages_count` counts what the customer sees: private notes are not in it (docs/workspace.md).
-            messages_added.update(row[0] for row in inserted_messages if not row[2])
-            if messages_added:
-                cursor.execute(_ADD_MESSAGES_COUNT, [list(messages_added), list(messages_added.values())])
-            if len(inserted_messages) < len(messages):
-                # Only possible if Redis lost a chat's creation; never drop the messages silently.
-                cursor.execute(_MISSING_CHATS, columns[:2])
-                for app_id, chat_number in cursor.fetchall():
-                    logger.error("queued messages for chat %s of application %s, which does not exist", chat_number, app_id)
+        with prepared_cursor() as chats_cursor, prepared_cursor() as messages_cursor:
+            # Both inserts are sent before either is read: one wait for both.
+            if chats:
+                chats_cursor.execute(
+                    _INSERT_CHATS,
+                    [
+                        [r["app"] for r in chats],
+                        [r["number"] for r in chats],
+                        [r["customer_id"] for r in chats],
+                        [r["at"] for r in chats],
+                    ],
+                )
+            if messages:
+                columns = [
+                    [r["app"] for r in messages],
+                    [r["chat"] for r in messages],
+                    [r["number"] for r in messages],
+                    [r["body"] for r in messages],
+                    [r["sender"] for r in messages],
+                    [r["author"] for r in messages],
+                    [r["at"] for r in messages],
+                    # Absent from records queued before private notes and attachments existed.
+                    [r.get("private", False) for r in messages],
+                    [json.dumps(r.get("attachments") or []) for r in messages],
+                ]
+                cursor.execute(_LOCK_MESSAGE_CHATS, columns[:2])
+                messages_cursor.execute(_INSERT_MESSAGES_COUNTED, columns)
+            inserted_chats = chats_cursor.fetchall() if chats else []
+            inserted_messages = messages_cursor.fetchall() if messages else []
+        chats_added = Counter(row[0] for row in inserted_chats)
+        # `messages_count` counts what the customer sees: private notes are not in it (docs/workspace.md).
+        messages_added = Counter(row[0] for row in inserted_messages if not row[2])
+        if len(inserted_messages) < len(messages):
+            # Only possible if Redis lost a chat's creation; never drop the messages silently.
+            cursor.execute(_MISSING_CHATS, columns[:2])
+            for app_id, chat_number in cursor.fetchall():
+                logger.error("queued messages for chat %s of application %s, which does not exist", chat_number, app_id)
         report_creations_persisted(chat_ids=[row[1] for row in inserted_chats], message_ids=[row[1] for row in inserted_messages])
         routing_creations_persisted(chat_ids=[row[1] for row in inserted_chats], message_ids=[row[1] for row in inserted_messages])
         contacts_touch(chat_ids=[row[1] for row in inserted_chats], message_ids=[row[1] for row in inserted_messages])

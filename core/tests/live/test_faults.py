@@ -167,10 +167,10 @@ def test_postgres_restarted_under_load_loses_nothing_and_recovers(live_stack, te
     _assert_everything_persisted_once(stack, tenant, load)
 
 
-# The drain's statement that adds a batch's new chats to their application's chats_count: it runs after the batch
-# has inserted its chat rows, and it needs the application's row.
+# The drain's statement that inserts a batch's chats and adds them to their application's chats_count: its UPDATE
+# runs on the rows its INSERT returned (so the transaction has written rows), and it needs the application's row.
 # (after the schema's tag that prepared statements carry: core.prepared)
-_ADD_CHATS_COUNT = r"^(/\* \w+ \*/)?\s*UPDATE conversations_application AS app SET chats_count = app\.chats_count \+ d\.added"
+_ADD_CHATS_COUNT = r"^(/\* \w+ \*/)?\s*WITH inserted AS \(\s*INSERT INTO conversations_chat "
 
 
 def _drain_blocked_mid_batch(conn) -> str | None:
@@ -240,8 +240,11 @@ def test_worker_killed_mid_batch_is_redelivered_not_duplicated(live_stack, tenan
     # (acks_late: RabbitMQ requeues them when the dead worker's connection drops)
     # (since that worker's last start, not since this test's: a drain an earlier test left retrying, received
     # before this test began, can be the one holding the batch when the kill lands; CI saw exactly that)
+    # and since its consumer last connected to the broker: a drain it had received before an earlier test's
+    # broker outage cut that connection was requeued by RabbitMQ then (and run by either worker), not by this kill
     victim_log = stack.log(f"worker{index}")
-    in_flight = _drain_tasks_running(victim_log[victim_log.rfind(" ready.") + 1:])
+    since = max(victim_log.rfind(" ready."), victim_log.rfind("celery.worker.consumer.connection: Connected to"))
+    in_flight = _drain_tasks_running(victim_log[since + 1:])
     assert in_flight
     wait_until(lambda: in_flight <= _drain_tasks_received(stack.log(survivor)[survivor_offset:]), timeout=30,
                interval=0.5, what="the killed drain's task to be redelivered")  # fmt: skip
