@@ -427,6 +427,7 @@ def test_a_run_and_its_settle_wait_for_postgresql_a_few_times_not_once_per_state
         assert not TenantWork.objects.filter(tenant__schema_name=tenant_a.schema_name, kind="assignment").exists()
     # ~17 statements; waits for the test's savepoint, the mark's version with the lock and the requeue, the
     # agents with the open teams, the head of the queue, what still waits (for the mark), the block's end, and
-    # the commit (the savepoint's release here); 18 waits before
+    # the commit (the savepoint's release here): 7, and a read whose answer arrives in two pieces waits twice
+    # (seen once in a full suite run); 18 waits before
     assert len(queries.captured_queries) >= 15
-    assert trips.count <= 7
+    assert trips.count <= 9

@@ -265,6 +265,7 @@ def test_a_drain_turn_waits_for_postgresql_a_few_times_not_once_per_statement(te
             services._persist_batch(records)
     # 12 statements: waits for the test's savepoint, the two inserts' ids, the routing hook's arrivals, the rest
     # at the block's end, and the commit (the savepoint's release here; in a worker the BEGIN travels with the
-    # first statements); 20 waits before they were pipelined
+    # first statements): 5, and a read whose answer arrives in two pieces waits twice; 20 waits before they
+    # were pipelined
     assert len(queries.captured_queries) >= 12
-    assert trips.count <= 5
+    assert trips.count <= 7

@@ -110,8 +110,8 @@ def postgres_round_trips():
     reading only (not while sending too) is the client waiting for an answer it does not have: a statement's
     results, a pipeline's sync, COMMIT's answer. Outside a pipeline, each statement counts at least once; inside
     one (core.prepared.pipelined), each read or sync whose answers were not all in yet counts once, so the
-    count is at most the block's sync points (answers that arrived while later statements were sent cost
-    none). Counted, not timed: a round trip costs little on an idle machine and two wake-ups of busy
+    count is about the block's sync points (answers that arrived while later statements were sent cost
+    none; one that arrives in pieces can cost two), so tests bound it with a little room. Counted, not timed: a round trip costs little on an idle machine and two wake-ups of busy
     processes on a loaded one (issue 18), so what a path costs is told by how many it makes."""
     from psycopg import Connection
     from psycopg.waiting import Wait

@@ -23,8 +23,9 @@ def test_statements_between_two_reads_travel_together(db):
     assert trips.count >= 11  # one wait for each statement's answer
     with transaction.atomic(), pipelined(), prepared_cursor() as cursor, postgres_round_trips() as trips:
         assert eleven_statements(cursor) == [(10,)]
-    # at most one wait: the answers still missing when the read needs them (those already in cost none)
-    assert trips.count <= 1
+    # about one wait: the answers still missing when the read needs them (those already in cost none; an answer
+    # arriving in pieces can cost a second)
+    assert trips.count <= 2
 
 
 @pytest.mark.parametrize("opened_by", ["prepared_cursor", "django"])
