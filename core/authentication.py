@@ -1,4 +1,5 @@
-from rest_framework import authentication
+from django.utils.translation import gettext_lazy as _
+from rest_framework import authentication, exceptions
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
@@ -17,3 +18,10 @@ class TokenAuthentication(authentication.TokenAuthentication):
         if "HTTP_AUTHORIZATION" not in request.META:
             return None
         return super().authenticate(request)
+
+    def authenticate_credentials(self, key):
+        # A key holding a NUL matches no token, and PostgreSQL refuses it in a lookup (a DataError: a 500): it
+        # gets DRF's refusal of an unknown key without the query.
+        if "\x00" in key:
+            raise exceptions.AuthenticationFailed(_("Invalid token."))
+        return super().authenticate_credentials(key)

@@ -111,8 +111,8 @@ class UnstorableInputMiddleware:
     NUL character (`%00`) is a 400. PostgreSQL refuses NUL in text, so any lookup by such a value (an
     application token in the path, a filter, a search, also in the admin) was a DataError, a 500. Lone
     surrogates cannot get here: Django decodes the path and query string as UTF-8, replacing what does not
-    decode. Headers are left to their readers: credentials are compared, not looked up with a NUL (401 for
-    anything wrong), and the host is validated by Django.
+    decode. Headers are left to their readers: credentials are compared, or refused before a lookup when they
+    hold a NUL (core/authentication.py; 401 for anything wrong), and the host is validated by Django.
 
     First in MIDDLEWARE: nothing has queried yet.
     """

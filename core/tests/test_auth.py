@@ -158,3 +158,14 @@ def test_a_request_without_a_token_is_answered_without_building_its_headers(db):
 
     assert TokenAuthentication().authenticate(request) is None
     assert "headers" not in request._request.__dict__
+
+
+@pytest.mark.parametrize("header", ["Token \x00", "Token a\x00b", "Token " + "\x00" * 40])
+@pytest.mark.parametrize("path", ["/api/chats", "/api/auth/me"])
+def test_a_token_holding_a_nul_is_refused_as_an_invalid_token_not_looked_up(tenant_a, header, path):
+    # DRF looked the key up as it came: PostgreSQL refuses NUL in text, so the lookup was a DataError, a 500
+    # (found by a hostile probe; a WSGI server or proxy that passes the byte through lets it reach Django)
+    response = api_client(tenant=tenant_a).generic("GET", path, HTTP_AUTHORIZATION=header)
+
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Invalid token."}
